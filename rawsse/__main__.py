@@ -1,0 +1,5 @@
+import sys
+
+from rawsse.cli import main
+
+sys.exit(main())

@@ -1,0 +1,113 @@
+"""The HTTP API: turns a parsed request into a response, or into a stream to open.
+
+No I/O: it reads and changes the hub and returns bytes. The routes are documented in the
+README; their names are part of the public interface.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from rawsse.config import Config
+from rawsse.hub.hub import Hub, Overloaded
+from rawsse.metrics import Metrics
+from rawsse.proto.http import HttpError, Request, response, stream_head
+from rawsse.proto.publish import PublishError, parse_publish
+from rawsse.proto.sse import encode_retry
+from rawsse.proto.topics import TopicError, check_topic
+
+MAX_QUERY_FIELDS = 200
+"""Bounds the work of parsing one /events query string."""
+
+ROUTES = {"/events": ("GET",), "/publish": ("POST",), "/healthz": ("GET", "HEAD"), "/metrics": ("GET",)}
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStream:
+    """The request asks for an event stream; `preamble` holds its first bytes."""
+
+    topics: tuple[str, ...]
+    preamble: bytes
+
+
+class Api:
+    def __init__(self, hub: Hub, metrics: Metrics, config: Config) -> None:
+        self._hub = hub
+        self._metrics = metrics
+        self._config = config
+        self._stream_prefix = stream_head() + encode_retry(config.retry)
+
+    def handle(self, request: Request, from_loopback: bool) -> bytes | OpenStream:
+        """Answer one request; raises HttpError for anything refused."""
+        methods = ROUTES.get(request.path)
+        if methods is None:
+            raise HttpError(404, f"no such path: {request.path}")
+        if request.method not in methods:
+            raise HttpError(405, f"use {' or '.join(methods)}", [("Allow", ", ".join(methods))])
+        if request.path == "/events":
+            return self._events(request)
+        if request.path == "/publish":
+            return self._publish(request, from_loopback)
+        if request.path == "/metrics":
+            return response(
+                200, self._metrics.render(), "text/plain; version=0.0.4", keep_alive=request.keep_alive
+            )
+        body = b"" if request.method == "HEAD" else b"ok\n"
+        return response(200, body, keep_alive=request.keep_alive)
+
+    def _events(self, request: Request) -> OpenStream:
+        try:
+            params = parse_qsl(
+                request.query, keep_blank_values=True, errors="strict", max_num_fields=MAX_QUERY_FIELDS
+            )
+        except (UnicodeDecodeError, ValueError):
+            raise HttpError(400, "malformed query string") from None
+        topics: dict[str, None] = {}
+        last_event_id = request.headers.get("last-event-id") or None
+        for name, value in params:
+            if name == "topic":
+                try:
+                    topics[check_topic(value, self._config.max_topic_length)] = None
+                except TopicError as exc:
+                    raise HttpError(400, f"{exc}: {value[:64]!r}") from None
+            elif name == "lastEventId" and last_event_id is None:
+                # For clients that cannot set headers; the header wins because a browser
+                # sends the newer id in it when it reconnects to the same URL.
+                last_event_id = value or None
+        if not topics:
+            raise HttpError(400, "name at least one topic: /events?topic=NAME")
+        if len(topics) > self._config.max_topics:
+            raise HttpError(400, f"at most {self._config.max_topics} topics per stream")
+        names = tuple(topics)
+        return OpenStream(names, self._stream_prefix + self._hub.catch_up(names, last_event_id))
+
+    def _publish(self, request: Request, from_loopback: bool) -> bytes:
+        self._authorize(request, from_loopback)
+        try:
+            parsed = parse_publish(
+                request.query,
+                request.headers.get("content-type", ""),
+                request.body,
+                self._config.max_topic_length,
+            )
+        except PublishError as exc:
+            raise HttpError(exc.status, str(exc)) from None
+        try:
+            ids = self._hub.publish(parsed.items)
+        except Overloaded as exc:
+            raise HttpError(503, str(exc), [("Retry-After", "1")]) from None
+        document = {"ids": ids} if parsed.batch else {"id": ids[0]}
+        return response(200, json.dumps(document).encode(), "application/json", keep_alive=request.keep_alive)
+
+    def _authorize(self, request: Request, from_loopback: bool) -> None:
+        token = self._config.publish_token
+        if token is None:
+            if not from_loopback:
+                raise HttpError(403, "publishing is allowed from loopback only (set a publish token)")
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HttpError(401, "a valid bearer token is required", [("WWW-Authenticate", "Bearer")])

@@ -1,0 +1,77 @@
+"""Who receives what: streams grouped by their exact set of topics.
+
+A stream is a small integer slot (its file descriptor in the epoll reactor). Streams that
+asked for the same topics share one `Group`, so a fan-out pass builds each group's bytes
+once and writes them to every member; a stream of several topics still receives the
+events of all its topics in id order, in one write.
+
+Per stream this costs one list entry and one int in preallocated arrays plus its place in
+its group's array: no dict entry, no object.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+
+class Group:
+    __slots__ = ("members", "topics")
+
+    def __init__(self, topics: tuple[str, ...]) -> None:
+        self.topics = topics
+        self.members = array("i")
+
+
+class Subscriptions:
+    def __init__(self, capacity: int) -> None:
+        self._group_of: list[Group | None] = [None] * capacity
+        self._position = array("i", bytes(4 * capacity))
+        self._groups: dict[tuple[str, ...], Group] = {}
+        self._by_topic: dict[str, list[Group]] = {}
+        self.count = 0
+
+    @property
+    def capacity(self) -> int:
+        return len(self._group_of)
+
+    def add(self, slot: int, topics: tuple[str, ...]) -> None:
+        key = tuple(sorted(set(topics)))
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = Group(key)
+            for topic in key:
+                self._by_topic.setdefault(topic, []).append(group)
+        self._group_of[slot] = group
+        self._position[slot] = len(group.members)
+        group.members.append(slot)
+        self.count += 1
+
+    def remove(self, slot: int) -> None:
+        group = self._group_of[slot]
+        if group is None:
+            return
+        self._group_of[slot] = None
+        members = group.members
+        position = self._position[slot]
+        last = members.pop()
+        if last != slot:  # move the last member into the hole: O(1), order is irrelevant
+            members[position] = last
+            self._position[last] = position
+        self.count -= 1
+        if not members:
+            del self._groups[group.topics]
+            for topic in group.topics:
+                groups = self._by_topic[topic]
+                groups.remove(group)
+                if not groups:
+                    del self._by_topic[topic]
+
+    def topics_of(self, slot: int) -> tuple[str, ...]:
+        group = self._group_of[slot]
+        return group.topics if group is not None else ()
+
+    def groups_of_topic(self, topic: str) -> list[Group]:
+        return self._by_topic.get(topic, [])
+
+    def groups(self) -> list[Group]:
+        return list(self._groups.values())

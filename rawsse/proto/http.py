@@ -1,0 +1,253 @@
+"""HTTP/1.1 requests: httptools does the parsing, this module adds the limits and rules
+it leaves out, and builds responses. Bytes in, `Request` values and response bytes out.
+
+httptools (llhttp) already refuses smuggling shapes in strict mode: Content-Length together
+with Transfer-Encoding, two Content-Lengths, `chunked123`, bare LF, invalid methods and
+versions. It has no size limits, so the header block, URL and body are counted here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import httptools
+
+MAX_HEADER_BYTES = 16 * 1024
+"""h11's default for the whole head (status 431); nginx and aiohttp allow 8 KiB per line."""
+
+MAX_URL_BYTES = 8 * 1024
+"""nginx's large_client_header_buffers line size (status 414)."""
+
+MAX_BODY_BYTES = 1024 * 1024
+"""nginx's client_max_body_size, also aiohttp's and Mercure's (status 413)."""
+
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    415: "Unsupported Media Type",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class HttpError(Exception):
+    """A request that gets an error status and then a closed connection."""
+
+    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = tuple(headers)
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    """Lower-case names; repeated headers joined with ", " as RFC 9110 allows."""
+    body: bytes
+    keep_alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    max_header_bytes: int = MAX_HEADER_BYTES
+    max_url_bytes: int = MAX_URL_BYTES
+    max_body_bytes: int = MAX_BODY_BYTES
+
+
+@dataclass(slots=True)
+class _Message:
+    url: bytearray = field(default_factory=bytearray)
+    headers: dict[str, str] = field(default_factory=dict)
+    head_bytes: int = 0
+    body: bytearray = field(default_factory=bytearray)
+
+
+class RequestReader:
+    """Turns the bytes of one connection into complete requests, enforcing the limits.
+
+    `feed()` returns the requests completed by the new bytes, or raises HttpError; after
+    an error the connection must be closed. `interim` holds bytes to send before the final
+    response (a `100 Continue`), and `in_head`/`in_body` tell the caller which timeout runs.
+    """
+
+    def __init__(self, limits: HttpLimits = HttpLimits()) -> None:
+        self._limits = limits
+        self._parser = httptools.HttpRequestParser(self)
+        self._message: _Message | None = None
+        self._head_done = False
+        self._began_in_chunk = False
+        self._spilled = 0
+        self._done: list[Request] = []
+        self._error: HttpError | None = None
+        self.interim = b""
+
+    @property
+    def in_head(self) -> bool:
+        return self._message is not None and not self._head_done
+
+    @property
+    def in_body(self) -> bool:
+        return self._message is not None and self._head_done
+
+    def feed(self, data: bytes) -> list[Request]:
+        self._began_in_chunk = False
+        head_open_before = self.in_head
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise HttpError(400, "protocol upgrade is not supported here") from None
+        except httptools.HttpParserError as exc:
+            # An HttpError raised by a callback below comes back wrapped; unwrap it.
+            error, self._error = self._error, None
+            raise error or HttpError(400, f"malformed request: {exc}") from None
+        # httptools buffers a header that is still arriving without telling us, so a chunk
+        # that began and ended inside one head is counted whole: the head can outgrow the
+        # limit by at most one read before it is refused.
+        if self.in_head and head_open_before and not self._began_in_chunk:
+            self._spilled += len(data)
+            if self._spilled > self._limits.max_header_bytes:
+                raise HttpError(431, "request header block too large")
+        done, self._done = self._done, []
+        return done
+
+    # Parser callbacks (called by httptools from inside feed_data)
+
+    def on_message_begin(self) -> None:
+        self._message = _Message()
+        self._head_done = False
+        self._began_in_chunk = True
+        self._spilled = 0
+
+    def on_url(self, url: bytes) -> None:
+        message = self._current()
+        message.url += url
+        if len(message.url) > self._limits.max_url_bytes:
+            self._fail(HttpError(414, "request URL too long"))
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        message = self._current()
+        self._count_head(len(name) + len(value) + 4)
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        previous = message.headers.get(key)
+        message.headers[key] = text if previous is None else f"{previous}, {text}"
+
+    def on_headers_complete(self) -> None:
+        message = self._current()
+        self._head_done = True
+        headers = message.headers
+        if self._parser.get_http_version() == "1.1" and "host" not in headers:
+            self._fail(HttpError(400, "missing Host header"))
+        coding = headers.get("transfer-encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            self._fail(HttpError(501, "only chunked transfer coding is supported"))
+        length = headers.get("content-length")
+        if length is not None and int(length) > self._limits.max_body_bytes:
+            self._fail(HttpError(413, f"body larger than {self._limits.max_body_bytes} bytes"))
+        if headers.get("expect", "").lower() == "100-continue":
+            self.interim += CONTINUE
+
+    def on_body(self, body: bytes) -> None:
+        message = self._current()
+        message.body += body
+        if len(message.body) > self._limits.max_body_bytes:
+            self._fail(HttpError(413, f"body larger than {self._limits.max_body_bytes} bytes"))
+
+    def on_message_complete(self) -> None:
+        message = self._current()
+        self._message = None
+        url = httptools.parse_url(bytes(message.url))
+        path = url.path.decode("latin-1") if url.path else "/"
+        query = url.query.decode("latin-1") if url.query else ""
+        self._done.append(
+            Request(
+                method=self._parser.get_method().decode("latin-1"),
+                path=path,
+                query=query,
+                headers=message.headers,
+                body=bytes(message.body),
+                keep_alive=self._parser.should_keep_alive(),
+            )
+        )
+
+    def _current(self) -> _Message:
+        if self._message is None:  # llhttp always begins a message first
+            self._fail(HttpError(400, "malformed request"))
+        assert self._message is not None
+        return self._message
+
+    def _fail(self, error: HttpError) -> None:
+        self._error = error
+        raise error
+
+    def _count_head(self, size: int) -> None:
+        message = self._current()
+        message.head_bytes += size
+        if message.head_bytes > self._limits.max_header_bytes:
+            self._fail(HttpError(431, "request header block too large"))
+
+
+def _status_line(status: int) -> bytes:
+    return f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n".encode()
+
+
+_STATUS_LINES = {status: _status_line(status) for status in REASONS}
+
+
+def response(
+    status: int,
+    body: bytes = b"",
+    content_type: str = "text/plain; charset=utf-8",
+    headers: Iterable[tuple[str, str]] = (),
+    keep_alive: bool = True,
+) -> bytes:
+    """A complete response with Content-Length; `Connection: close` unless kept alive."""
+    head = [_STATUS_LINES.get(status) or _status_line(status)]
+    if body or status not in (204, 304):
+        head.append(f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n".encode())
+    for name, value in headers:
+        head.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if not keep_alive:
+        head.append(b"Connection: close\r\n")
+    head.append(b"\r\n")
+    head.append(body)
+    return b"".join(head)
+
+
+def error_response(error: HttpError) -> bytes:
+    """The response for an HttpError: its status and message, and `Connection: close`."""
+    return response(error.status, f"{error.message}\n".encode(), headers=error.headers, keep_alive=False)
+
+
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Content-Type: text/event-stream\r\n"
+    b"Cache-Control: no-cache\r\n"
+    b"X-Accel-Buffering: no\r\n"
+)
+"""The head of every stream response, up to the per-stream extra headers (CORS, and
+`Connection: close` since a stream has no length and ends with the connection)."""
+
+
+def stream_head(extra_headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in extra_headers).encode("latin-1")
+    return STREAM_HEAD + extra + b"Connection: close\r\n\r\n"

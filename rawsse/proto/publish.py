@@ -1,0 +1,163 @@
+"""Publish requests: the three body forms of `POST /publish`, turned into events to publish.
+
+- `?topic=T[&topic=U][&event=E]` in the URL: the raw body, whatever its type, is the data
+  (so `curl --data-binary @file` and `curl -d text` both work);
+- otherwise `application/x-www-form-urlencoded` with `topic` (repeatable), `data`, `event`;
+- otherwise `application/json`: one object `{"topic"|"topics", "data", "event"}`, or a list
+  of them (a batch, for throughput). A `data` that is not a string is sent as compact JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from rawsse.proto.sse import FieldError, check_field
+from rawsse.proto.topics import MAX_TOPIC_LENGTH, TopicError, check_topic
+
+MAX_EVENT_NAME_LENGTH = 128
+"""Event names are short dispatch keys; the cap keeps them so (same as ids)."""
+
+MAX_FORM_FIELDS = 1000
+"""A form publish has a handful of fields; parse_qsl's own guard against field floods."""
+
+
+class PublishError(ValueError):
+    """A publish request that cannot be accepted; `status` is 400 or 415."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class PublishItem:
+    topics: tuple[str, ...]
+    data: str
+    event: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    items: list[PublishItem]
+    batch: bool
+    """True for a JSON list: the answer lists ids even for one item."""
+
+
+def parse_publish(
+    query: str, content_type: str, body: bytes, max_topic_length: int = MAX_TOPIC_LENGTH
+) -> PublishRequest:
+    """Validate a publish request; raise PublishError with the reason when it is refused."""
+    params = _form(query)
+    if "topic" in params:
+        unknown = set(params) - {"topic", "event"}
+        if unknown:
+            raise PublishError(f"unknown query parameters: {', '.join(sorted(unknown))}")
+        item = make_item(params["topic"], _utf8(body), _one(params, "event"), max_topic_length)
+        return PublishRequest([item], False)
+    if params:
+        raise PublishError("query parameters other than topic and event are not accepted")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded":
+        fields = _form(_utf8(body))
+        unknown = set(fields) - {"topic", "data", "event"}
+        if unknown:
+            raise PublishError(f"unknown form fields: {', '.join(sorted(unknown))}")
+        form_data = _one(fields, "data")
+        if form_data is None:
+            raise PublishError("form field 'data' is required")
+        item = make_item(fields.get("topic", []), form_data, _one(fields, "event"), max_topic_length)
+        return PublishRequest([item], False)
+    if media_type == "application/json":
+        try:
+            document = json.loads(_utf8(body))
+        except ValueError as exc:
+            raise PublishError(f"invalid JSON: {exc}") from None
+        if isinstance(document, list):
+            if not document:
+                raise PublishError("a batch must hold at least one event")
+            return PublishRequest([_json_item(entry, max_topic_length) for entry in document], True)
+        return PublishRequest([_json_item(document, max_topic_length)], False)
+    raise PublishError("send form fields, JSON, or the data as the body with ?topic= in the URL", status=415)
+
+
+def _utf8(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PublishError("data is not valid UTF-8") from None
+
+
+def _form(text: str) -> dict[str, list[str]]:
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FORM_FIELDS)
+    except UnicodeDecodeError:
+        raise PublishError("form value is not valid UTF-8") from None
+    except ValueError as exc:
+        raise PublishError(str(exc)) from None
+    fields: dict[str, list[str]] = {}
+    for name, value in pairs:
+        fields.setdefault(name, []).append(value)
+    return fields
+
+
+def _one(fields: dict[str, list[str]], name: str) -> str | None:
+    values = fields.get(name)
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise PublishError(f"'{name}' given more than once")
+    return values[0]
+
+
+_JSON_KEYS = frozenset({"topic", "topics", "data", "event"})
+
+
+def _json_item(entry: Any, max_topic_length: int) -> PublishItem:
+    if not isinstance(entry, dict):
+        raise PublishError("each event must be a JSON object")
+    unknown = set(entry) - _JSON_KEYS
+    if unknown:
+        raise PublishError(f"unknown keys: {', '.join(sorted(unknown))}")
+    topics: list[Any] = []
+    if "topic" in entry:
+        topics.append(entry["topic"])
+    if "topics" in entry:
+        if not isinstance(entry["topics"], list):
+            raise PublishError("'topics' must be a list of names")
+        topics.extend(entry["topics"])
+    if not all(isinstance(topic, str) for topic in topics):
+        raise PublishError("topic names must be strings")
+    if "data" not in entry:
+        raise PublishError("'data' is required")
+    data = entry["data"]
+    if not isinstance(data, str):
+        data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    event = entry.get("event")
+    if event is not None and not isinstance(event, str):
+        raise PublishError("'event' must be a string")
+    try:  # JSON escapes can spell lone surrogates, which have no UTF-8 form
+        data.encode()
+        (event or "").encode()
+    except UnicodeEncodeError:
+        raise PublishError("data is not valid UTF-8 (lone surrogate)") from None
+    return make_item(topics, data, event, max_topic_length)
+
+
+def make_item(topics: list[str], data: str, event: str | None, max_topic_length: int) -> PublishItem:
+    if not topics:
+        raise PublishError("at least one topic is required")
+    try:
+        checked = tuple(dict.fromkeys(check_topic(t, max_topic_length) for t in topics))
+    except TopicError as exc:
+        raise PublishError(str(exc)) from None
+    if event is not None:
+        if not event or len(event) > MAX_EVENT_NAME_LENGTH:
+            raise PublishError(f"event name must be 1 to {MAX_EVENT_NAME_LENGTH} characters")
+        try:
+            check_field("event", event)
+        except FieldError as exc:
+            raise PublishError(str(exc)) from None
+    return PublishItem(checked, data, event)

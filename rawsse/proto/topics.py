@@ -1,0 +1,30 @@
+"""Topic names: one allow-list, one length cap, checked once after the query is decoded."""
+
+from __future__ import annotations
+
+import re
+
+MAX_TOPIC_LENGTH = 255
+"""Centrifugo's channel length cap; long enough for `tenant:user:1234:feed` style names."""
+
+# Letters, digits and a few separators. No '/', '%', spaces or control characters, so a
+# name reads the same in a URL, a log line and a metric; '$' is kept for system topics.
+_TOPIC = re.compile(r"[A-Za-z0-9_.:@-]+")
+
+SYSTEM_PREFIX = "$"
+"""Names that start with this are reserved for topics the server itself publishes."""
+
+
+class TopicError(ValueError):
+    """A topic name that is not allowed."""
+
+
+def check_topic(name: str, max_length: int = MAX_TOPIC_LENGTH) -> str:
+    """Return `name` if it is a valid publisher topic, else raise TopicError."""
+    if not name:
+        raise TopicError("topic must not be empty")
+    if len(name) > max_length:
+        raise TopicError(f"topic longer than {max_length} characters")
+    if not _TOPIC.fullmatch(name):
+        raise TopicError("topic may contain only letters, digits and _ . : @ -")
+    return name

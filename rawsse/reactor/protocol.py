@@ -1,0 +1,167 @@
+"""One HTTP connection on the asyncio loop: bytes to the request reader, requests to the
+API, responses back. A request for a stream hands the connection to the stream backend,
+after which this object is done with it."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from typing import TYPE_CHECKING, cast
+
+from rawsse.api import OpenStream
+from rawsse.proto.http import HttpError, RequestReader, error_response, response
+
+if TYPE_CHECKING:
+    from rawsse.reactor.server import Server
+
+log = logging.getLogger("rawsse")
+
+LINGER_TIME = 5.0
+"""After an error response the connection is half-closed and read (and dropped) for this
+long, so unread input cannot make the kernel reset the connection before the client has
+read the response (nginx's lingering_timeout)."""
+
+IDLE, HEAD, BODY, CLOSING, HANDED_OFF = range(5)
+"""Connection phases. HEAD and BODY run the request timeouts, IDLE the keep-alive one;
+CLOSING is the lingering close; HANDED_OFF means a stream backend owns the connection."""
+
+_BUSY = response(503, b"too many connections\n", headers=[("Retry-After", "1")], keep_alive=False)
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._reader = RequestReader(server.http_limits)
+        self._transport: asyncio.Transport | None = None
+        self._phase = IDLE
+        self._stream_slot = -1
+        self.deadline = 0.0
+
+    # Protocol interface
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but have its methods
+        self._transport = cast(asyncio.Transport, transport)
+        server = self._server
+        if server.connection_count >= server.connection_limit:
+            server.metrics.rejected[503] += 1
+            self._close_gracefully(_BUSY)
+            server.http_connections.add(self)
+            return
+        server.http_connections.add(self)
+        self.deadline = server.loop.time() + server.config.header_timeout
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase >= CLOSING:
+            return  # lingering or streaming: input is read and dropped
+        try:
+            requests = self._reader.feed(data)
+        except HttpError as error:
+            self._fail(error)
+            return
+        transport = self._transport
+        assert transport is not None
+        if self._reader.interim:
+            transport.write(self._reader.interim)
+            self._reader.interim = b""
+        for request in requests:
+            try:
+                result = self._server.api.handle(request, self._from_loopback())
+            except HttpError as error:
+                self._fail(error)
+                return
+            if isinstance(result, OpenStream):
+                self._open_stream(result)
+                return  # anything pipelined after a stream request is dropped
+            if not request.keep_alive:
+                self._close_gracefully(result)
+                return
+            transport.write(result)
+        self._update_deadline()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too: the requests received have all been answered
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.http_connections.discard(self)
+        if self._stream_slot >= 0:
+            self._server.streams.close(self._stream_slot)
+        self._transport = None
+
+    # Timeouts (called by the server's once-a-second sweep)
+
+    def on_timeout(self) -> None:
+        if self._phase in (HEAD, BODY):
+            self._fail(HttpError(408, "request not received in time"))
+        elif self._transport is not None:
+            self._server.http_connections.discard(self)
+            self._transport.abort()
+
+    def _update_deadline(self) -> None:
+        reader = self._reader
+        phase = HEAD if reader.in_head else BODY if reader.in_body else IDLE
+        if phase != self._phase:
+            self._phase = phase
+            config = self._server.config
+            timeout = (
+                config.header_timeout
+                if phase == HEAD
+                else config.body_timeout
+                if phase == BODY
+                else config.keepalive_timeout
+            )
+            self.deadline = self._server.loop.time() + timeout
+
+    # Streams and closing
+
+    def _open_stream(self, stream: OpenStream) -> None:
+        server = self._server
+        transport = self._transport
+        assert transport is not None
+        if transport.get_write_buffer_size():
+            # Responses to pipelined requests are still queued in the transport; the
+            # fd hand-over would drop them. Real clients do not pipeline before a stream.
+            self._fail(HttpError(503, "stream requested behind unsent responses"))
+            return
+        self._phase = HANDED_OFF
+        server.http_connections.discard(self)
+        try:
+            slot = server.streams.open(transport, stream.preamble, stream.topics)
+        except OSError as exc:
+            self._phase = IDLE
+            server.http_connections.add(self)
+            log.warning("cannot open stream: %s", exc)
+            self._fail(HttpError(503, "no capacity for another stream", [("Retry-After", "1")]))
+            return
+        if isinstance(slot, int):  # the transport backend keeps this protocol
+            self._stream_slot = slot
+
+    def _fail(self, error: HttpError) -> None:
+        self._server.metrics.rejected[error.status] += 1
+        self._close_gracefully(error_response(error))
+
+    def _close_gracefully(self, last_response: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        self._phase = CLOSING
+        self.deadline = self._server.loop.time() + LINGER_TIME
+        transport.write(last_response)
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
+
+    def _from_loopback(self) -> bool:
+        assert self._transport is not None
+        peer = self._transport.get_extra_info("peername")
+        if not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(peer[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            return address.ipv4_mapped.is_loopback
+        return address.is_loopback

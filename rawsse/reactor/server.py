@@ -1,0 +1,183 @@
+"""The server: binds the listener, builds the hub and the stream backend, runs the
+once-a-second sweep, publishes for embedding code, and shuts down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import resource
+from collections.abc import Sequence
+from typing import Any
+
+from rawsse.api import Api
+from rawsse.config import Config
+from rawsse.hub.history import History
+from rawsse.hub.hub import Hub
+from rawsse.hub.subscriptions import Subscriptions
+from rawsse.metrics import Metrics
+from rawsse.proto.http import HttpLimits
+from rawsse.proto.publish import PublishError, make_item
+from rawsse.reactor.fd_streams import FdStreams
+from rawsse.reactor.poller import available_poller, make_poller
+from rawsse.reactor.protocol import HttpProtocol
+from rawsse.reactor.streams import StreamLimits, Streams
+from rawsse.reactor.transport_streams import TransportStreams
+
+log = logging.getLogger("rawsse")
+
+SWEEP_INTERVAL = 1.0
+"""Timeouts and heartbeats are checked by one sweep a second, not a timer per connection."""
+
+MAX_SLOTS = 1 << 20
+"""Slot arrays are sized by the fd limit; an 'unlimited' limit is read as a million."""
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-files limit to the hard one; return the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > MAX_SLOTS:
+        hard = MAX_SLOTS
+    if soft == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return min(soft, MAX_SLOTS)
+
+
+class Server:
+    """An embeddable rawsse server.
+
+    server = Server(Config(port=8080))
+    await server.start()
+    server.publish("news", "hello")
+    ...
+    await server.stop()
+    """
+
+    def __init__(self, config: Config | None = None, **options: Any) -> None:
+        self.config = Config(**options) if config is None else config
+        self.metrics = Metrics()
+        self.http_limits = HttpLimits(
+            self.config.max_header_bytes, self.config.max_url_bytes, self.config.max_body_bytes
+        )
+        self.http_connections: set[HttpProtocol] = set()
+        self._listener: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._stopped: asyncio.Event | None = None
+        self._next_heartbeat = 0.0
+
+    # Start and stop
+
+    async def start(self) -> None:
+        config = self.config
+        self.loop = asyncio.get_running_loop()
+        fd_limit = raise_fd_limit()
+        self.connection_limit = config.connection_limit(fd_limit)
+        history = History(config.history, config.history_age, config.history_bytes)
+        self.hub = Hub(
+            Subscriptions(fd_limit), history, self.metrics, config.max_queued_bytes, self.loop.time
+        )
+        self.streams = self._make_streams()
+        self.api = Api(self.hub, self.metrics, config)
+        self._stopped = asyncio.Event()
+        self._listener = await self.loop.create_server(
+            lambda: HttpProtocol(self),
+            config.host,
+            config.port,
+            backlog=config.backlog,
+            reuse_address=True,
+        )
+        self._next_heartbeat = self.loop.time() + config.heartbeat
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _make_streams(self) -> Streams:
+        limits = StreamLimits(
+            self.config.max_pending_bytes, self.config.send_timeout, self.config.fanout_slice
+        )
+        kind = self.config.streams
+        if kind == "auto":
+            kind = available_poller() or "transport"
+        self.streams_kind = kind
+        if kind == "transport":
+            return TransportStreams(self.loop, self.hub, self.metrics, limits)
+        return FdStreams(self.loop, self.hub, self.metrics, limits, make_poller(kind))
+
+    @property
+    def port(self) -> int:
+        assert self._listener is not None, "start() first"
+        port: int = self._listener.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.http_connections) + self.streams.count
+
+    async def serve_forever(self) -> None:
+        """Wait until stop() is called (by a signal handler, say)."""
+        assert self._stopped is not None, "start() first"
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stop accepting, let the running fan-out finish and pending bytes drain for up to
+        `shutdown_grace` seconds, then close every stream and connection."""
+        if self._listener is None:
+            return
+        self._listener.close()
+        self._listener = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        flushed = await self.streams.drain(self.config.shutdown_grace)
+        if not flushed:
+            log.warning("shutdown grace ran out with bytes still pending; closing anyway")
+        self.streams.shutdown()
+        for connection in list(self.http_connections):
+            connection.on_timeout()
+        assert self._stopped is not None
+        self._stopped.set()
+
+    # Publishing from embedding code
+
+    def publish(self, topics: str | Sequence[str], data: str, event: str | None = None) -> str:
+        """Publish one event from the loop's thread; returns its id. Raises ValueError for
+        an invalid topic or event name, and hub.Overloaded when the fan-out is behind."""
+        names = [topics] if isinstance(topics, str) else list(topics)
+        try:
+            item = make_item(names, data, event, self.config.max_topic_length)
+        except PublishError as exc:
+            raise ValueError(str(exc)) from None
+        return self.hub.publish([item])[0]
+
+    def publish_threadsafe(
+        self, topics: str | Sequence[str], data: str, event: str | None = None
+    ) -> concurrent.futures.Future[str]:
+        """Publish from any thread; the future gets the event id (or the exception)."""
+        future: concurrent.futures.Future[str] = concurrent.futures.Future()
+
+        def publish() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(self.publish(topics, data, event))
+            except Exception as exc:
+                future.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(publish)
+        return future
+
+    # The once-a-second sweep
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        try:
+            for connection in [c for c in self.http_connections if c.deadline < now]:
+                connection.on_timeout()
+            self.streams.sweep(now)
+            self.hub.history.expire(now)
+            if now >= self._next_heartbeat:
+                self._next_heartbeat = now + self.config.heartbeat
+                self.streams.heartbeat()
+        finally:
+            self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)

@@ -1,0 +1,81 @@
+"""Streams kept on the loop's own transports: the fallback where neither epoll nor kqueue
+exists (and a reference the tests compare against). Same behaviour, less lean: each
+stream keeps its transport and protocol objects."""
+
+from __future__ import annotations
+
+import asyncio
+from array import array
+
+from rawsse.hub.hub import Hub
+from rawsse.metrics import Metrics
+from rawsse.reactor.streams import StreamLimits, Streams
+
+
+class TransportStreams(Streams):
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, hub: Hub, metrics: Metrics, limits: StreamLimits
+    ) -> None:
+        super().__init__(loop, hub, metrics, limits)
+        capacity = hub.subscriptions.capacity
+        self._transports: list[asyncio.Transport | None] = [None] * capacity
+        self._free = list(range(capacity - 1, -1, -1))
+        self._blocked_since: dict[int, float] = {}
+
+    def open(self, transport: asyncio.Transport, first_bytes: bytes, topics: tuple[str, ...]) -> int | None:
+        """Make the connection a stream; returns its slot, which the protocol closes when
+        the connection is lost. Raises OSError when every slot is taken."""
+        if not self._free:
+            raise OSError("stream slots are full")
+        slot = self._free.pop()
+        self._transports[slot] = transport
+        self._joined(slot, topics)
+        transport.write(first_bytes)
+        return slot
+
+    def _write_slice(self, slots: array[int], data: bytes, droppable: bool) -> None:
+        transports = self._transports
+        cap = self._limits.max_pending_bytes
+        for slot in slots:
+            transport = transports[slot]
+            if transport is None:
+                continue
+            if droppable and transport.get_write_buffer_size():
+                continue
+            transport.write(data)
+            if transport.get_write_buffer_size() > cap:
+                self.close(slot, slow=True)
+
+    def _is_open(self, slot: int) -> bool:
+        return self._transports[slot] is not None
+
+    def _shut(self, slot: int, abort: bool) -> None:
+        transport = self._transports[slot]
+        self._transports[slot] = None  # the slot number itself stays taken until release
+        self._blocked_since.pop(slot, None)
+        if transport is not None:
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+
+    def _release(self, slot: int) -> None:
+        self._free.append(slot)
+
+    def _has_pending(self) -> bool:
+        return any(t is not None and t.get_write_buffer_size() for t in self._transports)
+
+    def sweep(self, now: float) -> None:
+        # Runs once a second over the blocked streams only; finding them costs a scan, the
+        # price of this backend.
+        limit = now - self._limits.send_timeout
+        for slot, transport in enumerate(self._transports):
+            if transport is None or not transport.get_write_buffer_size():
+                self._blocked_since.pop(slot, None)
+                continue
+            since = self._blocked_since.setdefault(slot, now)
+            if since < limit:
+                self.close(slot, slow=True)
+
+    def shutdown(self) -> None:
+        self.close_all()
