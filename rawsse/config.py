@@ -12,7 +12,18 @@ from rawsse.hub.history import HISTORY_AGE, HISTORY_BYTES, HISTORY_PER_TOPIC
 from rawsse.hub.hub import MAX_QUEUED_BYTES
 from rawsse.proto.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES
 from rawsse.proto.topics import MAX_TOPIC_LENGTH
-from rawsse.reactor.streams import FANOUT_SLICE, MAX_PENDING_BYTES, SEND_TIMEOUT
+
+FANOUT_SLICE = 2048
+"""Writes per slice: at the ~5-8 us of a loopback write, about 10-15 ms, short enough that
+accepting, publishing and /metrics stay responsive during a large broadcast."""
+
+MAX_PENDING_BYTES = 1024 * 1024
+"""Per-stream bytes a slow reader may hold before it is disconnected (Centrifugo closes a
+"slow" client at 1 MiB of queued data). It can resume with Last-Event-ID."""
+
+SEND_TIMEOUT = 60.0
+"""A stream whose pending bytes make no progress for this long is closed (nginx's
+send_timeout)."""
 
 HEARTBEAT = 15.0
 """WHATWG's advice: a comment every 15 s keeps proxies from dropping idle streams."""

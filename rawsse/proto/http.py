@@ -159,7 +159,7 @@ class RequestReader:
             self._fail(HttpError(400, "missing Host header"))
         coding = headers.get("transfer-encoding")
         if coding is not None and coding.strip().lower() != "chunked":
-            self._fail(HttpError(501, "only chunked transfer coding is supported"))
+            self._fail(HttpError(400, "only 'Transfer-Encoding: chunked' is accepted"))
         length = headers.get("content-length")
         if length is not None and int(length) > self._limits.max_body_bytes:
             self._fail(HttpError(413, f"body larger than {self._limits.max_body_bytes} bytes"))

@@ -167,7 +167,7 @@ class FdStreams(Streams):
         state = self._state
         for fd, flags in self._poller.poll():
             status = state[fd]
-            if status == FREE or status == CLOSED:
+            if status in (FREE, CLOSED):
                 continue
             if flags & HANGUP:
                 self.close(fd)

@@ -78,7 +78,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._close_gracefully(result)
                 return
             transport.write(result)
-        self._update_deadline()
+        self._update_deadline(answered=bool(requests))
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: the requests received have all been answered
@@ -98,10 +98,12 @@ class HttpProtocol(asyncio.Protocol):
             self._server.http_connections.discard(self)
             self._transport.abort()
 
-    def _update_deadline(self) -> None:
+    def _update_deadline(self, answered: bool) -> None:
+        """Start the timeout of the phase the connection is in, when that phase is new
+        (every answered request starts a new one)."""
         reader = self._reader
         phase = HEAD if reader.in_head else BODY if reader.in_body else IDLE
-        if phase != self._phase:
+        if phase != self._phase or answered:
             self._phase = phase
             config = self._server.config
             timeout = (

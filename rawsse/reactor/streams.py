@@ -19,22 +19,11 @@ import logging
 from array import array
 from collections import deque
 
+from rawsse.config import FANOUT_SLICE, MAX_PENDING_BYTES, SEND_TIMEOUT
 from rawsse.hub.hub import Delivery, Hub
 from rawsse.metrics import Metrics
 
 log = logging.getLogger("rawsse")
-
-FANOUT_SLICE = 2048
-"""Writes per slice: at the ~5-8 us of a loopback write, about 10-15 ms, short enough that
-accepting, publishing and /metrics stay responsive during a large broadcast."""
-
-MAX_PENDING_BYTES = 1024 * 1024
-"""Per-stream bytes a slow reader may hold before it is disconnected (Centrifugo closes a
-"slow" client at 1 MiB of queued data). It can resume with Last-Event-ID."""
-
-SEND_TIMEOUT = 60.0
-"""A stream whose pending bytes make no progress for this long is closed (nginx's
-send_timeout)."""
 
 
 class StreamLimits:
