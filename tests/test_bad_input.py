@@ -185,7 +185,7 @@ def test_idle_keepalive_connection_is_closed(backend: tuple[str, str]) -> None:
 
 def test_publisher_that_disconnects_mid_body_publishes_nothing(backend: tuple[str, str]) -> None:
     async def scenario(server: Server) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"POST /publish?topic=t HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nhalf")
         await writer.drain()
         writer.close()

@@ -47,8 +47,10 @@ def encode_event(data: str, event_id: str | None = None, event: str | None = Non
 
 
 def encode_retry(milliseconds: int) -> bytes:
-    """The `retry:` line that sets the client's reconnection delay."""
-    return f"retry: {int(milliseconds)}\n\n".encode()
+    """The `retry:` line that sets the client's reconnection delay. No blank line follows:
+    the field takes effect when parsed, and a blank line here would make lenient parsers
+    (httpx-sse, for one) dispatch an empty event."""
+    return f"retry: {int(milliseconds)}\n".encode()
 
 
 class ReceivedEvent:

@@ -1,0 +1,149 @@
+"""Ids, history, coalescing and resume rules of the hub, without sockets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rawsse.hub.history import History
+from rawsse.hub.hub import RESET_EVENT, Hub, Overloaded
+from rawsse.hub.subscriptions import Subscriptions
+from rawsse.metrics import Metrics
+from rawsse.proto.publish import PublishItem
+from rawsse.proto.sse import EventParser
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_hub(history: History | None = None, clock: Clock | None = None, **options: int) -> Hub:
+    return Hub(Subscriptions(64), history or History(), Metrics(), clock=clock or Clock(), **options)
+
+
+def publish(hub: Hub, topics: str, data: str) -> str:
+    return hub.publish([PublishItem(tuple(topics.split(",")), data)])[0]
+
+
+def parse(wire: bytes) -> list[tuple[str, str, str]]:
+    return [(e.event, e.data, e.id) for e in EventParser().feed(wire.decode())]
+
+
+def test_ids_are_one_ordered_sequence_across_topics() -> None:
+    hub = make_hub()
+    ids = [publish(hub, t, "x") for t in ("a", "b", "a")]
+    assert [int(i.split("-")[1]) for i in ids] == [1, 2, 3]
+    assert {i.split("-")[0] for i in ids} == {hub.epoch}
+    assert make_hub().epoch != hub.epoch
+
+
+def test_a_pass_writes_each_group_its_events_coalesced_in_order() -> None:
+    hub = make_hub()
+    subscriptions = hub.subscriptions
+    subscriptions.add(1, ("a",))
+    subscriptions.add(2, ("a",))
+    subscriptions.add(3, ("b", "a"))
+    subscriptions.add(4, ("c",))
+    publish(hub, "a", "1")
+    publish(hub, "b", "2")
+    publish(hub, "a,b", "3")
+    deliveries = {tuple(d.slots): d for d in hub.take_batch()}
+    assert set(deliveries) == {(1, 2), (3,)}
+    assert [data for _, data, _ in parse(deliveries[(1, 2)].data)] == ["1", "3"]
+    assert [data for _, data, _ in parse(deliveries[(3,)].data)] == ["1", "2", "3"]
+    assert deliveries[(3,)].events == 3
+    assert hub.take_batch() == []
+
+
+def test_snapshot_excludes_streams_that_join_later() -> None:
+    hub = make_hub()
+    hub.subscriptions.add(1, ("a",))
+    publish(hub, "a", "x")
+    [delivery] = hub.take_batch()
+    hub.subscriptions.add(2, ("a",))
+    assert list(delivery.slots) == [1]
+
+
+def test_subscriptions_remove_keeps_groups_consistent() -> None:
+    subscriptions = Subscriptions(16)
+    for slot in range(10):
+        subscriptions.add(slot, ("t",))
+    for slot in (0, 5, 9, 3):
+        subscriptions.remove(slot)
+    subscriptions.remove(3)  # twice is harmless
+    [group] = subscriptions.groups_of_topic("t")
+    assert sorted(group.members) == [1, 2, 4, 6, 7, 8]
+    assert subscriptions.count == 6
+    for slot in list(group.members):
+        subscriptions.remove(slot)
+    assert subscriptions.groups_of_topic("t") == [] and subscriptions.groups() == []
+
+
+def test_catch_up_replays_only_what_passes_already_took() -> None:
+    hub = make_hub()
+    first = publish(hub, "a", "1")
+    publish(hub, "b", "2")
+    publish(hub, "a", "3")
+    hub.take_batch()
+    publish(hub, "a", "4")  # queued: reaches a joining stream live, not by replay
+    assert [data for _, data, _ in parse(hub.catch_up(("a", "b"), first))] == ["2", "3"]
+    assert hub.catch_up(("a",), None) == b""
+
+
+@pytest.mark.parametrize(
+    ("last_id", "reason"),
+    [("garbage", "malformed-id"), ("ffffffff-1", "unknown-epoch"), ("EPOCH-99", "unknown-id")],
+)
+def test_unusable_ids_get_a_reset_that_moves_the_client_on(last_id: str, reason: str) -> None:
+    hub = make_hub()
+    taken = publish(hub, "a", "1")
+    hub.take_batch()
+    [(event, data, event_id)] = parse(hub.catch_up(("a",), last_id.replace("EPOCH", hub.epoch)))
+    assert (event, json.loads(data), event_id) == (RESET_EVENT, {"reason": reason}, taken)
+    assert hub.metrics.resets == 1
+
+
+def test_history_bounded_per_topic_reports_the_gap_then_replays_what_it_has() -> None:
+    hub = make_hub(History(per_topic=2))
+    first = publish(hub, "a", "1")
+    for n in "2345":
+        publish(hub, "a", n)
+    publish(hub, "b", "other")
+    hub.take_batch()
+    parsed = parse(hub.catch_up(("a",), first))
+    assert parsed[0][0] == RESET_EVENT and parsed[0][2] == ""
+    assert [data for _, data, _ in parsed[1:]] == ["4", "5"]
+    # From an id still covered, no reset.
+    assert [data for _, data, _ in parse(hub.catch_up(("a",), parsed[1][2]))] == ["5"]
+    # Topic b lost nothing, so resuming b from the same old id is complete.
+    assert [data for _, data, _ in parse(hub.catch_up(("b",), first))] == ["other"]
+
+
+def test_history_expires_by_age_and_bytes() -> None:
+    clock = Clock()
+    history = History(per_topic=100, max_age=60, max_bytes=10_000)
+    hub = make_hub(history, clock)
+    first = publish(hub, "a", "old")
+    second = publish(hub, "a", "missed")
+    clock.now += 61
+    publish(hub, "b", "new")
+    hub.take_batch()
+    assert parse(hub.catch_up(("a",), first))[0][0] == RESET_EVENT
+    assert parse(hub.catch_up(("a",), second)) == []  # nothing after it was lost
+    for _ in range(100):
+        publish(hub, "c", "x" * 500)
+    assert history.size_bytes <= 10_000
+
+
+def test_publishing_is_refused_while_the_queue_is_full() -> None:
+    hub = make_hub(max_queued_bytes=1000)
+    publish(hub, "a", "x" * 2000)  # accepted: the queue was empty
+    with pytest.raises(Overloaded):
+        publish(hub, "a", "y")
+    hub.take_batch()
+    publish(hub, "a", "z")

@@ -1,0 +1,120 @@
+"""Request reading rules, without sockets: limits, smuggling shapes, pipelining, phases."""
+
+from __future__ import annotations
+
+import pytest
+
+from rawsse.proto.http import CONTINUE, HttpError, HttpLimits, RequestReader, error_response, response
+
+GET = b"GET /events?topic=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: e-1\r\n\r\n"
+POST = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+CHUNKED = b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+
+
+def status_of(data: bytes, limits: HttpLimits = HttpLimits(), chunk: int = 0) -> int:
+    reader = RequestReader(limits)
+    try:
+        if chunk:
+            for start in range(0, len(data), chunk):
+                reader.feed(data[start : start + chunk])
+        else:
+            reader.feed(data)
+    except HttpError as error:
+        return error.status
+    return 200
+
+
+def test_pipelined_requests_come_out_in_order() -> None:
+    requests = RequestReader().feed(GET + POST + CHUNKED)
+    assert [(r.method, r.path, r.body) for r in requests] == [
+        ("GET", "/events", b""),
+        ("POST", "/publish", b"hello"),
+        ("POST", "/publish", b"hello"),
+    ]
+    assert requests[0].query == "topic=a"
+    assert requests[0].headers["last-event-id"] == "e-1"
+
+
+def test_byte_by_byte_delivery_gives_the_same_request() -> None:
+    reader = RequestReader()
+    done = []
+    for byte in POST:
+        done.extend(reader.feed(bytes([byte])))
+    assert [(r.path, r.body) for r in done] == [("/publish", b"hello")]
+
+
+def test_phases_tell_which_timeout_runs() -> None:
+    reader = RequestReader()
+    assert not reader.in_head and not reader.in_body
+    reader.feed(POST[:10])
+    assert reader.in_head
+    reader.feed(POST[10:-2])
+    assert reader.in_body
+    assert reader.feed(POST[-2:])
+    assert not reader.in_head and not reader.in_body
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked123\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\nHost: x\n\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (b"\x16\x03\x01\x00\x05hello", 400),
+        (b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n folded: header\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n", 413),
+        (b"GET /" + b"a" * 101 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 300 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 60 + b"\r\n", 431),
+    ],
+)
+def test_bad_requests_map_to_statuses(raw: bytes, status: int) -> None:
+    limits = HttpLimits(max_header_bytes=256, max_url_bytes=100, max_body_bytes=10)
+    assert status_of(raw, limits) == status
+    assert status_of(raw, limits, chunk=1) == status
+
+
+def test_chunked_body_is_capped_as_it_streams() -> None:
+    limits = HttpLimits(max_body_bytes=10)
+    body = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"4\r\nabcd\r\n" * 3
+    assert status_of(body, limits) == 413
+
+
+def test_a_header_trickled_in_many_reads_is_refused_within_one_read_of_the_limit() -> None:
+    reader = RequestReader(HttpLimits(max_header_bytes=1000))
+    reader.feed(b"GET / HTTP/1.1\r\nHost: x\r\nX: ")
+    fed = 0
+    with pytest.raises(HttpError) as caught:
+        while True:
+            reader.feed(b"a" * 100)
+            fed += 100
+    assert caught.value.status == 431
+    assert fed <= 1000
+
+
+def test_expect_continue_is_answered() -> None:
+    reader = RequestReader()
+    reader.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n")
+    assert reader.interim == CONTINUE
+
+
+def test_keep_alive_follows_version_and_header() -> None:
+    assert RequestReader().feed(b"GET / HTTP/1.0\r\n\r\n")[0].keep_alive is False
+    assert (
+        RequestReader().feed(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0].keep_alive is False
+    )
+    assert RequestReader().feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")[0].keep_alive is True
+
+
+def test_responses() -> None:
+    assert response(200, b"ok") == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nok"
+    )
+    closing = error_response(HttpError(405, "use GET", [("Allow", "GET")]))
+    assert closing.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
+    assert b"Allow: GET\r\n" in closing and b"Connection: close\r\n" in closing
