@@ -11,8 +11,8 @@ POST = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
 CHUNKED = b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
 
 
-def status_of(data: bytes, limits: HttpLimits = HttpLimits(), chunk: int = 0) -> int:
-    reader = RequestReader(limits)
+def status_of(data: bytes, limits: HttpLimits | None = None, chunk: int = 0) -> int:
+    reader = RequestReader(limits or HttpLimits())
     try:
         if chunk:
             for start in range(0, len(data), chunk):
