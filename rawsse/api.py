@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from rawsse.config import Config
-from rawsse.hub.hub import Hub, Overloaded
+from rawsse.hub.hub import EventTooLarge, Hub, Overloaded
 from rawsse.metrics import Metrics
 from rawsse.proto.http import HttpError, Request, response, stream_head
 from rawsse.proto.publish import PublishError, parse_publish
@@ -27,10 +27,13 @@ ROUTES = {"/events": ("GET",), "/publish": ("POST",), "/healthz": ("GET", "HEAD"
 
 @dataclass(frozen=True, slots=True)
 class OpenStream:
-    """The request asks for an event stream; `preamble` holds its first bytes."""
+    """The request asks for an event stream; `preamble` holds its first bytes. When
+    `live` is False the preamble is one page of a long replay: send it and close, and the
+    client's reconnect asks for the next page."""
 
     topics: tuple[str, ...]
     preamble: bytes
+    live: bool = True
 
 
 class Api:
@@ -82,7 +85,8 @@ class Api:
         if len(topics) > self._config.max_topics:
             raise HttpError(400, f"at most {self._config.max_topics} topics per stream")
         names = tuple(topics)
-        return OpenStream(names, self._stream_prefix + self._hub.catch_up(names, last_event_id))
+        replay, whole = self._hub.catch_up(names, last_event_id, self._config.max_pending_bytes)
+        return OpenStream(names, self._stream_prefix + replay, live=whole)
 
     def _publish(self, request: Request, from_loopback: bool) -> bytes:
         self._authorize(request, from_loopback)
@@ -99,6 +103,8 @@ class Api:
             ids = self._hub.publish(parsed.items)
         except Overloaded as exc:
             raise HttpError(503, str(exc), [("Retry-After", "1")]) from None
+        except EventTooLarge as exc:
+            raise HttpError(413, str(exc)) from None
         document = {"ids": ids} if parsed.batch else {"id": ids[0]}
         return response(200, json.dumps(document).encode(), "application/json", keep_alive=request.keep_alive)
 

@@ -242,3 +242,28 @@ def test_publish_queue_is_bounded(backend: tuple[str, str]) -> None:
         writer.close()
 
     run_with_server(backend, scenario, max_queued_bytes=60_000)
+
+
+def test_pipelining_client_that_never_reads_gets_no_unbounded_buffer(backend: tuple[str, str]) -> None:
+    """Requests are read only while the client keeps up with the responses."""
+
+    async def scenario(server: Server) -> None:
+        import socket
+
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+        _, writer = await asyncio.open_connection(sock=sock)
+        requests = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n" * 1000
+        for _ in range(20):  # 0.7 MB of requests, about 20 MB of responses if all answered
+            writer.write(requests)
+            try:
+                await asyncio.wait_for(writer.drain(), 0.5)
+            except TimeoutError:
+                break  # the server stopped reading: what we want
+        buffered = [c._transport.get_write_buffer_size() for c in server.http_connections if c._transport]
+        assert buffered and max(buffered) < 256 * 1024
+        writer.transport.abort()
+
+    run_with_server(backend, scenario)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rawsse.hub.history import History
-from rawsse.hub.hub import RESET_EVENT, Hub, Overloaded
+from rawsse.hub.hub import RESET_EVENT, EventTooLarge, Hub, Overloaded
 from rawsse.hub.subscriptions import Subscriptions
 from rawsse.metrics import Metrics
 from rawsse.proto.publish import PublishItem
@@ -28,6 +28,12 @@ def make_hub(history: History | None = None, clock: Clock | None = None, **optio
 
 def publish(hub: Hub, topics: str, data: str) -> str:
     return hub.publish([PublishItem(tuple(topics.split(",")), data)])[0]
+
+
+def catch_up(hub: Hub, topics: tuple[str, ...], last_id: str | None) -> bytes:
+    replay, whole = hub.catch_up(topics, last_id)
+    assert whole
+    return replay
 
 
 def parse(wire: bytes) -> list[tuple[str, str, str]]:
@@ -91,8 +97,8 @@ def test_catch_up_replays_only_what_passes_already_took() -> None:
     publish(hub, "a", "3")
     hub.take_batch()
     publish(hub, "a", "4")  # queued: reaches a joining stream live, not by replay
-    assert [data for _, data, _ in parse(hub.catch_up(("a", "b"), first))] == ["2", "3"]
-    assert hub.catch_up(("a",), None) == b""
+    assert [data for _, data, _ in parse(catch_up(hub, ("a", "b"), first))] == ["2", "3"]
+    assert catch_up(hub, ("a",), None) == b""
 
 
 @pytest.mark.parametrize(
@@ -103,7 +109,7 @@ def test_unusable_ids_get_a_reset_that_moves_the_client_on(last_id: str, reason:
     hub = make_hub()
     taken = publish(hub, "a", "1")
     hub.take_batch()
-    [(event, data, event_id)] = parse(hub.catch_up(("a",), last_id.replace("EPOCH", hub.epoch)))
+    [(event, data, event_id)] = parse(catch_up(hub, ("a",), last_id.replace("EPOCH", hub.epoch)))
     assert (event, json.loads(data), event_id) == (RESET_EVENT, {"reason": reason}, taken)
     assert hub.metrics.resets == 1
 
@@ -115,13 +121,13 @@ def test_history_bounded_per_topic_reports_the_gap_then_replays_what_it_has() ->
         publish(hub, "a", n)
     publish(hub, "b", "other")
     hub.take_batch()
-    parsed = parse(hub.catch_up(("a",), first))
+    parsed = parse(catch_up(hub, ("a",), first))
     assert parsed[0][0] == RESET_EVENT and parsed[0][2] == ""
     assert [data for _, data, _ in parsed[1:]] == ["4", "5"]
     # From an id still covered, no reset.
-    assert [data for _, data, _ in parse(hub.catch_up(("a",), parsed[1][2]))] == ["5"]
+    assert [data for _, data, _ in parse(catch_up(hub, ("a",), parsed[1][2]))] == ["5"]
     # Topic b lost nothing, so resuming b from the same old id is complete.
-    assert [data for _, data, _ in parse(hub.catch_up(("b",), first))] == ["other"]
+    assert [data for _, data, _ in parse(catch_up(hub, ("b",), first))] == ["other"]
 
 
 def test_history_expires_by_age_and_bytes() -> None:
@@ -133,8 +139,8 @@ def test_history_expires_by_age_and_bytes() -> None:
     clock.now += 61
     publish(hub, "b", "new")
     hub.take_batch()
-    assert parse(hub.catch_up(("a",), first))[0][0] == RESET_EVENT
-    assert parse(hub.catch_up(("a",), second)) == []  # nothing after it was lost
+    assert parse(catch_up(hub, ("a",), first))[0][0] == RESET_EVENT
+    assert parse(catch_up(hub, ("a",), second)) == []  # nothing after it was lost
     for _ in range(100):
         publish(hub, "c", "x" * 500)
     assert history.size_bytes <= 10_000
@@ -147,3 +153,32 @@ def test_publishing_is_refused_while_the_queue_is_full() -> None:
         publish(hub, "a", "y")
     hub.take_batch()
     publish(hub, "a", "z")
+
+
+def test_a_long_replay_comes_in_pages_of_whole_events() -> None:
+    hub = make_hub()
+    first = publish(hub, "a", "0")
+    for n in range(1, 10):
+        publish(hub, "a", str(n) * 100)
+    hub.take_batch()
+    received: list[str] = []
+    last = first
+    pages = 0
+    while True:
+        replay, whole = hub.catch_up(("a",), last, page_bytes=350)
+        assert len(replay) <= 350 or replay.count(b"\n\n") == 1
+        events = parse(replay)
+        received.extend(data for _, data, _ in events)
+        pages += 1
+        if whole:
+            break
+        last = events[-1][2]
+    assert received == [str(n) * 100 for n in range(1, 10)]
+    assert pages > 3
+
+
+def test_an_event_larger_than_the_limit_is_refused_and_takes_no_id() -> None:
+    hub = make_hub(max_event_bytes=100)
+    with pytest.raises(EventTooLarge):
+        hub.publish([PublishItem(("a",), "small"), PublishItem(("a",), "x" * 200)])
+    assert publish(hub, "a", "small").endswith("-1")  # the refused batch used no ids

@@ -61,6 +61,7 @@ def test_duplicate_topics_collapse() -> None:
         ("", JSON, b'{"topic": "a", "data": "x", "id": "1"}', 400),
         ("", JSON, b'{"topic": "a", "data": "\\ud800"}', 400),
         ("", JSON, b'{"topics": "a", "data": "x"}', 400),
+        ("", JSON, b"[" * 100_000, 400),
     ],
 )
 def test_refusals(query: str, content_type: str, body: bytes, status: int) -> None:

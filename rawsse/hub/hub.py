@@ -29,6 +29,11 @@ class Overloaded(Exception):
     """Publishing is refused for now: the fan-out queue is full."""
 
 
+class EventTooLarge(ValueError):
+    """An event whose encoding exceeds the per-stream pending cap: a stream could never
+    hold it while behind, and a resume page could not carry it."""
+
+
 class Delivery:
     """One write of `data` to every slot in `slots` (a snapshot taken when the pass began,
     so streams that join meanwhile wait for the next pass). `events` counts the events in
@@ -51,6 +56,7 @@ class Hub:
         metrics: Metrics,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        max_event_bytes: int = 1 << 62,
     ) -> None:
         self.subscriptions = subscriptions
         self.history = history
@@ -58,6 +64,7 @@ class Hub:
         self.epoch = new_epoch()
         self.on_queued: Callable[[], None] = lambda: None
         self._max_queued_bytes = max_queued_bytes
+        self._max_event_bytes = max_event_bytes
         self._clock = clock
         self._sequence = 0
         self._taken = 0
@@ -77,11 +84,20 @@ class Hub:
         if self._queued_bytes > self._max_queued_bytes:
             raise Overloaded("fan-out is behind; retry shortly")
         now = self._clock()
+        sequence = self._sequence
+        encoded: list[Event] = []
+        for item in items:  # encode all first: a batch is accepted whole or not at all
+            sequence += 1
+            wire = encode_event(item.data, format_id(self.epoch, sequence), item.event)
+            if len(wire) > self._max_event_bytes:
+                raise EventTooLarge(
+                    f"event is {len(wire)} bytes encoded; the limit is {self._max_event_bytes}"
+                )
+            encoded.append(Event(sequence, item.topics, wire, now))
         ids: list[str] = []
-        for item in items:
-            self._sequence += 1
-            event_id = format_id(self.epoch, self._sequence)
-            event = Event(self._sequence, item.topics, encode_event(item.data, event_id, item.event), now)
+        for event in encoded:
+            self._sequence = event.sequence
+            event_id = format_id(self.epoch, event.sequence)
             self.history.add(event)
             self._queue.append(event)
             self._queued_bytes += len(event.wire)
@@ -117,26 +133,42 @@ class Hub:
     def heartbeat(self) -> list[Delivery]:
         return [Delivery(g.members[:], HEARTBEAT, 0, True) for g in self.subscriptions.groups()]
 
-    def catch_up(self, topics: tuple[str, ...], last_event_id: str | None) -> bytes:
+    def catch_up(
+        self, topics: tuple[str, ...], last_event_id: str | None, page_bytes: int = 1 << 62
+    ) -> tuple[bytes, bool]:
         """What a stream opening now must receive before live events: the events after
         `last_event_id` that passes already took (later ones reach it live), or a reset
-        event when that cannot be done without a possible gap."""
+        event when that cannot be done without a possible gap.
+
+        A replay longer than `page_bytes` is cut after the last whole event that fits (at
+        least one) and the second value is False: the caller sends that page and closes,
+        and the client's reconnect fetches the next page. So a resume never holds more
+        than a page of memory, however far behind the client is."""
         if not last_event_id:
-            return b""
+            return b"", True
         self.metrics.resumes += 1
         parsed = parse_id(last_event_id)
         if parsed is None:
-            return self._reset("malformed-id")
+            return self._reset("malformed-id"), True
         if parsed.epoch != self.epoch:
-            return self._reset("unknown-epoch")
+            return self._reset("unknown-epoch"), True
         if parsed.sequence > self._taken:
-            return self._reset("unknown-id")
+            return self._reset("unknown-id"), True
         events, complete = self.history.since(topics, parsed.sequence, self._taken)
+        size = 0
+        for count, event in enumerate(events):
+            size += len(event.wire)
+            if size > page_bytes and count:
+                events = events[:count]
+                whole = False
+                break
+        else:
+            whole = True
         replay = b"".join(event.wire for event in events)
-        if complete:
-            return replay
-        # The replayed events carry ids; without any, the reset itself moves the client on.
-        return self._reset("history-exceeded", with_id=not events) + replay
+        if not complete:
+            # The replayed events carry ids; without any, the reset itself moves the client on.
+            replay = self._reset("history-exceeded", with_id=not events) + replay
+        return replay, whole
 
     def _reset(self, reason: str, with_id: bool = True) -> bytes:
         self.metrics.resets += 1

@@ -75,6 +75,8 @@ def parse_publish(
             document = json.loads(_utf8(body))
         except ValueError as exc:
             raise PublishError(f"invalid JSON: {exc}") from None
+        except RecursionError:  # json refuses nesting deeper than the interpreter's stack
+            raise PublishError("invalid JSON: nested too deeply") from None
         if isinstance(document, list):
             if not document:
                 raise PublishError("a batch must hold at least one event")

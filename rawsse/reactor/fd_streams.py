@@ -31,7 +31,8 @@ small chunks and dropped, so it cannot make the poller spin."""
 
 
 class _Pending:
-    """Bytes a blocked stream still owes its client: views of shared event bytes."""
+    """Bytes a blocked stream still owes its client: views of shared event bytes. The
+    first buffer is the write in progress; the cap counts the backlog behind it."""
 
     __slots__ = ("buffers", "since", "size")
 
@@ -65,16 +66,19 @@ class FdStreams(Streams):
         """
         sock = transport.get_extra_info("socket")
         fd = os.dup(sock.fileno())
-        if fd >= len(self._state):  # only if the fd limit was raised after start
+        try:
+            if fd >= len(self._state):  # only if the fd limit was raised after start
+                raise OSError("stream slot array is full")
+            self._poller.register(fd)  # may fail (ENOSPC: the epoll watch limit)
+        except OSError:
             os.close(fd)
-            raise OSError("stream slot array is full")
+            raise
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         except OSError:
             pass
         transport.abort()
         self._state[fd] = OPEN
-        self._poller.register(fd)
         self._joined(fd, topics)
         self._send(fd, first_bytes)
         return None  # the poller notices this stream's disconnect
@@ -118,9 +122,8 @@ class FdStreams(Streams):
             self._block(fd, memoryview(data)[sent:])
 
     def _block(self, fd: int, rest: memoryview) -> None:
-        if len(rest) > self._limits.max_pending_bytes:
-            self.close(fd, slow=True)
-            return
+        # The unsent rest of one write is never held against the cap, however large (a
+        # coalesced pass, a replay page): only what queues up behind it is.
         self._state[fd] = BLOCKED
         self._pending[fd] = _Pending(rest, self._loop.time())
         self._poller.want_write(fd, True)
@@ -128,7 +131,7 @@ class FdStreams(Streams):
     def _queue(self, fd: int, data: bytes) -> None:
         pending = self._pending[fd]
         pending.size += len(data)
-        if pending.size > self._limits.max_pending_bytes:
+        if pending.size - len(pending.buffers[0]) > self._limits.max_pending_bytes:
             self.close(fd, slow=True)
             return
         pending.buffers.append(data)
@@ -215,9 +218,6 @@ class FdStreams(Streams):
 
     def shutdown(self) -> None:
         self.close_all()
-        for fd in range(len(self._state)):
-            if self._state[fd] != FREE:
-                self._release(fd)
         self._loop.remove_reader(self._poller.fileno())
         self._poller.close()
 

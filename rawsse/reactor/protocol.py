@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from rawsse.api import OpenStream
-from rawsse.proto.http import HttpError, RequestReader, error_response, response
+from rawsse.proto.http import HttpError, Request, RequestReader, error_response, response
 
 if TYPE_CHECKING:
     from rawsse.reactor.server import Server
@@ -21,6 +22,11 @@ LINGER_TIME = 5.0
 """After an error response the connection is half-closed and read (and dropped) for this
 long, so unread input cannot make the kernel reset the connection before the client has
 read the response (nginx's lingering_timeout)."""
+
+WRITE_HIGH_WATER = 64 * 1024
+WRITE_LOW_WATER = 16 * 1024
+"""Responses a client leaves unread before we stop reading its requests (and resume once
+it has read down to the low mark). Set explicitly: the loops' defaults differ."""
 
 IDLE, HEAD, BODY, CLOSING, HANDED_OFF = range(5)
 """Connection phases. HEAD and BODY run the request timeouts, IDLE the keep-alive one;
@@ -36,6 +42,8 @@ class HttpProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._phase = IDLE
         self._stream_slot = -1
+        self._unanswered: deque[Request] = deque()
+        self._writing_paused = False
         self.deadline = 0.0
 
     # Protocol interface
@@ -45,10 +53,14 @@ class HttpProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         server = self._server
         if server.connection_count >= server.connection_limit:
+            # No lingering here: under a flood, each refused connection must give its fd
+            # back at once, or the refusals themselves exhaust the descriptors.
             server.metrics.rejected[503] += 1
-            self._close_gracefully(_BUSY)
-            server.http_connections.add(self)
+            self._phase = CLOSING
+            self._transport.write(_BUSY)
+            self._transport.close()
             return
+        self._transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         server.http_connections.add(self)
         self.deadline = server.loop.time() + server.config.header_timeout
 
@@ -56,16 +68,49 @@ class HttpProtocol(asyncio.Protocol):
         if self._phase >= CLOSING:
             return  # lingering or streaming: input is read and dropped
         try:
-            requests = self._reader.feed(data)
+            self._unanswered.extend(self._reader.feed(data))
         except HttpError as error:
             self._fail(error)
             return
+        if self._reader.interim:
+            assert self._transport is not None
+            self._transport.write(self._reader.interim)
+            self._reader.interim = b""
+        self._answer()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too: the requests received have all been answered
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.http_connections.discard(self)
+        if self._stream_slot >= 0 and self._transport is not None:
+            self._server.streams.connection_lost(self._stream_slot, self._transport)
+        self._transport = None
+
+    # Flow control: a client that pipelines requests without reading the responses is
+    # not read from until it catches up, so unsent responses stay bounded.
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self._transport is not None and self._phase < CLOSING:
+            self._transport.pause_reading()
+            self.deadline = self._server.loop.time() + self._server.config.send_timeout
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._transport is not None and self._phase < CLOSING:
+            self._transport.resume_reading()
+            self._answer()
+
+    # Answering
+
+    def _answer(self) -> None:
         transport = self._transport
         assert transport is not None
-        if self._reader.interim:
-            transport.write(self._reader.interim)
-            self._reader.interim = b""
-        for request in requests:
+        answered = False
+        while self._unanswered and not self._writing_paused:
+            request = self._unanswered.popleft()
+            answered = True
             try:
                 result = self._server.api.handle(request, self._from_loopback())
             except HttpError as error:
@@ -78,25 +123,22 @@ class HttpProtocol(asyncio.Protocol):
                 self._close_gracefully(result)
                 return
             transport.write(result)
-        self._update_deadline(answered=bool(requests))
+        if not self._writing_paused:
+            self._update_deadline(answered)
 
-    def eof_received(self) -> bool | None:
-        return None  # close our side too: the requests received have all been answered
-
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close_now(self) -> None:
+        """Close at once (server shutdown)."""
         self._server.http_connections.discard(self)
-        if self._stream_slot >= 0:
-            self._server.streams.close(self._stream_slot)
-        self._transport = None
+        if self._transport is not None:
+            self._transport.abort()
 
     # Timeouts (called by the server's once-a-second sweep)
 
     def on_timeout(self) -> None:
-        if self._phase in (HEAD, BODY):
+        if self._phase in (HEAD, BODY) and not self._writing_paused:
             self._fail(HttpError(408, "request not received in time"))
-        elif self._transport is not None:
-            self._server.http_connections.discard(self)
-            self._transport.abort()
+        else:  # idle, lingering, or not reading our responses
+            self.close_now()
 
     def _update_deadline(self, answered: bool) -> None:
         """Start the timeout of the phase the connection is in, when that phase is new
@@ -121,6 +163,9 @@ class HttpProtocol(asyncio.Protocol):
         server = self._server
         transport = self._transport
         assert transport is not None
+        if not stream.live:
+            self._close_gracefully(stream.preamble)  # one page of a long replay
+            return
         if transport.get_write_buffer_size():
             # Responses to pipelined requests are still queued in the transport; the
             # fd hand-over would drop them. Real clients do not pipeline before a stream.

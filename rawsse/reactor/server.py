@@ -78,7 +78,12 @@ class Server:
         self.connection_limit = config.connection_limit(fd_limit)
         history = History(config.history, config.history_age, config.history_bytes)
         self.hub = Hub(
-            Subscriptions(fd_limit), history, self.metrics, config.max_queued_bytes, self.loop.time
+            Subscriptions(fd_limit),
+            history,
+            self.metrics,
+            config.max_queued_bytes,
+            self.loop.time,
+            max_event_bytes=config.max_pending_bytes,
         )
         self.streams = self._make_streams()
         self.api = Api(self.hub, self.metrics, config)
@@ -134,7 +139,7 @@ class Server:
             log.warning("shutdown grace ran out with bytes still pending; closing anyway")
         self.streams.shutdown()
         for connection in list(self.http_connections):
-            connection.on_timeout()
+            connection.close_now()
         assert self._stopped is not None
         self._stopped.set()
 
@@ -142,7 +147,8 @@ class Server:
 
     def publish(self, topics: str | Sequence[str], data: str, event: str | None = None) -> str:
         """Publish one event from the loop's thread; returns its id. Raises ValueError for
-        an invalid topic or event name, and hub.Overloaded when the fan-out is behind."""
+        an invalid topic or event name or an event larger than `max_pending_bytes`
+        encoded, and rawsse.Overloaded when the fan-out is behind."""
         names = [topics] if isinstance(topics, str) else list(topics)
         try:
             item = make_item(names, data, event, self.config.max_topic_length)

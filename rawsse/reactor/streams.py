@@ -58,6 +58,7 @@ class Streams:
         self._offset = 0
         self._deferred: list[int] = []
         self._heartbeat_due = False
+        self._closed = False
         self._idle_waiters: list[asyncio.Future[None]] = []
 
     @property
@@ -67,7 +68,7 @@ class Streams:
     # Fan-out passes
 
     def schedule(self) -> None:
-        if not self._scheduled and not self._passing:
+        if not self._scheduled and not self._passing and not self._closed:
             self._scheduled = True
             self._loop.call_soon(self._start_pass)
 
@@ -77,6 +78,8 @@ class Streams:
 
     def _start_pass(self) -> None:
         self._scheduled = False
+        if self._closed:
+            return
         if self._hub.has_queued:
             work = self._hub.take_batch()
         elif self._heartbeat_due:
@@ -102,8 +105,12 @@ class Streams:
             batch = slots if start == 0 and stop == len(slots) else slots[start:stop]
             try:
                 self._write_slice(batch, delivery.data, delivery.droppable)
-            except Exception:  # a bug must not stop every later pass
-                log.exception("fan-out slice failed; continuing with the next")
+            except Exception:
+                # A bug must not stop every later pass, nor leave a silent gap: the streams
+                # of this slice are closed, and they resume with Last-Event-ID.
+                log.exception("fan-out slice failed; closing its streams")
+                for slot in batch:
+                    self.close(slot)
             metrics.deliveries += delivery.events * len(batch)
             metrics.bytes_written += len(delivery.data) * len(batch)
             budget -= stop - start
@@ -164,9 +171,22 @@ class Streams:
         return True
 
     def close_all(self) -> None:
+        """Close every stream now, abandoning a pass still running (at shutdown, once the
+        grace period is over): its deferred slots are released here, exactly once."""
+        self._closed = True
+        self._work.clear()
+        self._passing = False
+        deferred, self._deferred = self._deferred, []
+        for slot in deferred:
+            self._release(slot)
         for group in self.subscriptions.groups():
             for slot in list(group.members):
                 self.close(slot)
+        self._wake_idle_waiters()
+
+    def connection_lost(self, slot: int, transport: asyncio.BaseTransport) -> None:
+        """The loop saw `transport` close; backends that keep transports close its stream."""
+        self.close(slot)
 
     def _wake_idle_waiters(self) -> None:
         waiters, self._idle_waiters = self._idle_waiters, []

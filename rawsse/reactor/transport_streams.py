@@ -5,6 +5,7 @@ stream keeps its transport and protocol objects."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from array import array
 
 from rawsse.hub.hub import Hub
@@ -20,6 +21,7 @@ class TransportStreams(Streams):
         capacity = hub.subscriptions.capacity
         self._transports: list[asyncio.Transport | None] = [None] * capacity
         self._free = list(range(capacity - 1, -1, -1))
+        self._open: set[int] = set()  # so the sweeps need not scan every slot
         self._blocked_since: dict[int, float] = {}
 
     def open(self, transport: asyncio.Transport, first_bytes: bytes, topics: tuple[str, ...]) -> int | None:
@@ -28,10 +30,23 @@ class TransportStreams(Streams):
         if not self._free:
             raise OSError("stream slots are full")
         slot = self._free.pop()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            except OSError:
+                pass
         self._transports[slot] = transport
+        self._open.add(slot)
         self._joined(slot, topics)
         transport.write(first_bytes)
         return slot
+
+    def connection_lost(self, slot: int, transport: asyncio.BaseTransport) -> None:
+        # The slot may already serve another stream: the close that freed it came first
+        # and this notice of the old transport arrived late.
+        if self._transports[slot] is transport:
+            self.close(slot)
 
     def _write_slice(self, slots: array[int], data: bytes, droppable: bool) -> None:
         transports = self._transports
@@ -40,11 +55,11 @@ class TransportStreams(Streams):
             transport = transports[slot]
             if transport is None:
                 continue
-            if droppable and transport.get_write_buffer_size():
-                continue
-            transport.write(data)
-            if transport.get_write_buffer_size() > cap:
+            backlog = transport.get_write_buffer_size()
+            if backlog > cap:  # as in the fd backend: the backlog counts, not one big write
                 self.close(slot, slow=True)
+            elif not (droppable and backlog):
+                transport.write(data)
 
     def _is_open(self, slot: int) -> bool:
         return self._transports[slot] is not None
@@ -52,6 +67,7 @@ class TransportStreams(Streams):
     def _shut(self, slot: int, abort: bool) -> None:
         transport = self._transports[slot]
         self._transports[slot] = None  # the slot number itself stays taken until release
+        self._open.discard(slot)
         self._blocked_since.pop(slot, None)
         if transport is not None:
             if abort:
@@ -63,13 +79,15 @@ class TransportStreams(Streams):
         self._free.append(slot)
 
     def _has_pending(self) -> bool:
-        return any(t is not None and t.get_write_buffer_size() for t in self._transports)
+        transports = self._transports
+        return any(transports[slot].get_write_buffer_size() for slot in self._open)  # type: ignore[union-attr]
 
     def sweep(self, now: float) -> None:
-        # Runs once a second over the blocked streams only; finding them costs a scan, the
-        # price of this backend.
+        # Once a second over the open streams: finding the blocked ones costs a scan here,
+        # the price of this backend.
         limit = now - self._limits.send_timeout
-        for slot, transport in enumerate(self._transports):
+        for slot in list(self._open):
+            transport = self._transports[slot]
             if transport is None or not transport.get_write_buffer_size():
                 self._blocked_since.pop(slot, None)
                 continue
