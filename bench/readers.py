@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import random
 import selectors
 import socket
 import time
@@ -72,17 +73,19 @@ def run_readers(
 
 class Readers:
     """`count` streams spread over `processes` reader processes, each with its own source
-    address (127.0.0.2, 127.0.0.3, ...) so ephemeral ports never run out."""
+    address (127.0.N.2, 127.0.N.3, ... with N new for each run, so the ports left in
+    TIME_WAIT by an earlier run are not in the way) so ephemeral ports never run out."""
 
     def __init__(self, port: int, path: str, count: int, processes: int = 2) -> None:
         self._links: list[multiprocessing.connection.Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
         context = multiprocessing.get_context("spawn")
         share = [count // processes + (1 if n < count % processes else 0) for n in range(processes)]
+        network = random.randint(1, 254)
         for n, part in enumerate(share):
             ours, theirs = context.Pipe()
             process = context.Process(
-                target=run_readers, args=(port, path, part, f"127.0.0.{n + 2}", theirs), daemon=True
+                target=run_readers, args=(port, path, part, f"127.0.{network}.{n + 2}", theirs), daemon=True
             )
             process.start()
             self._links.append(ours)

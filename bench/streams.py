@@ -48,12 +48,23 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def tcp_memory_pages() -> int:
+def tcp_kernel_memory() -> tuple[int, int]:
+    """(TCP buffer pages from /proc/net/sockstat, bytes of TCP socket objects in the slab
+    from /proc/slabinfo, or -1 where that file is not readable)."""
+    pages = 0
     for line in Path("/proc/net/sockstat").read_text().splitlines():
         if line.startswith("TCP:"):
             fields = line.split()
-            return int(fields[fields.index("mem") + 1])
-    return 0
+            pages = int(fields[fields.index("mem") + 1])
+    slab = -1
+    try:
+        for line in Path("/proc/slabinfo").read_text().splitlines():
+            fields = line.split()
+            if fields and fields[0] == "TCP":
+                slab = int(fields[1]) * int(fields[3])
+    except OSError:
+        pass
+    return pages, slab
 
 
 def wait_until(check: Any, timeout: float, what: str) -> None:
@@ -87,13 +98,13 @@ def bench_idle(streams: int, processes: int) -> dict[str, Any]:
         warm.wait_ready()
         wait_until(lambda: open_streams_of(port) == 1, 30, "warm-up stream")
         before = rss_bytes(server.pid)
-        kernel_before = tcp_memory_pages()
+        pages_before, slab_before = tcp_kernel_memory()
         readers = Readers(port, "/events?topic=idle", streams, processes)
         readers.wait_ready()
         wait_until(lambda: open_streams_of(port) == streams + 1, 120, "all streams open")
         time.sleep(1)
         after = rss_bytes(server.pid)
-        kernel_after = tcp_memory_pages()
+        pages_after, slab_after = tcp_kernel_memory()
         readers.stop()
         warm.stop()
     finally:
@@ -104,7 +115,13 @@ def bench_idle(streams: int, processes: int) -> dict[str, Any]:
         "rss_before": before,
         "rss_after": after,
         "user_bytes_per_stream": (after - before) / streams,
-        "kernel_tcp_bytes_per_stream": (kernel_after - kernel_before) * os.sysconf("SC_PAGE_SIZE") / streams,
+        # Kernel figures cover both ends of each loopback connection (reader and server).
+        "kernel_tcp_buffer_bytes_per_stream": (pages_after - pages_before)
+        * os.sysconf("SC_PAGE_SIZE")
+        / streams,
+        "kernel_tcp_socket_bytes_per_stream": (slab_after - slab_before) / streams
+        if slab_before >= 0
+        else None,
     }
 
 
@@ -217,10 +234,12 @@ def main() -> int:
     if args.what in ("idle", "all"):
         idle = results["idle"] = bench_idle(args.streams or 15000, args.processes)
         per_stream = idle["user_bytes_per_stream"]
-        kernel = idle["kernel_tcp_bytes_per_stream"]
+        buffers = idle["kernel_tcp_buffer_bytes_per_stream"]
+        sockets = idle["kernel_tcp_socket_bytes_per_stream"]
         print(
-            f"idle: {idle['streams']} streams, {per_stream:.0f} B of server RSS per stream "
-            f"(kernel TCP buffer memory from sockstat: {kernel:.0f} B per stream, both ends)"
+            f"idle: {idle['streams']} streams, {per_stream:.0f} B of server RSS per stream; "
+            f"kernel, both ends: TCP buffers {buffers:.0f} B (sockstat), "
+            f"TCP socket objects {sockets if sockets is None else round(sockets)} B (slabinfo)"
         )
     if args.what in ("broadcast", "all"):
         cast = results["broadcast"] = bench_broadcast(

@@ -82,6 +82,7 @@ class HttpProtocol(asyncio.Protocol):
         return None  # close our side too: the requests received have all been answered
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._reader.close()
         self._server.http_connections.discard(self)
         if self._stream_slot >= 0 and self._transport is not None:
             self._server.streams.connection_lost(self._stream_slot, self._transport)
