@@ -11,6 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rawsse.config import Config, env_name
@@ -58,14 +59,101 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(env_name("publish_token")),
         help=f"bearer token [env {env_name('publish_token')}]",
     )
+    add_flood_parser(commands)
     return parser
+
+
+FLOOD_DESCRIPTION = """Load any SSE server with many streams from several processes and
+loopback source addresses, and count every event: loss, duplicates, latency.
+
+modes:
+  idle       open N streams and hold them for --seconds
+  storm      open N streams as fast as possible; report streams/s to the first byte
+  broadcast  N subscribers on one topic; publish --events events of --size bytes
+             (as fast as the server takes them, or at --rate events/s)
+  unicast    N subscribers each on its own topic; --events events round-robin
+
+Each payload carries a key, a sequence number and its publish time, so every stream's
+events are checked for loss and duplicates and timed end to end. Other servers are driven
+through --subscribe-query, --publish-url and --publish-body templates ({topic}, {data})."""
+
+
+def add_flood_parser(commands: Any) -> None:
+    flood = commands.add_parser(
+        "flood",
+        help="load-test an SSE server",
+        description=FLOOD_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    flood.add_argument("mode", choices=["idle", "storm", "broadcast", "unicast"])
+    flood.add_argument("url", help="the server's stream URL without query, e.g. http://127.0.0.1:8080/events")
+    flood.add_argument("--streams", type=int, default=1000, help="streams to open (default 1000)")
+    flood.add_argument(
+        "--processes", type=int, default=2, help="worker processes; each must stay under its open-files cap"
+    )
+    flood.add_argument(
+        "--source-addresses",
+        default="127.0.0.2-127.0.0.9",
+        help="loopback addresses to connect from, one per process in turn (default 127.0.0.2-127.0.0.9)",
+    )
+    flood.add_argument("--seconds", type=float, default=10.0, help="idle: how long to hold the streams")
+    flood.add_argument("--events", type=int, default=100, help="broadcast/unicast: events to publish")
+    flood.add_argument("--size", type=int, default=128, help="payload bytes per event (at least 40)")
+    flood.add_argument("--rate", type=float, default=0.0, help="events/s to publish; 0: as fast as accepted")
+    flood.add_argument("--topic", default="flood", help="topic (unicast: prefix of topic-N)")
+    flood.add_argument("--subscribe-query", default="topic={topic}", help="query of each stream URL")
+    flood.add_argument("--publish-url", default="", help="publish URL template (default: <server>/publish)")
+    flood.add_argument("--publish-body", default="topic={topic}&data={data}", help="publish body template")
+    flood.add_argument(
+        "--publish-type", default="application/x-www-form-urlencoded", help="publish Content-Type"
+    )
+    flood.add_argument("--publish-connections", type=int, default=1, help="parallel publish connections")
+    flood.add_argument(
+        "--settle",
+        type=float,
+        default=10.0,
+        help="seconds without new events before the missing count as lost",
+    )
+    flood.add_argument("--json", type=Path, help="write the full result here")
+    flood.add_argument("--quiet", action="store_true", help="print only the final summary")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "flood":
+        return flood(args)
     return publish(args)
+
+
+def flood(args: argparse.Namespace) -> int:
+    from rawsse.flood.run import FloodOptions, parse_sources, run_flood, write_json
+
+    options = FloodOptions(
+        mode=args.mode,
+        url=args.url,
+        streams=args.streams,
+        processes=args.processes,
+        sources=parse_sources(args.source_addresses),
+        seconds=args.seconds,
+        events=args.events,
+        size=args.size,
+        rate=args.rate,
+        topic=args.topic,
+        subscribe_query=args.subscribe_query,
+        publish_url=args.publish_url,
+        publish_body=args.publish_body,
+        publish_type=args.publish_type,
+        publish_connections=args.publish_connections,
+        settle=args.settle,
+        progress=not args.quiet,
+    )
+    result = run_flood(options)
+    if args.json:
+        write_json(result, args.json)
+    summary = result["summary"]
+    return 1 if summary["lost"] or summary["duplicates"] or result["opening"]["errors"] else 0
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -99,3 +99,9 @@ def test_scripts_are_executable() -> None:
     root = Path(__file__).resolve().parent.parent
     for script in ("serve", "test"):
         assert os.access(root / "scripts" / script, os.X_OK)
+
+
+def test_flood_help_explains_modes() -> None:
+    text = subprocess.run([*RAWSSE, "flood", "--help"], capture_output=True, text=True, check=True).stdout
+    for word in ("idle", "storm", "broadcast", "unicast", "--source-addresses", "--publish-body", "--json"):
+        assert word in text

@@ -1,0 +1,131 @@
+"""The flooder's publisher: numbered events sent over keep-alive HTTP/1.1 connections,
+pipelined, to any server's publish endpoint through URL and body templates.
+
+Templates may use `{topic}` and `{data}`; our payloads need no escaping in either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httptools
+
+from rawsse.flood.tally import make_payload
+
+PIPELINE_WINDOW = 64
+"""Requests in flight per connection: enough to hide the round trip, few enough that a
+server answering 503 is noticed at once."""
+
+
+@dataclass(frozen=True)
+class PublishTemplate:
+    url: str
+    body: str
+    content_type: str
+
+    def request(self, topic: str, data: str) -> bytes:
+        parts = urlsplit(self.url.format(topic=topic, data=data))
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        body = self.body.format(topic=topic, data=data).encode()
+        return (
+            f"POST {target} HTTP/1.1\r\nHost: {parts.hostname}\r\n"
+            f"Content-Type: {self.content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    @property
+    def address(self) -> tuple[str, int]:
+        parts = urlsplit(self.url)
+        return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+@dataclass
+class PublishResult:
+    sent: int = 0
+    errors: int = 0
+    started: float = 0.0
+    """Wall-clock time of the first request."""
+    seconds: float = 0.0
+
+
+class _Responses:
+    """httptools callbacks counting complete responses and the non-2xx ones."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.errors = 0
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_complete(self) -> None:
+        self.done += 1
+        if not 200 <= self.parser.get_status_code() < 300:
+            self.errors += 1
+
+
+async def publish_all(
+    template: PublishTemplate,
+    events: Iterable[tuple[str, str, int]],
+    size: int,
+    connections: int = 1,
+    rate: float = 0.0,
+) -> PublishResult:
+    """Send each (topic, key, sequence) event with a payload of `size` bytes stamped when
+    it is sent; with `rate`, at that many events per second in all. Events for one topic
+    always use the same connection, so their order is kept."""
+    queues: list[list[tuple[int, str, str, int]]] = [[] for _ in range(connections)]
+    topic_lane: dict[str, int] = {}
+    for index, (topic, key, sequence) in enumerate(events):
+        lane = topic_lane.setdefault(topic, len(topic_lane) % connections)
+        queues[lane].append((index, topic, key, sequence))
+    result = PublishResult(started=time.time())
+    began = time.monotonic()
+    await asyncio.gather(
+        *(_publish_lane(template, lane, size, rate, began, result) for lane in queues if lane)
+    )
+    result.seconds = time.monotonic() - began
+    return result
+
+
+async def _publish_lane(
+    template: PublishTemplate,
+    lane: list[tuple[int, str, str, int]],
+    size: int,
+    rate: float,
+    began: float,
+    result: PublishResult,
+) -> None:
+    host, port = template.address
+    reader, writer = await asyncio.open_connection(host, port)
+    responses = _Responses()
+    in_flight = 0
+    try:
+        for index, topic, key, sequence in lane:
+            if rate:
+                delay = began + index / rate - time.monotonic()
+                if delay > 0:
+                    await writer.drain()
+                    await asyncio.sleep(delay)
+            data = make_payload(key, sequence, time.time_ns(), size)
+            writer.write(template.request(topic, data))
+            result.sent += 1
+            in_flight += 1
+            while in_flight >= PIPELINE_WINDOW:
+                in_flight -= await _read_responses(reader, responses)
+        await writer.drain()
+        while in_flight > 0:
+            in_flight -= await _read_responses(reader, responses)
+    finally:
+        result.errors += responses.errors
+        writer.close()
+
+
+async def _read_responses(reader: asyncio.StreamReader, responses: _Responses) -> int:
+    before = responses.done
+    chunk = await reader.read(65536)
+    if not chunk:
+        raise ConnectionError("the publish connection was closed by the server")
+    responses.parser.feed_data(chunk)
+    return responses.done - before

@@ -1,0 +1,249 @@
+"""Running a flood: worker processes for the streams, the publisher in this process,
+live progress on the terminal, and the final result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from rawsse.flood.publisher import PublishResult, PublishTemplate, publish_all
+from rawsse.flood.tally import Summary
+from rawsse.flood.worker import WorkerSpec, worker_entry
+
+MODES = ("idle", "storm", "broadcast", "unicast")
+BROADCAST_KEY = "b"
+
+
+@dataclass
+class FloodOptions:
+    mode: str
+    url: str
+    streams: int = 1000
+    processes: int = 2
+    sources: list[str] = field(default_factory=lambda: ["127.0.0.2", "127.0.0.3"])
+    seconds: float = 10.0
+    events: int = 100
+    size: int = 128
+    rate: float = 0.0
+    topic: str = "flood"
+    subscribe_query: str = "topic={topic}"
+    publish_url: str = ""
+    publish_body: str = "topic={topic}&data={data}"
+    publish_type: str = "application/x-www-form-urlencoded"
+    publish_connections: int = 1
+    settle: float = 10.0
+    progress: bool = True
+
+    def stream_path(self, topic: str) -> str:
+        parts = urlsplit(self.url)
+        query = self.subscribe_query.format(topic=topic)
+        return (parts.path or "/") + (f"?{query}" if query else "")
+
+    def topic_of(self, stream: int) -> str:
+        return self.topic if self.mode != "unicast" else f"{self.topic}-{stream}"
+
+    def template(self) -> PublishTemplate:
+        parts = urlsplit(self.url)
+        url = self.publish_url or f"{parts.scheme}://{parts.netloc}/publish"
+        return PublishTemplate(url, self.publish_body, self.publish_type)
+
+
+def parse_sources(text: str) -> list[str]:
+    """`127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.5`: the loopback addresses to connect from."""
+    sources: list[str] = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if not last:
+            sources.append(first)
+            continue
+        prefix, _, start = first.rpartition(".")
+        end = last.rpartition(".")[2]
+        sources.extend(f"{prefix}.{n}" for n in range(int(start), int(end) + 1))
+    return sources
+
+
+def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]:
+    """Run one flood to the end and return its result (also printed as a summary)."""
+    parts = urlsplit(options.url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    context = multiprocessing.get_context("spawn")
+    links = []
+    processes = []
+    for worker in range(options.processes):
+        indices = list(range(worker, options.streams, options.processes))
+        if not indices:
+            continue
+        spec = WorkerSpec(
+            host=host,
+            port=port,
+            source=options.sources[worker % len(options.sources)],
+            paths=[options.stream_path(options.topic_of(n)) for n in indices],
+            keys=[BROADCAST_KEY if options.mode != "unicast" else options.topic_of(n) for n in indices],
+            headers={"Accept": "text/event-stream"},
+        )
+        ours, theirs = context.Pipe()
+        process = context.Process(target=worker_entry, args=(spec, theirs), daemon=True)
+        process.start()
+        links.append(ours)
+        processes.append(process)
+    try:
+        opened = Summary()
+        for link in links:
+            opened.merge(Summary.from_json(_expect(link, "ready")[1]))
+        result: dict[str, Any] = {"mode": options.mode, "options": asdict(options)}
+        result["opening"] = {
+            "streams": opened.streams,
+            "errors": opened.connect_errors,
+            "seconds": opened.opening_ended - opened.opening_started,
+            "streams_per_second": opened.streams / max(opened.opening_ended - opened.opening_started, 1e-9),
+            "first_byte_p50": _median(opened.first_byte_seconds),
+        }
+        _say(out, options, f"{opened.streams} streams open ({opened.connect_errors} failed)")
+        published: PublishResult | None = None
+        expected: dict[str, int] = {}
+        if options.mode == "idle":
+            _watch(links, options, out, options.seconds)
+        elif options.mode in ("broadcast", "unicast"):
+            events, expected = _events(options)
+            published = _publish_watching(options, links, out, events)
+        settle = options.settle if published is not None else 0.0
+        for link in links:
+            link.send(("finish", expected, settle))
+        final = Summary()
+        for link in links:
+            final.merge(Summary.from_json(_expect(link, "done")[1]))
+        result["summary"] = final.to_json()
+        result["summary"].pop("first_byte_seconds")
+        result["latency"] = {
+            "p50": final.latency.percentile(0.5),
+            "p99": final.latency.percentile(0.99),
+            "max": final.latency.max_ns / 1e9,
+        }
+        if published is not None:
+            span = max(final.last_event_at - published.started, 1e-9)
+            result["publish"] = asdict(published)
+            result["deliveries_per_second"] = final.received / span
+            result["expected_deliveries"] = sum(
+                expected.get(options.topic_of(n) if options.mode == "unicast" else BROADCAST_KEY, 0)
+                for n in range(options.streams)
+            )
+        _say(out, options, format_result(result), final=True)
+        return result
+    finally:
+        for process in processes:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+
+
+def _events(options: FloodOptions) -> tuple[Iterator[tuple[str, str, int]], dict[str, int]]:
+    if options.mode == "broadcast":
+        events = ((options.topic, BROADCAST_KEY, n) for n in range(options.events))
+        return events, {BROADCAST_KEY: options.events}
+    topics = [options.topic_of(n) for n in range(options.streams)]
+    expected = {
+        t: options.events // len(topics) + (1 if i < options.events % len(topics) else 0)
+        for i, t in enumerate(topics)
+    }
+    return (
+        (topics[n % len(topics)], topics[n % len(topics)], n // len(topics)) for n in range(options.events)
+    ), expected
+
+
+def _publish_watching(
+    options: FloodOptions,
+    links: list[multiprocessing.connection.Connection],
+    out: TextIO,
+    events: Iterator[tuple[str, str, int]],
+) -> PublishResult:
+    async def main() -> PublishResult:
+        task = asyncio.ensure_future(
+            publish_all(options.template(), events, options.size, options.publish_connections, options.rate)
+        )
+        while not task.done():
+            await asyncio.wait([task], timeout=0.5)
+            _progress(links, options, out)
+        return task.result()
+
+    return asyncio.run(main())
+
+
+def _watch(links: list[Any], options: FloodOptions, out: TextIO, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
+        _progress(links, options, out)
+
+
+def _progress(links: list[Any], options: FloodOptions, out: TextIO) -> None:
+    if not options.progress:
+        return
+    streams = received = 0
+    for link in links:
+        link.send(("progress",))
+    for link in links:
+        _, count, got = _expect(link, "progress")
+        streams += count
+        received += got
+    _say(out, options, f"streams {streams}, events received {received}", live=True)
+
+
+def _expect(link: Any, kind: str) -> Any:
+    message = link.recv()
+    if message[0] == "error":
+        raise RuntimeError(f"flood worker failed: {message[1]}")
+    if message[0] != kind:
+        raise RuntimeError(f"flood worker said {message[0]!r}, expected {kind!r}")
+    return message
+
+
+def _say(out: TextIO, options: FloodOptions, text: str, live: bool = False, final: bool = False) -> None:
+    if not options.progress and not final:
+        return
+    if live and out.isatty():
+        out.write(f"\r\x1b[K{text}")
+    else:
+        out.write(("\n" if out.isatty() and final else "") + text + "\n")
+    out.flush()
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else 0.0
+
+
+def format_result(result: dict[str, Any]) -> str:
+    summary = result["summary"]
+    opening = result["opening"]
+    lines = [
+        f"mode {result['mode']}: {opening['streams']} streams opened in {opening['seconds']:.2f} s "
+        f"({opening['streams_per_second']:.0f}/s, {opening['errors']} failed), "
+        f"{summary['disconnects']} dropped",
+    ]
+    if "publish" in result:
+        publish = result["publish"]
+        lines.append(
+            f"published {publish['sent']} events in {publish['seconds']:.2f} s "
+            f"({publish['errors']} refused); "
+            f"received {summary['received']} of {result['expected_deliveries']} "
+            f"({result['deliveries_per_second']:.0f}/s); lost {summary['lost']}, "
+            f"duplicates {summary['duplicates']}, out of order {summary['out_of_order']}"
+        )
+        latency = result["latency"]
+        lines.append(
+            f"latency p50 {latency['p50'] * 1000:.1f} ms, p99 {latency['p99'] * 1000:.1f} ms, "
+            f"max {latency['max'] * 1000:.1f} ms"
+        )
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")

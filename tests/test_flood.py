@@ -1,0 +1,110 @@
+"""The flooder: its counting without sockets, and short real runs against rawsse."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from rawsse.flood.run import FloodOptions, parse_sources, run_flood
+from rawsse.flood.tally import LatencyHistogram, StreamTally, Summary, make_payload, parse_payload
+from rawsse.reactor.server import Server
+from tests.helpers import run_with_server
+
+
+def test_payload_round_trip_and_size() -> None:
+    data = make_payload("topic-7", 42, 123456789, 128)
+    assert len(data) == 128
+    assert parse_payload(data) == ("topic-7", 42, 123456789)
+    assert parse_payload("not ours") is None
+    assert parse_payload("a:b:c") is None
+
+
+def test_tally_finds_loss_duplicates_and_disorder() -> None:
+    tally = StreamTally()
+    for sequence in (0, 1, 3, 2, 3, 5):
+        tally.add("k", sequence)
+    assert (tally.received, tally.duplicates, tally.out_of_order) == (5, 1, 1)
+    assert tally.missing({"k": 7}) == 2  # 4 and 6 never came
+
+
+def test_latency_percentiles_and_merge() -> None:
+    fast, slow = LatencyHistogram(), LatencyHistogram()
+    for _ in range(99):
+        fast.add(1_000_000)  # 1 ms
+    slow.add(500_000_000)  # 500 ms
+    fast.merge(slow)
+    assert 0.00095 < fast.percentile(0.5) < 0.00106
+    assert fast.percentile(0.995) == pytest.approx(0.5, rel=0.05)
+    assert fast.max_ns == 500_000_000
+    assert LatencyHistogram.from_json(fast.to_json()).percentile(0.5) == fast.percentile(0.5)
+
+
+def test_summaries_merge_across_workers() -> None:
+    one, two = Summary(streams=3, received=10, lost=1), Summary(streams=2, received=5, duplicates=2)
+    one.merge(Summary.from_json(two.to_json()))
+    assert (one.streams, one.received, one.lost, one.duplicates) == (5, 15, 1, 2)
+
+
+def test_source_address_ranges() -> None:
+    assert parse_sources("127.0.0.2-127.0.0.4") == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    assert parse_sources("127.0.0.2,127.0.1.9") == ["127.0.0.2", "127.0.1.9"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra"),
+    [
+        ("idle", {"seconds": 0.5}),
+        ("storm", {}),
+        ("broadcast", {"events": 50}),
+        ("broadcast", {"events": 20, "rate": 200.0}),
+        ("unicast", {"events": 120, "publish_connections": 2}),
+    ],
+)
+def test_short_flood_against_rawsse_loses_nothing(mode: str, extra: dict[str, Any]) -> None:
+    results: list[dict[str, Any]] = []
+
+    async def scenario(server: Server) -> None:
+        flood = FloodOptions(
+            mode=mode,
+            url=f"http://127.0.0.1:{server.port}/events",
+            streams=60,
+            progress=False,
+            settle=5,
+            **extra,
+        )
+        results.append(await asyncio.get_running_loop().run_in_executor(None, run_flood, flood))
+
+    run_with_server(("uvloop", "epoll"), scenario)
+    [result] = results
+    summary = result["summary"]
+    assert result["opening"]["streams"] == 60
+    assert result["opening"]["errors"] == 0
+    assert summary["disconnects"] == 0
+    if mode in ("broadcast", "unicast"):
+        assert summary["received"] == result["expected_deliveries"] > 0
+        assert summary["lost"] == summary["duplicates"] == 0
+        assert result["latency"]["max"] > 0
+
+
+def test_flood_reports_loss_when_the_server_drops_events() -> None:
+    """A server that never publishes: every expected event is counted lost."""
+    results: list[dict[str, Any]] = []
+
+    async def scenario(server: Server) -> None:
+        flood = FloodOptions(
+            mode="broadcast",
+            url=f"http://127.0.0.1:{server.port}/events",
+            streams=10,
+            events=5,
+            progress=False,
+            settle=0.5,
+            publish_url=f"http://127.0.0.1:{server.port}/publish?topic=elsewhere",
+            publish_body="{data}",
+            publish_type="text/plain",
+        )
+        results.append(await asyncio.get_running_loop().run_in_executor(None, run_flood, flood))
+
+    run_with_server(("uvloop", "epoll"), scenario)
+    assert results[0]["summary"]["lost"] == 50
