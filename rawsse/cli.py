@@ -114,6 +114,18 @@ def add_flood_parser(commands: Any) -> None:
         default=10.0,
         help="seconds without new events before the missing count as lost",
     )
+    flood.add_argument(
+        "--max-wait",
+        type=float,
+        default=60.0,
+        help="seconds after publishing to wait at most for the last events",
+    )
+    flood.add_argument(
+        "--max-publish-seconds",
+        type=float,
+        default=0.0,
+        help="stop publishing after this long (0: no limit); unsent events are reported",
+    )
     flood.add_argument("--json", type=Path, help="write the full result here")
     flood.add_argument("--quiet", action="store_true", help="print only the final summary")
 
@@ -147,6 +159,8 @@ def flood(args: argparse.Namespace) -> int:
         publish_type=args.publish_type,
         publish_connections=args.publish_connections,
         settle=args.settle,
+        max_wait=args.max_wait,
+        max_publish_seconds=args.max_publish_seconds,
         progress=not args.quiet,
     )
     result = run_flood(options)

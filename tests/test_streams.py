@@ -294,3 +294,22 @@ def test_shutdown_in_the_middle_of_a_pass_closes_only_its_own_fds(backend: tuple
     for fd in reopened:
         os.fstat(fd)  # raises if a stale release closed it
         os.close(fd)
+
+
+def test_a_large_coalesced_burst_is_not_mistaken_for_a_slow_reader(backend: tuple[str, str]) -> None:
+    """One pass may write far more than the cap at once; only a backlog behind it counts."""
+
+    async def scenario(server: Server) -> None:
+        client = await StreamClient.open(server.port, "topic=t")
+        await wait_for(lambda: server.metrics.streams_open == 1, "the stream to open")
+        for n in range(100):  # published without yielding: one coalesced write of ~3 MB
+            server.publish("t", f"{n}:" + "x" * 30_000)
+        await asyncio.sleep(0.05)  # the reader lags a little; a small event queues behind
+        server.publish("t", "last")
+        events = await client.events(101)
+        assert events[-1].data == "last"
+        assert [e.data.split(":")[0] for e in events[:100]] == [str(n) for n in range(100)]
+        client.close()
+
+    server = run_with_server(backend, scenario, max_pending_bytes=64 * 1024)
+    assert server.metrics.slow_consumers == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httptools
@@ -46,6 +46,9 @@ class PublishTemplate:
 class PublishResult:
     sent: int = 0
     errors: int = 0
+    unsent: int = 0
+    """Events not sent because the publishing time limit ran out."""
+    sent_per_key: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
     """Wall-clock time of the first request."""
     seconds: float = 0.0
@@ -71,10 +74,12 @@ async def publish_all(
     size: int,
     connections: int = 1,
     rate: float = 0.0,
+    time_limit: float = 0.0,
 ) -> PublishResult:
     """Send each (topic, key, sequence) event with a payload of `size` bytes stamped when
-    it is sent; with `rate`, at that many events per second in all. Events for one topic
-    always use the same connection, so their order is kept."""
+    it is sent; with `rate`, at that many events per second in all; with `time_limit`,
+    what is not sent by then is counted as unsent. Events for one topic always use the
+    same connection, so their order is kept."""
     queues: list[list[tuple[int, str, str, int]]] = [[] for _ in range(connections)]
     topic_lane: dict[str, int] = {}
     for index, (topic, key, sequence) in enumerate(events):
@@ -82,8 +87,9 @@ async def publish_all(
         queues[lane].append((index, topic, key, sequence))
     result = PublishResult(started=time.time())
     began = time.monotonic()
+    stop_at = began + time_limit if time_limit else float("inf")
     await asyncio.gather(
-        *(_publish_lane(template, lane, size, rate, began, result) for lane in queues if lane)
+        *(_publish_lane(template, lane, size, rate, began, stop_at, result) for lane in queues if lane)
     )
     result.seconds = time.monotonic() - began
     return result
@@ -95,14 +101,22 @@ async def _publish_lane(
     size: int,
     rate: float,
     began: float,
+    stop_at: float,
     result: PublishResult,
 ) -> None:
     host, port = template.address
-    reader, writer = await asyncio.open_connection(host, port)
     responses = _Responses()
-    in_flight = 0
+    in_flight = sent = 0
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        result.errors += len(lane)
+        return
     try:
         for index, topic, key, sequence in lane:
+            if time.monotonic() > stop_at:
+                result.unsent += len(lane) - sent
+                break
             if rate:
                 delay = began + index / rate - time.monotonic()
                 if delay > 0:
@@ -111,12 +125,18 @@ async def _publish_lane(
             data = make_payload(key, sequence, time.time_ns(), size)
             writer.write(template.request(topic, data))
             result.sent += 1
+            result.sent_per_key[key] = sequence + 1
+            sent += 1
             in_flight += 1
             while in_flight >= PIPELINE_WINDOW:
                 in_flight -= await _read_responses(reader, responses)
         await writer.drain()
         while in_flight > 0:
             in_flight -= await _read_responses(reader, responses)
+    except (OSError, httptools.HttpParserError):
+        # The server closed or broke the connection: what was not answered counts as
+        # refused, and so does what this lane never got to send.
+        result.errors += in_flight + len(lane) - sent
     finally:
         result.errors += responses.errors
         writer.close()

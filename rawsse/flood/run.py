@@ -40,6 +40,8 @@ class FloodOptions:
     publish_type: str = "application/x-www-form-urlencoded"
     publish_connections: int = 1
     settle: float = 10.0
+    max_wait: float = 60.0
+    max_publish_seconds: float = 0.0
     progress: bool = True
 
     def stream_path(self, topic: str) -> str:
@@ -112,11 +114,12 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
         if options.mode == "idle":
             _watch(links, options, out, options.seconds)
         elif options.mode in ("broadcast", "unicast"):
-            events, expected = _events(options)
+            events = _events(options)
             published = _publish_watching(options, links, out, events)
+            expected = published.sent_per_key  # what was sent is what every stream should see
         settle = options.settle if published is not None else 0.0
         for link in links:
-            link.send(("finish", expected, settle))
+            link.send(("finish", expected, settle, options.max_wait))
         final = Summary()
         for link in links:
             final.merge(Summary.from_json(_expect(link, "done")[1]))
@@ -144,18 +147,14 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
                 process.kill()
 
 
-def _events(options: FloodOptions) -> tuple[Iterator[tuple[str, str, int]], dict[str, int]]:
+def _events(options: FloodOptions) -> Iterator[tuple[str, str, int]]:
+    """(topic, payload key, sequence) of every event to publish, in order."""
     if options.mode == "broadcast":
-        events = ((options.topic, BROADCAST_KEY, n) for n in range(options.events))
-        return events, {BROADCAST_KEY: options.events}
+        return ((options.topic, BROADCAST_KEY, n) for n in range(options.events))
     topics = [options.topic_of(n) for n in range(options.streams)]
-    expected = {
-        t: options.events // len(topics) + (1 if i < options.events % len(topics) else 0)
-        for i, t in enumerate(topics)
-    }
     return (
         (topics[n % len(topics)], topics[n % len(topics)], n // len(topics)) for n in range(options.events)
-    ), expected
+    )
 
 
 def _publish_watching(
@@ -166,7 +165,14 @@ def _publish_watching(
 ) -> PublishResult:
     async def main() -> PublishResult:
         task = asyncio.ensure_future(
-            publish_all(options.template(), events, options.size, options.publish_connections, options.rate)
+            publish_all(
+                options.template(),
+                events,
+                options.size,
+                options.publish_connections,
+                options.rate,
+                options.max_publish_seconds,
+            )
         )
         while not task.done():
             await asyncio.wait([task], timeout=0.5)
@@ -231,7 +237,7 @@ def format_result(result: dict[str, Any]) -> str:
         publish = result["publish"]
         lines.append(
             f"published {publish['sent']} events in {publish['seconds']:.2f} s "
-            f"({publish['errors']} refused); "
+            f"({publish['errors']} refused, {publish['unsent']} unsent when time ran out); "
             f"received {summary['received']} of {result['expected_deliveries']} "
             f"({result['deliveries_per_second']:.0f}/s); lost {summary['lost']}, "
             f"duplicates {summary['duplicates']}, out of order {summary['out_of_order']}"

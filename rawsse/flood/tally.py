@@ -85,36 +85,51 @@ class LatencyHistogram:
 
 
 class StreamTally:
-    """One stream's view: which sequences of each key it has seen."""
+    """One stream's view: which sequences of each key it has seen. Kept small for the
+    usual in-order arrival: per key, the next expected sequence and only the sequences
+    seen beyond a gap (a gap later filled is absorbed)."""
 
-    __slots__ = ("duplicates", "highest", "out_of_order", "received", "seen")
+    __slots__ = ("ahead", "duplicates", "next", "out_of_order", "received")
 
     def __init__(self) -> None:
         self.received = 0
         self.duplicates = 0
         self.out_of_order = 0
-        self.highest: dict[str, int] = {}
-        self.seen: dict[str, set[int]] = {}
+        self.next: dict[str, int] = {}
+        self.ahead: dict[str, set[int]] = {}
 
     def add(self, key: str, sequence: int) -> bool:
         """Record an event; False if it is a duplicate."""
-        seen = self.seen.get(key)
-        if seen is None:
-            seen = self.seen[key] = set()
-        if sequence in seen:
+        expected = self.next.get(key, 0)
+        if sequence == expected:
+            expected += 1
+            ahead = self.ahead.get(key)
+            if ahead:  # filling a gap: a later event came first
+                self.out_of_order += 1
+                while expected in ahead:
+                    ahead.remove(expected)
+                    expected += 1
+            self.next[key] = expected
+            self.received += 1
+            return True
+        ahead = self.ahead.setdefault(key, set())
+        if sequence < expected or sequence in ahead:
             self.duplicates += 1
             return False
-        seen.add(sequence)
-        self.received += 1
-        if sequence < self.highest.get(key, -1):
+        if ahead and sequence < max(ahead):
             self.out_of_order += 1
-        else:
-            self.highest[key] = sequence
+        ahead.add(sequence)
+        self.received += 1
         return True
 
     def missing(self, expected: dict[str, int]) -> int:
         """Events of the expected counts (per key) that never came."""
-        return sum(count - len(self.seen.get(key, ())) for key, count in expected.items())
+        lost = 0
+        for key, count in expected.items():
+            have = min(self.next.get(key, 0), count)
+            have += sum(1 for sequence in self.ahead.get(key, ()) if sequence < count)
+            lost += count - have
+        return lost
 
 
 @dataclass

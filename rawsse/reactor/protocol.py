@@ -28,6 +28,10 @@ WRITE_LOW_WATER = 16 * 1024
 """Responses a client leaves unread before we stop reading its requests (and resume once
 it has read down to the low mark). Set explicitly: the loops' defaults differ."""
 
+FEED_SLICE = 16 * 1024
+"""Input is parsed this much at a time, and not at all while responses wait unread, so a
+paused connection holds at most a slice's worth of parsed requests."""
+
 IDLE, HEAD, BODY, CLOSING, HANDED_OFF = range(5)
 """Connection phases. HEAD and BODY run the request timeouts, IDLE the keep-alive one;
 CLOSING is the lingering close; HANDED_OFF means a stream backend owns the connection."""
@@ -43,7 +47,9 @@ class HttpProtocol(asyncio.Protocol):
         self._phase = IDLE
         self._stream_slot = -1
         self._unanswered: deque[Request] = deque()
+        self._unparsed = memoryview(b"")
         self._writing_paused = False
+        self._unsent_at_deadline = 0
         self.deadline = 0.0
 
     # Protocol interface
@@ -67,16 +73,8 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._phase >= CLOSING:
             return  # lingering or streaming: input is read and dropped
-        try:
-            self._unanswered.extend(self._reader.feed(data))
-        except HttpError as error:
-            self._fail(error)
-            return
-        if self._reader.interim:
-            assert self._transport is not None
-            self._transport.write(self._reader.interim)
-            self._reader.interim = b""
-        self._answer()
+        self._unparsed = memoryview(bytes(self._unparsed) + data if self._unparsed else data)
+        self._parse_and_answer()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: the requests received have all been answered
@@ -101,15 +99,34 @@ class HttpProtocol(asyncio.Protocol):
         self._writing_paused = False
         if self._transport is not None and self._phase < CLOSING:
             self._transport.resume_reading()
-            self._answer()
+            self._parse_and_answer()
 
     # Answering
 
+    def _parse_and_answer(self) -> None:
+        """Parse input a slice at a time, answering as requests complete, until the input
+        is used up or the client stops reading our responses."""
+        while True:
+            self._answer()
+            if not self._unparsed or self._writing_paused or self._phase >= CLOSING:
+                return
+            chunk, self._unparsed = self._unparsed[:FEED_SLICE], self._unparsed[FEED_SLICE:]
+            try:
+                self._unanswered.extend(self._reader.feed(chunk))  # type: ignore[arg-type]
+            except HttpError as error:
+                self._fail(error)
+                return
+            if self._reader.interim:
+                assert self._transport is not None
+                self._transport.write(self._reader.interim)
+                self._reader.interim = b""
+
     def _answer(self) -> None:
         transport = self._transport
-        assert transport is not None
+        if transport is None:
+            return
         answered = False
-        while self._unanswered and not self._writing_paused:
+        while self._unanswered and not self._writing_paused and not transport.is_closing():
             request = self._unanswered.popleft()
             answered = True
             try:
@@ -138,8 +155,14 @@ class HttpProtocol(asyncio.Protocol):
     def on_timeout(self) -> None:
         if self._phase in (HEAD, BODY) and not self._writing_paused:
             self._fail(HttpError(408, "request not received in time"))
-        else:  # idle, lingering, or not reading our responses
-            self.close_now()
+            return
+        if self._phase == CLOSING and self._transport is not None:
+            unsent = self._transport.get_write_buffer_size()
+            if 0 < unsent < self._unsent_at_deadline:  # a last response still draining
+                self._unsent_at_deadline = unsent
+                self.deadline = self._server.loop.time() + LINGER_TIME
+                return
+        self.close_now()  # idle, lingering without progress, or not reading our responses
 
     def _update_deadline(self, answered: bool) -> None:
         """Start the timeout of the phase the connection is in, when that phase is new
@@ -196,6 +219,9 @@ class HttpProtocol(asyncio.Protocol):
         self._phase = CLOSING
         self.deadline = self._server.loop.time() + LINGER_TIME
         transport.write(last_response)
+        # A large last response (a replay page) may take longer than the linger time:
+        # it keeps the connection as long as it makes progress (see on_timeout).
+        self._unsent_at_deadline = transport.get_write_buffer_size() + 1
         if transport.can_write_eof():
             transport.write_eof()
         else:

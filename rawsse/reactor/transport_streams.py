@@ -22,6 +22,7 @@ class TransportStreams(Streams):
         self._transports: list[asyncio.Transport | None] = [None] * capacity
         self._free = list(range(capacity - 1, -1, -1))
         self._open: set[int] = set()  # so the sweeps need not scan every slot
+        self._first_write = array("q", bytes(8 * capacity))
         self._blocked_since: dict[int, float] = {}
 
     def open(self, transport: asyncio.Transport, first_bytes: bytes, topics: tuple[str, ...]) -> int | None:
@@ -40,6 +41,7 @@ class TransportStreams(Streams):
         self._open.add(slot)
         self._joined(slot, topics)
         transport.write(first_bytes)
+        self._first_write[slot] = len(first_bytes)
         return slot
 
     def connection_lost(self, slot: int, transport: asyncio.BaseTransport) -> None:
@@ -56,9 +58,14 @@ class TransportStreams(Streams):
             if transport is None:
                 continue
             backlog = transport.get_write_buffer_size()
-            if backlog > cap:  # as in the fd backend: the backlog counts, not one big write
+            # As in the fd backend, the write that was in progress when the backlog began
+            # is not held against the cap; only what queued up behind it is.
+            if backlog - min(backlog, self._first_write[slot]) > cap:
                 self.close(slot, slow=True)
-            elif not (droppable and backlog):
+            elif not backlog:
+                transport.write(data)
+                self._first_write[slot] = len(data)
+            elif not droppable:
                 transport.write(data)
 
     def _is_open(self, slot: int) -> bool:

@@ -1,0 +1,416 @@
+"""rawsse against the Python peers (and nchan where installed), same workloads, one run.
+
+    .venv/bin/python bench/compare.py                    # the full suite, about 10 minutes
+    .venv/bin/python bench/compare.py --tiny             # every workload at toy size (the tests)
+    .venv/bin/python bench/compare.py --servers rawsse,sse-starlette --workloads W2,W4
+
+Each workload starts each server afresh, drives it with `rawsse flood`, stops it, and
+records what the flood saw plus the server's memory and CPU. Results: a table on the
+terminal, bench/results/compare.json, and bench/results/compare.png (the rawsse/peer
+ratios). Ratios are what to read: absolute numbers drift on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rawsse.flood.run import FloodOptions, run_flood
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# Servers
+
+
+@dataclass
+class ServerKind:
+    name: str
+    command: Callable[[int, Path], list[str]]
+    publish_url: str = "http://127.0.0.1:{port}/publish"
+    publish_body: str = "topic={topic}&data={data}"
+    publish_type: str = "application/x-www-form-urlencoded"
+    available: Callable[[], str | None] = lambda: None
+    """None when it can run here, else the reason it is skipped."""
+
+
+def _module_missing(*modules: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        import importlib.util
+
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        return f"not installed: {', '.join(missing)} (pip install -e '.[bench]')" if missing else None
+
+    return check
+
+
+def _nchan_missing() -> str | None:
+    if shutil.which("nginx") is None or not NCHAN_MODULE.exists():
+        return "nginx with the nchan module is not installed (apt-get install nginx libnginx-mod-nchan)"
+    return None
+
+
+def _nchan_command(port: int, workdir: Path) -> list[str]:
+    conf = (ROOT / "bench" / "nchan.conf").read_text()
+    conf = conf.replace("MODULE", str(NCHAN_MODULE)).replace("PORT", str(port))
+    (workdir / "tmp").mkdir(exist_ok=True)
+    (workdir / "nginx.conf").write_text(conf)
+    return ["nginx", "-p", str(workdir), "-c", str(workdir / "nginx.conf")]
+
+
+PYTHON = sys.executable
+SERVERS = {
+    "rawsse": ServerKind(
+        "rawsse",
+        lambda port, _: [PYTHON, "-m", "rawsse", "serve", "--port", str(port), "--log-level", "warning"],
+    ),
+    "sse-starlette": ServerKind(
+        "sse-starlette",
+        lambda port, _: [
+            PYTHON, "-m", "uvicorn", "bench.peers.starlette_app:app", "--port", str(port),
+            "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+            "--no-access-log", "--backlog", "4096",
+        ],
+        available=_module_missing("sse_starlette", "uvicorn", "multipart"),
+    ),
+    "aiohttp-sse": ServerKind(
+        "aiohttp-sse",
+        lambda port, _: [PYTHON, str(ROOT / "bench" / "peers" / "aiohttp_app.py"), str(port)],
+        available=_module_missing("aiohttp", "aiohttp_sse"),
+    ),
+    "nchan": ServerKind(
+        "nchan",
+        _nchan_command,
+        publish_url="http://127.0.0.1:{port}/publish?topic={{topic}}",
+        publish_body="{data}",
+        publish_type="text/plain",
+        available=_nchan_missing,
+    ),
+}  # fmt: skip
+
+
+class RunningServer:
+    def __init__(self, kind: ServerKind) -> None:
+        self.kind = kind
+        self.port = _free_port()
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"bench-{kind.name}-"))
+        self.process = subprocess.Popen(
+            kind.command(self.port, self._workdir),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while not _answers(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{kind.name} did not start")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/events"
+
+    def rss(self) -> int:
+        return sum(_rss(pid) for pid in _tree(self.process.pid))
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu(pid) for pid in _tree(self.process.pid))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants (nginx's workers, uvicorn's reloader-free child)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+def _cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+    except (OSError, IndexError):
+        return 0.0
+
+
+# Workloads
+
+
+@dataclass
+class Workload:
+    name: str
+    title: str
+    mode: str
+    streams: int
+    tiny_streams: int
+    flood: dict[str, Any] = field(default_factory=dict)
+    tiny_flood: dict[str, Any] = field(default_factory=dict)
+
+
+WORKLOADS = {
+    "W1": Workload("W1", "idle memory", "idle", 15000, 100, {"seconds": 3}, {"seconds": 0.5}),
+    "W2": Workload("W2", "broadcast", "broadcast", 10000, 100, {"events": 200}, {"events": 20}),
+    "W3": Workload(
+        "W3", "fixed rate", "broadcast", 10000, 100,
+        {"events": 500, "rate": 50.0}, {"events": 10, "rate": 20.0},
+    ),
+    "W4": Workload("W4", "storm", "storm", 10000, 100),
+    "W5": Workload(
+        "W5", "unicast", "unicast", 10000, 100,
+        {"events": 20000, "publish_connections": 4}, {"events": 200, "publish_connections": 2},
+    ),
+}  # fmt: skip
+
+
+def run_workload(
+    kind: ServerKind, workload: Workload, tiny: bool, run_index: int, max_wait: float
+) -> dict[str, Any]:
+    server = RunningServer(kind)
+    try:
+        options = FloodOptions(
+            mode=workload.mode,
+            url=server.url,
+            streams=workload.tiny_streams if tiny else workload.streams,
+            processes=2,
+            # A fresh source network per run: earlier runs' ports sit in TIME_WAIT.
+            sources=[f"127.{10 + run_index % 240}.0.2", f"127.{10 + run_index % 240}.0.3"],
+            publish_url=kind.publish_url.format(port=server.port),
+            publish_body=kind.publish_body,
+            publish_type=kind.publish_type,
+            settle=5.0,
+            max_wait=max_wait,
+            max_publish_seconds=max_wait,
+            progress=False,
+            **(workload.tiny_flood if tiny else workload.flood),
+        )
+        rss_before = server.rss()
+        cpu_before = server.cpu_seconds()
+        peak = [rss_before]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.2):
+                peak[0] = max(peak[0], server.rss())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.monotonic()
+        result = run_flood(options)
+        wall = time.monotonic() - started
+        done.set()
+        sampler.join()
+        result["server"] = {
+            "rss_before": rss_before,
+            "rss_peak": peak[0],
+            "rss_per_stream": (peak[0] - rss_before) / max(result["opening"]["streams"], 1),
+            "cpu_percent": 100 * (server.cpu_seconds() - cpu_before) / wall,
+        }
+        return result
+    finally:
+        server.stop()
+
+
+def headline(workload: str, result: dict[str, Any]) -> dict[str, float]:
+    """The figures the table shows for a workload; higher is better unless named *_s/_B."""
+    summary = result["summary"]
+    figures: dict[str, float] = {}
+    if workload == "W1":
+        figures["B/stream"] = result["server"]["rss_per_stream"]
+    if workload == "W4":
+        figures["streams/s"] = result["opening"]["streams_per_second"]
+    if "publish" in result:
+        expected = max(result["expected_deliveries"], 1)
+        figures["deliveries/s"] = result["deliveries_per_second"]
+        figures["p50 s"] = result["latency"]["p50"]
+        figures["p99 s"] = result["latency"]["p99"]
+        figures["lost %"] = 100 * (expected - summary["received"]) / expected
+        figures["unsent"] = result["publish"]["unsent"]
+    if workload == "W3":
+        figures["max s"] = result["latency"]["max"]
+        figures["cpu %"] = result["server"]["cpu_percent"]
+    return figures
+
+
+LOWER_IS_BETTER = {"B/stream", "p50 s", "p99 s", "max s", "lost %", "cpu %"}
+
+
+def ratio(name: str, ours: float, theirs: float) -> float | None:
+    """How many times better rawsse is (>1 is better) for this figure."""
+    if name in ("lost %", "unsent"):
+        return None
+    if name in LOWER_IS_BETTER:
+        return theirs / ours if ours > 0 else None
+    return ours / theirs if theirs > 0 else None
+
+
+def table(results: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> str:
+    lines = []
+    header = f"{'workload':<24}{'figure':<14}" + "".join(f"{s:>16}" for s in servers)
+    peers = [s for s in servers if s != "rawsse"]
+    header += "".join(f"{'x vs ' + p:>20}" for p in peers)
+    lines.append(header)
+    for workload, per_server in results.items():
+        names: list[str] = []
+        for figures in per_server.values():
+            names.extend(n for n in figures["headline"] if n not in names)
+        for name in names:
+            row = f"{workload + ' ' + WORKLOADS[workload].title:<24}{name:<14}"
+            values = {s: per_server.get(s, {}).get("headline", {}).get(name) for s in servers}
+            row += "".join(f"{_fmt(values[s]):>16}" for s in servers)
+            for peer in peers:
+                r = None
+                if values.get("rawsse") is not None and values.get(peer) is not None:
+                    r = ratio(name, values["rawsse"], values[peer])  # type: ignore[arg-type]
+                row += f"{(f'{r:.2f}x' if r is not None else '-'):>20}"
+            lines.append(row)
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def chart(results: dict[str, dict[str, dict[str, Any]]], servers: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    peers = [s for s in servers if s != "rawsse"]
+    labels: list[str] = []
+    bars: dict[str, list[float]] = {p: [] for p in peers}
+    for workload, per_server in results.items():
+        ours = per_server.get("rawsse", {}).get("headline", {})
+        for name in ours:
+            if name in ("lost %", "unsent", "p50 s"):
+                continue
+            labels.append(f"{workload} {name}")
+            for peer in peers:
+                theirs = per_server.get(peer, {}).get("headline", {}).get(name)
+                r = ratio(name, ours[name], theirs) if theirs is not None else None
+                bars[peer].append(r or 0.0)
+    figure, axes = plt.subplots(figsize=(max(8, len(labels) * 0.9), 4.5))
+    width = 0.8 / max(len(peers), 1)
+    for index, peer in enumerate(peers):
+        positions = [n + index * width for n in range(len(labels))]
+        axes.bar(positions, bars[peer], width, label=f"rawsse vs {peer}")
+    axes.axhline(1.0, color="black", linewidth=0.8)
+    axes.set_yscale("log")
+    axes.set_ylabel("times better (log scale; 1 = equal)")
+    axes.set_xticks([n + width * (len(peers) - 1) / 2 for n in range(len(labels))])
+    axes.set_xticklabels(labels, rotation=30, ha="right")
+    axes.set_title("rawsse against its peers, same machine, same run")
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated: " + ", ".join(SERVERS))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: W1..W5")
+    parser.add_argument("--tiny", action="store_true", help="toy sizes, for the tests")
+    parser.add_argument(
+        "--max-wait", type=float, default=30.0, help="seconds to wait for a slow server's events"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where compare.json and compare.png go")
+    parser.add_argument("--no-chart", action="store_true")
+    args = parser.parse_args(argv)
+    servers = []
+    for name in args.servers.split(","):
+        reason = SERVERS[name].available()
+        if reason:
+            print(f"skipping {name}: {reason}", file=sys.stderr)
+        else:
+            servers.append(name)
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    run_index = int(time.time()) % 200
+    for workload in args.workloads.split(","):
+        results[workload] = {}
+        for name in servers:
+            run_index += 1
+            print(f"{workload} {WORKLOADS[workload].title}: {name} ...", file=sys.stderr, flush=True)
+            try:
+                result = run_workload(SERVERS[name], WORKLOADS[workload], args.tiny, run_index, args.max_wait)
+            except Exception as exc:
+                print(f"  failed: {exc}", file=sys.stderr)
+                continue
+            result["headline"] = headline(workload, result)
+            results[workload][name] = result
+    print(table(results, servers))
+    args.out.mkdir(parents=True, exist_ok=True)
+    document = {"date": time.strftime("%Y-%m-%d"), "tiny": args.tiny, "servers": servers, "results": results}
+    (args.out / "compare.json").write_text(json.dumps(document, indent=2) + "\n")
+    if not args.no_chart:
+        chart(results, servers, args.out / "compare.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
