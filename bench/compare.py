@@ -80,6 +80,13 @@ SERVERS = {
         "rawsse",
         lambda port, _: [PYTHON, "-m", "rawsse", "serve", "--port", str(port), "--log-level", "warning"],
     ),
+    "rawsse-transport": ServerKind(
+        "rawsse-transport",
+        lambda port, _: [
+            PYTHON, "-m", "rawsse", "serve", "--port", str(port), "--log-level", "warning",
+            "--streams", "transport",
+        ],
+    ),
     "sse-starlette": ServerKind(
         "sse-starlette",
         lambda port, _: [
@@ -303,9 +310,9 @@ def ratio(name: str, ours: float, theirs: float) -> float | None:
 
 def table(results: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> str:
     lines = []
-    header = f"{'workload':<24}{'figure':<14}" + "".join(f"{s:>16}" for s in servers)
+    header = f"{'workload':<24}{'figure':<14}" + "".join(f"{s:>18}" for s in servers)
     peers = [s for s in servers if s != "rawsse"]
-    header += "".join(f"{'x vs ' + p:>20}" for p in peers)
+    header += "".join(f"{'x vs ' + p:>24}" for p in peers)
     lines.append(header)
     for workload, per_server in results.items():
         names: list[str] = []
@@ -314,12 +321,12 @@ def table(results: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> 
         for name in names:
             row = f"{workload + ' ' + WORKLOADS[workload].title:<24}{name:<14}"
             values = {s: per_server.get(s, {}).get("headline", {}).get(name) for s in servers}
-            row += "".join(f"{_fmt(values[s]):>16}" for s in servers)
+            row += "".join(f"{_fmt(values[s]):>18}" for s in servers)
             for peer in peers:
                 r = None
                 if values.get("rawsse") is not None and values.get(peer) is not None:
                     r = ratio(name, values["rawsse"], values[peer])  # type: ignore[arg-type]
-                row += f"{(f'{r:.2f}x' if r is not None else '-'):>20}"
+                row += f"{(f'{r:.2f}x' if r is not None else '-'):>24}"
             lines.append(row)
     return "\n".join(lines)
 

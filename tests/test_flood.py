@@ -108,3 +108,25 @@ def test_flood_reports_loss_when_the_server_drops_events() -> None:
 
     run_with_server(("uvloop", "epoll"), scenario)
     assert results[0]["summary"]["lost"] == 50
+
+
+def test_events_the_server_refuses_are_reported_not_lost() -> None:
+    results: list[dict[str, Any]] = []
+
+    async def scenario(server: Server) -> None:
+        flood = FloodOptions(
+            mode="broadcast",
+            url=f"http://127.0.0.1:{server.port}/events",
+            streams=10,
+            events=5,
+            size=2000,  # larger than the server's event limit below: 413 for each
+            progress=False,
+            settle=0.5,
+        )
+        results.append(await asyncio.get_running_loop().run_in_executor(None, run_flood, flood))
+
+    run_with_server(("uvloop", "epoll"), scenario, max_pending_bytes=1000)
+    [result] = results
+    assert result["publish"]["errors"] == 5
+    assert result["summary"]["lost"] == 0
+    assert result["expected_deliveries"] == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -49,23 +50,29 @@ class PublishResult:
     unsent: int = 0
     """Events not sent because the publishing time limit ran out."""
     sent_per_key: dict[str, int] = field(default_factory=dict)
+    refused_per_key: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
     """Wall-clock time of the first request."""
     seconds: float = 0.0
 
 
 class _Responses:
-    """httptools callbacks counting complete responses and the non-2xx ones."""
+    """httptools callbacks counting complete responses, and the refused (non-2xx) ones per
+    payload key: responses come in request order, so each matches the oldest sent key."""
 
-    def __init__(self) -> None:
+    def __init__(self, refused_per_key: dict[str, int]) -> None:
         self.done = 0
         self.errors = 0
+        self.awaiting: deque[str] = deque()
+        self.refused_per_key = refused_per_key
         self.parser = httptools.HttpResponseParser(self)
 
     def on_message_complete(self) -> None:
         self.done += 1
+        key = self.awaiting.popleft() if self.awaiting else ""
         if not 200 <= self.parser.get_status_code() < 300:
             self.errors += 1
+            self.refused_per_key[key] = self.refused_per_key.get(key, 0) + 1
 
 
 async def publish_all(
@@ -105,7 +112,7 @@ async def _publish_lane(
     result: PublishResult,
 ) -> None:
     host, port = template.address
-    responses = _Responses()
+    responses = _Responses(result.refused_per_key)
     in_flight = sent = 0
     try:
         reader, writer = await asyncio.open_connection(host, port)
@@ -124,6 +131,7 @@ async def _publish_lane(
                     await asyncio.sleep(delay)
             data = make_payload(key, sequence, time.time_ns(), size)
             writer.write(template.request(topic, data))
+            responses.awaiting.append(key)
             result.sent += 1
             result.sent_per_key[key] = sequence + 1
             sent += 1
@@ -137,6 +145,8 @@ async def _publish_lane(
         # The server closed or broke the connection: what was not answered counts as
         # refused, and so does what this lane never got to send.
         result.errors += in_flight + len(lane) - sent
+        for key in responses.awaiting:  # sent, never answered: not known to be published
+            result.refused_per_key[key] = result.refused_per_key.get(key, 0) + 1
     finally:
         result.errors += responses.errors
         writer.close()

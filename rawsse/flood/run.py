@@ -111,15 +111,17 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
         _say(out, options, f"{opened.streams} streams open ({opened.connect_errors} failed)")
         published: PublishResult | None = None
         expected: dict[str, int] = {}
+        refused: dict[str, int] = {}
         if options.mode == "idle":
             _watch(links, options, out, options.seconds)
         elif options.mode in ("broadcast", "unicast"):
             events = _events(options)
             published = _publish_watching(options, links, out, events)
             expected = published.sent_per_key  # what was sent is what every stream should see
+            refused = published.refused_per_key
         settle = options.settle if published is not None else 0.0
         for link in links:
-            link.send(("finish", expected, settle, options.max_wait))
+            link.send(("finish", expected, refused, settle, options.max_wait))
         final = Summary()
         for link in links:
             final.merge(Summary.from_json(_expect(link, "done")[1]))
@@ -134,10 +136,11 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
             span = max(final.last_event_at - published.started, 1e-9)
             result["publish"] = asdict(published)
             result["deliveries_per_second"] = final.received / span
-            result["expected_deliveries"] = sum(
-                expected.get(options.topic_of(n) if options.mode == "unicast" else BROADCAST_KEY, 0)
+            keys = [
+                options.topic_of(n) if options.mode == "unicast" else BROADCAST_KEY
                 for n in range(options.streams)
-            )
+            ]
+            result["expected_deliveries"] = sum(expected.get(k, 0) - refused.get(k, 0) for k in keys)
         _say(out, options, format_result(result), final=True)
         return result
     finally:

@@ -4,7 +4,7 @@ events) and tallies it. It talks to the main process over a pipe:
 
     worker -> main   ("ready", summary-so-far)      once every stream is open (or failed)
     main -> worker   ("progress",)                   answered with ("progress", streams, received)
-    main -> worker   ("finish", expected, settle, limit)
+    main -> worker   ("finish", expected, refused, settle, limit)
                                                      read until all expected events came,
                                                      nothing came for `settle` s, or `limit`
                                                      s passed; answered with ("done", summary)
@@ -140,6 +140,7 @@ def run_worker(spec: WorkerSpec, control: multiprocessing.connection.Connection)
     summary.opening_ended = time.time()
     control.send(("ready", summary.to_json()))
     expected: dict[str, int] | None = None
+    refused: dict[str, int] = {}
     settle = limit = 0.0
     last_progress = finish_asked = time.monotonic()
     while True:
@@ -148,7 +149,7 @@ def run_worker(spec: WorkerSpec, control: multiprocessing.connection.Connection)
             if message[0] == "progress":
                 control.send(("progress", summary.streams, sum(s.tally.received for s in streams)))
             elif message[0] == "finish":
-                expected, settle, limit = message[1], message[2], message[3]
+                expected, refused, settle, limit = message[1:5]
                 last_progress = finish_asked = time.monotonic()
         received_before = summary.received
         for key, _ in selector.select(timeout=0.05):
@@ -158,10 +159,12 @@ def run_worker(spec: WorkerSpec, control: multiprocessing.connection.Connection)
         if summary.received != received_before:
             last_progress = now
         if expected is not None:
-            complete = all(s.tally.received >= expected.get(s.key, 0) for s in streams if s.open)
+            complete = all(
+                s.tally.received >= expected.get(s.key, 0) - refused.get(s.key, 0) for s in streams if s.open
+            )
             if complete or now - last_progress > settle or now - finish_asked > limit:
                 break
-    _finish(streams, summary, expected or {})
+    _finish(streams, summary, expected or {}, refused)
     control.send(("done", summary.to_json()))
     for stream in streams:
         stream.sock.close()
@@ -204,13 +207,18 @@ def _drop(
         summary.disconnects += 1
 
 
-def _finish(streams: list[_Stream], summary: Summary, expected: dict[str, int]) -> None:
+def _finish(
+    streams: list[_Stream], summary: Summary, expected: dict[str, int], refused: dict[str, int]
+) -> None:
+    """Loss per stream: what was sent and accepted for its key but never arrived (events
+    the server refused at publish are not expected)."""
     for stream in streams:
         if not stream.first_byte:
             continue
         summary.duplicates += stream.tally.duplicates
         summary.out_of_order += stream.tally.out_of_order
-        summary.lost += stream.tally.missing({stream.key: expected.get(stream.key, 0)})
+        missing = stream.tally.missing({stream.key: expected.get(stream.key, 0)})
+        summary.lost += max(missing - refused.get(stream.key, 0), 0)
 
 
 def worker_entry(spec: WorkerSpec, control: Any) -> None:
