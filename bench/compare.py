@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import answers, free_port
 
 from rawsse.flood.run import FloodOptions, run_flood
 
@@ -115,7 +117,7 @@ SERVERS = {
 class RunningServer:
     def __init__(self, kind: ServerKind) -> None:
         self.kind = kind
-        self.port = _free_port()
+        self.port = free_port()
         self._workdir = Path(tempfile.mkdtemp(prefix=f"bench-{kind.name}-"))
         self.process = subprocess.Popen(
             kind.command(self.port, self._workdir),
@@ -125,7 +127,7 @@ class RunningServer:
             start_new_session=True,
         )
         deadline = time.monotonic() + 30
-        while not _answers(self.port):
+        while not answers(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{kind.name} did not start")
             time.sleep(0.05)
@@ -148,21 +150,6 @@ class RunningServer:
             self.process.kill()
             self.process.wait()
         shutil.rmtree(self._workdir, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def _tree(pid: int) -> list[int]:

@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,18 +26,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import answers, free_port
 from readers import Readers
 
 from rawsse.config import Config
 from rawsse.reactor.fd_streams import OPEN, FdStreams
 from rawsse.reactor.server import Server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rss_bytes(pid: int) -> int:
@@ -92,7 +85,7 @@ def bench_idle(streams: int, processes: int) -> dict[str, Any]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until(lambda: _answers(port), 30, "server start")
+        wait_until(lambda: answers(port), 30, "server start")
         # One stream first, so lazily built state (the group, the poller) is in the baseline.
         warm = Readers(port, "/events?topic=idle", 1, 1)
         warm.wait_ready()
@@ -123,14 +116,6 @@ def bench_idle(streams: int, processes: int) -> dict[str, Any]:
         if slab_before >= 0
         else None,
     }
-
-
-def _answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def bench_broadcast(streams: int, rounds: int, size: int, processes: int) -> dict[str, Any]:

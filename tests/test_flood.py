@@ -52,6 +52,22 @@ def test_source_address_ranges() -> None:
     assert parse_sources("127.0.0.2,127.0.1.9") == ["127.0.0.2", "127.0.1.9"]
 
 
+def flood_rawsse(server_options: dict[str, Any], **flood: Any) -> dict[str, Any]:
+    """Run the flooder (blocking, so on an executor thread) against a rawsse server on
+    the same loop; `flood` may use {port} in its URL templates."""
+    results: list[dict[str, Any]] = []
+
+    async def scenario(server: Server) -> None:
+        for name in ("publish_url",):
+            if name in flood:
+                flood[name] = flood[name].format(port=server.port)
+        options = FloodOptions(url=f"http://127.0.0.1:{server.port}/events", progress=False, **flood)
+        results.append(await asyncio.get_running_loop().run_in_executor(None, run_flood, options))
+
+    run_with_server(("uvloop", "epoll"), scenario, **server_options)
+    return results[0]
+
+
 @pytest.mark.parametrize(
     ("mode", "extra"),
     [
@@ -63,21 +79,7 @@ def test_source_address_ranges() -> None:
     ],
 )
 def test_short_flood_against_rawsse_loses_nothing(mode: str, extra: dict[str, Any]) -> None:
-    results: list[dict[str, Any]] = []
-
-    async def scenario(server: Server) -> None:
-        flood = FloodOptions(
-            mode=mode,
-            url=f"http://127.0.0.1:{server.port}/events",
-            streams=60,
-            progress=False,
-            settle=5,
-            **extra,
-        )
-        results.append(await asyncio.get_running_loop().run_in_executor(None, run_flood, flood))
-
-    run_with_server(("uvloop", "epoll"), scenario)
-    [result] = results
+    result = flood_rawsse({}, mode=mode, streams=60, settle=5, **extra)
     summary = result["summary"]
     assert result["opening"]["streams"] == 60
     assert result["opening"]["errors"] == 0
@@ -89,44 +91,25 @@ def test_short_flood_against_rawsse_loses_nothing(mode: str, extra: dict[str, An
 
 
 def test_flood_reports_loss_when_the_server_drops_events() -> None:
-    """A server that never publishes: every expected event is counted lost."""
-    results: list[dict[str, Any]] = []
-
-    async def scenario(server: Server) -> None:
-        flood = FloodOptions(
-            mode="broadcast",
-            url=f"http://127.0.0.1:{server.port}/events",
-            streams=10,
-            events=5,
-            progress=False,
-            settle=0.5,
-            publish_url=f"http://127.0.0.1:{server.port}/publish?topic=elsewhere",
-            publish_body="{data}",
-            publish_type="text/plain",
-        )
-        results.append(await asyncio.get_running_loop().run_in_executor(None, run_flood, flood))
-
-    run_with_server(("uvloop", "epoll"), scenario)
-    assert results[0]["summary"]["lost"] == 50
+    """A server that never delivers (we publish to another topic): all counted lost."""
+    result = flood_rawsse(
+        {},
+        mode="broadcast",
+        streams=10,
+        events=5,
+        settle=0.5,
+        publish_url="http://127.0.0.1:{port}/publish?topic=elsewhere",
+        publish_body="{data}",
+        publish_type="text/plain",
+    )
+    assert result["summary"]["lost"] == 50
 
 
 def test_events_the_server_refuses_are_reported_not_lost() -> None:
-    results: list[dict[str, Any]] = []
-
-    async def scenario(server: Server) -> None:
-        flood = FloodOptions(
-            mode="broadcast",
-            url=f"http://127.0.0.1:{server.port}/events",
-            streams=10,
-            events=5,
-            size=2000,  # larger than the server's event limit below: 413 for each
-            progress=False,
-            settle=0.5,
-        )
-        results.append(await asyncio.get_running_loop().run_in_executor(None, run_flood, flood))
-
-    run_with_server(("uvloop", "epoll"), scenario, max_pending_bytes=1000)
-    [result] = results
+    # Payloads larger than the server's event limit: 413 for each.
+    result = flood_rawsse(
+        {"max_pending_bytes": 1000}, mode="broadcast", streams=10, events=5, size=2000, settle=0.5
+    )
     assert result["publish"]["errors"] == 5
     assert result["summary"]["lost"] == 0
     assert result["expected_deliveries"] == 0
