@@ -267,3 +267,32 @@ def test_pipelining_client_that_never_reads_gets_no_unbounded_buffer(backend: tu
         writer.transport.abort()
 
     run_with_server(backend, scenario)
+
+
+def test_stream_that_cannot_be_registered_gets_503_and_leaks_nothing() -> None:
+    """Fault injection: the epoll watch limit (ENOSPC) reached at hand-over time."""
+    import errno
+    import os
+
+    async def scenario(server: Server) -> None:
+        poller = server.streams._poller  # type: ignore[attr-defined]
+        register = poller.register
+
+        def full(fd: int) -> None:
+            raise OSError(errno.ENOSPC, "epoll watch limit reached")
+
+        fds_before = len(os.listdir("/proc/self/fd"))
+        poller.register = full
+        try:
+            answer, closed = await exchange(server.port, b"GET /events?topic=t HTTP/1.1\r\nHost: t\r\n\r\n")
+        finally:
+            poller.register = register
+        assert (answer.status, answer.headers["retry-after"], closed) == (503, "1", True)
+        await wait_for(lambda: server.connection_count == 0, "the refused connection to close")
+        assert len(os.listdir("/proc/self/fd")) <= fds_before
+        assert server.metrics.streams_open == 0
+        ok = await StreamClient.open(server.port, "topic=t")  # and the next one works
+        assert ok.status == 200
+        ok.close()
+
+    run_with_server(("uvloop", "epoll"), scenario)
