@@ -9,7 +9,6 @@ the expected events never came. The payload needs no escaping in a URL, a form o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,10 +34,10 @@ def parse_payload(data: str) -> tuple[str, int, int] | None:
 
 
 class LatencyHistogram:
-    """Latencies in logarithmic buckets (about 4 % wide) from 1 µs to over an hour:
-    constant memory whatever the count, mergeable across processes."""
-
-    BUCKETS_PER_DOUBLING = 16
+    """Latencies in logarithmic buckets (16 per doubling, at most 6 % wide): constant
+    memory whatever the count, mergeable across processes. A bucket is the bit length of
+    the latency in ns and its next four bits, found with integer operations only: this
+    runs once per event received, so it must cost next to nothing."""
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
@@ -46,8 +45,10 @@ class LatencyHistogram:
         self.max_ns = 0
 
     def add(self, latency_ns: int) -> None:
-        latency_ns = max(latency_ns, 1000)
-        bucket = int(math.log2(latency_ns / 1000) * self.BUCKETS_PER_DOUBLING)
+        if latency_ns < 32:
+            latency_ns = 32
+        shift = latency_ns.bit_length() - 5
+        bucket = (shift << 4) | ((latency_ns >> shift) & 15)
         self.counts[bucket] = self.counts.get(bucket, 0) + 1
         self.total += 1
         if latency_ns > self.max_ns:
@@ -68,7 +69,7 @@ class LatencyHistogram:
         for bucket in sorted(self.counts):
             seen += self.counts[bucket]
             if seen >= rank:
-                upper_ns = 1000 * 2 ** ((bucket + 1) / self.BUCKETS_PER_DOUBLING)
+                upper_ns = (16 + (bucket & 15) + 1) << (bucket >> 4)
                 return min(upper_ns, self.max_ns) / 1e9
         return self.max_ns / 1e9
 
@@ -84,6 +85,10 @@ class LatencyHistogram:
         return histogram
 
 
+Key = str | bytes
+"""A payload key: the worker keeps the bytes it found, to skip decoding per event."""
+
+
 class StreamTally:
     """One stream's view: which sequences of each key it has seen. Kept small for the
     usual in-order arrival: per key, the next expected sequence and only the sequences
@@ -95,10 +100,10 @@ class StreamTally:
         self.received = 0
         self.duplicates = 0
         self.out_of_order = 0
-        self.next: dict[str, int] = {}
-        self.ahead: dict[str, set[int]] = {}
+        self.next: dict[Key, int] = {}
+        self.ahead: dict[Key, set[int]] = {}
 
-    def add(self, key: str, sequence: int) -> bool:
+    def add(self, key: Key, sequence: int) -> bool:
         """Record an event; False if it is a duplicate."""
         expected = self.next.get(key, 0)
         if sequence == expected:
@@ -122,7 +127,7 @@ class StreamTally:
         self.received += 1
         return True
 
-    def missing(self, expected: dict[str, int]) -> int:
+    def missing(self, expected: dict[Key, int]) -> int:
         """Events of the expected counts (per key) that never came."""
         lost = 0
         for key, count in expected.items():

@@ -33,7 +33,10 @@ READ_SIZE = 256 * 1024
 # event: it cuts the body after the last complete event (a blank line, LF or CRLF) and
 # finds our payloads' data lines with one regular expression, in C. Our payloads are one
 # line; anything else in the stream (comments, retry, other data) is skipped.
-_PAYLOAD = re.compile(rb"^data: ?([A-Za-z0-9_-]+):([0-9]+):([0-9]+):", re.MULTILINE)
+# The pattern starts with a literal newline rather than `^` with MULTILINE: the regex
+# engine then finds candidates by a fast literal search (twice as fast per event), and
+# the stream's buffer always keeps the newline before its next line (see on_body).
+_PAYLOAD = re.compile(rb"\ndata: ?([A-Za-z0-9_-]+):([0-9]+):([0-9]+):")
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class _Stream:
         self.status = 0
         self.open = True
         self.http = httptools.HttpResponseParser(self)
-        self.partial = b""
+        self.partial = b"\n"  # what the body starts with is a line start
         self.tally = StreamTally()
         self.summary: Summary | None = None
 
@@ -72,12 +75,15 @@ class _Stream:
         self.first_byte = time.monotonic()
 
     def on_body(self, body: bytes) -> None:
-        buffer = self.partial + body if self.partial else body
-        cut = max(buffer.rfind(b"\n\n") + 2, buffer.rfind(b"\n\r\n") + 3)
-        if cut < 3:
-            self.partial = buffer
-            return
-        self.partial = buffer[cut:]
+        buffer = self.partial + body
+        if buffer.endswith(b"\n\n"):  # the usual case: the read ended with an event
+            cut = len(buffer)
+        else:
+            cut = max(buffer.rfind(b"\n\n") + 2, buffer.rfind(b"\n\r\n") + 3)
+            if cut < 3:
+                self.partial = buffer
+                return
+        self.partial = buffer[cut - 1 :]  # from the newline that ends the blank line
         summary = self.summary
         assert summary is not None
         now_ns = time.time_ns()
@@ -85,7 +91,7 @@ class _Stream:
         latency = summary.latency.add
         got = False
         for key, sequence, sent_ns in _PAYLOAD.findall(buffer, 0, cut):
-            if add(key.decode(), int(sequence)):
+            if add(key, int(sequence)):
                 latency(now_ns - int(sent_ns))
                 got = True
         if got:
@@ -217,7 +223,7 @@ def _finish(
             continue
         summary.duplicates += stream.tally.duplicates
         summary.out_of_order += stream.tally.out_of_order
-        missing = stream.tally.missing({stream.key: expected.get(stream.key, 0)})
+        missing = stream.tally.missing({stream.key.encode(): expected.get(stream.key, 0)})
         summary.lost += max(missing - refused.get(stream.key, 0), 0)
 
 
