@@ -142,27 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def flood(args: argparse.Namespace) -> int:
     from rawsse.flood.run import FloodOptions, parse_sources, run_flood, write_json
 
-    options = FloodOptions(
-        mode=args.mode,
-        url=args.url,
-        streams=args.streams,
-        processes=args.processes,
-        sources=parse_sources(args.source_addresses),
-        seconds=args.seconds,
-        events=args.events,
-        size=args.size,
-        rate=args.rate,
-        topic=args.topic,
-        subscribe_query=args.subscribe_query,
-        publish_url=args.publish_url,
-        publish_body=args.publish_body,
-        publish_type=args.publish_type,
-        publish_connections=args.publish_connections,
-        settle=args.settle,
-        max_wait=args.max_wait,
-        max_publish_seconds=args.max_publish_seconds,
-        progress=not args.quiet,
-    )
+    # The flood options share their names with the command-line flags.
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FloodOptions) if hasattr(args, f.name)}
+    options = FloodOptions(**given, sources=parse_sources(args.source_addresses), progress=not args.quiet)
     result = run_flood(options)
     if args.json:
         write_json(result, args.json)

@@ -47,7 +47,12 @@ class Metrics:
         metric("streams_closed_total", "counter", "Event streams closed.", self.streams_closed)
         metric("events_published_total", "counter", "Events published.", self.events_published)
         metric("deliveries_total", "counter", "Events written to streams.", self.deliveries)
-        metric("bytes_written_total", "counter", "Bytes written to streams.", self.bytes_written)
+        metric(
+            "bytes_written_total",
+            "counter",
+            "Event bytes handed to streams (written, or buffered for a stream that is behind).",
+            self.bytes_written,
+        )
         metric(
             "slow_consumers_total",
             "counter",

@@ -72,10 +72,6 @@ class Hub:
         self._queued_bytes = 0
 
     @property
-    def last_id(self) -> str:
-        return format_id(self.epoch, self._sequence)
-
-    @property
     def has_queued(self) -> bool:
         return bool(self._queue)
 
@@ -86,22 +82,22 @@ class Hub:
         now = self._clock()
         sequence = self._sequence
         encoded: list[Event] = []
+        ids: list[str] = []
         for item in items:  # encode all first: a batch is accepted whole or not at all
             sequence += 1
-            wire = encode_event(item.data, format_id(self.epoch, sequence), item.event)
+            event_id = format_id(self.epoch, sequence)
+            wire = encode_event(item.data, event_id, item.event)
             if len(wire) > self._max_event_bytes:
                 raise EventTooLarge(
                     f"event is {len(wire)} bytes encoded; the limit is {self._max_event_bytes}"
                 )
             encoded.append(Event(sequence, item.topics, wire, now))
-        ids: list[str] = []
+            ids.append(event_id)
+        self._sequence = sequence
         for event in encoded:
-            self._sequence = event.sequence
-            event_id = format_id(self.epoch, event.sequence)
             self.history.add(event)
             self._queue.append(event)
             self._queued_bytes += len(event.wire)
-            ids.append(event_id)
         self.metrics.events_published += len(ids)
         if ids:
             self.on_queued()

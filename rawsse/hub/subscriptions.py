@@ -66,10 +66,6 @@ class Subscriptions:
                 if not groups:
                     del self._by_topic[topic]
 
-    def topics_of(self, slot: int) -> tuple[str, ...]:
-        group = self._group_of[slot]
-        return group.topics if group is not None else ()
-
     def groups_of_topic(self, topic: str) -> list[Group]:
         return self._by_topic.get(topic, [])
 
