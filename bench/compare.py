@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import answers, free_port
+from common import answers, free_port, tcp_kernel_memory
 
 from rawsse.flood.run import FloodOptions, run_flood
 
@@ -238,24 +238,35 @@ def run_workload(
         rss_before = server.rss()
         cpu_before = server.cpu_seconds()
         peak = [rss_before]
+        # Kernel socket memory of both ends (the machine's, not only the server's).
+        kernel_before = tcp_kernel_memory()
+        kernel_peak = list(kernel_before)
         done = threading.Event()
 
         def sample() -> None:
             while not done.wait(0.2):
                 peak[0] = max(peak[0], server.rss())
+                pages, slab = tcp_kernel_memory()
+                kernel_peak[0] = max(kernel_peak[0], pages)
+                kernel_peak[1] = max(kernel_peak[1], slab)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         started = time.monotonic()
         result = run_flood(options)
         wall = time.monotonic() - started
+        streams = max(result["opening"]["streams"], 1)
         done.set()
         sampler.join()
         result["server"] = {
             "rss_before": rss_before,
             "rss_peak": peak[0],
-            "rss_per_stream": (peak[0] - rss_before) / max(result["opening"]["streams"], 1),
+            "rss_per_stream": (peak[0] - rss_before) / streams,
             "cpu_percent": 100 * (server.cpu_seconds() - cpu_before) / wall,
+            "kernel_tcp_buffer_bytes_per_stream": (kernel_peak[0] - kernel_before[0]) * PAGE / streams,
+            "kernel_tcp_socket_bytes_per_stream": (
+                (kernel_peak[1] - kernel_before[1]) / streams if kernel_before[1] >= 0 else None
+            ),
         }
         return result
     finally:
@@ -268,6 +279,11 @@ def headline(workload: str, result: dict[str, Any]) -> dict[str, float]:
     figures: dict[str, float] = {}
     if workload == "W1":
         figures["B/stream"] = result["server"]["rss_per_stream"]
+        # Both ends of each connection, so the same for every server; shown for scale.
+        figures["kernel B/strm"] = result["server"]["kernel_tcp_buffer_bytes_per_stream"]
+        socket_objects = result["server"]["kernel_tcp_socket_bytes_per_stream"]
+        if socket_objects is not None:
+            figures["slab B/strm"] = socket_objects
     if workload == "W4":
         figures["streams/s"] = result["opening"]["streams_per_second"]
     if "publish" in result:
@@ -288,7 +304,7 @@ LOWER_IS_BETTER = {"B/stream", "p50 s", "p99 s", "max s", "lost %", "cpu %"}
 
 def ratio(name: str, ours: float, theirs: float) -> float | None:
     """How many times better rawsse is (>1 is better) for this figure."""
-    if name in ("lost %", "unsent"):
+    if name in ("lost %", "unsent", "kernel B/strm", "slab B/strm"):
         return None
     if name in LOWER_IS_BETTER:
         return theirs / ours if ours > 0 else None

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import answers, free_port
+from common import answers, free_port, tcp_kernel_memory
 from readers import Readers
 
 from rawsse.config import Config
@@ -39,25 +39,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
-
-
-def tcp_kernel_memory() -> tuple[int, int]:
-    """(TCP buffer pages from /proc/net/sockstat, bytes of TCP socket objects in the slab
-    from /proc/slabinfo, or -1 where that file is not readable)."""
-    pages = 0
-    for line in Path("/proc/net/sockstat").read_text().splitlines():
-        if line.startswith("TCP:"):
-            fields = line.split()
-            pages = int(fields[fields.index("mem") + 1])
-    slab = -1
-    try:
-        for line in Path("/proc/slabinfo").read_text().splitlines():
-            fields = line.split()
-            if fields and fields[0] == "TCP":
-                slab = int(fields[1]) * int(fields[3])
-    except OSError:
-        pass
-    return pages, slab
 
 
 def wait_until(check: Any, timeout: float, what: str) -> None:
