@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
+from rawsse.broker.base import Broker, BrokerUnavailable
 from rawsse.config import Config
-from rawsse.hub.hub import EventTooLarge, Hub, Overloaded
+from rawsse.hub.hub import EventTooLarge, NotYetTaken, Overloaded
 from rawsse.metrics import Metrics
 from rawsse.proto.http import HttpError, Request, response, stream_head
 from rawsse.proto.publish import PublishError, parse_publish
@@ -36,14 +39,40 @@ class OpenStream:
     live: bool = True
 
 
+RESUME_WAIT = 1.0
+"""How long a resume waits for an id another worker or node has already delivered; past
+it the client gets a reset (unknown-id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingResponse:
+    """The answer waits on the broker: await `waiting`, then act on `finish(value)`; an
+    exception gets the error `publish_error` maps it to."""
+
+    waiting: Awaitable[Any]
+    finish: Callable[[Any], bytes | OpenStream]
+
+
+def publish_error(exc: Exception) -> HttpError | None:
+    """The response to a publish the broker refused; None for an unexpected error."""
+    if isinstance(exc, Overloaded):
+        return HttpError(503, str(exc), [("Retry-After", "1")])
+    if isinstance(exc, BrokerUnavailable):
+        return HttpError(503, f"broker unavailable: {exc}", [("Retry-After", "1")])
+    if isinstance(exc, EventTooLarge):
+        return HttpError(413, str(exc))
+    return None
+
+
 class Api:
-    def __init__(self, hub: Hub, metrics: Metrics, config: Config) -> None:
-        self._hub = hub
+    def __init__(self, broker: Broker, metrics: Metrics, config: Config) -> None:
+        self._broker = broker
+        self._hub = broker.hub
         self._metrics = metrics
         self._config = config
         self._stream_prefix = stream_head() + encode_retry(config.retry)
 
-    def handle(self, request: Request, from_loopback: bool) -> bytes | OpenStream:
+    def handle(self, request: Request, from_loopback: bool) -> bytes | OpenStream | PendingResponse:
         """Answer one request; raises HttpError for anything refused."""
         methods = ROUTES.get(request.path)
         if methods is None:
@@ -55,13 +84,12 @@ class Api:
         if request.path == "/publish":
             return self._publish(request, from_loopback)
         if request.path == "/metrics":
-            return response(
-                200, self._metrics.render(), "text/plain; version=0.0.4", keep_alive=request.keep_alive
-            )
+            text = self._metrics.render(self._broker.worker_metrics())
+            return response(200, text, "text/plain; version=0.0.4", keep_alive=request.keep_alive)
         body = b"" if request.method == "HEAD" else b"ok\n"
         return response(200, body, keep_alive=request.keep_alive)
 
-    def _events(self, request: Request) -> OpenStream:
+    def _events(self, request: Request) -> OpenStream | PendingResponse:
         try:
             params = parse_qsl(
                 request.query, keep_blank_values=True, errors="strict", max_num_fields=MAX_QUERY_FIELDS
@@ -85,10 +113,24 @@ class Api:
         if len(topics) > self._config.max_topics:
             raise HttpError(400, f"at most {self._config.max_topics} topics per stream")
         names = tuple(topics)
-        replay, whole = self._hub.catch_up(names, last_event_id, self._config.max_pending_bytes)
-        return OpenStream(names, self._stream_prefix + replay, live=whole)
+        if self._broker.shares_order:
+            try:
+                return self._open(names, last_event_id, may_wait=True)
+            except NotYetTaken as exc:
+                return PendingResponse(
+                    self._broker.wait_taken(exc.sequence, RESUME_WAIT),
+                    lambda _: self._open(names, last_event_id),
+                )
+        return self._open(names, last_event_id)
 
-    def _publish(self, request: Request, from_loopback: bool) -> bytes:
+    def _open(
+        self, topics: tuple[str, ...], last_event_id: str | None, may_wait: bool = False
+    ) -> OpenStream:
+        page = self._config.max_pending_bytes
+        replay, whole = self._hub.catch_up(topics, last_event_id, page, may_wait)
+        return OpenStream(topics, self._stream_prefix + replay, live=whole)
+
+    def _publish(self, request: Request, from_loopback: bool) -> bytes | PendingResponse:
         self._authorize(request, from_loopback)
         try:
             parsed = parse_publish(
@@ -100,13 +142,20 @@ class Api:
         except PublishError as exc:
             raise HttpError(exc.status, str(exc)) from None
         try:
-            ids = self._hub.publish(parsed.items)
-        except Overloaded as exc:
-            raise HttpError(503, str(exc), [("Retry-After", "1")]) from None
-        except EventTooLarge as exc:
-            raise HttpError(413, str(exc)) from None
-        document = {"ids": ids} if parsed.batch else {"id": ids[0]}
-        return response(200, json.dumps(document).encode(), "application/json", keep_alive=request.keep_alive)
+            ids = self._broker.publish(parsed.items)
+        except (Overloaded, EventTooLarge, BrokerUnavailable) as exc:
+            error = publish_error(exc)
+            assert error is not None
+            raise error from None
+
+        def finish(ids: list[str]) -> bytes:
+            document = {"ids": ids} if parsed.batch else {"id": ids[0]}
+            body = json.dumps(document).encode()
+            return response(200, body, "application/json", keep_alive=request.keep_alive)
+
+        if isinstance(ids, list):
+            return finish(ids)
+        return PendingResponse(ids, finish)
 
     def _authorize(self, request: Request, from_loopback: bool) -> None:
         token = self._config.publish_token

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from rawsse.broker.ring import MAX_WORKERS
 from rawsse.hub.history import HISTORY_AGE, HISTORY_BYTES, HISTORY_PER_TOPIC
 from rawsse.hub.hub import MAX_QUEUED_BYTES
 from rawsse.proto.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES
@@ -50,6 +51,10 @@ SHUTDOWN_GRACE = 10.0
 BACKLOG = 4096
 """Listen backlog: Linux's somaxconn default since 5.4, so connection storms queue
 instead of being refused."""
+
+BROKER_HISTORY = 100_000
+"""Entries the Redis stream keeps (`XADD MAXLEN ~`): what a node loads at start and what
+a resume on any node can reach back to."""
 
 FD_RESERVE = 64
 """File descriptors kept back from --max-connections for the listener, pollers and logs."""
@@ -110,6 +115,15 @@ class Config:
         choices=("auto", "epoll", "kqueue", "transport"),
     )
     log_level: str = _option("info", "log level", choices=("debug", "info", "warning", "error"))
+    workers: str = _option(
+        "1", "worker processes sharing the port (SO_REUSEPORT); auto: one per core"
+    )
+    broker: str = _option(
+        "memory",
+        "where events are ordered: memory (this machine), or redis://host:port/db to make "
+        "this server a node of a cluster",
+    )
+    broker_history: int = _option(BROKER_HISTORY, "events the Redis stream keeps for resume")
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
@@ -119,6 +133,13 @@ class Config:
                 raise ValueError(f"{spec.name} must be one of {', '.join(choices)}")
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
                 raise ValueError(f"{spec.name} must not be negative")
+        if self.workers != "auto" and not (self.workers.isdigit() and 0 < int(self.workers) <= MAX_WORKERS):
+            raise ValueError(f"workers must be auto or a number from 1 to {MAX_WORKERS}")
+        if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("broker must be memory or a redis:// URL")
+
+    def worker_count(self) -> int:
+        return min(os.cpu_count() or 1, MAX_WORKERS) if self.workers == "auto" else int(self.workers)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:

@@ -34,40 +34,47 @@ class Metrics:
         self.resets = 0
         self.rejected: Counter[int] = Counter()
 
-    def render(self) -> bytes:
+    def shared_values(self) -> list[int]:
+        """The counters in SERIES order, as a worker shares them with the others."""
+        return [getattr(self, name) for name, *_ in SERIES]
+
+    def render(self, workers: list[list[int]] | None = None) -> bytes:
+        """The exposition text. With `workers` (each worker's shared_values, by index),
+        every series is given per worker with a `worker` label; sum them for the server."""
         lines: list[str] = []
-
-        def metric(name: str, kind: str, help_text: str, value: int) -> None:
-            lines.append(f"# HELP rawsse_{name} {help_text}")
-            lines.append(f"# TYPE rawsse_{name} {kind}")
-            lines.append(f"rawsse_{name} {value}")
-
-        metric("streams_open", "gauge", "Event streams open now.", self.streams_open)
-        metric("streams_opened_total", "counter", "Event streams opened.", self.streams_opened)
-        metric("streams_closed_total", "counter", "Event streams closed.", self.streams_closed)
-        metric("events_published_total", "counter", "Events published.", self.events_published)
-        metric("deliveries_total", "counter", "Events written to streams.", self.deliveries)
-        metric(
-            "bytes_written_total",
-            "counter",
-            "Event bytes handed to streams (written, or buffered for a stream that is behind).",
-            self.bytes_written,
-        )
-        metric(
-            "slow_consumers_total",
-            "counter",
-            "Streams closed because their pending bytes passed the cap.",
-            self.slow_consumers,
-        )
-        metric("resumes_total", "counter", "Streams opened with a Last-Event-ID.", self.resumes)
-        metric(
-            "resets_total",
-            "counter",
-            "Resumes that were told events may have been missed.",
-            self.resets,
-        )
+        for position, (name, kind, metric, help_text) in enumerate(SERIES):
+            lines.append(f"# HELP rawsse_{metric} {help_text}")
+            lines.append(f"# TYPE rawsse_{metric} {kind}")
+            if workers is None:
+                lines.append(f"rawsse_{metric} {getattr(self, name)}")
+            else:
+                lines.extend(f'rawsse_{metric}{{worker="{i}"}} {v[position]}' for i, v in enumerate(workers))
         lines.append("# HELP rawsse_rejected_requests_total Requests refused, by status.")
         lines.append("# TYPE rawsse_rejected_requests_total counter")
         for status in sorted(self.rejected):
             lines.append(f'rawsse_rejected_requests_total{{status="{status}"}} {self.rejected[status]}')
         return ("\n".join(lines) + "\n").encode()
+
+
+SERIES = [
+    ("streams_open", "gauge", "streams_open", "Event streams open now."),
+    ("streams_opened", "counter", "streams_opened_total", "Event streams opened."),
+    ("streams_closed", "counter", "streams_closed_total", "Event streams closed."),
+    ("events_published", "counter", "events_published_total", "Events published."),
+    ("deliveries", "counter", "deliveries_total", "Events written to streams."),
+    (
+        "bytes_written",
+        "counter",
+        "bytes_written_total",
+        "Event bytes handed to streams (written, or buffered for a stream that is behind).",
+    ),
+    (
+        "slow_consumers",
+        "counter",
+        "slow_consumers_total",
+        "Streams closed because their pending bytes passed the cap.",
+    ),
+    ("resumes", "counter", "resumes_total", "Streams opened with a Last-Event-ID."),
+    ("resets", "counter", "resets_total", "Resumes that were told events may have been missed."),
+]
+"""(attribute, type, exposed name, help) of each series a worker shares."""

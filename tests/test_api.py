@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rawsse.api import Api, OpenStream
+from rawsse.broker.memory import MemoryBroker
 from rawsse.config import Config
 from rawsse.hub.history import History
 from rawsse.hub.hub import Hub
@@ -15,7 +16,8 @@ from rawsse.proto.http import HttpError, Request
 
 def make_api(**options: object) -> Api:
     metrics = Metrics()
-    return Api(Hub(Subscriptions(8), History(), metrics), metrics, Config(**options))  # type: ignore[arg-type]
+    hub = Hub(Subscriptions(8), History(), metrics)
+    return Api(MemoryBroker(hub), metrics, Config(**options))  # type: ignore[arg-type]
 
 
 def request(method: str, path: str, query: str = "", body: bytes = b"", **headers: str) -> Request:

@@ -6,10 +6,12 @@ import json
 
 import pytest
 
+from rawsse.broker.memory import MemoryBroker
 from rawsse.hub.history import History
-from rawsse.hub.hub import RESET_EVENT, EventTooLarge, Hub, Overloaded
+from rawsse.hub.hub import RESET_EVENT, EventTooLarge, Hub, NotYetTaken, Overloaded
 from rawsse.hub.subscriptions import Subscriptions
 from rawsse.metrics import Metrics
+from rawsse.proto.ids import EpochIds
 from rawsse.proto.publish import PublishItem
 from rawsse.proto.sse import EventParser
 
@@ -22,12 +24,23 @@ class Clock:
         return self.now
 
 
+_brokers: dict[Hub, MemoryBroker] = {}
+
+
 def make_hub(history: History | None = None, clock: Clock | None = None, **options: int) -> Hub:
-    return Hub(Subscriptions(64), history or History(), Metrics(), clock=clock or Clock(), **options)
+    hub = Hub(Subscriptions(64), history or History(), Metrics(), clock=clock or Clock(), **options)
+    _brokers[hub] = MemoryBroker(hub)
+    return hub
+
+
+def epoch(hub: Hub) -> str:
+    assert isinstance(hub.ids, EpochIds)
+    return hub.ids.epoch
 
 
 def publish(hub: Hub, topics: str, data: str) -> str:
-    return hub.publish([PublishItem(tuple(topics.split(",")), data)])[0]
+    ids = _brokers[hub].publish([PublishItem(tuple(topics.split(",")), data)])
+    return ids[0]
 
 
 def catch_up(hub: Hub, topics: tuple[str, ...], last_id: str | None) -> bytes:
@@ -44,8 +57,8 @@ def test_ids_are_one_ordered_sequence_across_topics() -> None:
     hub = make_hub()
     ids = [publish(hub, t, "x") for t in ("a", "b", "a")]
     assert [int(i.split("-")[1]) for i in ids] == [1, 2, 3]
-    assert {i.split("-")[0] for i in ids} == {hub.epoch}
-    assert make_hub().epoch != hub.epoch
+    assert {i.split("-")[0] for i in ids} == {epoch(hub)}
+    assert epoch(make_hub()) != epoch(hub)
 
 
 def test_a_pass_writes_each_group_its_events_coalesced_in_order() -> None:
@@ -109,7 +122,7 @@ def test_unusable_ids_get_a_reset_that_moves_the_client_on(last_id: str, reason:
     hub = make_hub()
     taken = publish(hub, "a", "1")
     hub.take_batch()
-    [(event, data, event_id)] = parse(catch_up(hub, ("a",), last_id.replace("EPOCH", hub.epoch)))
+    [(event, data, event_id)] = parse(catch_up(hub, ("a",), last_id.replace("EPOCH", epoch(hub))))
     assert (event, json.loads(data), event_id) == (RESET_EVENT, {"reason": reason}, taken)
     assert hub.metrics.resets == 1
 
@@ -180,5 +193,24 @@ def test_a_long_replay_comes_in_pages_of_whole_events() -> None:
 def test_an_event_larger_than_the_limit_is_refused_and_takes_no_id() -> None:
     hub = make_hub(max_event_bytes=100)
     with pytest.raises(EventTooLarge):
-        hub.publish([PublishItem(("a",), "small"), PublishItem(("a",), "x" * 200)])
+        _brokers[hub].publish([PublishItem(("a",), "small"), PublishItem(("a",), "x" * 200)])
     assert publish(hub, "a", "small").endswith("-1")  # the refused batch used no ids
+
+
+def test_a_resume_ahead_of_this_process_waits_for_the_pass_that_takes_it() -> None:
+    """With workers, a client may resume here with an id another worker delivered and
+    this one has only queued: it must neither reset nor get those events twice."""
+    hub = make_hub()
+    first = publish(hub, "a", "1")
+    hub.take_batch()
+    second = publish(hub, "a", "2")
+    with pytest.raises(NotYetTaken) as waiting:
+        hub.catch_up(("a",), second, may_wait=True)
+    called: list[int] = []
+    hub.when_taken(waiting.value.sequence, lambda: called.append(1))
+    assert called == []
+    hub.take_batch()
+    assert called == [1]
+    assert catch_up(hub, ("a",), second) == b""
+    assert [data for _, data, _ in parse(catch_up(hub, ("a",), first))] == ["2"]
+    assert hub.metrics.resets == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rawsse.proto.ids import format_id, parse_id
+from rawsse.proto.ids import EpochIds, StreamIds, UnusableId
 from rawsse.proto.sse import HEARTBEAT, EventParser, FieldError, encode_event, encode_retry
 from rawsse.proto.topics import TopicError, check_topic
 
@@ -57,10 +57,25 @@ def test_parser_handles_chunks_split_anywhere() -> None:
 
 
 def test_ids_round_trip_and_reject_malformed() -> None:
-    parsed = parse_id(format_id("abcd1234", 42))
-    assert parsed is not None and (parsed.epoch, parsed.sequence) == ("abcd1234", 42)
+    ids = EpochIds("abcd1234")
+    assert ids.format(42) == "abcd1234-42"
+    assert ids.sequence_of("abcd1234-42") == 42
+    with pytest.raises(UnusableId, match="unknown-epoch"):
+        ids.sequence_of("ffff0000-42")
     for bad in ["", "42", "-42", "abc-", "abc-x1", "ab c-1", "abc-1-2", "é-1", "a-" + "9" * 200]:
-        assert parse_id(bad) is None, bad
+        with pytest.raises(UnusableId, match="malformed-id"):
+            ids.sequence_of(bad)
+
+
+def test_redis_entry_ids_keep_their_order_as_integers() -> None:
+    ids = StreamIds()
+    spelled = ["1700000000000-0", "1700000000000-1", "1700000000001-0"]
+    sequences = [ids.sequence_of(text) for text in spelled]
+    assert sequences == sorted(sequences) and len(set(sequences)) == 3
+    assert [ids.format(n) for n in sequences] == spelled
+    for bad in ["abc-1", "1-" + str(1 << 20), "1-x"]:
+        with pytest.raises(UnusableId):
+            ids.sequence_of(bad)
 
 
 def test_topic_rules() -> None:

@@ -41,6 +41,10 @@ class History:
     def size_bytes(self) -> int:
         return self._bytes
 
+    def mark_dropped(self, sequence: int) -> None:
+        """Events up to `sequence` may exist but are not here (history loaded late)."""
+        self._floor = max(self._floor, sequence)
+
     def add(self, event: Event) -> None:
         if self._per_topic <= 0:
             self._floor = event.sequence

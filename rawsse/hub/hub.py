@@ -1,8 +1,9 @@
-"""Publishing: assign ids, encode each event once, keep history, queue events for the next
+"""The hub: encode each numbered event once, keep history, queue events for the next
 fan-out pass, and build what a new or resuming stream must receive first."""
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
 from array import array
@@ -12,8 +13,7 @@ from rawsse.hub.event import Event
 from rawsse.hub.history import History
 from rawsse.hub.subscriptions import Group, Subscriptions
 from rawsse.metrics import Metrics
-from rawsse.proto.ids import format_id, new_epoch, parse_id
-from rawsse.proto.publish import PublishItem
+from rawsse.proto.ids import EpochIds, IdScheme, UnusableId
 from rawsse.proto.sse import HEARTBEAT, encode_event
 
 RESET_EVENT = "rawsse-reset"
@@ -34,6 +34,15 @@ class EventTooLarge(ValueError):
     hold it while behind, and a resume page could not carry it."""
 
 
+class NotYetTaken(Exception):
+    """A Last-Event-ID ahead of this process: another worker or node has delivered it, and
+    it is on its way here. The stream opens once a pass has taken it (see `when_taken`)."""
+
+    def __init__(self, sequence: int) -> None:
+        super().__init__(sequence)
+        self.sequence = sequence
+
+
 class Delivery:
     """One write of `data` to every slot in `slots` (a snapshot taken when the pass began,
     so streams that join meanwhile wait for the next pass). `events` counts the events in
@@ -49,6 +58,9 @@ class Delivery:
 
 
 class Hub:
+    """One process's side of the event order: events arrive already numbered (from a
+    broker), are encoded once, kept in history and queued for the next fan-out pass."""
+
     def __init__(
         self,
         subscriptions: Subscriptions,
@@ -57,17 +69,18 @@ class Hub:
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         clock: Callable[[], float] = time.monotonic,
         max_event_bytes: int = 1 << 62,
+        ids: IdScheme | None = None,
     ) -> None:
         self.subscriptions = subscriptions
         self.history = history
         self.metrics = metrics
-        self.epoch = new_epoch()
+        self.ids: IdScheme = ids or EpochIds()
         self.on_queued: Callable[[], None] = lambda: None
+        self.clock = clock
         self._max_queued_bytes = max_queued_bytes
         self._max_event_bytes = max_event_bytes
-        self._clock = clock
-        self._sequence = 0
         self._taken = 0
+        self._waiters: list[tuple[int, int, Callable[[], None]]] = []
         self._queue: list[Event] = []
         self._queued_bytes = 0
 
@@ -75,33 +88,45 @@ class Hub:
     def has_queued(self) -> bool:
         return bool(self._queue)
 
-    def publish(self, items: Iterable[PublishItem]) -> list[str]:
-        """Accept events (all or none), return their ids; fan-out happens later."""
+    @property
+    def overloaded(self) -> bool:
+        """True while the fan-out is so far behind that new events must wait."""
+        return self._queued_bytes > self._max_queued_bytes
+
+    def check_room(self) -> None:
         if self._queued_bytes > self._max_queued_bytes:
             raise Overloaded("fan-out is behind; retry shortly")
-        now = self._clock()
-        sequence = self._sequence
-        encoded: list[Event] = []
-        ids: list[str] = []
-        for item in items:  # encode all first: a batch is accepted whole or not at all
-            sequence += 1
-            event_id = format_id(self.epoch, sequence)
-            wire = encode_event(item.data, event_id, item.event)
-            if len(wire) > self._max_event_bytes:
-                raise EventTooLarge(
-                    f"event is {len(wire)} bytes encoded; the limit is {self._max_event_bytes}"
-                )
-            encoded.append(Event(sequence, item.topics, wire, now))
-            ids.append(event_id)
-        self._sequence = sequence
-        for event in encoded:
+
+    def encode(
+        self, sequence: int, event_id: str, topics: tuple[str, ...], data: str, event: str | None, now: float
+    ) -> Event:
+        """The event as every subscriber will receive it; raises EventTooLarge."""
+        wire = encode_event(data, event_id, event)
+        self.check_size(len(wire))
+        return Event(sequence, topics, wire, now)
+
+    def check_size(self, encoded_bytes: int) -> None:
+        if encoded_bytes > self._max_event_bytes:
+            limit = self._max_event_bytes
+            raise EventTooLarge(f"event is {encoded_bytes} bytes encoded; the limit is {limit}")
+
+    def accept(self, events: list[Event]) -> None:
+        """Take numbered events, in order, for history and the next fan-out pass."""
+        for event in events:
             self.history.add(event)
-            self._queue.append(event)
             self._queued_bytes += len(event.wire)
-        self.metrics.events_published += len(ids)
-        if ids:
+        self._queue.extend(events)
+        if events:
             self.on_queued()
-        return ids
+
+    def preload(self, events: Iterable[Event], dropped_before: int) -> None:
+        """Fill history with events published before this process started (a restarted
+        worker, a node joining a cluster), so resumes work here too; `dropped_before` is
+        the highest sequence known to be gone."""
+        self.history.mark_dropped(dropped_before)
+        for event in events:
+            self.history.add(event)
+            self._taken = event.sequence
 
     def take_batch(self) -> list[Delivery]:
         """Take every queued event for one pass: one write per group, holding the group's
@@ -111,6 +136,8 @@ class Hub:
         if not events:
             return []
         self._taken = events[-1].sequence
+        while self._waiters and self._waiters[0][0] <= self._taken:
+            heapq.heappop(self._waiters)[2]()
         per_group: dict[Group, list[Event]] = {}
         for event in events:
             for topic in event.topics:
@@ -126,11 +153,22 @@ class Hub:
             deliveries.append(Delivery(group.members[:], data, len(queued)))
         return deliveries
 
+    def when_taken(self, sequence: int, callback: Callable[[], None]) -> None:
+        """Call `callback` once a pass has taken the event `sequence` (at once if taken)."""
+        if sequence <= self._taken:
+            callback()
+        else:
+            heapq.heappush(self._waiters, (sequence, id(callback), callback))
+
     def heartbeat(self) -> list[Delivery]:
         return [Delivery(g.members[:], HEARTBEAT, 0, True) for g in self.subscriptions.groups()]
 
     def catch_up(
-        self, topics: tuple[str, ...], last_event_id: str | None, page_bytes: int = 1 << 62
+        self,
+        topics: tuple[str, ...],
+        last_event_id: str | None,
+        page_bytes: int = 1 << 62,
+        may_wait: bool = False,
     ) -> tuple[bytes, bool]:
         """What a stream opening now must receive before live events: the events after
         `last_event_id` that passes already took (later ones reach it live), or a reset
@@ -139,18 +177,23 @@ class Hub:
         A replay longer than `page_bytes` is cut after the last whole event that fits (at
         least one) and the second value is False: the caller sends that page and closes,
         and the client's reconnect fetches the next page. So a resume never holds more
-        than a page of memory, however far behind the client is."""
+        than a page of memory, however far behind the client is.
+
+        With `may_wait` (several processes share the order), an id this process has not
+        taken yet raises NotYetTaken instead of resetting: it may be on its way here."""
         if not last_event_id:
             return b"", True
+        try:
+            after = self.ids.sequence_of(last_event_id)
+        except UnusableId as exc:
+            self.metrics.resumes += 1
+            return self._reset(exc.reason), True
+        if after > self._taken and may_wait:
+            raise NotYetTaken(after)
         self.metrics.resumes += 1
-        parsed = parse_id(last_event_id)
-        if parsed is None:
-            return self._reset("malformed-id"), True
-        if parsed.epoch != self.epoch:
-            return self._reset("unknown-epoch"), True
-        if parsed.sequence > self._taken:
+        if after > self._taken:
             return self._reset("unknown-id"), True
-        events, complete = self.history.since(topics, parsed.sequence, self._taken)
+        events, complete = self.history.since(topics, after, self._taken)
         size = 0
         for count, event in enumerate(events):
             size += len(event.wire)
@@ -168,5 +211,5 @@ class Hub:
 
     def _reset(self, reason: str, with_id: bool = True) -> bytes:
         self.metrics.resets += 1
-        event_id = format_id(self.epoch, self._taken) if with_id else None
+        event_id = self.ids.format(self._taken) if with_id else None
         return encode_event(json.dumps({"reason": reason}), event_id, RESET_EVENT)

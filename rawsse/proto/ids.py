@@ -1,17 +1,43 @@
-"""Event ids: `<epoch>-<sequence>`.
+"""Event ids, and turning a Last-Event-ID back into a position in the one event order.
 
-The sequence is one counter for all topics, so a single Last-Event-ID resumes a stream of
-several topics. The epoch changes with every run of the server, so an id from an earlier
-run is recognised instead of being mistaken for a position in this run's history.
+Every broker keeps one sequence for all topics, so a single Last-Event-ID resumes a stream
+of several topics. Two spellings:
+
+- `<epoch>-<sequence>` (the in-memory and worker brokers): the epoch changes with every
+  run of the server, so an id from an earlier run is recognised instead of being mistaken
+  for a position in this run's history;
+- `<milliseconds>-<n>` (the Redis broker): Redis stream entry ids, one order for the whole
+  cluster that survives any node's restart.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import Protocol
 
 MAX_ID_LENGTH = 128
 """Longer Last-Event-ID values are refused unparsed; ours are under 32 bytes."""
+
+STREAM_ID_BITS = 20
+"""A Redis entry id `<ms>-<n>` is kept as the integer `ms << 20 | n`: one ordered number,
+with room for a million entries in one millisecond."""
+
+
+class UnusableId(ValueError):
+    """A Last-Event-ID that names no position in this order; `reason` goes to the client
+    in the reset event."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class IdScheme(Protocol):
+    def format(self, sequence: int) -> str: ...
+
+    def sequence_of(self, text: str) -> int:
+        """The sequence an id names; raises UnusableId."""
+        ...
 
 
 def new_epoch() -> str:
@@ -19,23 +45,41 @@ def new_epoch() -> str:
     return os.urandom(4).hex()
 
 
-def format_id(epoch: str, sequence: int) -> str:
-    return f"{epoch}-{sequence}"
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedId:
-    epoch: str
-    sequence: int
-
-
-def parse_id(text: str) -> ParsedId | None:
-    """Parse a Last-Event-ID; None when it is malformed or over-long."""
+def _split(text: str) -> tuple[str, int]:
     if len(text) > MAX_ID_LENGTH:
-        return None
-    epoch, sep, digits = text.partition("-")
-    if not sep or not epoch or not digits.isascii() or not digits.isdigit():
-        return None
-    if not epoch.isascii() or not epoch.isalnum():
-        return None
-    return ParsedId(epoch, int(digits))
+        raise UnusableId("malformed-id")
+    head, sep, digits = text.partition("-")
+    if not sep or not head or not head.isascii() or not head.isalnum():
+        raise UnusableId("malformed-id")
+    if not digits.isascii() or not digits.isdigit():
+        raise UnusableId("malformed-id")
+    return head, int(digits)
+
+
+class EpochIds:
+    """`<epoch>-<sequence>`."""
+
+    def __init__(self, epoch: str | None = None) -> None:
+        self.epoch = epoch or new_epoch()
+
+    def format(self, sequence: int) -> str:
+        return f"{self.epoch}-{sequence}"
+
+    def sequence_of(self, text: str) -> int:
+        epoch, sequence = _split(text)
+        if epoch != self.epoch:
+            raise UnusableId("unknown-epoch")
+        return sequence
+
+
+class StreamIds:
+    """Redis stream entry ids `<ms>-<n>`."""
+
+    def format(self, sequence: int) -> str:
+        return f"{sequence >> STREAM_ID_BITS}-{sequence & ((1 << STREAM_ID_BITS) - 1)}"
+
+    def sequence_of(self, text: str) -> int:
+        milliseconds, n = _split(text)
+        if not milliseconds.isdigit() or n >> STREAM_ID_BITS:
+            raise UnusableId("malformed-id")
+        return int(milliseconds) << STREAM_ID_BITS | n

@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from rawsse.broker.workers import WorkerContext
 from rawsse.config import Config
 from rawsse.reactor.server import Server
 
@@ -25,18 +26,24 @@ def loop_factory(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLo
     return "asyncio", asyncio.new_event_loop
 
 
-def run(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+def run(config: Config, worker: WorkerContext | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully. With `--workers` above
+    one, this process becomes the supervisor and each worker runs this again."""
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if worker is None and config.worker_count() > 1:
+        from rawsse.reactor.supervisor import Supervisor
+
+        Supervisor(config).run()
+        return
     name, factory = loop_factory(config.loop)
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(_serve(config, name))
+        runner.run(_serve(config, name, worker))
 
 
-async def _serve(config: Config, loop_name: str) -> None:
-    server = Server(config)
+async def _serve(config: Config, loop_name: str, worker: WorkerContext | None) -> None:
+    server = Server(config, worker)
     await server.start()
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
@@ -49,7 +56,8 @@ async def _serve(config: Config, loop_name: str) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     log.info(
-        "rawsse listening on http://%s:%d (%s loop, %s streams, up to %d connections)",
+        "rawsse%s listening on http://%s:%d (%s loop, %s streams, up to %d connections)",
+        "" if worker is None else f" worker {worker.index}",
         config.host,
         server.port,
         loop_name,

@@ -10,7 +10,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from rawsse.api import OpenStream
+from rawsse.api import OpenStream, PendingResponse, publish_error
 from rawsse.proto.http import HttpError, Request, RequestReader, error_response, response
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class HttpProtocol(asyncio.Protocol):
         self._unanswered: deque[Request] = deque()
         self._unparsed = memoryview(b"")
         self._writing_paused = False
+        self._waiting: asyncio.Task[None] | None = None
         self._unsent_at_deadline = 0
         self.deadline = 0.0
 
@@ -81,6 +82,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._reader.close()
+        if self._waiting is not None:
+            self._waiting.cancel()
         self._server.http_connections.discard(self)
         if self._stream_slot >= 0 and self._transport is not None:
             self._server.streams.connection_lost(self._stream_slot, self._transport)
@@ -108,7 +111,7 @@ class HttpProtocol(asyncio.Protocol):
         is used up or the client stops reading our responses."""
         while True:
             self._answer()
-            if not self._unparsed or self._writing_paused or self._phase >= CLOSING:
+            if not self._unparsed or self._writing_paused or self._waiting or self._phase >= CLOSING:
                 return
             chunk, self._unparsed = self._unparsed[:FEED_SLICE], self._unparsed[FEED_SLICE:]
             try:
@@ -126,7 +129,9 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None:
             return
         answered = False
-        while self._unanswered and not self._writing_paused and not transport.is_closing():
+        while (
+            self._unanswered and not self._writing_paused and not self._waiting and not transport.is_closing()
+        ):
             request = self._unanswered.popleft()
             answered = True
             try:
@@ -137,12 +142,43 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(result, OpenStream):
                 self._open_stream(result)
                 return  # anything pipelined after a stream request is dropped
+            if isinstance(result, PendingResponse):
+                # Later requests wait, so responses keep the order of the requests.
+                self._waiting = self._server.loop.create_task(self._answer_later(request, result))
+                return
             if not request.keep_alive:
                 self._close_gracefully(result)
                 return
             transport.write(result)
         if not self._writing_paused:
             self._update_deadline(answered)
+
+    async def _answer_later(self, request: Request, pending: PendingResponse) -> None:
+        try:
+            result = pending.finish(await pending.waiting)
+        except HttpError as error:
+            self._waiting = None
+            self._fail(error)
+            return
+        except Exception as exc:
+            refusal = publish_error(exc)
+            if refusal is None:
+                log.exception("request failed")
+                refusal = HttpError(500, "internal error")
+            self._waiting = None
+            self._fail(refusal)
+            return
+        self._waiting = None
+        if self._transport is None:
+            return
+        if isinstance(result, OpenStream):
+            self._open_stream(result)
+        elif not request.keep_alive:
+            self._close_gracefully(result)
+        else:
+            self._transport.write(result)
+            self._update_deadline(True)
+            self._parse_and_answer()
 
     def close_now(self) -> None:
         """Close at once (server shutdown)."""
@@ -153,6 +189,9 @@ class HttpProtocol(asyncio.Protocol):
     # Timeouts (called by the server's once-a-second sweep)
 
     def on_timeout(self) -> None:
+        if self._waiting is not None:  # the broker answers or fails within its own timeout
+            self.deadline = self._server.loop.time() + LINGER_TIME
+            return
         if self._phase in (HEAD, BODY) and not self._writing_paused:
             self._fail(HttpError(408, "request not received in time"))
             return

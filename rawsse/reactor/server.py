@@ -11,12 +11,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from rawsse.api import Api
+from rawsse.broker.base import Broker
+from rawsse.broker.memory import MemoryBroker
+from rawsse.broker.workers import WorkerBroker, WorkerContext
 from rawsse.config import Config
 from rawsse.hub.history import History
 from rawsse.hub.hub import Hub
 from rawsse.hub.subscriptions import Subscriptions
 from rawsse.metrics import Metrics
 from rawsse.proto.http import HttpLimits
+from rawsse.proto.ids import EpochIds, IdScheme, StreamIds
 from rawsse.proto.publish import PublishError, make_item
 from rawsse.reactor.fd_streams import FdStreams
 from rawsse.reactor.poller import available_poller, make_poller
@@ -57,8 +61,11 @@ class Server:
     await server.stop()
     """
 
-    def __init__(self, config: Config | None = None, **options: Any) -> None:
+    def __init__(
+        self, config: Config | None = None, worker: WorkerContext | None = None, **options: Any
+    ) -> None:
         self.config = Config(**options) if config is None else config
+        self.worker = worker
         self.metrics = Metrics()
         self.http_limits = HttpLimits(
             self.config.max_header_bytes, self.config.max_url_bytes, self.config.max_body_bytes
@@ -77,6 +84,8 @@ class Server:
         fd_limit = raise_fd_limit()
         self.connection_limit = config.connection_limit(fd_limit)
         history = History(config.history, config.history_age, config.history_bytes)
+        remote = config.broker != "memory"
+        ids: IdScheme = StreamIds() if remote else EpochIds(self.worker.epoch if self.worker else None)
         self.hub = Hub(
             Subscriptions(fd_limit),
             history,
@@ -84,9 +93,12 @@ class Server:
             config.max_queued_bytes,
             self.loop.time,
             max_event_bytes=config.max_pending_bytes,
+            ids=ids,
         )
         self.streams = self._make_streams()
-        self.api = Api(self.hub, self.metrics, config)
+        self.broker = self._make_broker()
+        await self.broker.start()
+        self.api = Api(self.broker, self.metrics, config)
         self._stopped = asyncio.Event()
         self._listener = await self.loop.create_server(
             lambda: HttpProtocol(self),
@@ -94,9 +106,21 @@ class Server:
             config.port,
             backlog=config.backlog,
             reuse_address=True,
+            # Workers each listen on the same port; the kernel spreads connections.
+            reuse_port=True if self.worker is not None else None,
         )
         self._next_heartbeat = self.loop.time() + config.heartbeat
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _make_broker(self) -> Broker:
+        url = self.config.broker
+        if url != "memory":
+            from rawsse.broker.redis import RedisBroker  # needs the redis extra
+
+            return RedisBroker(self.hub, url, self.config.broker_history, self.loop)
+        if self.worker is not None:
+            return WorkerBroker(self.hub, self.worker, self.loop)
+        return MemoryBroker(self.hub)
 
     def _make_streams(self) -> Streams:
         limits = StreamLimits(
@@ -140,6 +164,7 @@ class Server:
         self.streams.shutdown()
         for connection in list(self.http_connections):
             connection.close_now()
+        await self.broker.stop()
         assert self._stopped is not None
         self._stopped.set()
 
@@ -148,13 +173,18 @@ class Server:
     def publish(self, topics: str | Sequence[str], data: str, event: str | None = None) -> str:
         """Publish one event from the loop's thread; returns its id. Raises ValueError for
         an invalid topic or event name or an event larger than `max_pending_bytes`
-        encoded, and rawsse.Overloaded when the fan-out is behind."""
+        encoded, and rawsse.Overloaded when the fan-out is behind. With a Redis broker,
+        publish over HTTP (the id comes back from Redis, after a round trip)."""
+        if self.config.broker != "memory":
+            raise RuntimeError("with a Redis broker, publish through POST /publish")
         names = [topics] if isinstance(topics, str) else list(topics)
         try:
             item = make_item(names, data, event, self.config.max_topic_length)
         except PublishError as exc:
             raise ValueError(str(exc)) from None
-        return self.hub.publish([item])[0]
+        ids = self.broker.publish([item])
+        assert isinstance(ids, list)
+        return ids[0]
 
     def publish_threadsafe(
         self, topics: str | Sequence[str], data: str, event: str | None = None
@@ -182,6 +212,7 @@ class Server:
                 connection.on_timeout()
             self.streams.sweep(now)
             self.hub.history.expire(now)
+            self.broker.sweep()
             if now >= self._next_heartbeat:
                 self._next_heartbeat = now + self.config.heartbeat
                 self.streams.heartbeat()

@@ -1,0 +1,230 @@
+"""The cluster broker: every node appends to, and reads from, one Redis stream.
+
+Redis gives the one order: an event's id is its stream entry id (`<ms>-<n>`), the same on
+every node. Each node reads the stream from its last id (XREAD BLOCK), encodes each event
+once and hands it to its hub; the node that accepted a publish gets its event back the
+same way, so every node sees the same order. History lives in the stream (trimmed with
+`XADD MAXLEN ~`), and a node loads it when it starts, so a client resumes on any node,
+after any node's restart.
+
+Publishes that arrive while a round trip is under way are sent together in one MULTI/EXEC
+pipeline: dense publishing costs one round trip per batch, not per event, and each HTTP
+request's events are still accepted whole or not at all.
+
+When Redis cannot be reached, publishing answers 503 at once, streams stay open, and the
+reader reconnects with backoff and catches up from its last id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from rawsse.broker.base import Broker, BrokerUnavailable
+from rawsse.hub.event import Event
+from rawsse.hub.hub import Hub
+from rawsse.proto.publish import PublishItem
+from rawsse.proto.sse import encode_event
+
+log = logging.getLogger("rawsse")
+
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+"""Stream entries as redis-py returns them (bytes, since responses are not decoded)."""
+
+STREAM_KEY = "rawsse:events"
+"""One stream for all topics: one order, so one Last-Event-ID resumes any topic set."""
+
+READ_BLOCK_MS = 1000
+READ_COUNT = 1000
+"""Entries per XREAD: large enough to batch a burst, small enough to keep a pass short."""
+
+CONNECT_TIMEOUT = 1.0
+COMMAND_TIMEOUT = 2.0
+"""A publish fails (503) within this long when Redis stops answering."""
+
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+
+PLACEHOLDER_ID = "9" * 13 + "-" + "9" * 7
+"""As long as any entry id of this century with a million entries in a millisecond: the
+size check before XADD counts the id the event will carry."""
+
+
+class RedisBroker(Broker):
+    shares_order = True
+
+    def __init__(self, hub: Hub, url: str, max_entries: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(hub)
+        self._loop = loop
+        self._max_entries = max_entries
+        self._publisher = aioredis.Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT
+        )
+        self._reader = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT,
+        )
+        self._waiting: list[tuple[Sequence[PublishItem], asyncio.Future[list[str]]]] = []
+        self._sending: asyncio.Task[None] | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._last_id = b"0-0"
+        self.connected = False
+
+    # Start and stop
+
+    async def start(self) -> None:
+        try:
+            await self._load_history()
+        except (RedisError, OSError) as exc:
+            log.warning("redis unreachable at start (%s); serving streams and retrying", exc)
+        self._reading = self._loop.create_task(self._read_forever())
+
+    async def stop(self) -> None:
+        for task in (self._reading, self._sending):
+            if task is not None:
+                task.cancel()
+        for _, future in self._waiting:
+            if not future.done():
+                future.set_exception(BrokerUnavailable("server stopping"))
+        await self._publisher.aclose()
+        await self._reader.aclose()
+
+    async def _load_history(self) -> None:
+        """Load the stream's entries into history, so resumes work on a node that just
+        started; mark everything older as gone when the stream was ever trimmed."""
+        entries = cast(Entries, await self._reader.xrevrange(STREAM_KEY, count=self._max_entries))
+        entries.reverse()
+        events = self._events(entries)
+        dropped = 0
+        if entries:
+            info = await self._reader.xinfo_stream(STREAM_KEY)
+            if info.get("entries-added", len(entries)) > len(entries):
+                dropped = events[0].sequence - 1
+            self._last_id = entries[-1][0]
+        self.hub.preload(events, dropped)
+        self.connected = True
+
+    # Publishing
+
+    def publish(self, items: Sequence[PublishItem]) -> asyncio.Future[list[str]]:
+        hub = self.hub
+        hub.check_room()
+        for item in items:
+            hub.check_size(len(encode_event(item.data, PLACEHOLDER_ID, item.event)))
+        if not self.connected:
+            raise BrokerUnavailable("cannot reach redis; retry shortly")
+        future: asyncio.Future[list[str]] = self._loop.create_future()
+        self._waiting.append((items, future))
+        if self._sending is None:
+            self._sending = self._loop.create_task(self._send())
+        return future
+
+    async def _send(self) -> None:
+        """Send what waits, one pipeline per round trip, until nothing waits."""
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                pipe = self._publisher.pipeline(transaction=True)
+                for items, _ in batch:
+                    for item in items:
+                        fields: dict[str, str] = {"t": "\n".join(item.topics), "d": item.data}
+                        if item.event is not None:
+                            fields["e"] = item.event
+                        pipe.xadd(STREAM_KEY, fields, maxlen=self._max_entries, approximate=True)  # type: ignore[arg-type]
+                try:
+                    entry_ids = await pipe.execute()
+                except (RedisError, OSError) as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(BrokerUnavailable(str(exc) or type(exc).__name__))
+                    continue
+                position = 0
+                for items, future in batch:
+                    ids = [entry_id.decode() for entry_id in entry_ids[position : position + len(items)]]
+                    position += len(items)
+                    self.hub.metrics.events_published += len(ids)
+                    if not future.done():
+                        future.set_result(ids)
+        finally:
+            self._sending = None
+
+    # Reading
+
+    async def _read_forever(self) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                if not self.connected:
+                    await self._reconnect()
+                reply = cast(
+                    list[tuple[bytes, Entries]],
+                    await self._reader.xread(
+                        {STREAM_KEY: self._last_id}, count=READ_COUNT, block=READ_BLOCK_MS
+                    ),
+                )
+                delay = BACKOFF_FIRST
+            except (RedisError, OSError) as exc:
+                if self.connected:
+                    log.warning("redis unreachable (%s); publishing refused until it is back", exc)
+                self.connected = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            for _, entries in reply:
+                if entries:
+                    self._last_id = entries[-1][0]
+                    self.hub.accept(self._events(entries))
+            while self.hub.overloaded:
+                # This node's fan-out is behind: leave the rest in Redis meanwhile.
+                await asyncio.sleep(0.01)
+
+    async def _reconnect(self) -> None:
+        """Back after an outage: the reader goes on from its last id; if Redis trimmed
+        past it meanwhile, resumes from before the gap get a reset instead of a hole."""
+        if self._last_id == b"0-0":
+            await self._load_history()
+            return
+        try:
+            info = await self._reader.xinfo_stream(STREAM_KEY)
+        except ResponseError:  # no stream (Redis restarted empty): nothing to catch up
+            info = {}
+        trimmed = info.get("max-deleted-entry-id")
+        ids = self.hub.ids
+        if trimmed and ids.sequence_of(trimmed.decode()) > ids.sequence_of(self._last_id.decode()):
+            # The streams open here missed those events; resumes from before them reset.
+            log.error("redis trimmed events this node had not read yet (raise --broker-history)")
+            self.hub.history.mark_dropped(ids.sequence_of(trimmed.decode()))
+        log.info("redis reachable again; catching up from %s", self._last_id.decode())
+        self.connected = True
+
+    def _events(self, entries: Entries) -> list[Event]:
+        """Encode stream entries once each; an entry this node cannot use (written by
+        something else, or over this node's size limit) is logged and skipped."""
+        now = self._loop.time()
+        hub = self.hub
+        events = []
+        for entry_id, fields in entries:
+            event_id = entry_id.decode()
+            name = fields.get(b"e")
+            try:
+                topics = tuple(fields[b"t"].decode().split("\n"))
+                data = fields[b"d"].decode()
+                events.append(
+                    hub.encode(
+                        hub.ids.sequence_of(event_id),
+                        event_id,
+                        topics,
+                        data,
+                        None if name is None else name.decode(),
+                        now,
+                    )
+                )
+            except (KeyError, ValueError) as exc:
+                log.error("skipping stream entry %s: %s", event_id, exc)
+        return events

@@ -1,0 +1,230 @@
+"""The shared event log of the worker processes: one ring of records in a shared memory
+file, appended under a file lock, read by every worker at its own cursor.
+
+Appending assigns the sequence and writes the encoded event once; every worker reads the
+same bytes in the same order, so ids and order agree everywhere without a coordinator
+process. The lock is `flock`, which the kernel releases when its holder dies, so a worker
+killed mid-append cannot wedge the others; a record counts only once the tail moves past
+it, so a half-written record is never read.
+
+Layout (little-endian), all offsets into the file:
+
+    0      tail       logical end of the committed records (grows forever)
+    8      head       logical start of the oldest whole record
+    16     sequence   the last sequence assigned
+    24     dropped    the highest sequence overwritten
+    64+8i  cursor i   where worker i reads next (NO_READER when none)
+    METRICS_AT + 8*(FIELDS*i + k)   worker i's shared metric k
+    DATA_AT ...       the ring, `capacity` bytes
+
+A record is `length u32, topics_length u32, wire_length u32, (4 spare), sequence u64,
+time f64`, the topics joined by newlines, then the encoded event, padded to 8 bytes. A
+record never wraps: when it does not fit before the end, a zero length (or too little room
+for one) sends readers to the start.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+MAX_WORKERS = 64
+METRIC_FIELDS = 16
+METRICS_AT = 64 + 8 * MAX_WORKERS
+DATA_AT = 16384
+NO_READER = (1 << 64) - 1
+
+_U64 = struct.Struct("<Q")
+_RECORD = struct.Struct("<III4xQd")
+_TAIL, _HEAD, _SEQUENCE, _DROPPED = 0, 8, 16, 24
+
+
+class RingFull(Exception):
+    """A worker is a whole ring behind: appending would overwrite what it has not read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    sequence: int
+    topics: tuple[str, ...]
+    wire: bytes
+    time: float
+
+
+class SharedLog:
+    """One process's handle on the log file (create it with `create`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR)
+        size = os.fstat(self._fd).st_size
+        self.capacity = size - DATA_AT
+        self._map = mmap.mmap(self._fd, size)
+
+    @staticmethod
+    def create(path: str, capacity: int) -> None:
+        """Make an empty log of `capacity` bytes of records (a multiple of 8)."""
+        capacity -= capacity % 8
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, DATA_AT + capacity)
+            with mmap.mmap(fd, DATA_AT) as header:
+                for worker in range(MAX_WORKERS):
+                    _U64.pack_into(header, 64 + 8 * worker, NO_READER)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+    def _get(self, offset: int) -> int:
+        value: int = _U64.unpack_from(self._map, offset)[0]
+        return value
+
+    def _set(self, offset: int, value: int) -> None:
+        _U64.pack_into(self._map, offset, value)
+
+    # Readers
+
+    def join(self, worker: int) -> tuple[int, int, int]:
+        """Register worker `worker` as a reader from the oldest record; returns (cursor, the
+        tail at that moment, the highest sequence already overwritten)."""
+        with self._locked():
+            head = self._get(_HEAD)
+            self._set(64 + 8 * worker, head)
+            return head, self._get(_TAIL), self._get(_DROPPED)
+
+    def leave(self, worker: int) -> None:
+        """Forget a reader (a worker that exited), so appends no longer wait for it."""
+        self._set(64 + 8 * worker, NO_READER)
+
+    @property
+    def tail(self) -> int:
+        return self._get(_TAIL)
+
+    def read(self, cursor: int, limit: int) -> Iterator[tuple[int, Record]]:
+        """The records from `cursor` up to the logical offset `limit`, each with the cursor
+        after it. The writer never overwrites a live reader's unread records."""
+        data = self._map
+        capacity = self.capacity
+        while cursor < limit:
+            position = cursor % capacity
+            length = _RECORD.unpack_from(data, DATA_AT + position)[0] if capacity - position >= 4 else 0
+            if length == 0:
+                cursor += capacity - position  # the wrap marker: go on from the start
+                continue
+            _, topics_length, wire_length, sequence, at = _RECORD.unpack_from(data, DATA_AT + position)
+            start = DATA_AT + position + _RECORD.size
+            topics = data[start : start + topics_length].decode().split("\n")
+            wire_start = start + topics_length
+            cursor += length
+            yield cursor, Record(sequence, tuple(topics), data[wire_start : wire_start + wire_length], at)
+
+    def advance(self, worker: int, cursor: int) -> None:
+        self._set(64 + 8 * worker, cursor)
+
+    # The writer
+
+    def append(
+        self, events: Sequence[tuple[tuple[str, ...], float]], encode: Callable[[int, int], bytes]
+    ) -> list[int]:
+        """Append one batch of (topics, time), whole or not at all: under the lock, take
+        the next sequences, let `encode(index, sequence)` encode each event with its id,
+        write them and commit; returns the sequences. Raises RingFull when a reader is too
+        far behind, and whatever `encode` raises."""
+        with self._locked():
+            sequence = self._get(_SEQUENCE)
+            records = []
+            for index, (topics, at) in enumerate(events):
+                wire = encode(index, sequence + 1 + index)
+                records.append((topics, at, wire))
+            tail = self._get(_TAIL)
+            head = self._get(_HEAD)
+            capacity = self.capacity
+            planned = []
+            end = tail
+            for topics, at, wire in records:
+                names = "\n".join(topics).encode()
+                length = _RECORD.size + len(names) + len(wire)
+                length += -length % 8
+                if length > capacity // 4:
+                    raise RingFull(f"an event of {length} bytes does not fit the worker ring")
+                if capacity - end % capacity < length:
+                    end += capacity - end % capacity
+                planned.append((end, length, names, wire, at))
+                end += length
+            slowest = min(
+                (c for c in (self._get(64 + 8 * w) for w in range(MAX_WORKERS)) if c != NO_READER),
+                default=end,
+            )
+            if end - slowest > capacity:
+                raise RingFull("a worker is a whole ring behind")
+            head, dropped = self._trim(head, end)
+            data = self._map
+            position_at = tail
+            for index, (at_offset, length, names, wire, at) in enumerate(planned):
+                if at_offset != position_at and capacity - position_at % capacity >= 4:
+                    struct.pack_into("<I", data, DATA_AT + position_at % capacity, 0)
+                position = DATA_AT + at_offset % capacity
+                _RECORD.pack_into(data, position, length, len(names), len(wire), sequence + 1 + index, at)
+                start = position + _RECORD.size
+                data[start : start + len(names)] = names
+                data[start + len(names) : start + len(names) + len(wire)] = wire
+                padding = length - _RECORD.size - len(names) - len(wire)
+                if padding:
+                    data[position + length - padding : position + length] = bytes(padding)
+                position_at = at_offset + length
+            self._set(_HEAD, head)
+            if dropped:
+                self._set(_DROPPED, dropped)
+            self._set(_SEQUENCE, sequence + len(planned))
+            self._set(_TAIL, end)  # the commit: readers see the batch from here on
+            return [sequence + 1 + i for i in range(len(planned))]
+
+    def _trim(self, head: int, end: int) -> tuple[int, int]:
+        """Move the head past the records the new tail will overwrite; returns the new
+        head and the last sequence dropped (0 if none)."""
+        dropped = 0
+        capacity = self.capacity
+        data = self._map
+        while end - head > capacity:
+            position = head % capacity
+            length = _RECORD.unpack_from(data, DATA_AT + position)[0] if capacity - position >= 4 else 0
+            if length == 0:
+                head += capacity - position
+                continue
+            dropped = _RECORD.unpack_from(data, DATA_AT + position)[3]
+            head += length
+        return head, dropped
+
+    # Metrics each worker publishes once a second, for /metrics and the dashboard
+
+    def write_metrics(self, worker: int, values: Sequence[int]) -> None:
+        base = METRICS_AT + 8 * METRIC_FIELDS * worker
+        for k, value in enumerate(values[:METRIC_FIELDS]):
+            self._set(base + 8 * k, value)
+
+    def read_metrics(self, worker: int) -> list[int]:
+        base = METRICS_AT + 8 * METRIC_FIELDS * worker
+        return [self._get(base + 8 * k) for k in range(METRIC_FIELDS)]
+
+    def _locked(self) -> _FileLock:
+        return _FileLock(self._fd)
+
+
+class _FileLock:
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def __enter__(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)

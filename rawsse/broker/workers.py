@@ -1,0 +1,124 @@
+"""The broker of `--workers N`: the worker processes of one machine share one event log
+(rawsse/broker/ring.py) and wake each other with eventfds. See docs/workers.md."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rawsse.broker.base import Broker
+from rawsse.broker.ring import RingFull, SharedLog
+from rawsse.hub.event import Event
+from rawsse.hub.hub import Hub, Overloaded
+from rawsse.proto.publish import PublishItem
+from rawsse.proto.sse import encode_event
+
+_WAKE = (1).to_bytes(8, "little")
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What the supervisor hands a worker process: its index, the log, the epoch of the
+    ids (one for the whole server, so ids agree across workers and survive a worker's
+    restart) and every worker's eventfd (its own is `wake_fds[index]`)."""
+
+    index: int
+    count: int
+    log_path: str
+    epoch: str
+    wake_fds: tuple[int, ...]
+
+
+class WorkerBroker(Broker):
+    shares_order = True
+
+    def __init__(self, hub: Hub, context: WorkerContext, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(hub)
+        self._context = context
+        self._loop = loop
+        self._log = SharedLog(context.log_path)
+        self._cursor = 0
+        self._wake_fd = context.wake_fds[context.index]
+        self._others = [fd for i, fd in enumerate(context.wake_fds) if i != context.index]
+
+    async def start(self) -> None:
+        """Join the log and load what it still holds into history, so a restarted worker
+        serves resumes like the others; then go live from the tail."""
+        index = self._context.index
+        cursor, tail, dropped = self._log.join(index)
+        events = [Event(r.sequence, r.topics, r.wire, r.time) for _, r in self._log.read(cursor, tail)]
+        self.hub.preload(events, dropped)
+        self._cursor = tail
+        self._log.advance(index, tail)
+        self._loop.add_reader(self._wake_fd, self._on_wake)
+        self._consume()
+
+    async def stop(self) -> None:
+        self._loop.remove_reader(self._wake_fd)
+        self._log.leave(self._context.index)
+        self._log.close()
+
+    def publish(self, items: Sequence[PublishItem]) -> list[str]:
+        hub = self.hub
+        hub.check_room()
+        now = hub.clock()
+        ids: list[str] = []
+
+        def encode(index: int, sequence: int) -> bytes:
+            item = items[index]
+            event_id = hub.ids.format(sequence)
+            wire = encode_event(item.data, event_id, item.event)
+            hub.check_size(len(wire))
+            ids.append(event_id)
+            return wire
+
+        try:
+            self._log.append([(item.topics, now) for item in items], encode)
+        except RingFull as exc:
+            raise Overloaded(str(exc)) from None
+        hub.metrics.events_published += len(ids)
+        for fd in self._others:
+            try:
+                os.write(fd, _WAKE)
+            except BlockingIOError:  # the counter is full: that worker has wake-ups queued
+                pass
+        self._consume()
+        return ids
+
+    def sweep(self) -> None:
+        # A worker whose fan-out was behind stopped reading the log; go on once it caught up.
+        self._consume()
+        self._log.write_metrics(self._context.index, self.hub.metrics.shared_values())
+
+    def worker_metrics(self) -> list[list[int]]:
+        """Every worker's counters: this one's live, the others' as of their last sweep."""
+        own = self._context.index
+        return [
+            self.hub.metrics.shared_values() if i == own else self._log.read_metrics(i)
+            for i in range(self._context.count)
+        ]
+
+    def _on_wake(self) -> None:
+        try:
+            os.read(self._wake_fd, 8)
+        except BlockingIOError:
+            pass
+        self._consume()
+
+    def _consume(self) -> None:
+        """Hand the hub every record it has not seen, in log order. While this worker's
+        fan-out is behind it stops reading: the log fills and publishers get 503, rather
+        than this process queueing without bound."""
+        hub = self.hub
+        if hub.overloaded:
+            return
+        log = self._log
+        tail = log.tail
+        if self._cursor >= tail:
+            return
+        events = [Event(r.sequence, r.topics, r.wire, r.time) for _, r in log.read(self._cursor, tail)]
+        self._cursor = tail  # read() stops exactly at the tail it was given
+        log.advance(self._context.index, tail)
+        hub.accept(events)
