@@ -123,9 +123,7 @@ class Api:
                 )
         return self._open(names, last_event_id)
 
-    def _open(
-        self, topics: tuple[str, ...], last_event_id: str | None, may_wait: bool = False
-    ) -> OpenStream:
+    def _open(self, topics: tuple[str, ...], last_event_id: str | None, may_wait: bool = False) -> OpenStream:
         page = self._config.max_pending_bytes
         replay, whole = self._hub.catch_up(topics, last_event_id, page, may_wait)
         return OpenStream(topics, self._stream_prefix + replay, live=whole)

@@ -115,9 +115,7 @@ class Config:
         choices=("auto", "epoll", "kqueue", "transport"),
     )
     log_level: str = _option("info", "log level", choices=("debug", "info", "warning", "error"))
-    workers: str = _option(
-        "1", "worker processes sharing the port (SO_REUSEPORT); auto: one per core"
-    )
+    workers: str = _option("1", "worker processes sharing the port (SO_REUSEPORT); auto: one per core")
     broker: str = _option(
         "memory",
         "where events are ordered: memory (this machine), or redis://host:port/db to make "

@@ -200,6 +200,12 @@ class RedisBroker(Broker):
             # The streams open here missed those events; resumes from before them reset.
             log.error("redis trimmed events this node had not read yet (raise --broker-history)")
             self.hub.history.mark_dropped(ids.sequence_of(trimmed.decode()))
+        for _ in range(2):  # the publisher's pooled connection may be stale: refresh it
+            try:
+                await self._publisher.ping()
+                break
+            except (RedisError, OSError):
+                pass
         log.info("redis reachable again; catching up from %s", self._last_id.decode())
         self.connected = True
 

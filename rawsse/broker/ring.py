@@ -40,6 +40,7 @@ NO_READER = (1 << 64) - 1
 
 _U64 = struct.Struct("<Q")
 _RECORD = struct.Struct("<III4xQd")
+_LENGTH = struct.Struct("<I")
 _TAIL, _HEAD, _SEQUENCE, _DROPPED = 0, 8, 16, 24
 
 
@@ -114,7 +115,7 @@ class SharedLog:
         capacity = self.capacity
         while cursor < limit:
             position = cursor % capacity
-            length = _RECORD.unpack_from(data, DATA_AT + position)[0] if capacity - position >= 4 else 0
+            length = _LENGTH.unpack_from(data, DATA_AT + position)[0] if capacity - position >= 4 else 0
             if length == 0:
                 cursor += capacity - position  # the wrap marker: go on from the start
                 continue
@@ -169,7 +170,7 @@ class SharedLog:
             position_at = tail
             for index, (at_offset, length, names, wire, at) in enumerate(planned):
                 if at_offset != position_at and capacity - position_at % capacity >= 4:
-                    struct.pack_into("<I", data, DATA_AT + position_at % capacity, 0)
+                    _LENGTH.pack_into(data, DATA_AT + position_at % capacity, 0)
                 position = DATA_AT + at_offset % capacity
                 _RECORD.pack_into(data, position, length, len(names), len(wire), sequence + 1 + index, at)
                 start = position + _RECORD.size
@@ -194,7 +195,7 @@ class SharedLog:
         data = self._map
         while end - head > capacity:
             position = head % capacity
-            length = _RECORD.unpack_from(data, DATA_AT + position)[0] if capacity - position >= 4 else 0
+            length = _LENGTH.unpack_from(data, DATA_AT + position)[0] if capacity - position >= 4 else 0
             if length == 0:
                 head += capacity - position
                 continue

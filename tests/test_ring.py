@@ -1,0 +1,88 @@
+"""The worker event log, without processes: two handles on one file act as two workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rawsse.broker.ring import RingFull, SharedLog
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Iterator[tuple[SharedLog, SharedLog]]:
+    path = str(tmp_path / "log")
+    SharedLog.create(path, 4096)
+    first, second = SharedLog(path), SharedLog(path)
+    yield first, second
+    first.close()
+    second.close()
+
+
+def append(log: SharedLog, *datas: str) -> list[int]:
+    return log.append(
+        [(("t",), 1.0)] * len(datas), lambda i, seq: f"id: {seq}\ndata: {datas[i]}\n\n".encode()
+    )
+
+
+def read_all(log: SharedLog, worker: int, cursor: int) -> tuple[int, list[tuple[int, bytes]]]:
+    tail = log.tail
+    records = [(record.sequence, record.wire) for _, record in log.read(cursor, tail)]
+    log.advance(worker, tail)
+    return tail, records
+
+
+def test_every_reader_sees_every_batch_in_one_order(logs: tuple[SharedLog, SharedLog]) -> None:
+    writer, reader = logs
+    cursor_a = writer.join(0)[0]
+    cursor_b = reader.join(1)[0]
+    assert append(writer, "a", "b") == [1, 2]
+    assert append(reader, "c") == [3]
+    cursor_a, seen_a = read_all(writer, 0, cursor_a)
+    cursor_b, seen_b = read_all(reader, 1, cursor_b)
+    assert (
+        seen_a
+        == seen_b
+        == [(1, b"id: 1\ndata: a\n\n"), (2, b"id: 2\ndata: b\n\n"), (3, b"id: 3\ndata: c\n\n")]
+    )
+
+
+def test_the_ring_wraps_and_refuses_rather_than_overwrite_unread_records(
+    logs: tuple[SharedLog, SharedLog],
+) -> None:
+    writer, reader = logs
+    cursor = reader.join(1)[0]
+    writer.join(0)
+    sequences: list[int] = []
+    with pytest.raises(RingFull):
+        for _ in range(1000):
+            sequences += append(writer, "x" * 100)
+            writer.advance(0, writer.tail)  # the writer keeps up; the reader does not
+    cursor, seen = read_all(reader, 1, cursor)
+    assert [s for s, _ in seen] == sequences  # nothing lost: the append was refused
+    # The reader caught up, so the ring takes more, wrapping past its end.
+    for n in range(100):
+        append(writer, f"y{n}")
+        writer.advance(0, writer.tail)
+        cursor, seen = read_all(reader, 1, cursor)
+        assert seen[-1][1].endswith(f"data: y{n}\n\n".encode())
+    # A worker joining now loads what the ring still holds, and learns what was dropped.
+    start, tail, dropped = SharedLog(writer.path).join(2)
+    kept = [record.sequence for _, record in writer.read(start, tail)]
+    assert kept == list(range(dropped + 1, kept[-1] + 1)) and dropped > 0
+
+
+def test_a_batch_is_appended_whole_or_not_at_all(logs: tuple[SharedLog, SharedLog]) -> None:
+    writer, _ = logs
+    cursor = writer.join(0)[0]
+
+    def fail_second(index: int, sequence: int) -> bytes:
+        if index == 1:
+            raise ValueError("too large")
+        return b"data: ok\n\n"
+
+    with pytest.raises(ValueError):
+        writer.append([(("t",), 1.0), (("t",), 1.0)], fail_second)
+    assert writer.tail == cursor
+    assert append(writer, "next") == [1]

@@ -1,0 +1,116 @@
+"""`rawsse serve --workers 2`: real worker processes sharing one port and one event order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import urllib.request
+
+import pytest
+
+from rawsse.hub.hub import RESET_EVENT
+from tests.helpers import StreamClient, publish
+from tests.processes import Served, parse_metrics, wait_until
+
+WORKERS = 2
+
+
+@pytest.fixture
+def served() -> Served:
+    with Served("--workers", str(WORKERS), "--heartbeat", "30", ready_lines=WORKERS) as served:
+        yield served  # type: ignore[misc]
+
+
+def worker_metric(port: int, name: str) -> list[float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        values = parse_metrics(answer.read().decode())
+    return [values.get(f'rawsse_{name}{{worker="{i}"}}', -1) for i in range(WORKERS)]
+
+
+def test_a_publish_on_any_worker_reaches_every_stream_on_every_worker_in_one_order(served: Served) -> None:
+    async def scenario() -> list[list[tuple[str, str]]]:
+        streams = [await StreamClient.open(served.port, "topic=news") for _ in range(16)]
+        # Each publish is a new connection, so the kernel spreads them over the workers.
+        for n in range(20):
+            await publish(served.port, "news", f"event {n}")
+        received = [[(e.id, e.data) for e in await s.events(20)] for s in streams]
+        for s in streams:
+            s.close()
+        return received
+
+    received = asyncio.run(scenario())
+    assert all(r == received[0] for r in received)
+    assert [data for _, data in received[0]] == [f"event {n}" for n in range(20)]
+    ids = [event_id for event_id, _ in received[0]]
+    assert len(set(ids)) == 20 and len({i.split("-")[0] for i in ids}) == 1
+    # The streams were on both workers (another worker's figures are a sweep old: wait).
+    wait_until(lambda: min(worker_metric(served.port, "streams_opened_total")) > 0, "streams on both workers")
+    assert sum(worker_metric(served.port, "events_published_total")) == 20
+
+
+async def resume_many_times(port: int, rounds: int, published: list[str]) -> list[str]:
+    """Reconnect `rounds` times with Last-Event-ID, publishing while away; returns the
+    data of every event received, in order."""
+    received: list[str] = []
+    last_id = await publish(port, "t", "start")
+    published.append("start")
+    received.append("start")
+    for round_number in range(rounds):
+        for n in range(3):
+            data = f"{round_number}.{n}"
+            await publish(port, "t", data)
+            published.append(data)
+        stream = await StreamClient.open(port, "topic=t", {"Last-Event-ID": last_id})
+        events = await stream.events(3)
+        stream.close()
+        assert RESET_EVENT not in [e.event for e in events]
+        received.extend(e.data for e in events)
+        last_id = events[-1].id
+    return received
+
+
+def test_a_stream_resumes_on_whichever_worker_it_reconnects_to(served: Served) -> None:
+    published: list[str] = []
+    received = asyncio.run(resume_many_times(served.port, 16, published))
+    assert received == published  # no gap, no duplicate, same order
+    wait_until(lambda: min(worker_metric(served.port, "resumes_total")) > 0, "resumes on both workers")
+    assert sum(worker_metric(served.port, "resets_total")) == 0
+
+
+def test_a_killed_worker_is_replaced_and_the_new_one_serves_resumes(served: Served) -> None:
+    published: list[str] = []
+    asyncio.run(resume_many_times(served.port, 2, published))
+    victim = served.children()[0]
+    os.kill(victim, signal.SIGKILL)
+    served.wait_for_lines("listening on", WORKERS + 1)
+    assert victim not in served.children() and len(served.children()) == WORKERS
+    served.wait_for_lines("was killed by SIGKILL")
+
+    async def resume_from_the_start() -> list[list[str]]:
+        replays = []
+        for _ in range(16):  # new connections land on both workers, the new one included
+            stream = await StreamClient.open(served.port, "topic=t", {"Last-Event-ID": first_id})
+            replays.append([e.data for e in await stream.events(len(published) - 1)])
+            stream.close()
+        return replays
+
+    first_id = f"{epoch_of(served.port)}-1"
+    for replay in asyncio.run(resume_from_the_start()):
+        assert replay == published[1:]
+    wait_until(lambda: min(worker_metric(served.port, "resumes_total")) > 0, "resumes on both workers")
+
+
+def epoch_of(port: int) -> str:
+    return asyncio.run(publish(port, "other", "x")).split("-")[0]
+
+
+def test_sigterm_stops_every_worker_and_removes_the_shared_log(served: Served) -> None:
+    children = served.children()
+    logs_before = {
+        name for name in os.listdir("/dev/shm") if name.startswith(f"rawsse-{served.process.pid}-")
+    }
+    assert len(logs_before) == 1
+    assert served.stop() == 0
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in children)
+    assert not any(name.startswith(f"rawsse-{served.process.pid}-") for name in os.listdir("/dev/shm"))
