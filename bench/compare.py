@@ -44,12 +44,15 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 @dataclass
 class ServerKind:
     name: str
-    command: Callable[[int, Path], list[str]]
+    command: Callable[[list[int], Path], list[str]]
+    """The command line, given the server's ports (one per node) and a work directory."""
     publish_url: str = "http://127.0.0.1:{port}/publish"
     publish_body: str = "topic={topic}&data={data}"
     publish_type: str = "application/x-www-form-urlencoded"
     available: Callable[[], str | None] = lambda: None
     """None when it can run here, else the reason it is skipped."""
+    nodes: int = 1
+    """Servers a flood spreads its streams over (publishing goes to the first)."""
 
 
 def _module_missing(*modules: str) -> Callable[[], str | None]:
@@ -68,31 +71,31 @@ def _nchan_missing() -> str | None:
     return None
 
 
-def _nchan_command(port: int, workdir: Path) -> list[str]:
+def _redis_missing() -> str | None:
+    if shutil.which("redis-server") is None:
+        return "redis-server is not installed (apt-get install redis-server)"
+    return _module_missing("redis")()
+
+
+def _nchan_command(ports: list[int], workdir: Path) -> list[str]:
     conf = (ROOT / "bench" / "nchan.conf").read_text()
-    conf = conf.replace("MODULE", str(NCHAN_MODULE)).replace("PORT", str(port))
+    conf = conf.replace("MODULE", str(NCHAN_MODULE)).replace("PORT", str(ports[0]))
     (workdir / "tmp").mkdir(exist_ok=True)
     (workdir / "nginx.conf").write_text(conf)
     return ["nginx", "-p", str(workdir), "-c", str(workdir / "nginx.conf")]
 
 
 PYTHON = sys.executable
+RAWSSE = [PYTHON, "-m", "rawsse", "serve", "--log-level", "warning", "--port"]
 SERVERS = {
-    "rawsse": ServerKind(
-        "rawsse",
-        lambda port, _: [PYTHON, "-m", "rawsse", "serve", "--port", str(port), "--log-level", "warning"],
-    ),
+    "rawsse": ServerKind("rawsse", lambda ports, _: [*RAWSSE, str(ports[0])]),
     "rawsse-transport": ServerKind(
-        "rawsse-transport",
-        lambda port, _: [
-            PYTHON, "-m", "rawsse", "serve", "--port", str(port), "--log-level", "warning",
-            "--streams", "transport",
-        ],
+        "rawsse-transport", lambda ports, _: [*RAWSSE, str(ports[0]), "--streams", "transport"]
     ),
     "sse-starlette": ServerKind(
         "sse-starlette",
-        lambda port, _: [
-            PYTHON, "-m", "uvicorn", "bench.peers.starlette_app:app", "--port", str(port),
+        lambda ports, _: [
+            PYTHON, "-m", "uvicorn", "bench.peers.starlette_app:app", "--port", str(ports[0]),
             "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
             "--no-access-log", "--backlog", "4096",
         ],
@@ -100,7 +103,7 @@ SERVERS = {
     ),
     "aiohttp-sse": ServerKind(
         "aiohttp-sse",
-        lambda port, _: [PYTHON, str(ROOT / "bench" / "peers" / "aiohttp_app.py"), str(port)],
+        lambda ports, _: [PYTHON, str(ROOT / "bench" / "peers" / "aiohttp_app.py"), str(ports[0])],
         available=_module_missing("aiohttp", "aiohttp_sse"),
     ),
     "nchan": ServerKind(
@@ -111,30 +114,40 @@ SERVERS = {
         publish_type="text/plain",
         available=_nchan_missing,
     ),
+    # rawsse beyond one process (issue: workers and a cluster); not in the default set.
+    "rawsse-2workers": ServerKind("rawsse-2workers", lambda ports, _: [*RAWSSE, str(ports[0]), "--workers", "2"]),
+    "rawsse-2nodes": ServerKind(
+        "rawsse-2nodes",
+        lambda ports, _: [PYTHON, str(ROOT / "bench" / "peers" / "cluster.py"), *map(str, ports)],
+        available=_redis_missing,
+        nodes=2,
+    ),
 }  # fmt: skip
+DEFAULT_SERVERS = ["rawsse", "rawsse-transport", "sse-starlette", "aiohttp-sse", "nchan"]
 
 
 class RunningServer:
     def __init__(self, kind: ServerKind) -> None:
         self.kind = kind
-        self.port = free_port()
+        self.ports = [free_port() for _ in range(kind.nodes)]
+        self.port = self.ports[0]
         self._workdir = Path(tempfile.mkdtemp(prefix=f"bench-{kind.name}-"))
         self.process = subprocess.Popen(
-            kind.command(self.port, self._workdir),
+            kind.command(self.ports, self._workdir),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         deadline = time.monotonic() + 30
-        while not answers(self.port):
+        while not all(answers(port) for port in self.ports):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{kind.name} did not start")
             time.sleep(0.05)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/events"
+        return ",".join(f"http://127.0.0.1:{port}/events" for port in self.ports)
 
     def rss(self) -> int:
         return sum(_rss(pid) for pid in _tree(self.process.pid))
@@ -293,6 +306,8 @@ def headline(workload: str, result: dict[str, Any]) -> dict[str, float]:
         figures["p99 s"] = result["latency"]["p99"]
         figures["lost %"] = 100 * (expected - summary["received"]) / expected
         figures["unsent"] = result["publish"]["unsent"]
+    for worker, latency in result.get("latency_by_worker", {}).items():
+        figures[f"p99 s, w{worker}"] = latency["p99"]
     if workload == "W3":
         figures["max s"] = result["latency"]["max"]
         figures["cpu %"] = result["server"]["cpu_percent"]
@@ -306,7 +321,7 @@ def ratio(name: str, ours: float, theirs: float) -> float | None:
     """How many times better rawsse is (>1 is better) for this figure."""
     if name in ("lost %", "unsent", "kernel B/strm", "slab B/strm"):
         return None
-    if name in LOWER_IS_BETTER:
+    if name in LOWER_IS_BETTER or name.startswith("p99 s"):
         return theirs / ours if ours > 0 else None
     return ours / theirs if theirs > 0 else None
 
@@ -383,7 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated: " + ", ".join(SERVERS))
+    parser.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma-separated, of: {', '.join(SERVERS)} (default: {','.join(DEFAULT_SERVERS)})",
+    )
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: W1..W5")
     parser.add_argument("--tiny", action="store_true", help="toy sizes, for the tests")
     parser.add_argument(

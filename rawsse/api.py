@@ -70,7 +70,9 @@ class Api:
         self._hub = broker.hub
         self._metrics = metrics
         self._config = config
-        self._stream_prefix = stream_head() + encode_retry(config.retry)
+        label = broker.worker_label
+        extra = [] if label is None else [("X-Rawsse-Worker", label)]
+        self._stream_prefix = stream_head(extra) + encode_retry(config.retry)
 
     def handle(self, request: Request, from_loopback: bool) -> bytes | OpenStream | PendingResponse:
         """Answer one request; raises HttpError for anything refused."""

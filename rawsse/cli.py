@@ -86,7 +86,12 @@ def add_flood_parser(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     flood.add_argument("mode", choices=["idle", "storm", "broadcast", "unicast"])
-    flood.add_argument("url", help="the server's stream URL without query, e.g. http://127.0.0.1:8080/events")
+    flood.add_argument(
+        "url",
+        help="the server's stream URL without query, e.g. http://127.0.0.1:8080/events; "
+        "several comma-separated (a cluster's nodes): worker processes take them in turn, "
+        "publishing goes to the first",
+    )
     flood.add_argument("--streams", type=int, default=1000, help="streams to open (default 1000)")
     flood.add_argument(
         "--processes", type=int, default=2, help="worker processes; each must stay under its open-files cap"

@@ -9,6 +9,7 @@ import urllib.request
 
 import pytest
 
+from rawsse.flood.run import FloodOptions, run_flood
 from rawsse.hub.hub import RESET_EVENT
 from tests.helpers import StreamClient, publish
 from tests.processes import Served, parse_metrics, wait_until
@@ -114,3 +115,19 @@ def test_sigterm_stops_every_worker_and_removes_the_shared_log(served: Served) -
     assert served.stop() == 0
     assert not any(os.path.exists(f"/proc/{pid}") for pid in children)
     assert not any(name.startswith(f"rawsse-{served.process.pid}-") for name in os.listdir("/dev/shm"))
+
+
+def test_the_flooder_reports_each_workers_latency(served: Served) -> None:
+    options = FloodOptions(
+        mode="broadcast",
+        url=f"http://127.0.0.1:{served.port}/events",
+        streams=60,
+        events=30,
+        settle=5,
+        progress=False,
+    )
+    result = run_flood(options)
+    assert result["summary"]["received"] == result["expected_deliveries"] == 60 * 30
+    assert result["summary"]["lost"] == result["summary"]["duplicates"] == 0
+    assert set(result["latency_by_worker"]) == {"0", "1"}
+    assert all(figures["max"] > 0 for figures in result["latency_by_worker"].values())

@@ -39,6 +39,10 @@ class Broker(ABC):
         """Each worker's shared counters, where there are workers (see Metrics.render)."""
         return None
 
+    worker_label: str | None = None
+    """Which worker process this is, where there are several: sent to each stream in the
+    `X-Rawsse-Worker` header, so a load client can tell the workers' latencies apart."""
+
     shares_order = False
     """True when other processes deliver the same events, so a client may resume here with
     an id this process has not taken yet."""

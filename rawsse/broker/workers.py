@@ -37,6 +37,7 @@ class WorkerBroker(Broker):
     def __init__(self, hub: Hub, context: WorkerContext, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(hub)
         self._context = context
+        self.worker_label = str(context.index)
         self._loop = loop
         self._log = SharedLog(context.log_path)
         self._cursor = 0

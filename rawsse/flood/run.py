@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from rawsse.flood.publisher import PublishResult, PublishTemplate, publish_all
-from rawsse.flood.tally import Summary
+from rawsse.flood.tally import LatencyHistogram, Summary
 from rawsse.flood.worker import WorkerSpec, worker_entry
 
 MODES = ("idle", "storm", "broadcast", "unicast")
@@ -44,8 +44,14 @@ class FloodOptions:
     max_publish_seconds: float = 0.0
     progress: bool = True
 
+    @property
+    def urls(self) -> list[str]:
+        """`url` may name several servers (a cluster's nodes), comma-separated: worker
+        process i subscribes to the i-th (round-robin); publishing goes to the first."""
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
     def stream_path(self, topic: str) -> str:
-        parts = urlsplit(self.url)
+        parts = urlsplit(self.urls[0])
         query = self.subscribe_query.format(topic=topic)
         return (parts.path or "/") + (f"?{query}" if query else "")
 
@@ -53,7 +59,7 @@ class FloodOptions:
         return self.topic if self.mode != "unicast" else f"{self.topic}-{stream}"
 
     def template(self) -> PublishTemplate:
-        parts = urlsplit(self.url)
+        parts = urlsplit(self.urls[0])
         url = self.publish_url or f"{parts.scheme}://{parts.netloc}/publish"
         return PublishTemplate(url, self.publish_body, self.publish_type)
 
@@ -74,8 +80,7 @@ def parse_sources(text: str) -> list[str]:
 
 def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]:
     """Run one flood to the end and return its result (also printed as a summary)."""
-    parts = urlsplit(options.url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    servers = [urlsplit(url) for url in options.urls]
     context = multiprocessing.get_context("spawn")
     links = []
     processes = []
@@ -83,9 +88,10 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
         indices = list(range(worker, options.streams, options.processes))
         if not indices:
             continue
+        server = servers[worker % len(servers)]
         spec = WorkerSpec(
-            host=host,
-            port=port,
+            host=server.hostname or "127.0.0.1",
+            port=server.port or 80,
             source=options.sources[worker % len(options.sources)],
             paths=[options.stream_path(options.topic_of(n)) for n in indices],
             keys=[BROADCAST_KEY if options.mode != "unicast" else options.topic_of(n) for n in indices],
@@ -127,11 +133,10 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
             final.merge(Summary.from_json(_expect(link, "done")[1]))
         result["summary"] = final.to_json()
         result["summary"].pop("first_byte_seconds")
-        result["latency"] = {
-            "p50": final.latency.percentile(0.5),
-            "p99": final.latency.percentile(0.99),
-            "max": final.latency.max_ns / 1e9,
-        }
+        result["summary"].pop("by_worker")
+        result["latency"] = _percentiles(final.all_latency())
+        if final.by_worker:
+            result["latency_by_worker"] = {w: _percentiles(h) for w, h in sorted(final.by_worker.items())}
         if published is not None:
             span = max(final.last_event_at - published.started, 1e-9)
             result["publish"] = asdict(published)
@@ -224,6 +229,14 @@ def _say(out: TextIO, options: FloodOptions, text: str, live: bool = False, fina
     out.flush()
 
 
+def _percentiles(histogram: LatencyHistogram) -> dict[str, float]:
+    return {
+        "p50": histogram.percentile(0.5),
+        "p99": histogram.percentile(0.99),
+        "max": histogram.max_ns / 1e9,
+    }
+
+
 def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2] if values else 0.0
 
@@ -250,6 +263,11 @@ def format_result(result: dict[str, Any]) -> str:
             f"latency p50 {latency['p50'] * 1000:.1f} ms, p99 {latency['p99'] * 1000:.1f} ms, "
             f"max {latency['max'] * 1000:.1f} ms"
         )
+        for worker, figures in result.get("latency_by_worker", {}).items():
+            lines.append(
+                f"  worker {worker}: p50 {figures['p50'] * 1000:.1f} ms, "
+                f"p99 {figures['p99'] * 1000:.1f} ms, max {figures['max'] * 1000:.1f} ms"
+            )
     return "\n".join(lines)
 
 

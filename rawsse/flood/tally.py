@@ -157,6 +157,23 @@ class Summary:
     opening_ended: float = 0.0
     last_event_at: float = 0.0
     """Wall-clock time of the last event received."""
+    by_worker: dict[str, LatencyHistogram] = field(default_factory=dict)
+    """Latencies of streams whose server named its worker process; `latency` has the rest."""
+
+    def latency_of(self, worker: str) -> LatencyHistogram:
+        if not worker:
+            return self.latency
+        histogram = self.by_worker.get(worker)
+        if histogram is None:
+            histogram = self.by_worker[worker] = LatencyHistogram()
+        return histogram
+
+    def all_latency(self) -> LatencyHistogram:
+        """Every stream's latencies in one histogram."""
+        total = LatencyHistogram()
+        for histogram in (self.latency, *self.by_worker.values()):
+            total.merge(histogram)
+        return total
 
     def merge(self, other: Summary) -> None:
         for name in ("streams", "connect_errors", "disconnects", "received", "duplicates"):
@@ -165,6 +182,8 @@ class Summary:
         self.lost += other.lost
         self.bytes += other.bytes
         self.latency.merge(other.latency)
+        for worker, histogram in other.by_worker.items():
+            self.latency_of(worker).merge(histogram)
         self.first_byte_seconds.extend(other.first_byte_seconds)
         if other.opening_started and (
             not self.opening_started or other.opening_started < self.opening_started
@@ -184,6 +203,7 @@ class Summary:
             "lost": self.lost,
             "bytes": self.bytes,
             "latency": self.latency.to_json(),
+            "by_worker": {worker: h.to_json() for worker, h in self.by_worker.items()},
             "first_byte_seconds": self.first_byte_seconds,
             "opening_started": self.opening_started,
             "opening_ended": self.opening_ended,
@@ -200,6 +220,7 @@ class Summary:
             bytes=document["bytes"],
         )
         summary.latency = LatencyHistogram.from_json(document["latency"])
+        summary.by_worker = {w: LatencyHistogram.from_json(h) for w, h in document["by_worker"].items()}
         summary.first_byte_seconds = list(document["first_byte_seconds"])
         summary.opening_started = document["opening_started"]
         summary.opening_ended = document["opening_ended"]

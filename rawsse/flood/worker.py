@@ -60,6 +60,8 @@ class _Stream:
         self.key = key
         self.started = started
         self.first_byte = 0.0
+        self.worker = ""
+        """The server process serving this stream, where it says (X-Rawsse-Worker)."""
         self.status = 0
         self.open = True
         self.http = httptools.HttpResponseParser(self)
@@ -70,6 +72,10 @@ class _Stream:
     # httptools callbacks
     def on_status(self, status: bytes) -> None:
         self.status = self.http.get_status_code()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"x-rawsse-worker":
+            self.worker = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.first_byte = time.monotonic()
@@ -88,7 +94,7 @@ class _Stream:
         assert summary is not None
         now_ns = time.time_ns()
         add = self.tally.add
-        latency = summary.latency.add
+        latency = summary.latency_of(self.worker).add
         got = False
         for key, sequence, sent_ns in _PAYLOAD.findall(buffer, 0, cut):
             if add(key, int(sequence)):
