@@ -114,8 +114,10 @@ SERVERS = {
         publish_type="text/plain",
         available=_nchan_missing,
     ),
-    # rawsse beyond one process (issue: workers and a cluster); not in the default set.
-    "rawsse-2workers": ServerKind("rawsse-2workers", lambda ports, _: [*RAWSSE, str(ports[0]), "--workers", "2"]),
+    # rawsse beyond one process: not in the default set.
+    "rawsse-2workers": ServerKind(
+        "rawsse-2workers", lambda ports, _: [*RAWSSE, str(ports[0]), "--workers", "2"]
+    ),
     "rawsse-2nodes": ServerKind(
         "rawsse-2nodes",
         lambda ports, _: [PYTHON, str(ROOT / "bench" / "peers" / "cluster.py"), *map(str, ports)],

@@ -38,13 +38,10 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+    broker = f"redis://127.0.0.1:{redis_port}/0"
     for port in ports:
-        children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "rawsse", "serve", "--port", str(port), "--log-level", "warning",
-                 "--broker", f"redis://127.0.0.1:{redis_port}/0"]
-            )  # fmt: skip
-        )
+        command = [sys.executable, "-m", "rawsse", "serve", "--log-level", "warning", "--port", str(port)]
+        children.append(subprocess.Popen([*command, "--broker", broker]))
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     for child in reversed(children):
