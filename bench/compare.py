@@ -118,6 +118,9 @@ SERVERS = {
     "rawsse-2workers": ServerKind(
         "rawsse-2workers", lambda ports, _: [*RAWSSE, str(ports[0]), "--workers", "2"]
     ),
+    "rawsse-4workers": ServerKind(
+        "rawsse-4workers", lambda ports, _: [*RAWSSE, str(ports[0]), "--workers", "4"]
+    ),
     "rawsse-2nodes": ServerKind(
         "rawsse-2nodes",
         lambda ports, _: [PYTHON, str(ROOT / "bench" / "peers" / "cluster.py"), *map(str, ports)],
@@ -230,17 +233,24 @@ WORKLOADS = {
 
 
 def run_workload(
-    kind: ServerKind, workload: Workload, tiny: bool, run_index: int, max_wait: float
+    kind: ServerKind,
+    workload: Workload,
+    tiny: bool,
+    run_index: int,
+    max_wait: float,
+    streams: int = 0,
+    processes: int = 2,
 ) -> dict[str, Any]:
     server = RunningServer(kind)
     try:
         options = FloodOptions(
             mode=workload.mode,
             url=server.url,
-            streams=workload.tiny_streams if tiny else workload.streams,
-            processes=2,
-            # A fresh source network per run: earlier runs' ports sit in TIME_WAIT.
-            sources=[f"127.{10 + run_index % 240}.0.2", f"127.{10 + run_index % 240}.0.3"],
+            streams=streams or (workload.tiny_streams if tiny else workload.streams),
+            processes=processes,
+            # A fresh source network per run (earlier runs' ports sit in TIME_WAIT), and a
+            # source address per flood process (about 28,000 ports each).
+            sources=[f"127.{10 + run_index % 240}.0.{2 + n}" for n in range(processes)],
             publish_url=kind.publish_url.format(port=server.port),
             publish_body=kind.publish_body,
             publish_type=kind.publish_type,
@@ -308,8 +318,9 @@ def headline(workload: str, result: dict[str, Any]) -> dict[str, float]:
         figures["p99 s"] = result["latency"]["p99"]
         figures["lost %"] = 100 * (expected - summary["received"]) / expected
         figures["unsent"] = result["publish"]["unsent"]
-    for worker, latency in result.get("latency_by_worker", {}).items():
-        figures[f"p99 s, w{worker}"] = latency["p99"]
+    if "publish" in result:
+        for worker, latency in result.get("latency_by_worker", {}).items():
+            figures[f"p99 s, w{worker}"] = latency["p99"]
     if workload == "W3":
         figures["max s"] = result["latency"]["max"]
         figures["cpu %"] = result["server"]["cpu_percent"]
@@ -408,6 +419,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: W1..W5")
     parser.add_argument("--tiny", action="store_true", help="toy sizes, for the tests")
     parser.add_argument(
+        "--streams", type=int, default=0, help="streams for every workload instead of its own count"
+    )
+    parser.add_argument(
+        "--flood-processes",
+        type=int,
+        default=2,
+        help="flood processes (each holds under 20,000 sockets here: use 4 for 60,000 streams)",
+    )
+    parser.add_argument(
         "--max-wait", type=float, default=30.0, help="seconds to wait for a slow server's events"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where compare.json and compare.png go")
@@ -428,7 +448,15 @@ def main(argv: list[str] | None = None) -> int:
             run_index += 1
             print(f"{workload} {WORKLOADS[workload].title}: {name} ...", file=sys.stderr, flush=True)
             try:
-                result = run_workload(SERVERS[name], WORKLOADS[workload], args.tiny, run_index, args.max_wait)
+                result = run_workload(
+                    SERVERS[name],
+                    WORKLOADS[workload],
+                    args.tiny,
+                    run_index,
+                    args.max_wait,
+                    args.streams,
+                    args.flood_processes,
+                )
             except Exception as exc:
                 print(f"  failed: {exc}", file=sys.stderr)
                 continue
