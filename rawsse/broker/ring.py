@@ -72,7 +72,13 @@ class SharedLog:
         capacity -= capacity % 8
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.ftruncate(fd, DATA_AT + capacity)
+            # Allocated now, not on first write: a full tmpfs (Docker's /dev/shm is 64 MB)
+            # must fail here with ENOSPC rather than kill a worker with SIGBUS later.
+            try:
+                os.posix_fallocate(fd, 0, DATA_AT + capacity)
+            except OSError:
+                os.unlink(path)
+                raise
             with mmap.mmap(fd, DATA_AT) as header:
                 for worker in range(MAX_WORKERS):
                     _U64.pack_into(header, 64 + 8 * worker, NO_READER)

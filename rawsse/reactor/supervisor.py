@@ -41,9 +41,7 @@ class Supervisor:
         if config.port == 0:
             config = dataclasses.replace(config, port=self._reserve_port(config.host))
         self.config = config
-        directory = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-        self.log_path = os.path.join(directory, f"rawsse-{os.getpid()}-{os.urandom(4).hex()}")
-        SharedLog.create(self.log_path, max(config.history_bytes, MIN_LOG_BYTES))
+        self.log_path = self._create_log(max(config.history_bytes, MIN_LOG_BYTES))
         self._log = SharedLog(self.log_path)
         self._wake_fds = tuple(os.eventfd(0, os.EFD_NONBLOCK) for _ in range(self.count))
         self._epoch = new_epoch()
@@ -52,6 +50,19 @@ class Supervisor:
         self._started = [0.0] * self.count
         self._backoff = [0.0] * self.count
         self._stopping = False
+
+    def _create_log(self, size: int) -> str:
+        """In /dev/shm (memory) when it has room, else in the temporary directory."""
+        name = f"rawsse-{os.getpid()}-{os.urandom(4).hex()}"
+        directories = [d for d in ("/dev/shm", tempfile.gettempdir()) if os.path.isdir(d)]
+        for directory in directories:
+            path = os.path.join(directory, name)
+            try:
+                SharedLog.create(path, size)
+                return path
+            except OSError as exc:
+                log.warning("cannot create the worker log in %s (%s)", directory, exc)
+        raise RuntimeError("no room for the worker log; lower --history-bytes")
 
     def _reserve_port(self, host: str) -> int:
         """For --port 0: pick a free port once, for every worker. The bound socket stays
