@@ -12,17 +12,31 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from rawsse.config import Config
+from rawsse.dashboard.static import StaticFiles, is_static_path
 from rawsse.hub.hub import EventTooLarge, Hub, Overloaded
 from rawsse.metrics import Metrics
+from rawsse.proto.cors import CorsPolicy, allow_headers
 from rawsse.proto.http import HttpError, Request, response, stream_head
 from rawsse.proto.publish import PublishError, parse_publish
 from rawsse.proto.sse import encode_retry
-from rawsse.proto.topics import TopicError, check_topic
+from rawsse.proto.topics import TopicError, check_subscribe_topic
 
 MAX_QUERY_FIELDS = 200
 """Bounds the work of parsing one /events query string."""
 
-ROUTES = {"/events": ("GET",), "/publish": ("POST",), "/healthz": ("GET", "HEAD"), "/metrics": ("GET",)}
+ROUTES = {
+    "/events": ("GET",),
+    "/publish": ("POST",),
+    "/disconnect": ("POST",),
+    "/healthz": ("GET", "HEAD"),
+    "/metrics": ("GET",),
+}
+"""The dashboard's `/` and `/static/*` come on top, unless it is switched off."""
+
+BROWSER_PATHS = ("/events", "/publish", "/disconnect")
+"""Where pages of other origins may come (see rawsse.proto.cors); OPTIONS answers here."""
+
+ADMIN_PATHS = ("/publish", "/disconnect")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,24 +50,57 @@ class OpenStream:
     live: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class CloseStreams:
+    """An admin asks to close every stream subscribed to one of `topics` (the clients
+    reconnect by themselves and resume); `answer` is the response once that is done."""
+
+    topics: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...] = ()
+    keep_alive: bool = True
+
+    def answer(self, closed: int) -> bytes:
+        body = json.dumps({"closed": closed}).encode()
+        return response(200, body, "application/json", self.headers, self.keep_alive)
+
+
 class Api:
     def __init__(self, hub: Hub, metrics: Metrics, config: Config) -> None:
         self._hub = hub
         self._metrics = metrics
         self._config = config
         self._stream_prefix = stream_head() + encode_retry(config.retry)
+        self._cors = CorsPolicy(config.cors_origin)
+        # Stream heads for allowed origins are built here, once, not per stream.
+        self._cors_stream_prefixes = {
+            allowed: stream_head(allow_headers(allowed)) + encode_retry(config.retry)
+            for allowed in self._cors.allowed_values()
+        }
+        self._static = StaticFiles.load() if config.dashboard else None
 
-    def handle(self, request: Request, from_loopback: bool) -> bytes | OpenStream:
+    def handle(self, request: Request, from_loopback: bool) -> bytes | OpenStream | CloseStreams:
         """Answer one request; raises HttpError for anything refused."""
         methods = ROUTES.get(request.path)
         if methods is None:
+            if self._static is not None and is_static_path(request.path):
+                return self._static.answer(request)
             raise HttpError(404, f"no such path: {request.path}")
         if request.method not in methods:
+            if request.method == "OPTIONS" and request.path in BROWSER_PATHS:
+                return self._cors.preflight(request, methods)
             raise HttpError(405, f"use {' or '.join(methods)}", [("Allow", ", ".join(methods))])
         if request.path == "/events":
             return self._events(request)
-        if request.path == "/publish":
-            return self._publish(request, from_loopback)
+        if request.path in ADMIN_PATHS:
+            allowed = self._cors.check(request)
+            cors = allow_headers(allowed) if allowed else ()
+            try:
+                if request.path == "/disconnect":
+                    return self._disconnect(request, from_loopback, cors)
+                return self._publish(request, from_loopback, cors)
+            except HttpError as error:
+                error.headers += cors  # so a page of an allowed origin can read why
+                raise
         if request.path == "/metrics":
             return response(
                 200, self._metrics.render(), "text/plain; version=0.0.4", keep_alive=request.keep_alive
@@ -62,20 +109,13 @@ class Api:
         return response(200, body, keep_alive=request.keep_alive)
 
     def _events(self, request: Request) -> OpenStream:
-        try:
-            params = parse_qsl(
-                request.query, keep_blank_values=True, errors="strict", max_num_fields=MAX_QUERY_FIELDS
-            )
-        except (UnicodeDecodeError, ValueError):
-            raise HttpError(400, "malformed query string") from None
+        allowed = self._cors.check(request)
+        params = _query(request)
         topics: dict[str, None] = {}
         last_event_id = request.headers.get("last-event-id") or None
         for name, value in params:
             if name == "topic":
-                try:
-                    topics[check_topic(value, self._config.max_topic_length)] = None
-                except TopicError as exc:
-                    raise HttpError(400, f"{exc}: {value[:64]!r}") from None
+                topics[self._topic(value)] = None
             elif name == "lastEventId" and last_event_id is None:
                 # For clients that cannot set headers; the header wins because a browser
                 # sends the newer id in it when it reconnects to the same URL.
@@ -86,9 +126,27 @@ class Api:
             raise HttpError(400, f"at most {self._config.max_topics} topics per stream")
         names = tuple(topics)
         replay, whole = self._hub.catch_up(names, last_event_id, self._config.max_pending_bytes)
-        return OpenStream(names, self._stream_prefix + replay, live=whole)
+        prefix = self._stream_prefix if allowed is None else self._cors_stream_prefixes[allowed]
+        return OpenStream(names, prefix + replay, live=whole)
 
-    def _publish(self, request: Request, from_loopback: bool) -> bytes:
+    def _topic(self, value: str) -> str:
+        try:
+            return check_subscribe_topic(value, self._config.max_topic_length)
+        except TopicError as exc:
+            raise HttpError(400, f"{exc}: {value[:64]!r}") from None
+
+    def _disconnect(
+        self, request: Request, from_loopback: bool, cors: tuple[tuple[str, str], ...]
+    ) -> CloseStreams:
+        self._authorize(request, from_loopback)
+        topics = tuple(dict.fromkeys(self._topic(v) for k, v in _query(request) if k == "topic"))
+        if not topics:
+            raise HttpError(400, "name at least one topic: /disconnect?topic=NAME")
+        return CloseStreams(topics, cors, request.keep_alive)
+
+    def _publish(
+        self, request: Request, from_loopback: bool, cors: tuple[tuple[str, str], ...] = ()
+    ) -> bytes:
         self._authorize(request, from_loopback)
         try:
             parsed = parse_publish(
@@ -106,7 +164,9 @@ class Api:
         except EventTooLarge as exc:
             raise HttpError(413, str(exc)) from None
         document = {"ids": ids} if parsed.batch else {"id": ids[0]}
-        return response(200, json.dumps(document).encode(), "application/json", keep_alive=request.keep_alive)
+        return response(
+            200, json.dumps(document).encode(), "application/json", cors, keep_alive=request.keep_alive
+        )
 
     def _authorize(self, request: Request, from_loopback: bool) -> None:
         token = self._config.publish_token
@@ -117,3 +177,12 @@ class Api:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise HttpError(401, "a valid bearer token is required", [("WWW-Authenticate", "Bearer")])
+
+
+def _query(request: Request) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(
+            request.query, keep_blank_values=True, errors="strict", max_num_fields=MAX_QUERY_FIELDS
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise HttpError(400, "malformed query string") from None

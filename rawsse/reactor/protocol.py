@@ -10,7 +10,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from rawsse.api import OpenStream
+from rawsse.api import CloseStreams, OpenStream
 from rawsse.proto.http import HttpError, Request, RequestReader, error_response, response
 
 if TYPE_CHECKING:
@@ -137,6 +137,8 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(result, OpenStream):
                 self._open_stream(result)
                 return  # anything pipelined after a stream request is dropped
+            if isinstance(result, CloseStreams):
+                result = result.answer(self._server.streams.close_topics(result.topics))
             if not request.keep_alive:
                 self._close_gracefully(result)
                 return

@@ -12,6 +12,7 @@ from typing import Any
 
 from rawsse.api import Api
 from rawsse.config import Config
+from rawsse.dashboard.stats import StatsPublisher
 from rawsse.hub.history import History
 from rawsse.hub.hub import Hub
 from rawsse.hub.subscriptions import Subscriptions
@@ -87,6 +88,7 @@ class Server:
         )
         self.streams = self._make_streams()
         self.api = Api(self.hub, self.metrics, config)
+        self.stats = StatsPublisher(self.hub, self.metrics, self.loop.time()) if config.dashboard else None
         self._stopped = asyncio.Event()
         self._listener = await self.loop.create_server(
             lambda: HttpProtocol(self),
@@ -185,5 +187,7 @@ class Server:
             if now >= self._next_heartbeat:
                 self._next_heartbeat = now + self.config.heartbeat
                 self.streams.heartbeat()
+            if self.stats is not None:
+                self.stats.publish(now)
         finally:
             self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
