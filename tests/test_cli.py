@@ -15,15 +15,9 @@ from pathlib import Path
 import pytest
 
 from rawsse.proto.sse import EventParser
+from tests.helpers import free_port
 
 RAWSSE = [sys.executable, "-m", "rawsse"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
