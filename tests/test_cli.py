@@ -91,7 +91,7 @@ def test_bad_environment_value_is_a_clear_error() -> None:
 
 def test_scripts_are_executable() -> None:
     root = Path(__file__).resolve().parent.parent
-    for script in ("serve", "test"):
+    for script in ("serve", "test", "screenshot"):
         assert os.access(root / "scripts" / script, os.X_OK)
 
 
