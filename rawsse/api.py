@@ -15,17 +15,35 @@ from urllib.parse import parse_qsl
 
 from rawsse.broker.base import Broker, BrokerUnavailable
 from rawsse.config import Config
+from rawsse.dashboard.static import StaticFiles, is_static_path
 from rawsse.hub.hub import EventTooLarge, NotYetTaken, Overloaded
 from rawsse.metrics import Metrics
+from rawsse.proto.cors import CorsPolicy, allow_headers
 from rawsse.proto.http import HttpError, Request, response, stream_head
 from rawsse.proto.publish import PublishError, parse_publish
 from rawsse.proto.sse import encode_retry
-from rawsse.proto.topics import TopicError, check_topic
+from rawsse.proto.topics import TopicError, check_subscribe_topic
 
 MAX_QUERY_FIELDS = 200
 """Bounds the work of parsing one /events query string."""
 
-ROUTES = {"/events": ("GET",), "/publish": ("POST",), "/healthz": ("GET", "HEAD"), "/metrics": ("GET",)}
+ROUTES = {
+    "/events": ("GET",),
+    "/publish": ("POST",),
+    "/disconnect": ("POST",),
+    "/healthz": ("GET", "HEAD"),
+    "/metrics": ("GET",),
+}
+"""The dashboard's `/` and `/static/*` come on top, unless it is switched off."""
+
+BROWSER_PATHS = ("/events", "/publish", "/disconnect")
+"""Where pages of other origins may come (see rawsse.proto.cors); OPTIONS answers here."""
+
+ADMIN_PATHS = ("/publish", "/disconnect")
+
+RESUME_WAIT = 1.0
+"""How long a resume waits for an id another worker or node has already delivered; past
+it the client gets a reset (unknown-id)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +57,18 @@ class OpenStream:
     live: bool = True
 
 
-RESUME_WAIT = 1.0
-"""How long a resume waits for an id another worker or node has already delivered; past
-it the client gets a reset (unknown-id)."""
+@dataclass(frozen=True, slots=True)
+class CloseStreams:
+    """An admin asks to close every stream subscribed to one of `topics` (the clients
+    reconnect by themselves and resume); `answer` is the response once that is done."""
+
+    topics: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...] = ()
+    keep_alive: bool = True
+
+    def answer(self, closed: int) -> bytes:
+        body = json.dumps({"closed": closed}).encode()
+        return response(200, body, "application/json", self.headers, self.keep_alive)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,20 +98,41 @@ class Api:
         self._metrics = metrics
         self._config = config
         label = broker.worker_label
-        extra = [] if label is None else [("X-Rawsse-Worker", label)]
-        self._stream_prefix = stream_head(extra) + encode_retry(config.retry)
+        worker = [] if label is None else [("X-Rawsse-Worker", label)]
+        self._stream_prefix = stream_head(worker) + encode_retry(config.retry)
+        self._cors = CorsPolicy(config.cors_origin)
+        # Stream heads for allowed origins are built here, once, not per stream.
+        self._cors_stream_prefixes = {
+            allowed: stream_head([*worker, *allow_headers(allowed)]) + encode_retry(config.retry)
+            for allowed in self._cors.allowed_values()
+        }
+        self._static = StaticFiles.load() if config.dashboard else None
 
-    def handle(self, request: Request, from_loopback: bool) -> bytes | OpenStream | PendingResponse:
+    def handle(
+        self, request: Request, from_loopback: bool
+    ) -> bytes | OpenStream | CloseStreams | PendingResponse:
         """Answer one request; raises HttpError for anything refused."""
         methods = ROUTES.get(request.path)
         if methods is None:
+            if self._static is not None and is_static_path(request.path):
+                return self._static.answer(request)
             raise HttpError(404, f"no such path: {request.path}")
         if request.method not in methods:
+            if request.method == "OPTIONS" and request.path in BROWSER_PATHS:
+                return self._cors.preflight(request, methods)
             raise HttpError(405, f"use {' or '.join(methods)}", [("Allow", ", ".join(methods))])
         if request.path == "/events":
             return self._events(request)
-        if request.path == "/publish":
-            return self._publish(request, from_loopback)
+        if request.path in ADMIN_PATHS:
+            allowed = self._cors.check(request)
+            cors = allow_headers(allowed) if allowed else ()
+            try:
+                if request.path == "/disconnect":
+                    return self._disconnect(request, from_loopback, cors)
+                return self._publish(request, from_loopback, cors)
+            except HttpError as error:
+                error.headers += cors  # so a page of an allowed origin can read why
+                raise
         if request.path == "/metrics":
             text = self._metrics.render(self._broker.worker_metrics())
             return response(200, text, "text/plain; version=0.0.4", keep_alive=request.keep_alive)
@@ -92,20 +140,13 @@ class Api:
         return response(200, body, keep_alive=request.keep_alive)
 
     def _events(self, request: Request) -> OpenStream | PendingResponse:
-        try:
-            params = parse_qsl(
-                request.query, keep_blank_values=True, errors="strict", max_num_fields=MAX_QUERY_FIELDS
-            )
-        except (UnicodeDecodeError, ValueError):
-            raise HttpError(400, "malformed query string") from None
+        allowed = self._cors.check(request)
+        params = _query(request)
         topics: dict[str, None] = {}
         last_event_id = request.headers.get("last-event-id") or None
         for name, value in params:
             if name == "topic":
-                try:
-                    topics[check_topic(value, self._config.max_topic_length)] = None
-                except TopicError as exc:
-                    raise HttpError(400, f"{exc}: {value[:64]!r}") from None
+                topics[self._topic(value)] = None
             elif name == "lastEventId" and last_event_id is None:
                 # For clients that cannot set headers; the header wins because a browser
                 # sends the newer id in it when it reconnects to the same URL.
@@ -115,22 +156,42 @@ class Api:
         if len(topics) > self._config.max_topics:
             raise HttpError(400, f"at most {self._config.max_topics} topics per stream")
         names = tuple(topics)
+        prefix = self._stream_prefix if allowed is None else self._cors_stream_prefixes[allowed]
         if self._broker.shares_order:
             try:
-                return self._open(names, last_event_id, may_wait=True)
+                return self._open(names, last_event_id, prefix, may_wait=True)
             except NotYetTaken as exc:
                 return PendingResponse(
                     self._broker.wait_taken(exc.sequence, RESUME_WAIT),
-                    lambda _: self._open(names, last_event_id),
+                    lambda _: self._open(names, last_event_id, prefix),
                 )
-        return self._open(names, last_event_id)
+        return self._open(names, last_event_id, prefix)
 
-    def _open(self, topics: tuple[str, ...], last_event_id: str | None, may_wait: bool = False) -> OpenStream:
+    def _open(
+        self, topics: tuple[str, ...], last_event_id: str | None, prefix: bytes, may_wait: bool = False
+    ) -> OpenStream:
         page = self._config.max_pending_bytes
         replay, whole = self._hub.catch_up(topics, last_event_id, page, may_wait)
-        return OpenStream(topics, self._stream_prefix + replay, live=whole)
+        return OpenStream(topics, prefix + replay, live=whole)
 
-    def _publish(self, request: Request, from_loopback: bool) -> bytes | PendingResponse:
+    def _topic(self, value: str) -> str:
+        try:
+            return check_subscribe_topic(value, self._config.max_topic_length)
+        except TopicError as exc:
+            raise HttpError(400, f"{exc}: {value[:64]!r}") from None
+
+    def _disconnect(
+        self, request: Request, from_loopback: bool, cors: tuple[tuple[str, str], ...]
+    ) -> CloseStreams:
+        self._authorize(request, from_loopback)
+        topics = tuple(dict.fromkeys(self._topic(v) for k, v in _query(request) if k == "topic"))
+        if not topics:
+            raise HttpError(400, "name at least one topic: /disconnect?topic=NAME")
+        return CloseStreams(topics, cors, request.keep_alive)
+
+    def _publish(
+        self, request: Request, from_loopback: bool, cors: tuple[tuple[str, str], ...] = ()
+    ) -> bytes | PendingResponse:
         self._authorize(request, from_loopback)
         try:
             parsed = parse_publish(
@@ -151,7 +212,7 @@ class Api:
         def finish(ids: list[str]) -> bytes:
             document = {"ids": ids} if parsed.batch else {"id": ids[0]}
             body = json.dumps(document).encode()
-            return response(200, body, "application/json", keep_alive=request.keep_alive)
+            return response(200, body, "application/json", cors, keep_alive=request.keep_alive)
 
         if isinstance(ids, list):
             return finish(ids)
@@ -166,3 +227,12 @@ class Api:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise HttpError(401, "a valid bearer token is required", [("WWW-Authenticate", "Bearer")])
+
+
+def _query(request: Request) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(
+            request.query, keep_blank_values=True, errors="strict", max_num_fields=MAX_QUERY_FIELDS
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise HttpError(400, "malformed query string") from None

@@ -33,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + spec.name.replace("_", "-")
         kind = {"int": int, "float": float}.get(str(spec.type), str)
         default = "(none)" if spec.metadata.get("secret") else spec.default
+        if spec.type == "bool":  # --dashboard / --no-dashboard
+            state = "on" if spec.default else "off"
+            serve.add_argument(
+                flag,
+                dest=spec.name,
+                action=argparse.BooleanOptionalAction,
+                help=f"{spec.metadata['help']} [env {env_name(spec.name)}=1|0; default {state}]",
+            )
+            continue
         serve.add_argument(
             flag,
             dest=spec.name,

@@ -11,6 +11,7 @@ from typing import Any
 from rawsse.broker.ring import MAX_WORKERS
 from rawsse.hub.history import HISTORY_AGE, HISTORY_BYTES, HISTORY_PER_TOPIC
 from rawsse.hub.hub import MAX_QUEUED_BYTES
+from rawsse.proto.cors import parse_origins
 from rawsse.proto.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES
 from rawsse.proto.topics import MAX_TOPIC_LENGTH
 
@@ -122,6 +123,14 @@ class Config:
         "this server a node of a cluster",
     )
     broker_history: int = _option(BROKER_HISTORY, "events the Redis stream keeps for resume")
+    dashboard: bool = _option(
+        True, "serve the live dashboard page at / and publish the server's figures on $stats"
+    )
+    cors_origin: str | None = _option(
+        None,
+        "page origins (scheme://host:port, comma-separated, or *) allowed to open streams "
+        "and publish from a browser; other origins get 403",
+    )
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
@@ -131,6 +140,7 @@ class Config:
                 raise ValueError(f"{spec.name} must be one of {', '.join(choices)}")
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
                 raise ValueError(f"{spec.name} must not be negative")
+        parse_origins(self.cors_origin)  # raises CorsError, a ValueError, when malformed
         if self.workers != "auto" and not (self.workers.isdigit() and 0 < int(self.workers) <= MAX_WORKERS):
             raise ValueError(f"workers must be auto or a number from 1 to {MAX_WORKERS}")
         if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://", "unix://")):
@@ -162,6 +172,8 @@ def env_name(name: str) -> str:
 
 def parse_value(spec: dataclasses.Field[Any], text: str) -> Any:
     kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "str")
+    if kind == "bool":
+        return parse_bool(env_name(spec.name), text)
     try:
         if kind == "int":
             return int(text)
@@ -170,3 +182,14 @@ def parse_value(spec: dataclasses.Field[Any], text: str) -> Any:
     except ValueError:
         raise ValueError(f"{env_name(spec.name)}: expected a number, got {text!r}") from None
     return text
+
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def parse_bool(name: str, text: str) -> bool:
+    word = text.strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+        raise ValueError(f"{name}: expected one of {', '.join(TRUE_WORDS + FALSE_WORDS)}, got {text!r}")
+    return word in TRUE_WORDS

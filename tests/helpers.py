@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -17,6 +18,14 @@ TIMEOUT = 10.0
 """Upper bound for any one awaited step; a passing test never waits for it."""
 
 BACKENDS = [("uvloop", "epoll"), ("uvloop", "transport"), ("asyncio", "epoll"), ("asyncio", "transport")]
+
+
+def free_port() -> int:
+    """A loopback port free now (for servers that must be told their port up front)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def run_with_server(

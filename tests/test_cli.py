@@ -15,15 +15,9 @@ from pathlib import Path
 import pytest
 
 from rawsse.proto.sse import EventParser
+from tests.helpers import free_port
 
 RAWSSE = [sys.executable, "-m", "rawsse"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -97,7 +91,7 @@ def test_bad_environment_value_is_a_clear_error() -> None:
 
 def test_scripts_are_executable() -> None:
     root = Path(__file__).resolve().parent.parent
-    for script in ("serve", "test"):
+    for script in ("serve", "test", "screenshot"):
         assert os.access(root / "scripts" / script, os.X_OK)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -131,3 +133,17 @@ def test_the_flooder_reports_each_workers_latency(served: Served) -> None:
     assert result["summary"]["lost"] == result["summary"]["duplicates"] == 0
     assert set(result["latency_by_worker"]) == {"0", "1"}
     assert all(figures["max"] > 0 for figures in result["latency_by_worker"].values())
+
+
+def test_the_dashboard_figures_cover_every_worker(served: Served) -> None:
+    async def first_snapshot() -> dict[str, Any]:
+        stream = await StreamClient.open(served.port, "topic=$stats")
+        while True:  # until the worker holding this stream has shared its figures
+            document: dict[str, Any] = json.loads((await stream.next_event()).data)
+            assert [w["worker"] for w in document["workers"]] == [0, 1]
+            if document["streams_open"] >= 1:
+                stream.close()
+                return document
+
+    document = asyncio.run(first_snapshot())
+    assert document["streams_open"] == sum(w["streams_open"] for w in document["workers"])

@@ -14,6 +14,13 @@ _TOPIC = re.compile(r"[A-Za-z0-9_.:@-]+")
 SYSTEM_PREFIX = "$"
 """Names that start with this are reserved for topics the server itself publishes."""
 
+STATS_TOPIC = "$stats"
+"""The server's own figures, one JSON event a second while anyone subscribes (the
+dashboard reads them); see rawsse.dashboard.stats."""
+
+SYSTEM_TOPICS = frozenset({STATS_TOPIC})
+"""Reserved topics a stream may subscribe to; no publisher may write to any `$` topic."""
+
 
 class TopicError(ValueError):
     """A topic name that is not allowed."""
@@ -25,6 +32,13 @@ def check_topic(name: str, max_length: int = MAX_TOPIC_LENGTH) -> str:
         raise TopicError("topic must not be empty")
     if len(name) > max_length:
         raise TopicError(f"topic longer than {max_length} characters")
+    if name.startswith(SYSTEM_PREFIX):
+        raise TopicError(f"topics starting with {SYSTEM_PREFIX!r} are reserved for the server")
     if not _TOPIC.fullmatch(name):
         raise TopicError("topic may contain only letters, digits and _ . : @ -")
     return name
+
+
+def check_subscribe_topic(name: str, max_length: int = MAX_TOPIC_LENGTH) -> str:
+    """Like check_topic, but also lets a stream name a system topic."""
+    return name if name in SYSTEM_TOPICS else check_topic(name, max_length)

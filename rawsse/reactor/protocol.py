@@ -10,7 +10,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from rawsse.api import OpenStream, PendingResponse, publish_error
+from rawsse.api import CloseStreams, OpenStream, PendingResponse, publish_error
 from rawsse.proto.http import HttpError, Request, RequestReader, error_response, response
 
 if TYPE_CHECKING:
@@ -146,6 +146,8 @@ class HttpProtocol(asyncio.Protocol):
                 # Later requests wait, so responses keep the order of the requests.
                 self._waiting = self._server.loop.create_task(self._answer_later(request, result))
                 return
+            if isinstance(result, CloseStreams):
+                result = result.answer(self._server.streams.close_topics(result.topics))
             if not request.keep_alive:
                 self._close_gracefully(result)
                 return

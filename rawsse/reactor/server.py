@@ -15,6 +15,7 @@ from rawsse.broker.base import Broker
 from rawsse.broker.memory import MemoryBroker
 from rawsse.broker.workers import WorkerBroker, WorkerContext
 from rawsse.config import Config
+from rawsse.dashboard.stats import StatsPublisher
 from rawsse.hub.history import History
 from rawsse.hub.hub import Hub
 from rawsse.hub.subscriptions import Subscriptions
@@ -99,6 +100,13 @@ class Server:
         self.broker = self._make_broker()
         await self.broker.start()
         self.api = Api(self.broker, self.metrics, config)
+        self.stats = (
+            StatsPublisher(
+                self.broker, self.metrics, self.loop.time(), self.worker.index if self.worker else 0
+            )
+            if config.dashboard
+            else None
+        )
         self._stopped = asyncio.Event()
         self._listener = await self.loop.create_server(
             lambda: HttpProtocol(self),
@@ -216,5 +224,7 @@ class Server:
             if now >= self._next_heartbeat:
                 self._next_heartbeat = now + self.config.heartbeat
                 self.streams.heartbeat()
+            if self.stats is not None:
+                self.stats.publish(now)
         finally:
             self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)

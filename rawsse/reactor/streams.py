@@ -18,6 +18,7 @@ import asyncio
 import logging
 from array import array
 from collections import deque
+from collections.abc import Iterable
 
 from rawsse.config import FANOUT_SLICE, MAX_PENDING_BYTES, SEND_TIMEOUT
 from rawsse.hub.hub import Delivery, Hub
@@ -183,6 +184,16 @@ class Streams:
             for slot in list(group.members):
                 self.close(slot)
         self._wake_idle_waiters()
+
+    def close_topics(self, topics: Iterable[str]) -> int:
+        """Close every stream subscribed to one of `topics` (an admin's /disconnect);
+        their clients reconnect and resume. Returns how many were closed."""
+        subscriptions = self.subscriptions
+        groups = {group for topic in topics for group in subscriptions.groups_of_topic(topic)}
+        slots = [slot for group in groups for slot in group.members]  # close() edits members
+        for slot in slots:
+            self.close(slot)
+        return len(slots)
 
     def connection_lost(self, slot: int, transport: asyncio.BaseTransport) -> None:
         """The loop saw `transport` close; backends that keep transports close its stream."""

@@ -1,0 +1,112 @@
+"""The `$stats` topic: once a second, while anyone subscribes, the server publishes its
+figures there as JSON. The dashboard computes rates from the deltas of the counters.
+
+    {"version": "0.1.0", "uptime": 12.0, "streams_open": 3, "events_published": 41, ...,
+     "workers": [{"worker": 0, "pid": 4242, "uptime": 12.0, "streams_open": 3, ...}]}
+
+The top-level figures are the sums over `workers`; with one process the list has one
+entry, and a server of several worker processes lists one entry per worker: worker 0
+publishes them all (the others' figures as of their last once-a-second sweep), so the
+page sees one snapshot a second whichever worker it is connected to. With a Redis broker
+nothing is published (the nodes would interleave their snapshots): the dashboard shows
+one process or one machine.
+No I/O here: figures in, an event for the broker out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from rawsse import __version__
+from rawsse.broker.base import Broker
+from rawsse.hub.hub import Overloaded
+from rawsse.metrics import SERIES, Metrics
+from rawsse.proto.publish import PublishItem
+from rawsse.proto.topics import STATS_TOPIC
+
+COUNTERS = (
+    "events_published",
+    "deliveries",
+    "bytes_written",
+    "slow_consumers",
+    "resumes",
+    "resets",
+    "streams_opened",
+    "streams_closed",
+)
+"""Cumulative counters, summed over workers; `streams_open` is the one gauge."""
+
+Figures = dict[str, Any]
+
+
+def worker_figures(metrics: Metrics, worker: int, pid: int, uptime: float) -> Figures:
+    """This process's entry of the `workers` list."""
+    figures: Figures = {"worker": worker, "pid": pid, "uptime": round(uptime, 3)}
+    figures["streams_open"] = metrics.streams_open
+    for name in COUNTERS:
+        figures[name] = getattr(metrics, name)
+    return figures
+
+
+def shared_figures(values: Sequence[int], worker: int) -> Figures:
+    """Another worker's entry, from the counters it shares (Metrics.shared_values)."""
+    figures: Figures = {"worker": worker}
+    shared = values[: len(SERIES)]  # the shared slot has room for more series
+    figures.update((name, value) for (name, *_), value in zip(SERIES, shared, strict=True))
+    return figures
+
+
+def snapshot(workers: Sequence[Figures], uptime: float) -> Figures:
+    """The whole server's figures: the workers' sums, and the workers themselves."""
+    document: Figures = {"version": __version__, "uptime": round(uptime, 3)}
+    for name in ("streams_open", *COUNTERS):
+        document[name] = sum(worker[name] for worker in workers)
+    document["workers"] = list(workers)
+    return document
+
+
+def encode(document: Figures) -> str:
+    return json.dumps(document, separators=(",", ":"))
+
+
+class StatsPublisher:
+    """Publishes the server's figures on `$stats`; called by the server's sweep."""
+
+    def __init__(self, broker: Broker, metrics: Metrics, started: float, worker: int = 0) -> None:
+        self._broker = broker
+        self._metrics = metrics
+        self._started = started
+        self._worker = worker
+        self._pid = os.getpid()
+
+    def publish(self, now: float) -> str | None:
+        """Publish one snapshot if a stream subscribes to `$stats`; returns its id."""
+        shared = self._broker.worker_metrics()
+        if shared is None:
+            if self._broker.shares_order:
+                return None  # a cluster node: see the module's docstring
+            if not self._broker.hub.subscriptions.groups_of_topic(STATS_TOPIC):
+                return None  # nobody is looking: no JSON, no history entry
+        elif self._worker != 0:
+            return None  # worker 0 speaks for all (its subscribers may be elsewhere)
+        uptime = now - self._started
+        own = worker_figures(self._metrics, self._worker, self._pid, uptime)
+        if shared is None:
+            workers = [own]
+        else:
+            workers = [own if i == self._worker else shared_figures(v, i) for i, v in enumerate(shared)]
+        item = PublishItem((STATS_TOPIC,), encode(snapshot(workers, uptime)))
+        try:
+            ids = self._broker.publish([item])
+        except Overloaded:
+            return None  # publishers come first; the page skips a second
+        assert isinstance(ids, list)  # the local brokers answer at once
+        event_id = ids[0]
+        # events_published counts what publishers sent, so the page's events/s does not
+        # count its own event a second. deliveries and bytes_written do include it: those
+        # are writes the server really made.
+        self._metrics.events_published -= 1
+        return event_id
