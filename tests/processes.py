@@ -147,6 +147,12 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
 
+    def lose_data(self) -> None:
+        """Kill it and delete what it persisted: it comes back empty."""
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        Path(self.directory).mkdir()
+
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self.directory, ignore_errors=True)

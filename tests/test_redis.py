@@ -4,12 +4,13 @@ start on a free loopback port."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import pytest
 
 from rawsse.hub.hub import RESET_EVENT
-from tests.helpers import StreamClient, post, publish
+from tests.helpers import StreamClient, post, publish, read_response
 from tests.processes import REDIS_SERVER, RedisServer, Served
 
 pytestmark = pytest.mark.skipif(
@@ -124,5 +125,44 @@ def test_redis_killed_and_restarted_publishing_answers_503_streams_stay_open(red
                 assert (event.id, event.data) == (after, "after")
                 assert event.event != RESET_EVENT
                 stream.close()
+
+        asyncio.run(scenario())
+
+
+def test_events_lost_by_redis_reach_clients_as_a_reset_not_as_silence(redis: RedisServer) -> None:
+    """Redis comes back without the events this node had not read (here: without any):
+    the node cannot replay them, so it closes its streams and their resume says so."""
+    with node(redis) as first:
+
+        async def scenario() -> None:
+            stream = await StreamClient.open(first.port, "topic=a")
+            seen = await publish(first.port, "a", "seen")
+            assert (await stream.next_event()).id == seen
+            redis.lose_data()
+            redis.start()
+            assert await stream.until_closed() == []  # the node closed it
+            resumed = await StreamClient.open(first.port, "topic=a", {"Last-Event-ID": seen})
+            event = await resumed.next_event()
+            assert event.event == RESET_EVENT and json.loads(event.data) == {"reason": "history-exceeded"}
+            resumed.close()
+
+        asyncio.run(scenario())
+
+
+def test_a_client_that_half_closes_after_publishing_still_gets_its_answer(redis: RedisServer) -> None:
+    with node(redis) as first:
+
+        async def scenario() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", first.port)
+            body = b"topic=a&data=x"
+            writer.write(
+                b"POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            writer.write_eof()  # the answer comes after a Redis round trip
+            answer = await read_response(reader)
+            assert answer.status == 200 and answer.json()["id"]
+            assert await asyncio.wait_for(reader.read(1), 10) == b""
+            writer.close()
 
         asyncio.run(scenario())

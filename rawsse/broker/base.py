@@ -58,9 +58,13 @@ class Broker(ABC):
             if not done.done():
                 done.set_result(None)
 
+        def finished(_: object) -> None:  # resolved, timed out, or the client went away
+            timer.cancel()
+            self.hub.forget(resolve)
+
         self.hub.when_taken(sequence, resolve)
         timer = loop.call_later(timeout, resolve)
-        done.add_done_callback(lambda _: timer.cancel())
+        done.add_done_callback(finished)
         return done
 
     @abstractmethod

@@ -12,14 +12,18 @@ pipeline: dense publishing costs one round trip per batch, not per event, and ea
 request's events are still accepted whole or not at all.
 
 When Redis cannot be reached, publishing answers 503 at once, streams stay open, and the
-reader reconnects with backoff and catches up from its last id.
+reader reconnects with backoff and catches up from its last id. A publish whose round trip
+times out also answers 503, though Redis may have taken it: publishing is at least once.
+If Redis trimmed entries this node had not read yet, the node cannot replay them: it marks
+its history so that resumes from before them reset, and closes its streams, whose clients
+reconnect and are told (`rawsse-reset`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -75,6 +79,9 @@ class RedisBroker(Broker):
         self._reading: asyncio.Task[None] | None = None
         self._last_id = b"0-0"
         self.connected = False
+        self.on_gap: Callable[[], None] = lambda: None
+        """Called when events this node had not read are gone from Redis (the server
+        closes its streams then)."""
 
     # Start and stop
 
@@ -104,8 +111,8 @@ class RedisBroker(Broker):
         dropped = 0
         if entries:
             info = await self._reader.xinfo_stream(STREAM_KEY)
-            if info.get("entries-added", len(entries)) > len(entries):
-                dropped = events[0].sequence - 1
+            if info.get("entries-added", len(entries) + 1) > len(entries):  # trimmed, or unknown
+                dropped = self.hub.ids.sequence_of(entries[0][0].decode()) - 1
             self._last_id = entries[-1][0]
         self.hub.preload(events, dropped)
         self.connected = True
@@ -169,17 +176,24 @@ class RedisBroker(Broker):
                     ),
                 )
                 delay = BACKOFF_FIRST
-            except (RedisError, OSError) as exc:
-                if self.connected:
-                    log.warning("redis unreachable (%s); publishing refused until it is back", exc)
+                for _, entries in reply:
+                    if entries:
+                        self._last_id = entries[-1][0]
+                        self.hub.accept(self._events(entries))
+                        if len(entries) == READ_COUNT:  # behind: trimming may overtake us
+                            await self._check_gap()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the reader must outlive anything: streams depend on it
+                if isinstance(exc, (RedisError, OSError)):
+                    if self.connected:
+                        log.warning("redis unreachable (%s); publishing refused until it is back", exc)
+                else:
+                    log.exception("redis reader failed; retrying")
                 self.connected = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
-            for _, entries in reply:
-                if entries:
-                    self._last_id = entries[-1][0]
-                    self.hub.accept(self._events(entries))
             while self.hub.overloaded:
                 # This node's fan-out is behind: leave the rest in Redis meanwhile.
                 await asyncio.sleep(0.01)
@@ -190,16 +204,7 @@ class RedisBroker(Broker):
         if self._last_id == b"0-0":
             await self._load_history()
             return
-        try:
-            info = await self._reader.xinfo_stream(STREAM_KEY)
-        except ResponseError:  # no stream (Redis restarted empty): nothing to catch up
-            info = {}
-        trimmed = info.get("max-deleted-entry-id")
-        ids = self.hub.ids
-        if trimmed and ids.sequence_of(trimmed.decode()) > ids.sequence_of(self._last_id.decode()):
-            # The streams open here missed those events; resumes from before them reset.
-            log.error("redis trimmed events this node had not read yet (raise --broker-history)")
-            self.hub.history.mark_dropped(ids.sequence_of(trimmed.decode()))
+        await self._check_gap()
         for _ in range(2):  # the publisher's pooled connection may be stale: refresh it
             try:
                 await self._publisher.ping()
@@ -208,6 +213,28 @@ class RedisBroker(Broker):
                 pass
         log.info("redis reachable again; catching up from %s", self._last_id.decode())
         self.connected = True
+
+    async def _check_gap(self) -> None:
+        """If the stream's oldest entry is newer than the last one read here, what lay
+        between may be gone (trimmed by MAXLEN, or Redis restarted without its data): the
+        streams open here may have missed events, and history cannot replay them."""
+        try:
+            info = await self._reader.xinfo_stream(STREAM_KEY)
+        except ResponseError:  # no stream at all: Redis restarted empty
+            info = {}
+        first = info.get("first-entry")
+        ids = self.hub.ids
+        last = ids.sequence_of(self._last_id.decode())
+        oldest = ids.sequence_of(first[0].decode()) if first else None
+        if oldest is None and info.get("last-generated-id", b"0-0") == b"0-0":
+            oldest = last + 2  # an empty, new stream: whatever followed our last id is lost
+        if oldest is not None and oldest > last + 1:
+            log.error(
+                "events this node had not read are gone from redis; closing its streams so "
+                "their clients resume (raise --broker-history, run redis with persistence)"
+            )
+            self.hub.history.mark_dropped(oldest - 1)
+            self.on_gap()
 
     def _events(self, entries: Entries) -> list[Event]:
         """Encode stream entries once each; an entry this node cannot use (written by

@@ -48,6 +48,10 @@ class RingFull(Exception):
     """A worker is a whole ring behind: appending would overwrite what it has not read."""
 
 
+class RecordTooLarge(ValueError):
+    """An event larger than a quarter of the ring: refused whatever the readers do."""
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     sequence: int
@@ -84,6 +88,10 @@ class SharedLog:
                     _U64.pack_into(header, 64 + 8 * worker, NO_READER)
         finally:
             os.close(fd)
+
+    @property
+    def fd(self) -> int:
+        return self._fd
 
     def close(self) -> None:
         self._map.close()
@@ -160,7 +168,7 @@ class SharedLog:
                 length = _RECORD.size + len(names) + len(wire)
                 length += -length % 8
                 if length > capacity // 4:
-                    raise RingFull(f"an event of {length} bytes does not fit the worker ring")
+                    raise RecordTooLarge(f"an event of {length} bytes does not fit the worker log")
                 if capacity - end % capacity < length:
                     end += capacity - end % capacity
                 planned.append((end, length, names, wire, at))

@@ -1,5 +1,5 @@
 """The broker of `--workers N`: the worker processes of one machine share one event log
-(rawsse/broker/ring.py) and wake each other with eventfds. See docs/workers.md."""
+(rawsse/broker/ring.py) and wake each other with eventfds. See docs/scaling.md."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rawsse.broker.base import Broker
-from rawsse.broker.ring import RingFull, SharedLog
+from rawsse.broker.ring import RecordTooLarge, RingFull, SharedLog
 from rawsse.hub.event import Event
-from rawsse.hub.hub import Hub, Overloaded
+from rawsse.hub.hub import EventTooLarge, Hub, Overloaded
 from rawsse.proto.publish import PublishItem
 from rawsse.proto.sse import encode_event
 
@@ -79,6 +79,8 @@ class WorkerBroker(Broker):
             self._log.append([(item.topics, now) for item in items], encode)
         except RingFull as exc:
             raise Overloaded(str(exc)) from None
+        except RecordTooLarge as exc:
+            raise EventTooLarge(str(exc)) from None
         hub.metrics.events_published += len(ids)
         for fd in self._others:
             try:

@@ -160,6 +160,14 @@ class Hub:
         else:
             heapq.heappush(self._waiters, (sequence, id(callback), callback))
 
+    def forget(self, callback: Callable[[], None]) -> None:
+        """Drop a `when_taken` callback that is no longer wanted (its wait timed out), so
+        ids that never come cannot pile up waiters."""
+        kept = [waiter for waiter in self._waiters if waiter[2] is not callback]
+        if len(kept) != len(self._waiters):
+            heapq.heapify(kept)
+            self._waiters = kept
+
     def heartbeat(self) -> list[Delivery]:
         return [Delivery(g.members[:], HEARTBEAT, 0, True) for g in self.subscriptions.groups()]
 

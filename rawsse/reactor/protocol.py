@@ -32,6 +32,10 @@ FEED_SLICE = 16 * 1024
 """Input is parsed this much at a time, and not at all while responses wait unread, so a
 paused connection holds at most a slice's worth of parsed requests."""
 
+PENDING_LIMIT = 10.0
+"""A request waiting on the broker (a Redis round trip, a resume waiting for its id) gets
+503 after this long, whatever the broker does."""
+
 IDLE, HEAD, BODY, CLOSING, HANDED_OFF = range(5)
 """Connection phases. HEAD and BODY run the request timeouts, IDLE the keep-alive one;
 CLOSING is the lingering close; HANDED_OFF means a stream backend owns the connection."""
@@ -50,6 +54,7 @@ class HttpProtocol(asyncio.Protocol):
         self._unparsed = memoryview(b"")
         self._writing_paused = False
         self._waiting: asyncio.Task[None] | None = None
+        self._input_ended = False
         self._unsent_at_deadline = 0
         self.deadline = 0.0
 
@@ -78,6 +83,9 @@ class HttpProtocol(asyncio.Protocol):
         self._parse_and_answer()
 
     def eof_received(self) -> bool | None:
+        if self._waiting is not None or self._unanswered:
+            self._input_ended = True
+            return True  # keep our side open to answer what was asked; closed after that
         return None  # close our side too: the requests received have all been answered
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -100,7 +108,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        if self._transport is not None and self._phase < CLOSING:
+        if self._transport is not None and self._phase < CLOSING and self._waiting is None:
             self._transport.resume_reading()
             self._parse_and_answer()
 
@@ -143,7 +151,9 @@ class HttpProtocol(asyncio.Protocol):
                 self._open_stream(result)
                 return  # anything pipelined after a stream request is dropped
             if isinstance(result, PendingResponse):
-                # Later requests wait, so responses keep the order of the requests.
+                # Later requests wait, so responses keep the order of the requests, and
+                # nothing more is read meanwhile, so waiting input stays bounded.
+                transport.pause_reading()
                 self._waiting = self._server.loop.create_task(self._answer_later(request, result))
                 return
             if isinstance(result, CloseStreams):
@@ -157,7 +167,12 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _answer_later(self, request: Request, pending: PendingResponse) -> None:
         try:
-            result = pending.finish(await pending.waiting)
+            value = await asyncio.wait_for(pending.waiting, PENDING_LIMIT)
+            result = pending.finish(value)
+        except TimeoutError:
+            self._waiting = None
+            self._fail(HttpError(503, "the broker did not answer in time", [("Retry-After", "1")]))
+            return
         except HttpError as error:
             self._waiting = None
             self._fail(error)
@@ -171,16 +186,21 @@ class HttpProtocol(asyncio.Protocol):
             self._fail(refusal)
             return
         self._waiting = None
-        if self._transport is None:
+        transport = self._transport
+        if transport is None:
             return
         if isinstance(result, OpenStream):
             self._open_stream(result)
         elif not request.keep_alive:
             self._close_gracefully(result)
         else:
-            self._transport.write(result)
-            self._update_deadline(True)
+            transport.write(result)
+            if not self._writing_paused:
+                transport.resume_reading()
+                self._update_deadline(True)
             self._parse_and_answer()
+            if self._input_ended and not self._waiting and not self._unanswered:
+                self._close_gracefully(b"")  # the client sent its last request long ago
 
     def close_now(self) -> None:
         """Close at once (server shutdown)."""

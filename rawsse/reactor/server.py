@@ -125,10 +125,18 @@ class Server:
         if url != "memory":
             from rawsse.broker.redis import RedisBroker  # needs the redis extra
 
-            return RedisBroker(self.hub, url, self.config.broker_history, self.loop)
+            broker = RedisBroker(self.hub, url, self.config.broker_history, self.loop)
+            broker.on_gap = self._close_every_stream
+            return broker
         if self.worker is not None:
             return WorkerBroker(self.hub, self.worker, self.loop)
         return MemoryBroker(self.hub)
+
+    def _close_every_stream(self) -> None:
+        """The broker lost events these streams had not received: their clients reconnect,
+        resume, and are told (a reset) instead of silently missing them."""
+        groups = self.hub.subscriptions.groups()
+        self.streams.close_topics({topic for group in groups for topic in group.topics})
 
     def _make_streams(self) -> Streams:
         limits = StreamLimits(

@@ -8,6 +8,7 @@ each worker starts clean (uvloop and epoll do not survive a fork)."""
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import os
@@ -28,6 +29,9 @@ MIN_LOG_BYTES = 1024 * 1024
 """The worker log holds what a restarted worker loads into its history (`--history-bytes`),
 and never less than this."""
 
+PR_SET_PDEATHSIG = 1
+"""From <linux/prctl.h>."""
+
 RESTART_BACKOFF_MAX = 5.0
 """A worker that keeps dying at start is restarted at most this often."""
 
@@ -41,8 +45,12 @@ class Supervisor:
         if config.port == 0:
             config = dataclasses.replace(config, port=self._reserve_port(config.host))
         self.config = config
-        self.log_path = self._create_log(max(config.history_bytes, MIN_LOG_BYTES))
-        self._log = SharedLog(self.log_path)
+        # Room for the history a restarted worker loads, and for the largest event 4 times.
+        size = max(config.history_bytes, 4 * (config.max_pending_bytes + 64 * 1024), MIN_LOG_BYTES)
+        self._log = self._create_log(size)
+        # The file is unlinked at once (nothing to leak, whatever kills us); workers reopen
+        # it through the fd they inherit, each its own open file, so flock tells them apart.
+        self.log_path = f"/proc/self/fd/{self._log.fd}"
         self._wake_fds = tuple(os.eventfd(0, os.EFD_NONBLOCK) for _ in range(self.count))
         self._epoch = new_epoch()
         self.children: dict[int, int] = {}
@@ -51,7 +59,7 @@ class Supervisor:
         self._backoff = [0.0] * self.count
         self._stopping = False
 
-    def _create_log(self, size: int) -> str:
+    def _create_log(self, size: int) -> SharedLog:
         """In /dev/shm (memory) when it has room, else in the temporary directory."""
         name = f"rawsse-{os.getpid()}-{os.urandom(4).hex()}"
         directories = [d for d in ("/dev/shm", tempfile.gettempdir()) if os.path.isdir(d)]
@@ -59,7 +67,9 @@ class Supervisor:
             path = os.path.join(directory, name)
             try:
                 SharedLog.create(path, size)
-                return path
+                shared = SharedLog(path)
+                os.unlink(path)
+                return shared
             except OSError as exc:
                 log.warning("cannot create the worker log in %s (%s)", directory, exc)
         raise RuntimeError("no room for the worker log; lower --history-bytes")
@@ -96,8 +106,8 @@ class Supervisor:
                 log.warning("worker %d (pid %d) %s; starting another", index, pid, _describe(status))
                 self._restart(index)
         finally:
+            signal.alarm(0)
             self._log.close()
-            os.unlink(self.log_path)
             for fd in self._wake_fds:
                 os.close(fd)
             if self._reservation is not None:
@@ -117,12 +127,17 @@ class Supervisor:
         context = WorkerContext(index, self.count, self.log_path, self._epoch, self._wake_fds)
         # Signals wait until the child has its own handlers; the parent's must not run there.
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        if self._stopping:  # a signal came between the decision to start and the block
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+            return
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 for signum in (*_SIGNALS, signal.SIGALRM):
                     signal.signal(signum, signal.SIG_DFL)
+                _stop_with(supervisor)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 if self._reservation is not None:
                     self._reservation.close()
@@ -152,6 +167,16 @@ class Supervisor:
         for pid in self.children:
             log.warning("worker pid %d did not stop in time; killing it", pid)
             os.kill(pid, signal.SIGKILL)
+
+
+def _stop_with(supervisor: int) -> None:
+    """Have the kernel send this worker SIGTERM when the supervisor dies, however it dies,
+    so no orphaned worker keeps serving the port with a log no one else reads."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _describe(status: int) -> str:
