@@ -28,7 +28,7 @@ def append(log: SharedLog, *datas: str) -> list[int]:
 
 def read_all(log: SharedLog, worker: int, cursor: int) -> tuple[int, list[tuple[int, bytes]]]:
     tail = log.tail
-    records = [(record.sequence, record.wire) for _, record in log.read(cursor, tail)]
+    records = [(record.sequence, record.wire) for record in log.read(cursor, tail)]
     log.advance(worker, tail)
     return tail, records
 
@@ -69,7 +69,7 @@ def test_the_ring_wraps_and_refuses_rather_than_overwrite_unread_records(
         assert seen[-1][1].endswith(f"data: y{n}\n\n".encode())
     # A worker joining now loads what the ring still holds, and learns what was dropped.
     start, tail, dropped = SharedLog(writer.path).join(2)
-    kept = [record.sequence for _, record in writer.read(start, tail)]
+    kept = [record.sequence for record in writer.read(start, tail)]
     assert kept == list(range(dropped + 1, kept[-1] + 1)) and dropped > 0
 
 

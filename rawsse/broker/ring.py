@@ -122,9 +122,9 @@ class SharedLog:
     def tail(self) -> int:
         return self._get(_TAIL)
 
-    def read(self, cursor: int, limit: int) -> Iterator[tuple[int, Record]]:
-        """The records from `cursor` up to the logical offset `limit`, each with the cursor
-        after it. The writer never overwrites a live reader's unread records."""
+    def read(self, cursor: int, limit: int) -> Iterator[Record]:
+        """The records from `cursor` up to the logical offset `limit` (a tail: a reader
+        goes on from there). The writer never overwrites a live reader's unread records."""
         data = self._map
         capacity = self.capacity
         while cursor < limit:
@@ -138,7 +138,7 @@ class SharedLog:
             topics = data[start : start + topics_length].decode().split("\n")
             wire_start = start + topics_length
             cursor += length
-            yield cursor, Record(sequence, tuple(topics), data[wire_start : wire_start + wire_length], at)
+            yield Record(sequence, tuple(topics), data[wire_start : wire_start + wire_length], at)
 
     def advance(self, worker: int, cursor: int) -> None:
         self._set(64 + 8 * worker, cursor)

@@ -49,7 +49,7 @@ class WorkerBroker(Broker):
         serves resumes like the others; then go live from the tail."""
         index = self._context.index
         cursor, tail, dropped = self._log.join(index)
-        events = [Event(r.sequence, r.topics, r.wire, r.time) for _, r in self._log.read(cursor, tail)]
+        events = [Event(r.sequence, r.topics, r.wire, r.time) for r in self._log.read(cursor, tail)]
         self.hub.preload(events, dropped)
         self._cursor = tail
         self._log.advance(index, tail)
@@ -121,7 +121,7 @@ class WorkerBroker(Broker):
         tail = log.tail
         if self._cursor >= tail:
             return
-        events = [Event(r.sequence, r.topics, r.wire, r.time) for _, r in log.read(self._cursor, tail)]
-        self._cursor = tail  # read() stops exactly at the tail it was given
+        events = [Event(r.sequence, r.topics, r.wire, r.time) for r in log.read(self._cursor, tail)]
+        self._cursor = tail
         log.advance(self._context.index, tail)
         hub.accept(events)

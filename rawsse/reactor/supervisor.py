@@ -45,8 +45,11 @@ class Supervisor:
         if config.port == 0:
             config = dataclasses.replace(config, port=self._reserve_port(config.host))
         self.config = config
-        # Room for the history a restarted worker loads, and for the largest event 4 times.
+        # Room for the history a restarted worker loads, and for the largest event 4 times;
+        # with a Redis broker the workers are nodes and the log goes unused.
         size = max(config.history_bytes, 4 * (config.max_pending_bytes + 64 * 1024), MIN_LOG_BYTES)
+        if config.broker != "memory":
+            size = MIN_LOG_BYTES
         self._log = self._create_log(size)
         # The file is unlinked at once (nothing to leak, whatever kills us); workers reopen
         # it through the fd they inherit, each its own open file, so flock tells them apart.
