@@ -223,6 +223,10 @@ class Api:
         if token is None:
             if not from_loopback:
                 raise HttpError(403, "publishing is allowed from loopback only (set a publish token)")
+            if not is_loopback_host(request.headers.get("host", "")):
+                # A page whose name was re-pointed at 127.0.0.1 (DNS rebinding) is "same
+                # origin" to the browser and arrives from loopback; only its Host gives it away.
+                raise HttpError(403, "without a publish token, Host must be 127.0.0.1, [::1] or localhost")
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
@@ -236,3 +240,17 @@ def _query(request: Request) -> list[tuple[str, str]]:
         )
     except (UnicodeDecodeError, ValueError):
         raise HttpError(400, "malformed query string") from None
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine's loopback (any port); an absent one
+    (HTTP/1.0) does too."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name
+    else:
+        name = name.rpartition(":")[0] or name if name.count(":") == 1 else name
+    if name in ("", "localhost", "::1") or name.endswith(".localhost"):
+        return True
+    parts = name.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() and int(p) < 256 for p in parts)

@@ -101,7 +101,7 @@ async def post(
 ) -> Response:
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     raw = (
-        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
     ).encode() + body
     answer, _ = await exchange(port, raw)
@@ -121,7 +121,7 @@ async def publish(port: int, topic: str | list[str], data: str, event: str | Non
 
 async def get(port: int, path: str) -> Response:
     answer, _ = await exchange(
-        port, f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode()
+        port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
     )
     return answer
 
@@ -143,7 +143,7 @@ class StreamClient:
     ) -> StreamClient:
         reader, writer = await asyncio.open_connection(host, port)
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        writer.write(f"GET /events?{query} HTTP/1.1\r\nHost: test\r\n{extra}\r\n".encode())
+        writer.write(f"GET /events?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode())
         client = cls(reader, writer)
         client.status, client.headers = await read_head(reader)
         return client

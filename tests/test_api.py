@@ -54,3 +54,21 @@ def test_metrics_and_health() -> None:
     assert isinstance(metrics, bytes)
     assert b"# TYPE rawsse_streams_open gauge\nrawsse_streams_open 0\n" in metrics
     assert api.handle(request("HEAD", "/healthz"), True).endswith(b"\r\n\r\n")  # type: ignore[union-attr]
+
+
+def test_without_a_token_a_loopback_peer_must_also_name_a_loopback_host() -> None:
+    """A page whose name was re-pointed at 127.0.0.1 (DNS rebinding) connects from
+    loopback, and the browser calls it same-origin; its Host header gives it away."""
+    api = make_api()
+    for host in ("127.0.0.1:8080", "localhost", "[::1]:9", "127.3.0.1", "app.localhost:80", ""):
+        assert api.handle(request("POST", "/publish", "topic=a", b"x", host=host), True)
+    for host in ("evil.example:8080", "127.0.0.1.evil.example", "1.2.3.4", "localhost.evil.example"):
+        with pytest.raises(HttpError) as refused:
+            api.handle(request("POST", "/publish", "topic=a", b"x", host=host), True)
+        assert refused.value.status == 403 and "Host" in refused.value.message
+    # With a token, the token decides (a reverse proxy forwards any Host).
+    token_api = make_api(publish_token="s3cret")
+    assert token_api.handle(
+        request("POST", "/publish", "topic=a", b"x", host="push.example", authorization="Bearer s3cret"),
+        False,
+    )

@@ -20,7 +20,7 @@ from tests.helpers import (
     wait_for,
 )
 
-HOST = "Host: test\r\n"
+HOST = "Host: 127.0.0.1\r\n"
 
 BAD_REQUESTS = {
     "garbage": (b"HELLO\r\n\r\n", 400),
@@ -29,62 +29,62 @@ BAD_REQUESTS = {
     "bare-lf": (b"GET /healthz HTTP/1.1\nHost: test\n\n", 400),
     "no-host": (b"GET /healthz HTTP/1.1\r\n\r\n", 400),
     "content-length-and-chunked": (
-        b"POST /publish?topic=t HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+        b"POST /publish?topic=t HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 5\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         400,
     ),
     "two-content-lengths": (
-        b"POST /publish?topic=t HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"POST /publish?topic=t HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
         400,
     ),
     "chunked123": (
-        b"POST /publish?topic=t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked123\r\n\r\n0\r\n\r\n",
+        b"POST /publish?topic=t HTTP/1.1\r\nHost: [::1]\r\nTransfer-Encoding: chunked123\r\n\r\n0\r\n\r\n",
         400,
     ),
     "unknown-coding": (
-        b"POST /publish?topic=t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        b"POST /publish?topic=t HTTP/1.1\r\nHost: [::1]\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
         400,
     ),
     "header-block-too-large": (
-        b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: [::1]\r\n"
         + b"".join(b"X-%d: %s\r\n" % (n, b"v" * 100) for n in range(200))
         + b"\r\n",
         431,
     ),
-    "one-huge-header": (b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"v" * 40000 + b"\r\n\r\n", 431),
-    "url-too-long": (b"GET /events?topic=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
+    "one-huge-header": (b"GET /healthz HTTP/1.1\r\nHost: [::1]\r\nX-Big: " + b"v" * 40000 + b"\r\n\r\n", 431),
+    "url-too-long": (b"GET /events?topic=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: [::1]\r\n\r\n", 414),
     "body-too-large": (b"POST /publish?topic=t HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n", 413),
     "chunked-body-too-large": (
-        b"POST /publish?topic=t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"POST /publish?topic=t HTTP/1.1\r\nHost: [::1]\r\nTransfer-Encoding: chunked\r\n\r\n"
         + b"".join(b"10000\r\n" + b"x" * 0x10000 + b"\r\n" for _ in range(20)),
         413,
     ),
-    "unknown-path": (b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n", 404),
-    "wrong-method": (b"DELETE /publish HTTP/1.1\r\nHost: t\r\n\r\n", 405),
-    "no-topic": (b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n", 400),
-    "empty-topic": (b"GET /events?topic= HTTP/1.1\r\nHost: t\r\n\r\n", 400),
-    "topic-with-slash": (b"GET /events?topic=a%2Fb HTTP/1.1\r\nHost: t\r\n\r\n", 400),
-    "topic-with-control-char": (b"GET /events?topic=a%0Db HTTP/1.1\r\nHost: t\r\n\r\n", 400),
-    "topic-too-long": (b"GET /events?topic=" + b"a" * 256 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    "unknown-path": (b"GET /nope HTTP/1.1\r\nHost: [::1]\r\n\r\n", 404),
+    "wrong-method": (b"DELETE /publish HTTP/1.1\r\nHost: [::1]\r\n\r\n", 405),
+    "no-topic": (b"GET /events HTTP/1.1\r\nHost: [::1]\r\n\r\n", 400),
+    "empty-topic": (b"GET /events?topic= HTTP/1.1\r\nHost: [::1]\r\n\r\n", 400),
+    "topic-with-slash": (b"GET /events?topic=a%2Fb HTTP/1.1\r\nHost: [::1]\r\n\r\n", 400),
+    "topic-with-control-char": (b"GET /events?topic=a%0Db HTTP/1.1\r\nHost: [::1]\r\n\r\n", 400),
+    "topic-too-long": (b"GET /events?topic=" + b"a" * 256 + b" HTTP/1.1\r\nHost: [::1]\r\n\r\n", 400),
     "too-many-topics": (
         b"GET /events?" + b"&".join(b"topic=t%d" % n for n in range(65)) + b" HTTP/1.1\r\nHost: t\r\n\r\n",
         400,
     ),
     "invalid-utf8-data": (
-        b"POST /publish?topic=t HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n\xc3\x28",
+        b"POST /publish?topic=t HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 2\r\n\r\n\xc3\x28",
         400,
     ),
     "invalid-utf8-form": (
-        b"POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"POST /publish HTTP/1.1\r\nHost: [::1]\r\nContent-Type: application/x-www-form-urlencoded\r\n"
         b"Content-Length: 19\r\n\r\ntopic=t&data=%C3%28",
         400,
     ),
     "event-name-with-newline": (
-        b"POST /publish?topic=t&event=a%0Aid:1 HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx",
+        b"POST /publish?topic=t&event=a%0Aid:1 HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 1\r\n\r\nx",
         400,
     ),
     "unsupported-body-type": (
-        b"POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\nx",
+        b"POST /publish HTTP/1.1\r\nHost: [::1]\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\nx",
         415,
     ),
 }
@@ -112,7 +112,7 @@ def test_bad_request_gets_status_and_close_and_harms_nobody(backend: tuple[str, 
 def test_wrong_method_lists_allowed_ones(backend: tuple[str, str]) -> None:
     async def scenario(server: Server) -> None:
         answer, _ = await exchange(
-            server.port, b"POST /events HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+            server.port, b"POST /events HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 0\r\n\r\n"
         )
         assert (answer.status, answer.headers["allow"]) == (405, "GET")
 
@@ -122,7 +122,7 @@ def test_wrong_method_lists_allowed_ones(backend: tuple[str, str]) -> None:
 def test_trickled_header_block_is_cut_at_the_limit(backend: tuple[str, str]) -> None:
     async def scenario(server: Server) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: [::1]\r\nX-Slow: ")
         sent = 0
         answer = None
         while answer is None:
@@ -151,7 +151,7 @@ def test_error_response_survives_unread_input(backend: tuple[str, str]) -> None:
 
     async def scenario(server: Server) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"POST /publish?topic=t HTTP/1.1\r\nHost: t\r\nContent-Length: 5000000\r\n\r\n")
+        writer.write(b"POST /publish?topic=t HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 5000000\r\n\r\n")
         writer.write(b"x" * 3_000_000)
         answer = await read_response(reader)
         assert answer.status == 413
@@ -175,7 +175,7 @@ def test_slow_request_head_times_out_with_408(backend: tuple[str, str]) -> None:
 def test_idle_keepalive_connection_is_closed(backend: tuple[str, str]) -> None:
     async def scenario(server: Server) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: [::1]\r\n\r\n")
         assert (await read_response(reader)).status == 200
         assert await asyncio.wait_for(reader.read(1), TIMEOUT) == b""
         writer.close()
@@ -186,7 +186,7 @@ def test_idle_keepalive_connection_is_closed(backend: tuple[str, str]) -> None:
 def test_publisher_that_disconnects_mid_body_publishes_nothing(backend: tuple[str, str]) -> None:
     async def scenario(server: Server) -> None:
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"POST /publish?topic=t HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nhalf")
+        writer.write(b"POST /publish?topic=t HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 100\r\n\r\nhalf")
         await writer.drain()
         writer.close()
         await writer.wait_closed()
@@ -199,12 +199,12 @@ def test_publisher_that_disconnects_mid_body_publishes_nothing(backend: tuple[st
 def test_connections_beyond_the_limit_get_503_with_retry_after(backend: tuple[str, str]) -> None:
     async def scenario(server: Server) -> None:
         holders = [await StreamClient.open(server.port, "topic=t") for _ in range(3)]
-        answer, closed = await exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        answer, closed = await exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: [::1]\r\n\r\n")
         assert (answer.status, answer.headers["retry-after"], closed) == (503, "1", True)
         holders.pop().close()
         await wait_for(lambda: server.connection_count < 3, "the closes to be seen")
         answer, _ = await exchange(
-            server.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            server.port, b"GET /healthz HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n"
         )
         assert answer.status == 200
         for holder in holders:
@@ -230,7 +230,7 @@ def test_publish_queue_is_bounded(backend: tuple[str, str]) -> None:
     (three pipelined requests reach the server in one read, with no pass between them)."""
     body = json.dumps([{"topic": "t", "data": "x" * 1000}] * 40).encode()
     request = (
-        b"POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"POST /publish HTTP/1.1\r\nHost: [::1]\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     ) + body
 
@@ -255,7 +255,7 @@ def test_pipelining_client_that_never_reads_gets_no_unbounded_buffer(backend: tu
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
         _, writer = await asyncio.open_connection(sock=sock)
-        requests = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n" * 1000
+        requests = b"GET /metrics HTTP/1.1\r\nHost: [::1]\r\n\r\n" * 1000
         for _ in range(20):  # 0.7 MB of requests, about 20 MB of responses if all answered
             writer.write(requests)
             try:

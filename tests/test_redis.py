@@ -156,7 +156,8 @@ def test_a_client_that_half_closes_after_publishing_still_gets_its_answer(redis:
             reader, writer = await asyncio.open_connection("127.0.0.1", first.port)
             body = b"topic=a&data=x"
             writer.write(
-                b"POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                b"POST /publish HTTP/1.1\r\nHost: localhost\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
             )
             writer.write_eof()  # the answer comes after a Redis round trip
