@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,12 +18,12 @@ from urllib.parse import parse_qsl
 from rawsse.broker.base import Broker, BrokerUnavailable
 from rawsse.config import Config
 from rawsse.dashboard.static import StaticFiles, is_static_path
-from rawsse.hub.hub import EventTooLarge, NotYetTaken, Overloaded
+from rawsse.hub.hub import RESET_EVENT, EventTooLarge, NotYetTaken, Overloaded
 from rawsse.metrics import Metrics
 from rawsse.proto.cors import CorsPolicy, allow_headers
-from rawsse.proto.http import HttpError, Request, response, stream_head
+from rawsse.proto.http import HttpError, Request, error_response, response, stream_head
 from rawsse.proto.publish import PublishError, parse_publish
-from rawsse.proto.sse import encode_retry
+from rawsse.proto.sse import encode_event, encode_retry
 from rawsse.proto.topics import TopicError, check_subscribe_topic
 
 MAX_QUERY_FIELDS = 200
@@ -32,6 +34,7 @@ ROUTES = {
     "/publish": ("POST",),
     "/disconnect": ("POST",),
     "/healthz": ("GET", "HEAD"),
+    "/readyz": ("GET", "HEAD"),
     "/metrics": ("GET",),
 }
 """The dashboard's `/` and `/static/*` come on top, unless it is switched off."""
@@ -41,9 +44,42 @@ BROWSER_PATHS = ("/events", "/publish", "/disconnect")
 
 ADMIN_PATHS = ("/publish", "/disconnect")
 
+STREAM_PATHS = ("/events",)
+"""Requests for a stream: refused for load with a stream that says "come back later"."""
+
 RESUME_WAIT = 1.0
 """How long a resume waits for an id another worker or node has already delivered; past
 it the client gets a reset (unknown-id)."""
+
+OVERLOADED = "overloaded"
+SHUTTING_DOWN = "shutting-down"
+"""The reasons of a stream refused for load: the server is at its connection or
+accept-rate limit, or it is draining to stop. Nothing was missed: the client's
+Last-Event-ID is kept, and its reconnect resumes."""
+
+RETRY_AFTER = [("Retry-After", "1")]
+
+
+class AcceptBudget:
+    """A token bucket for --max-accept-rate: `rate` streams a second, in bursts of up to a
+    second's worth. Plain arithmetic on the clock's readings; no timer."""
+
+    __slots__ = ("_level", "_rate", "_since")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self._rate = rate
+        self._level = rate
+        self._since = now
+
+    def take(self, now: float) -> bool:
+        if not self._rate:
+            return True
+        self._level = min(self._rate, self._level + (now - self._since) * self._rate)
+        self._since = now
+        if self._level < 1:
+            return False
+        self._level -= 1
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +91,9 @@ class OpenStream:
     topics: tuple[str, ...]
     preamble: bytes
     live: bool = True
+    head: bytes = b""
+    """The response head alone (the start of `preamble`), for answering "come back later"
+    instead when the stream cannot be opened after all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,29 +122,43 @@ class PendingResponse:
 def publish_error(exc: Exception) -> HttpError | None:
     """The response to a publish the broker refused; None for an unexpected error."""
     if isinstance(exc, Overloaded):
-        return HttpError(503, str(exc), [("Retry-After", "1")])
+        return HttpError(503, str(exc), RETRY_AFTER)
     if isinstance(exc, BrokerUnavailable):
-        return HttpError(503, f"broker unavailable: {exc}", [("Retry-After", "1")])
+        return HttpError(503, f"broker unavailable: {exc}", RETRY_AFTER)
     if isinstance(exc, EventTooLarge):
         return HttpError(413, str(exc))
     return None
 
 
 class Api:
-    def __init__(self, broker: Broker, metrics: Metrics, config: Config) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        metrics: Metrics,
+        config: Config,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
         self._broker = broker
         self._hub = broker.hub
         self._metrics = metrics
         self._config = config
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._accept_budget = AcceptBudget(config.max_accept_rate, clock())
+        self.draining = False
+        """Set when the server begins to stop: /readyz answers 503, publishing is refused,
+        and stream requests are told to come back later."""
         label = broker.worker_label
         worker = [] if label is None else [("X-Rawsse-Worker", label)]
-        self._stream_prefix = stream_head(worker) + encode_retry(config.retry)
         self._cors = CorsPolicy(config.cors_origin)
-        # Stream heads for allowed origins are built here, once, not per stream.
-        self._cors_stream_prefixes = {
-            allowed: stream_head([*worker, *allow_headers(allowed)]) + encode_retry(config.retry)
-            for allowed in self._cors.allowed_values()
-        }
+        # Stream heads (by the Access-Control-Allow-Origin they carry, None for none) are
+        # built here, once, not per stream; a live stream's head comes with its retry line.
+        self._heads: dict[str | None, bytes] = {None: stream_head(worker)}
+        for allowed in self._cors.allowed_values():
+            self._heads[allowed] = stream_head([*worker, *allow_headers(allowed)])
+        retry = encode_retry(config.retry)
+        self._prefixes = {allowed: head + retry for allowed, head in self._heads.items()}
         self._static = StaticFiles.load() if config.dashboard else None
 
     def handle(
@@ -136,8 +189,47 @@ class Api:
         if request.path == "/metrics":
             text = self._metrics.render(self._broker.worker_metrics())
             return response(200, text, "text/plain; version=0.0.4", keep_alive=request.keep_alive)
+        if request.path == "/readyz":
+            return self._readiness(request)
         body = b"" if request.method == "HEAD" else b"ok\n"
         return response(200, body, keep_alive=request.keep_alive)
+
+    def _readiness(self, request: Request) -> bytes:
+        """200 while this process can take streams and publishes; 503 while it is
+        draining or its broker is unreachable (liveness stays with /healthz)."""
+        problem = "draining" if self.draining else self._broker.unready_reason()
+        if problem is None:
+            status, text, headers = 200, "ready", []
+        else:
+            status, text, headers = 503, f"not ready: {problem}", RETRY_AFTER
+        body = b"" if request.method == "HEAD" else f"{text}\n".encode()
+        return response(status, body, headers=headers, keep_alive=request.keep_alive)
+
+    # Load shedding
+
+    def shed(self, request: Request, reason: str = OVERLOADED) -> bytes:
+        """The answer to a request refused for load. A stream request gets a 200 stream
+        that only sets a jittered `retry:` and says why, then ends: EventSource
+        reconnects by itself after any 200 (but never after a 503), and the jitter
+        spreads the clients' return. Anything else gets 503 with Retry-After."""
+        if request.method == "GET" and request.path in STREAM_PATHS:
+            allowed = self._cors.check(request)  # a CORS failure would also stop EventSource
+            return self.come_back_later(self._heads[allowed], reason)
+        self._metrics.rejected[503] += 1
+        why = "shutting down" if reason == SHUTTING_DOWN else "too many connections"
+        return error_response(HttpError(503, f"{why}; retry shortly", RETRY_AFTER))
+
+    def come_back_later(self, head: bytes, reason: str) -> bytes:
+        """A whole stream response: `head`, a jittered retry, and a reset event without an
+        id (so the client keeps its Last-Event-ID and resumes when it comes back)."""
+        self._metrics.streams_refused += 1
+        reset = encode_event(json.dumps({"reason": reason}), None, RESET_EVENT)
+        return head + encode_retry(self.reconnect_delay()) + reset
+
+    def reconnect_delay(self) -> int:
+        """A reconnection delay in ms drawn from [--retry, --retry + --retry-spread]."""
+        config = self._config
+        return config.retry + round(self._rng.random() * config.retry_spread * 1000)
 
     def _events(self, request: Request) -> OpenStream | PendingResponse:
         allowed = self._cors.check(request)
@@ -156,23 +248,27 @@ class Api:
         if len(topics) > self._config.max_topics:
             raise HttpError(400, f"at most {self._config.max_topics} topics per stream")
         names = tuple(topics)
-        prefix = self._stream_prefix if allowed is None else self._cors_stream_prefixes[allowed]
+        head = self._heads[allowed]
+        if self.draining:
+            return OpenStream(names, self.come_back_later(head, SHUTTING_DOWN), False, head)
+        if not self._accept_budget.take(self._clock()):
+            return OpenStream(names, self.come_back_later(head, OVERLOADED), False, head)
         if self._broker.shares_order:
             try:
-                return self._open(names, last_event_id, prefix, may_wait=True)
+                return self._open(names, last_event_id, allowed, may_wait=True)
             except NotYetTaken as exc:
                 return PendingResponse(
                     self._broker.wait_taken(exc.sequence, RESUME_WAIT),
-                    lambda _: self._open(names, last_event_id, prefix),
+                    lambda _: self._open(names, last_event_id, allowed),
                 )
-        return self._open(names, last_event_id, prefix)
+        return self._open(names, last_event_id, allowed)
 
     def _open(
-        self, topics: tuple[str, ...], last_event_id: str | None, prefix: bytes, may_wait: bool = False
+        self, topics: tuple[str, ...], last_event_id: str | None, allowed: str | None, may_wait: bool = False
     ) -> OpenStream:
         page = self._config.max_pending_bytes
         replay, whole = self._hub.catch_up(topics, last_event_id, page, may_wait)
-        return OpenStream(topics, prefix + replay, live=whole)
+        return OpenStream(topics, self._prefixes[allowed] + replay, whole, self._heads[allowed])
 
     def _topic(self, value: str) -> str:
         try:
@@ -193,6 +289,8 @@ class Api:
         self, request: Request, from_loopback: bool, cors: tuple[tuple[str, str], ...] = ()
     ) -> bytes | PendingResponse:
         self._authorize(request, from_loopback)
+        if self.draining:
+            raise HttpError(503, "shutting down; publish to another server", RETRY_AFTER)
         try:
             parsed = parse_publish(
                 request.query,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import urllib.error
@@ -14,26 +15,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rawsse.config import Config, env_name
+from rawsse import __version__
+from rawsse.config import Config, ConfigError, describe_range, env_name, field_kind, flag_name
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rawsse", description="A Server-Sent Events push server.")
+    parser.add_argument("--version", action="version", version=f"rawsse {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser(
         "serve",
         help="run the server",
         description="Run the server. Every option can also be set by the environment "
-        "variable shown with it; the command line wins.",
+        "variable shown with it; the command line wins. A value out of its range is "
+        "refused with one line on stderr and exit status 2.",
     )
     for spec in dataclasses.fields(Config):
-        flag = "--" + spec.name.replace("_", "-")
-        kind = {"int": int, "float": float}.get(str(spec.type), str)
-        default = "(none)" if spec.metadata.get("secret") else spec.default
-        if spec.type == "bool":  # --dashboard / --no-dashboard
+        flag = flag_name(spec.name)
+        if field_kind(spec) == "bool":  # --dashboard / --no-dashboard
             state = "on" if spec.default else "off"
             serve.add_argument(
                 flag,
@@ -42,14 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"{spec.metadata['help']} [env {env_name(spec.name)}=1|0; default {state}]",
             )
             continue
+        # Values stay text here: Config.from_env converts and checks them, so a bad one
+        # gets the same one-line answer from a flag as from its environment variable.
+        default = "(none)" if spec.metadata["secret"] or spec.default is None else spec.default
+        unit = f" {spec.metadata['unit']}" if spec.metadata["unit"] and spec.default is not None else ""
+        accepted = "" if spec.metadata["low"] is None else f"; {describe_range(spec)}"
+        choices = spec.metadata["choices"]
         serve.add_argument(
             flag,
             dest=spec.name,
-            type=kind,
             default=None,
-            choices=spec.metadata.get("choices"),
-            metavar=None if spec.metadata.get("choices") else spec.name.split("_")[-1].upper(),
-            help=f"{spec.metadata['help']} [env {env_name(spec.name)}; default {default}]",
+            metavar="{" + ",".join(choices) + "}" if choices else spec.name.split("_")[-1].upper(),
+            help=f"{spec.metadata['help']}{accepted} [env {env_name(spec.name)}; default {default}{unit}]",
         )
 
     publish = commands.add_parser(
@@ -87,12 +93,31 @@ events are checked for loss and duplicates and timed end to end. Other servers a
 through --subscribe-query, --publish-url and --publish-body templates ({topic}, {data})."""
 
 
+class _FloodHelp(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The mode list as written, and every option's default on its line."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == "":
+            return action.help  # a switch, or a default the help itself explains
+        return super()._get_help_string(action)
+
+
+def _at_least(low: float, kind: type[int] | type[float] = int) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+
+    return parse
+
+
 def add_flood_parser(commands: Any) -> None:
     flood = commands.add_parser(
-        "flood",
-        help="load-test an SSE server",
-        description=FLOOD_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "flood", help="load-test an SSE server", description=FLOOD_DESCRIPTION, formatter_class=_FloodHelp
     )
     flood.add_argument("mode", choices=["idle", "storm", "broadcast", "unicast"])
     flood.add_argument(
@@ -101,42 +126,55 @@ def add_flood_parser(commands: Any) -> None:
         "several comma-separated (a cluster's nodes): worker processes take them in turn, "
         "publishing goes to the first",
     )
-    flood.add_argument("--streams", type=int, default=1000, help="streams to open (default 1000)")
+    flood.add_argument("--streams", type=_at_least(1), default=1000, help="streams to open")
     flood.add_argument(
-        "--processes", type=int, default=2, help="worker processes; each must stay under its open-files cap"
+        "--processes",
+        type=_at_least(1),
+        default=2,
+        help="worker processes; each must stay under its open-files cap",
     )
     flood.add_argument(
         "--source-addresses",
         default="127.0.0.2-127.0.0.9",
-        help="loopback addresses to connect from, one per process in turn (default 127.0.0.2-127.0.0.9)",
+        help="loopback addresses to connect from, one per process in turn",
     )
-    flood.add_argument("--seconds", type=float, default=10.0, help="idle: how long to hold the streams")
-    flood.add_argument("--events", type=int, default=100, help="broadcast/unicast: events to publish")
-    flood.add_argument("--size", type=int, default=128, help="payload bytes per event (at least 40)")
-    flood.add_argument("--rate", type=float, default=0.0, help="events/s to publish; 0: as fast as accepted")
+    flood.add_argument(
+        "--seconds", type=_at_least(0, float), default=10.0, help="idle: how long to hold the streams"
+    )
+    flood.add_argument(
+        "--events", type=_at_least(1), default=100, help="broadcast/unicast: events to publish"
+    )
+    flood.add_argument("--size", type=_at_least(40), default=128, help="payload bytes per event")
+    flood.add_argument(
+        "--rate", type=_at_least(0, float), default=0.0, help="events/s to publish; 0: as fast as accepted"
+    )
     flood.add_argument("--topic", default="flood", help="topic (unicast: prefix of topic-N)")
     flood.add_argument("--subscribe-query", default="topic={topic}", help="query of each stream URL")
-    flood.add_argument("--publish-url", default="", help="publish URL template (default: <server>/publish)")
+    flood.add_argument(
+        "--publish-url", default="", help="publish URL template (default: the server's /publish)"
+    )
     flood.add_argument("--publish-body", default="topic={topic}&data={data}", help="publish body template")
     flood.add_argument(
         "--publish-type", default="application/x-www-form-urlencoded", help="publish Content-Type"
     )
-    flood.add_argument("--publish-connections", type=int, default=1, help="parallel publish connections")
+    flood.add_argument(
+        "--publish-connections", type=_at_least(1), default=1, help="parallel publish connections"
+    )
     flood.add_argument(
         "--settle",
-        type=float,
+        type=_at_least(0, float),
         default=10.0,
         help="seconds without new events before the missing count as lost",
     )
     flood.add_argument(
         "--max-wait",
-        type=float,
+        type=_at_least(0, float),
         default=60.0,
         help="seconds after publishing to wait at most for the last events",
     )
     flood.add_argument(
         "--max-publish-seconds",
-        type=float,
+        type=_at_least(0, float),
         default=0.0,
         help="stop publishing after this long (0: no limit); unsent events are reported",
     )
@@ -167,18 +205,28 @@ def flood(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from rawsse.preflight import check_environment
+    from rawsse.reactor.listeners import PortInUse
     from rawsse.reactor.main import run
+    from rawsse.reactor.supervisor import WorkersFailed
 
-    overrides: dict[str, Any] = {spec.name: getattr(args, spec.name) for spec in dataclasses.fields(Config)}
+    given: dict[str, Any] = {spec.name: getattr(args, spec.name) for spec in dataclasses.fields(Config)}
     try:
-        config = Config.from_env(**overrides)
-    except ValueError as exc:
+        config = Config.from_env(**given)
+        check_environment(config)
+    except ConfigError as exc:
         print(f"rawsse: {exc}", file=sys.stderr)
         return 2
     try:
         run(config)
+    except PortInUse as exc:
+        print(f"rawsse: cannot serve: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"rawsse: cannot serve on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+    except WorkersFailed as exc:
+        print(f"rawsse: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,17 +1,28 @@
-"""Every option of `rawsse serve`: its default, the precedent the default follows, and the
-environment variable that sets it (`RAWSSE_` + the name in capitals)."""
+"""Every option of `rawsse serve`: its default, the precedent the default follows, the
+range of values it accepts, and the environment variable that sets it (`RAWSSE_` + the
+name in capitals).
+
+A value outside its range is refused when the configuration is built, with one line that
+names the option as it was given (`--port` or `RAWSSE_PORT`), the range and the value:
+a server never starts with an option that would quietly break it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from rawsse.broker.ring import MAX_WORKERS
 from rawsse.hub.history import HISTORY_AGE, HISTORY_BYTES, HISTORY_PER_TOPIC
 from rawsse.hub.hub import MAX_QUEUED_BYTES
-from rawsse.proto.cors import parse_origins
+from rawsse.proto.cors import CorsError, parse_origins
 from rawsse.proto.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES
 from rawsse.proto.topics import MAX_TOPIC_LENGTH
 
@@ -32,6 +43,12 @@ HEARTBEAT = 15.0
 
 RETRY_MS = 3000
 """What browsers wait before reconnecting when the server says nothing (about 3 s)."""
+
+RETRY_SPREAD = 10.0
+"""Seconds over which the reconnects of a drain or an overload are spread: each stream is
+told a delay drawn from [--retry, --retry + this], so clients told to go at the same
+moment do not all come back at the same moment (the self-inflicted wave that the
+long-connection push systems warn about)."""
 
 HEADER_TIMEOUT = 10.0
 """Time to send a request head. nginx allows 60 s; real clients send a head in one go, and
@@ -58,52 +75,167 @@ BROKER_HISTORY = 100_000
 a resume on any node can reach back to."""
 
 FD_RESERVE = 64
-"""File descriptors kept back from --max-connections for the listener, pollers and logs."""
+"""File descriptors kept back from --max-connections for the listener, pollers, logs and
+the few connections that are answered "come back later" at the limit."""
+
+TIMER_GRANULARITY = 1.0
+"""Timeouts are checked by one sweep a second (rawsse.reactor.server), so shorter ones
+could not be kept; the timeout options start here."""
+
+KIB, MIB, GIB = 1024, 1024 * 1024, 1024 * 1024 * 1024
+DAY = 86_400.0
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
+"""A bearer token travels in a header: visible ASCII, no spaces."""
 
 
-def _option(default: Any, help_text: str, **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help_text, **extra})
+class ConfigError(ValueError):
+    """An option value that cannot be used; `name` is the option's field name."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name} {problem}")
+        self.name = name
+        self.problem = problem
+
+
+def _option(
+    default: Any,
+    help_text: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    unit: str = "",
+    off: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    secret: bool = False,
+) -> Any:
+    """A field with its range: numbers from `low` to `high` in `unit`, plus `off` (a value
+    outside the range with a meaning of its own, like 0 for "automatic")."""
+    metadata: dict[str, Any] = {"help": help_text, "low": low, "high": high, "unit": unit, "off": off}
+    metadata.update(choices=choices, secret=secret)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
 class Config:
     host: str = _option("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
-    port: int = _option(8080, "TCP port to listen on (0 picks a free one)")
-    history: int = _option(HISTORY_PER_TOPIC, "events kept per topic for resume")
-    history_age: float = _option(HISTORY_AGE, "seconds an event is kept for resume")
-    history_bytes: int = _option(HISTORY_BYTES, "bytes of history kept across all topics")
-    heartbeat: float = _option(HEARTBEAT, "seconds between heartbeat comments on every stream")
-    retry: int = _option(RETRY_MS, "reconnection delay (ms) sent to clients in the retry: field")
+    port: int = _option(8080, "TCP port to listen on (0 picks a free one)", low=0, high=65535)
+    history: int = _option(
+        HISTORY_PER_TOPIC, "events kept per topic for resume (0: none)", low=0, high=1_000_000, unit="events"
+    )
+    history_age: float = _option(
+        HISTORY_AGE, "how long an event is kept for resume", low=1, high=365 * DAY, unit="s"
+    )
+    history_bytes: int = _option(
+        HISTORY_BYTES, "history kept across all topics", low=0, high=64 * GIB, unit="bytes"
+    )
+    heartbeat: float = _option(
+        HEARTBEAT,
+        "time between heartbeat comments on every stream",
+        low=TIMER_GRANULARITY,
+        high=DAY,
+        unit="s",
+    )
+    retry: int = _option(
+        RETRY_MS,
+        "reconnection delay sent to clients in the retry: field",
+        low=100,
+        high=DAY * 1000,
+        unit="ms",
+    )
+    retry_spread: float = _option(
+        RETRY_SPREAD,
+        "on drain and under overload, streams are told to reconnect after a delay drawn from "
+        "[retry, retry + this]",
+        low=0,
+        high=3600,
+        unit="s",
+    )
     max_connections: int = _option(
-        0, "open connections (streams and requests) before new ones get 503; 0: the fd limit less a reserve"
+        0,
+        "open connections (streams and requests) before new ones are turned away; "
+        "0: the fd limit less a reserve",
+        low=1,
+        high=1 << 20,
+        off=0,
+    )
+    max_accept_rate: float = _option(
+        0.0,
+        "new streams taken per second (a burst of one second's worth); the excess is told to come back "
+        "later; 0: no limit",
+        low=1,
+        high=1_000_000,
+        off=0,
+        unit="streams/s",
     )
     max_pending_bytes: int = _option(
-        MAX_PENDING_BYTES, "unsent bytes a slow stream may hold before it is disconnected"
+        MAX_PENDING_BYTES,
+        "unsent bytes a slow stream may hold before it is disconnected (also the largest event)",
+        low=4 * KIB,
+        high=GIB,
+        unit="bytes",
     )
     send_timeout: float = _option(
-        SEND_TIMEOUT, "seconds a blocked stream may make no progress before it is closed"
+        SEND_TIMEOUT,
+        "time a blocked stream may make no progress before it is closed",
+        low=TIMER_GRANULARITY,
+        high=DAY,
+        unit="s",
     )
-    max_header_bytes: int = _option(MAX_HEADER_BYTES, "request head size limit (431 beyond)")
-    max_url_bytes: int = _option(MAX_URL_BYTES, "request URL size limit (414 beyond)")
-    max_body_bytes: int = _option(MAX_BODY_BYTES, "request body size limit (413 beyond)")
-    header_timeout: float = _option(HEADER_TIMEOUT, "seconds to receive a request head (408 after)")
-    body_timeout: float = _option(BODY_TIMEOUT, "seconds to receive a request body (408 after)")
-    keepalive_timeout: float = _option(KEEPALIVE_TIMEOUT, "seconds an idle kept-alive connection stays open")
-    max_topics: int = _option(MAX_TOPICS_PER_STREAM, "topics one stream may subscribe to")
-    max_topic_length: int = _option(MAX_TOPIC_LENGTH, "characters in a topic name")
+    max_header_bytes: int = _option(
+        MAX_HEADER_BYTES, "request head size limit (431 beyond)", low=KIB, high=MIB, unit="bytes"
+    )
+    max_url_bytes: int = _option(
+        MAX_URL_BYTES, "request URL size limit (414 beyond)", low=64, high=MIB, unit="bytes"
+    )
+    max_body_bytes: int = _option(
+        MAX_BODY_BYTES, "request body size limit (413 beyond)", low=64, high=GIB, unit="bytes"
+    )
+    header_timeout: float = _option(
+        HEADER_TIMEOUT,
+        "time to receive a request head (408 after)",
+        low=TIMER_GRANULARITY,
+        high=3600,
+        unit="s",
+    )
+    body_timeout: float = _option(
+        BODY_TIMEOUT, "time to receive a request body (408 after)", low=TIMER_GRANULARITY, high=3600, unit="s"
+    )
+    keepalive_timeout: float = _option(
+        KEEPALIVE_TIMEOUT,
+        "time an idle kept-alive connection stays open",
+        low=TIMER_GRANULARITY,
+        high=DAY,
+        unit="s",
+    )
+    max_topics: int = _option(MAX_TOPICS_PER_STREAM, "topics one stream may subscribe to", low=1, high=1024)
+    max_topic_length: int = _option(
+        MAX_TOPIC_LENGTH, "length of a topic name", low=1, high=1024, unit="characters"
+    )
     max_queued_bytes: int = _option(
-        MAX_QUEUED_BYTES, "published bytes awaiting fan-out before publishers get 503"
+        MAX_QUEUED_BYTES,
+        "published bytes awaiting fan-out before publishers get 503",
+        low=4 * KIB,
+        high=64 * GIB,
+        unit="bytes",
     )
-    fanout_slice: int = _option(FANOUT_SLICE, "stream writes per slice of a fan-out pass")
+    fanout_slice: int = _option(
+        FANOUT_SLICE, "stream writes per slice of a fan-out pass", low=1, high=1_000_000, unit="writes"
+    )
     publish_token: str | None = _option(
         None,
         "bearer token required to publish; without one, only loopback clients may publish",
         secret=True,
     )
     shutdown_grace: float = _option(
-        SHUTDOWN_GRACE, "seconds to flush pending bytes on SIGTERM before closing streams"
+        SHUTDOWN_GRACE,
+        "time to flush pending bytes on SIGTERM before closing streams",
+        low=0,
+        high=3600,
+        unit="s",
     )
-    backlog: int = _option(BACKLOG, "listen backlog")
+    backlog: int = _option(BACKLOG, "listen backlog", low=1, high=65535, unit="connections")
     loop: str = _option(
         "auto",
         "event loop: auto (uvloop if installed), uvloop or asyncio",
@@ -116,13 +248,17 @@ class Config:
         choices=("auto", "epoll", "kqueue", "transport"),
     )
     log_level: str = _option("info", "log level", choices=("debug", "info", "warning", "error"))
-    workers: str = _option("1", "worker processes sharing the port (SO_REUSEPORT); auto: one per core")
+    workers: str = _option(
+        "1", f"worker processes sharing the port, 1 to {MAX_WORKERS}; auto: one per core"
+    )
     broker: str = _option(
         "memory",
         "where events are ordered: memory (this machine), or redis://host:port/db to make "
         "this server a node of a cluster",
     )
-    broker_history: int = _option(BROKER_HISTORY, "events the Redis stream keeps for resume")
+    broker_history: int = _option(
+        BROKER_HISTORY, "events the Redis stream keeps for resume", low=1, high=1_000_000_000, unit="events"
+    )
     dashboard: bool = _option(
         True, "serve the live dashboard page at / and publish the server's figures on $stats"
     )
@@ -134,32 +270,48 @@ class Config:
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            choices = spec.metadata.get("choices")
-            if choices and value not in choices:
-                raise ValueError(f"{spec.name} must be one of {', '.join(choices)}")
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-                raise ValueError(f"{spec.name} must not be negative")
-        parse_origins(self.cors_origin)  # raises CorsError, a ValueError, when malformed
+            _check_field(spec, getattr(self, spec.name))
+        _check_host(self.host)
+        try:
+            parse_origins(self.cors_origin)
+        except CorsError as exc:
+            raise ConfigError("cors_origin", str(exc).removeprefix("cors origin ")) from None
         if self.workers != "auto" and not (self.workers.isdigit() and 0 < int(self.workers) <= MAX_WORKERS):
-            raise ValueError(f"workers must be auto or a number from 1 to {MAX_WORKERS}")
-        if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("broker must be memory or a redis:// URL")
+            raise ConfigError(
+                "workers", f"must be auto or a number from 1 to {MAX_WORKERS}, got {self.workers!r}"
+            )
+        _check_broker(self.broker)
+        if self.publish_token is not None and not _TOKEN.fullmatch(self.publish_token):
+            raise ConfigError("publish_token", "must be 1 to 4096 visible ASCII characters, without spaces")
 
     def worker_count(self) -> int:
         return min(os.cpu_count() or 1, MAX_WORKERS) if self.workers == "auto" else int(self.workers)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
-        """Defaults, then RAWSSE_* environment variables, then `overrides`."""
-        environ = dict(os.environ) if environ is None else environ
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Defaults, then RAWSSE_* environment variables, then `overrides` (values, or
+        the text of a command-line flag). A bad value raises ConfigError naming the
+        variable or the flag (`--port`) it came from."""
+        environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         for spec in dataclasses.fields(cls):
-            text = environ.get(env_name(spec.name))
-            if text is not None:
-                values[spec.name] = parse_value(spec, text)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+            given = overrides.get(spec.name)
+            if given is not None:
+                source, raw = flag_name(spec.name), given
+            elif env_name(spec.name) in environ:
+                source, raw = env_name(spec.name), environ[env_name(spec.name)]
+            else:
+                continue
+            sources[spec.name] = source
+            try:
+                values[spec.name] = parse_value(spec, raw) if isinstance(raw, str) else raw
+            except ConfigError as exc:
+                raise ConfigError(source, exc.problem) from None
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(sources.get(exc.name, exc.name), exc.problem) from None
 
     def connection_limit(self, fd_limit: int) -> int:
         automatic = max(fd_limit - FD_RESERVE, 1)
@@ -170,17 +322,106 @@ def env_name(name: str) -> str:
     return "RAWSSE_" + name.upper()
 
 
-def parse_value(spec: dataclasses.Field[Any], text: str) -> Any:
-    kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "str")
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def field_kind(spec: dataclasses.Field[Any]) -> str:
+    """'int', 'float', 'bool' or 'str' (annotations are strings here)."""
+    kind = str(spec.type)
+    return kind if kind in ("int", "float", "bool") else "str"
+
+
+def describe_range(spec: dataclasses.Field[Any]) -> str:
+    """`an integer from 0 to 65535`, `a number from 1 to 3600 s`, `one of a, b`, ..."""
+    meta = spec.metadata
+    if meta["choices"]:
+        return "one of " + ", ".join(meta["choices"])
+    kind = field_kind(spec)
     if kind == "bool":
-        return parse_bool(env_name(spec.name), text)
+        return "one of " + ", ".join(TRUE_WORDS + FALSE_WORDS)
+    if meta["low"] is None:
+        return "a string"
+    noun = "an integer" if kind == "int" else "a number"
+    unit = f" {meta['unit']}" if meta["unit"] else ""
+    text = f"{noun} from {_number(meta['low'])} to {_number(meta['high'])}{unit}"
+    if meta["off"] is not None:
+        text += f", or {_number(meta['off'])}"
+    return text
+
+
+def _number(value: float) -> str:
+    if not float(value).is_integer():
+        return f"{value:g}"
+    return f"{int(value):,}" if value >= 100_000 else str(int(value))
+
+
+def _check_field(spec: dataclasses.Field[Any], value: Any) -> None:
+    meta = spec.metadata
+    kind = field_kind(spec)
+    if meta["choices"] is not None:
+        if value not in meta["choices"]:
+            raise ConfigError(spec.name, f"must be {describe_range(spec)}, got {value!r}")
+        return
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(spec.name, f"must be true or false, got {value!r}")
+        return
+    if meta["low"] is None:
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(spec.name, f"must be a string, got {value!r}")
+        return
+    wrong_type = isinstance(value, bool) or not isinstance(value, (int, float) if kind == "float" else int)
+    if wrong_type or not math.isfinite(value):
+        raise ConfigError(spec.name, f"must be {describe_range(spec)}, got {value!r}")
+    if value == meta["off"]:
+        return
+    if not meta["low"] <= value <= meta["high"]:
+        raise ConfigError(spec.name, f"must be {describe_range(spec)}, got {_number(value)}")
+
+
+def _check_host(host: str) -> None:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ConfigError("host", f"must be an IP address or a host name, got {host[:100]!r}")
+
+
+def _check_broker(url: str) -> None:
+    if url == "memory":
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("broker", f"must be memory or a redis://host:port/db URL, got {url[:100]!r}")
+    try:
+        _ = parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        raise ConfigError("broker", f"has an invalid port: {url[:100]!r}") from None
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError("broker", f"names no host: {url[:100]!r}")
+    if parts.scheme == "unix" and not parts.path:
+        raise ConfigError("broker", f"names no socket path: {url[:100]!r}")
+    database = parts.path.strip("/") if parts.scheme != "unix" else ""
+    if database and not database.isdigit():
+        raise ConfigError("broker", f"database must be a number, got {database[:20]!r}")
+
+
+def parse_value(spec: dataclasses.Field[Any], text: str) -> Any:
+    """A value from its text (a flag or an environment variable); raises ConfigError."""
+    kind = field_kind(spec)
+    if kind == "bool":
+        return parse_bool(spec.name, text)
     try:
         if kind == "int":
             return int(text)
         if kind == "float":
             return float(text)
     except ValueError:
-        raise ValueError(f"{env_name(spec.name)}: expected a number, got {text!r}") from None
+        raise ConfigError(spec.name, f"must be {describe_range(spec)}, got {text[:100]!r}") from None
     return text
 
 
@@ -191,5 +432,5 @@ FALSE_WORDS = ("0", "false", "no", "off")
 def parse_bool(name: str, text: str) -> bool:
     word = text.strip().lower()
     if word not in TRUE_WORDS + FALSE_WORDS:
-        raise ValueError(f"{name}: expected one of {', '.join(TRUE_WORDS + FALSE_WORDS)}, got {text!r}")
+        raise ConfigError(name, f"must be one of {', '.join(TRUE_WORDS + FALSE_WORDS)}, got {text[:100]!r}")
     return word in TRUE_WORDS

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import platform
 from collections import Counter
+
+from rawsse import __version__
 
 
 class Metrics:
@@ -20,12 +23,14 @@ class Metrics:
         "streams_closed",
         "streams_open",
         "streams_opened",
+        "streams_refused",
     )
 
     def __init__(self) -> None:
         self.streams_open = 0
         self.streams_opened = 0
         self.streams_closed = 0
+        self.streams_refused = 0
         self.events_published = 0
         self.deliveries = 0
         self.bytes_written = 0
@@ -41,7 +46,11 @@ class Metrics:
     def render(self, workers: list[list[int]] | None = None) -> bytes:
         """The exposition text. With `workers` (each worker's shared_values, by index),
         every series is given per worker with a `worker` label; sum them for the server."""
-        lines: list[str] = []
+        lines = [
+            "# HELP rawsse_build_info The running rawsse and Python versions.",
+            "# TYPE rawsse_build_info gauge",
+            f'rawsse_build_info{{version="{__version__}",python="{platform.python_version()}"}} 1',
+        ]
         for position, (name, kind, metric, help_text) in enumerate(SERIES):
             lines.append(f"# HELP rawsse_{metric} {help_text}")
             lines.append(f"# TYPE rawsse_{metric} {kind}")
@@ -60,6 +69,12 @@ SERIES = [
     ("streams_open", "gauge", "streams_open", "Event streams open now."),
     ("streams_opened", "counter", "streams_opened_total", "Event streams opened."),
     ("streams_closed", "counter", "streams_closed_total", "Event streams closed."),
+    (
+        "streams_refused",
+        "counter",
+        "streams_refused_total",
+        "Stream requests told to come back later (connection or accept-rate limit, shutdown).",
+    ),
     ("events_published", "counter", "events_published_total", "Events published."),
     ("deliveries", "counter", "deliveries_total", "Events written to streams."),
     (

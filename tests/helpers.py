@@ -181,6 +181,16 @@ class StreamClient:
         self.writer.close()
 
 
+async def open_slow_reader(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection with a tiny receive buffer: what the server writes to it backs up
+    soon, as for a client that stops reading."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock)
+
+
 async def wait_for(condition: Callable[[], bool], what: str) -> None:
     """Wait until a server-side condition holds (the loop runs the server meanwhile)."""
     deadline = asyncio.get_running_loop().time() + TIMEOUT

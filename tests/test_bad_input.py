@@ -13,6 +13,7 @@ from tests.helpers import (
     TIMEOUT,
     StreamClient,
     exchange,
+    open_slow_reader,
     post,
     publish,
     read_response,
@@ -248,13 +249,7 @@ def test_pipelining_client_that_never_reads_gets_no_unbounded_buffer(backend: tu
     """Requests are read only while the client keeps up with the responses."""
 
     async def scenario(server: Server) -> None:
-        import socket
-
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
-        _, writer = await asyncio.open_connection(sock=sock)
+        _, writer = await open_slow_reader(server.port)
         requests = b"GET /metrics HTTP/1.1\r\nHost: [::1]\r\n\r\n" * 1000
         for _ in range(20):  # 0.7 MB of requests, about 20 MB of responses if all answered
             writer.write(requests)
@@ -269,8 +264,10 @@ def test_pipelining_client_that_never_reads_gets_no_unbounded_buffer(backend: tu
     run_with_server(backend, scenario)
 
 
-def test_stream_that_cannot_be_registered_gets_503_and_leaks_nothing() -> None:
-    """Fault injection: the epoll watch limit (ENOSPC) reached at hand-over time."""
+def test_stream_that_cannot_be_registered_is_told_to_come_back_and_leaks_nothing() -> None:
+    """Fault injection: the epoll watch limit (ENOSPC) reached at hand-over time. The
+    client gets a 200 stream that only sets a later retry and says why (an EventSource
+    given 503 would never reconnect)."""
     import errno
     import os
 
@@ -284,13 +281,21 @@ def test_stream_that_cannot_be_registered_gets_503_and_leaks_nothing() -> None:
         fds_before = len(os.listdir("/proc/self/fd"))
         poller.register = full
         try:
-            answer, closed = await exchange(server.port, b"GET /events?topic=t HTTP/1.1\r\nHost: t\r\n\r\n")
+            refused = await StreamClient.open(server.port, "topic=t", {"Last-Event-ID": "x-1"})
+            events = await refused.until_closed()
         finally:
             poller.register = register
-        assert (answer.status, answer.headers["retry-after"], closed) == (503, "1", True)
+        assert refused.status == 200
+        # No id: the client keeps its own Last-Event-ID for when it comes back.
+        assert [(e.event, json.loads(e.data)["reason"], e.id) for e in events] == [
+            ("rawsse-reset", "overloaded", "")
+        ]
+        assert refused.parser.retry is not None and 3000 <= refused.parser.retry <= 13000
+        refused.close()
         await wait_for(lambda: server.connection_count == 0, "the refused connection to close")
         assert len(os.listdir("/proc/self/fd")) <= fds_before
         assert server.metrics.streams_open == 0
+        assert server.metrics.streams_refused == 1
         ok = await StreamClient.open(server.port, "topic=t")  # and the next one works
         assert ok.status == 200
         ok.close()

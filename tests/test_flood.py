@@ -108,7 +108,7 @@ def test_flood_reports_loss_when_the_server_drops_events() -> None:
 def test_events_the_server_refuses_are_reported_not_lost() -> None:
     # Payloads larger than the server's event limit: 413 for each.
     result = flood_rawsse(
-        {"max_pending_bytes": 1000}, mode="broadcast", streams=10, events=5, size=2000, settle=0.5
+        {"max_pending_bytes": 4096}, mode="broadcast", streams=10, events=5, size=5000, settle=0.5
     )
     assert result["publish"]["errors"] == 5
     assert result["summary"]["lost"] == 0

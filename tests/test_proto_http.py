@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from rawsse.proto.http import CONTINUE, HttpError, HttpLimits, RequestReader, error_response, response
+from rawsse.proto.http import (
+    CHUNK_FRAMING_BYTES,
+    CONTINUE,
+    HttpError,
+    HttpLimits,
+    RequestReader,
+    error_response,
+    response,
+)
 
 GET = b"GET /events?topic=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: e-1\r\n\r\n"
 POST = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
@@ -83,6 +91,67 @@ def test_chunked_body_is_capped_as_it_streams() -> None:
     limits = HttpLimits(max_body_bytes=10)
     body = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"4\r\nabcd\r\n" * 3
     assert status_of(body, limits) == 413
+
+
+def test_chunk_extensions_count_against_the_body_limit() -> None:
+    """httptools skips extensions without a callback: 20 MiB of `;ext=...` on one chunk
+    line would be read to the end and accepted. The body's wire bytes are counted."""
+    limits = HttpLimits(max_body_bytes=1024 * 1024)
+    reader = RequestReader(limits)
+    reader.feed(POST_HEAD + TE + b"\r\n1")
+    fed = 0
+    with pytest.raises(HttpError) as caught:
+        while fed < 20 * 1024 * 1024:
+            reader.feed(b";ext=" + b"v" * 16379)
+            fed += 16384
+    assert caught.value.status == 413
+    assert fed <= limits.max_body_bytes + limits.max_header_bytes + CHUNK_FRAMING_BYTES
+
+
+def test_ordinary_chunk_framing_stays_within_the_allowance() -> None:
+    wire = POST_HEAD + TE + b"\r\n" + b"400;name=value\r\n" + b"x" * 1024 + b"\r\n"
+    wire += (b"400;name=value\r\n" + b"x" * 1024 + b"\r\n") * 1022 + END
+    reader = RequestReader(HttpLimits(max_body_bytes=1024 * 1024))
+    done = [r for start in range(0, len(wire), 16384) for r in reader.feed(wire[start : start + 16384])]
+    assert [len(r.body) for r in done] == [1023 * 1024]
+
+
+POST_HEAD = b"POST / HTTP/1.1\r\nHost: x\r\n"
+GET_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\n"
+TE = b"Transfer-Encoding: chunked\r\n"
+END = b"0\r\n\r\n"
+
+SMUGGLING = {
+    "CL.TE": POST_HEAD + b"Content-Length: 6\r\n" + TE + b"\r\n" + END + b"G",
+    "TE.CL": POST_HEAD + TE + b"Content-Length: 3\r\n\r\n1\r\nG\r\n" + END,
+    "duplicate CL": POST_HEAD + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "same CL twice": POST_HEAD + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\nab",
+    "CL list": POST_HEAD + b"Content-Length: 2, 2\r\n\r\nab",
+    "obs-fold": GET_HEAD + b"X-A: a\r\n  folded\r\n\r\n",
+    "obs-fold of TE": POST_HEAD + b"Transfer-Encoding:\r\n chunked\r\n\r\n" + END,
+    "bare CR in the request line": b"GET / HTTP/1.1\rHost: x\r\n\r\n",
+    "bare CR in a header": GET_HEAD + b"X: a\rb\r\n\r\n",
+    "bare LF": b"GET / HTTP/1.1\nHost: x\n\n",
+    "bare LF after a chunk size": POST_HEAD + TE + b"\r\n1\nG\r\n" + END,
+    "TE chunked, identity": POST_HEAD + b"Transfer-Encoding: chunked, identity\r\n\r\n" + END,
+    "TE identity, chunked": POST_HEAD + b"Transfer-Encoding: identity, chunked\r\n\r\n" + END,
+    "TE twice": POST_HEAD + TE + TE + b"\r\n" + END,
+    "TE with a space before the colon": POST_HEAD + b"Transfer-Encoding : chunked\r\n\r\n" + END,
+    "TE chunked123": POST_HEAD + b"Transfer-Encoding: chunked123\r\n\r\n" + END,
+    "overlong chunk size": POST_HEAD + TE + b"\r\n" + b"f" * 40 + b"\r\n",
+    "chunk size with a sign": POST_HEAD + TE + b"\r\n+1\r\nG\r\n" + END,
+    "negative CL": POST_HEAD + b"Content-Length: -1\r\n\r\n",
+    "CL with a sign": POST_HEAD + b"Content-Length: +1\r\n\r\nG",
+    "two Hosts": GET_HEAD + b"Host: y\r\n\r\n",
+    "NUL in a header": GET_HEAD + b"X: a\x00b\r\n\r\n",
+}
+"""Request-smuggling shapes: each is refused with 400 and the connection closed."""
+
+
+@pytest.mark.parametrize("case", list(SMUGGLING))
+def test_smuggling_shapes_are_refused(case: str) -> None:
+    assert status_of(SMUGGLING[case]) == 400
+    assert status_of(SMUGGLING[case], chunk=1) == 400
 
 
 def test_a_header_trickled_in_many_reads_is_refused_within_one_read_of_the_limit() -> None:

@@ -37,6 +37,17 @@ def test_duplicate_topics_collapse() -> None:
     assert parse_publish("", FORM, b"topic=a&topic=a&data=x").items[0].topics == ("a",)
 
 
+def test_json_without_a_content_type_is_read_as_json() -> None:
+    parsed = parse_publish("", "", b' {"topic": "a", "data": "x"}')
+    assert [(item.topics, item.data) for item in parsed.items] == [(("a",), "x")]
+    assert parse_publish("", "", b'[{"topic": "a", "data": "x"}]').batch
+
+
+def test_json_sent_as_a_form_gets_a_hint() -> None:
+    with pytest.raises(PublishError, match="Content-Type: application/json"):
+        parse_publish("", FORM, b'{"topic": "a", "data": "x"}')
+
+
 @pytest.mark.parametrize(
     ("query", "content_type", "body", "status"),
     [
@@ -53,6 +64,9 @@ def test_duplicate_topics_collapse() -> None:
         ("topic=a&id=1", "text/plain", b"x", 400),
         ("event=e", "text/plain", b"x", 400),
         ("", "text/plain", b"x", 415),
+        ("", "", b"x", 415),
+        ("", FORM, b'{"topic": "a", "data": "x"}', 400),  # JSON sent as curl -d sends it
+        ("", FORM, b' [{"topic": "a"}]', 400),
         ("", JSON, b"{", 400),
         ("", JSON, b"[]", 400),
         ("", JSON, b'"x"', 400),

@@ -35,6 +35,10 @@ class Broker(ABC):
     def sweep(self) -> None:  # noqa: B027 (optional hook)
         """Called once a second by the server's sweep."""
 
+    def unready_reason(self) -> str | None:
+        """Why this process cannot take publishes now (for /readyz), or None."""
+        return None
+
     def worker_metrics(self) -> list[list[int]] | None:
         """Each worker's shared counters, where there are workers (see Metrics.render)."""
         return None

@@ -83,6 +83,9 @@ class RedisBroker(Broker):
         """Called when events this node had not read are gone from Redis (the server
         closes its streams then)."""
 
+    def unready_reason(self) -> str | None:
+        return None if self.connected else "cannot reach redis"
+
     # Start and stop
 
     async def start(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,13 +23,21 @@ _WAKE = (1).to_bytes(8, "little")
 class WorkerContext:
     """What the supervisor hands a worker process: its index, the log, the epoch of the
     ids (one for the whole server, so ids agree across workers and survive a worker's
-    restart) and every worker's eventfd (its own is `wake_fds[index]`)."""
+    restart), every worker's eventfd (its own is `wake_fds[index]`), its listening
+    sockets (the supervisor's, bound once for the port) and the pipe on which it says
+    "ready" (see rawsse.reactor.supervisor)."""
 
     index: int
     count: int
     log_path: str
     epoch: str
     wake_fds: tuple[int, ...]
+    listeners: tuple[socket.socket, ...] = ()
+    status_fd: int = -1
+
+    def report_ready(self) -> None:
+        if self.status_fd >= 0:
+            os.write(self.status_fd, b"ready\n")
 
 
 class WorkerBroker(Broker):

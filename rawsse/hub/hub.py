@@ -171,6 +171,19 @@ class Hub:
     def heartbeat(self) -> list[Delivery]:
         return [Delivery(g.members[:], HEARTBEAT, 0, True) for g in self.subscriptions.groups()]
 
+    def spread(self, choices: list[bytes], pick: Callable[[int], int]) -> list[Delivery]:
+        """One of `choices` for every stream, `pick(len(choices))` choosing which: the
+        jittered `retry:` lines of a drain, each shared by the streams that drew it."""
+        deliveries: list[Delivery] = []
+        for group in self.subscriptions.groups():
+            shares = [array("i") for _ in choices]
+            for slot in group.members:
+                shares[pick(len(choices))].append(slot)
+            for share, data in zip(shares, choices, strict=True):
+                if share:
+                    deliveries.append(Delivery(share, data, 0))
+        return deliveries
+
     def catch_up(
         self,
         topics: tuple[str, ...],

@@ -22,6 +22,11 @@ MAX_URL_BYTES = 8 * 1024
 MAX_BODY_BYTES = 1024 * 1024
 """nginx's client_max_body_size, also aiohttp's and Mercure's (status 413)."""
 
+CHUNK_FRAMING_BYTES = 64 * 1024
+"""What the framing of a chunked body (its chunk-size lines and their extensions, which
+httptools skips without a word) may add to the body limit, beyond one read and the head:
+1 MiB of data in 1 KiB chunks needs 7 KiB; a body made of extensions is cut here (413)."""
+
 REASONS = {
     100: "Continue",
     200: "OK",
@@ -43,6 +48,10 @@ REASONS = {
 }
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+SINGLE_HEADERS = frozenset({"host", "content-type", "authorization", "last-event-id", "origin"})
+"""Headers a request may carry once: two Hosts must get 400 (RFC 9112 3.2), and two of the
+others would be joined into a value nobody sent (two tokens, a comma in an id)."""
 
 
 class HttpError(Exception):
@@ -96,6 +105,7 @@ class RequestReader:
         self._head_done = False
         self._began_in_chunk = False
         self._spilled = 0
+        self._body_wire = 0
         self._done: list[Request] = []
         self._error: HttpError | None = None
         self.interim = b""
@@ -132,6 +142,13 @@ class RequestReader:
             self._spilled += len(data)
             if self._spilled > self._limits.max_header_bytes:
                 raise HttpError(431, "request header block too large")
+        if self.in_body:
+            # Everything read while a body is open counts, framing included; a read that
+            # also held the head or an earlier request over-counts by at most that read.
+            self._body_wire += len(data)
+            limits = self._limits
+            if self._body_wire > limits.max_body_bytes + limits.max_header_bytes + CHUNK_FRAMING_BYTES:
+                raise HttpError(413, f"body with its chunk framing larger than {limits.max_body_bytes} bytes")
         done, self._done = self._done, []
         return done
 
@@ -142,6 +159,7 @@ class RequestReader:
         self._head_done = False
         self._began_in_chunk = True
         self._spilled = 0
+        self._body_wire = 0
 
     def on_url(self, url: bytes) -> None:
         message = self._current()
@@ -156,6 +174,8 @@ class RequestReader:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         previous = message.headers.get(key)
+        if previous is not None and key in SINGLE_HEADERS:
+            self._fail(HttpError(400, f"more than one {key} header"))
         message.headers[key] = text if previous is None else f"{previous}, {text}"
 
     def on_headers_complete(self) -> None:

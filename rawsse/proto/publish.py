@@ -5,6 +5,9 @@
 - otherwise `application/x-www-form-urlencoded` with `topic` (repeatable), `data`, `event`;
 - otherwise `application/json`: one object `{"topic"|"topics", "data", "event"}`, or a list
   of them (a batch, for throughput). A `data` that is not a string is sent as compact JSON.
+  A body without any Content-Type that starts with `{` or `[` is read as JSON too (what a
+  bare HTTP client sends); a form-typed body that starts so is refused with a hint, since
+  it is JSON sent the way `curl -d` sends everything.
 """
 
 from __future__ import annotations
@@ -60,7 +63,15 @@ def parse_publish(
     if params:
         raise PublishError("query parameters other than topic and event are not accepted")
     media_type = content_type.partition(";")[0].strip().lower()
+    looks_like_json = body.lstrip()[:1] in (b"{", b"[")
+    if not media_type and looks_like_json:
+        media_type = "application/json"
     if media_type == "application/x-www-form-urlencoded":
+        if looks_like_json:
+            raise PublishError(
+                "the body looks like JSON, but its Content-Type says form fields: send it with "
+                "Content-Type: application/json (curl -H 'Content-Type: application/json' -d ...)"
+            )
         fields = _form(_utf8(body))
         unknown = set(fields) - {"topic", "data", "event"}
         if unknown:
@@ -82,7 +93,11 @@ def parse_publish(
                 raise PublishError("a batch must hold at least one event")
             return PublishRequest([_json_item(entry, max_topic_length) for entry in document], True)
         return PublishRequest([_json_item(document, max_topic_length)], False)
-    raise PublishError("send form fields, JSON, or the data as the body with ?topic= in the URL", status=415)
+    raise PublishError(
+        "send form fields (application/x-www-form-urlencoded), JSON (application/json), or the data "
+        "as the body with ?topic= in the URL",
+        status=415,
+    )
 
 
 def _utf8(body: bytes) -> str:

@@ -26,17 +26,32 @@ def loop_factory(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLo
     return "asyncio", asyncio.new_event_loop
 
 
-def run(config: Config, worker: WorkerContext | None = None) -> None:
+def run(config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully. With `--workers` above
-    one, this process becomes the supervisor and each worker runs this again."""
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if worker is None and config.worker_count() > 1:
+    one, this process becomes the supervisor of that many worker processes. Raises
+    OSError when the port cannot be served (PortInUse when another server has it), and
+    WorkersFailed when workers cannot be started."""
+    _configure_logging(config)
+    if config.worker_count() > 1:
         from rawsse.reactor.supervisor import Supervisor
 
         Supervisor(config).run()
         return
+    _run_loop(config, None)
+
+
+def serve_worker(config: Config, worker: WorkerContext) -> None:
+    """A worker process's life, forked by the supervisor."""
+    _run_loop(config, worker)
+
+
+def _configure_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _run_loop(config: Config, worker: WorkerContext | None) -> None:
     name, factory = loop_factory(config.loop)
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(_serve(config, name, worker))
@@ -64,6 +79,8 @@ async def _serve(config: Config, loop_name: str, worker: WorkerContext | None) -
         server.streams_kind,
         server.connection_limit,
     )
+    if worker is not None:
+        worker.report_ready()
     await server.serve_forever()
     if stopping:
         await stopping[0]

@@ -10,7 +10,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from rawsse.api import CloseStreams, OpenStream, PendingResponse, publish_error
+from rawsse.api import OVERLOADED, CloseStreams, OpenStream, PendingResponse, publish_error
 from rawsse.proto.http import HttpError, Request, RequestReader, error_response, response
 
 if TYPE_CHECKING:
@@ -36,6 +36,14 @@ PENDING_LIMIT = 10.0
 """A request waiting on the broker (a Redis round trip, a resume waiting for its id) gets
 503 after this long, whatever the broker does."""
 
+SHED_CONNECTIONS = 32
+"""Connections over --max-connections whose request is still read, so that a stream
+request can be told to come back later (EventSource never retries after a 503); half the
+descriptors kept back by FD_RESERVE. Beyond them a connection gets 503 at once."""
+
+SHED_TIMEOUT = 1.0
+"""Time a connection over the limit has to send its request line."""
+
 IDLE, HEAD, BODY, CLOSING, HANDED_OFF = range(5)
 """Connection phases. HEAD and BODY run the request timeouts, IDLE the keep-alive one;
 CLOSING is the lingering close; HANDED_OFF means a stream backend owns the connection."""
@@ -56,6 +64,7 @@ class HttpProtocol(asyncio.Protocol):
         self._waiting: asyncio.Task[None] | None = None
         self._input_ended = False
         self._unsent_at_deadline = 0
+        self._shedding = False
         self.deadline = 0.0
 
     # Protocol interface
@@ -64,17 +73,22 @@ class HttpProtocol(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport, but have its methods
         self._transport = cast(asyncio.Transport, transport)
         server = self._server
+        deadline = server.config.header_timeout
         if server.connection_count >= server.connection_limit:
-            # No lingering here: under a flood, each refused connection must give its fd
-            # back at once, or the refusals themselves exhaust the descriptors.
-            server.metrics.rejected[503] += 1
-            self._phase = CLOSING
-            self._transport.write(_BUSY)
-            self._transport.close()
-            return
+            if server.shedding >= SHED_CONNECTIONS:
+                # No lingering here: under a flood, each refused connection must give its
+                # fd back at once, or the refusals themselves exhaust the descriptors.
+                server.metrics.rejected[503] += 1
+                self._phase = CLOSING
+                self._transport.write(_BUSY)
+                self._transport.close()
+                return
+            self._shedding = True  # its request is read and answered "come back later"
+            server.shedding += 1
+            deadline = SHED_TIMEOUT
         self._transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         server.http_connections.add(self)
-        self.deadline = server.loop.time() + server.config.header_timeout
+        self.deadline = server.loop.time() + deadline
 
     def data_received(self, data: bytes) -> None:
         if self._phase >= CLOSING:
@@ -89,6 +103,9 @@ class HttpProtocol(asyncio.Protocol):
         return None  # close our side too: the requests received have all been answered
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._shedding:
+            self._shedding = False
+            self._server.shedding -= 1
         self._reader.close()
         if self._waiting is not None:
             self._waiting.cancel()
@@ -142,6 +159,9 @@ class HttpProtocol(asyncio.Protocol):
         ):
             request = self._unanswered.popleft()
             answered = True
+            if self._shedding:
+                self._shed(request)
+                return
             try:
                 result = self._server.api.handle(request, self._from_loopback())
             except HttpError as error:
@@ -264,10 +284,22 @@ class HttpProtocol(asyncio.Protocol):
             self._phase = IDLE
             server.http_connections.add(self)
             log.warning("cannot open stream: %s", exc)
-            self._fail(HttpError(503, "no capacity for another stream", [("Retry-After", "1")]))
+            self._close_gracefully(server.api.come_back_later(stream.head, OVERLOADED))
             return
         if isinstance(slot, int):  # the transport backend keeps this protocol
             self._stream_slot = slot
+
+    def _shed(self, request: Request) -> None:
+        """Over the connection limit: answer "come back later" and close at once."""
+        assert self._transport is not None
+        try:
+            answer = self._server.api.shed(request)
+        except HttpError as error:  # a page of an origin that is not allowed
+            self._server.metrics.rejected[error.status] += 1
+            answer = error_response(error)
+        self._phase = CLOSING
+        self._transport.write(answer)
+        self._transport.close()
 
     def _fail(self, error: HttpError) -> None:
         self._server.metrics.rejected[error.status] += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import random
 import resource
 from collections.abc import Sequence
 from typing import Any
@@ -20,10 +21,13 @@ from rawsse.hub.history import History
 from rawsse.hub.hub import Hub
 from rawsse.hub.subscriptions import Subscriptions
 from rawsse.metrics import Metrics
+from rawsse.preflight import check_environment
 from rawsse.proto.http import HttpLimits
 from rawsse.proto.ids import EpochIds, IdScheme, StreamIds
 from rawsse.proto.publish import PublishError, make_item
+from rawsse.proto.sse import encode_retry
 from rawsse.reactor.fd_streams import FdStreams
+from rawsse.reactor.listeners import listen
 from rawsse.reactor.poller import available_poller, make_poller
 from rawsse.reactor.protocol import HttpProtocol
 from rawsse.reactor.streams import StreamLimits, Streams
@@ -33,6 +37,10 @@ log = logging.getLogger("rawsse")
 
 SWEEP_INTERVAL = 1.0
 """Timeouts and heartbeats are checked by one sweep a second, not a timer per connection."""
+
+DRAIN_RETRY_CHOICES = 16
+"""Distinct reconnection delays handed out on drain: enough to spread the clients' return
+over the spread, few enough that each is one shared bytes object."""
 
 MAX_SLOTS = 1 << 20
 """Slot arrays are sized by the fd limit; an 'unlimited' limit is read as a million."""
@@ -72,15 +80,20 @@ class Server:
             self.config.max_header_bytes, self.config.max_url_bytes, self.config.max_body_bytes
         )
         self.http_connections: set[HttpProtocol] = set()
-        self._listener: asyncio.Server | None = None
+        self.shedding = 0
+        """Connections over the limit whose request is read to answer "come back later"."""
+        self._listeners: list[asyncio.Server] = []
+        self._port = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Event | None = None
         self._next_heartbeat = 0.0
+        self._rng = random.Random()
 
     # Start and stop
 
     async def start(self) -> None:
         config = self.config
+        check_environment(config)  # what the options need from this machine, before anything
         self.loop = asyncio.get_running_loop()
         fd_limit = raise_fd_limit()
         self.connection_limit = config.connection_limit(fd_limit)
@@ -99,7 +112,7 @@ class Server:
         self.streams = self._make_streams()
         self.broker = self._make_broker()
         await self.broker.start()
-        self.api = Api(self.broker, self.metrics, config)
+        self.api = Api(self.broker, self.metrics, config, self.loop.time, self._rng)
         self.stats = (
             StatsPublisher(
                 self.broker, self.metrics, self.loop.time(), self.worker.index if self.worker else 0
@@ -108,15 +121,16 @@ class Server:
             else None
         )
         self._stopped = asyncio.Event()
-        self._listener = await self.loop.create_server(
-            lambda: HttpProtocol(self),
-            config.host,
-            config.port,
-            backlog=config.backlog,
-            reuse_address=True,
-            # Workers each listen on the same port; the kernel spreads connections.
-            reuse_port=True if self.worker is not None else None,
-        )
+        # A worker serves the sockets its supervisor bound for the port; a single process
+        # binds its own, exclusively (see rawsse.reactor.listeners).
+        sockets = list(self.worker.listeners) if self.worker and self.worker.listeners else None
+        if sockets is None:
+            sockets = listen(config.host, config.port, config.backlog)
+        self._listeners = [
+            await self.loop.create_server(lambda: HttpProtocol(self), sock=sock, backlog=config.backlog)
+            for sock in sockets
+        ]
+        self._port = sockets[0].getsockname()[1]
         self._next_heartbeat = self.loop.time() + config.heartbeat
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
@@ -152,9 +166,9 @@ class Server:
 
     @property
     def port(self) -> int:
-        assert self._listener is not None, "start() first"
-        port: int = self._listener.sockets[0].getsockname()[1]
-        return port
+        """The port served (the one picked, for port 0)."""
+        assert self._port, "start() first"
+        return self._port
 
     @property
     def connection_count(self) -> int:
@@ -166,14 +180,18 @@ class Server:
         await self._stopped.wait()
 
     async def stop(self) -> None:
-        """Stop accepting, let the running fan-out finish and pending bytes drain for up to
-        `shutdown_grace` seconds, then close every stream and connection."""
-        if self._listener is None:
+        """Stop accepting, tell every stream to reconnect after a jittered delay (so the
+        clients come back spread out), let the running fan-out finish and pending bytes
+        drain for up to `shutdown_grace` seconds, then close every stream and connection."""
+        if not self._listeners:
             return
-        self._listener.close()
-        self._listener = None
+        for listener in self._listeners:
+            listener.close()
+        self._listeners = []
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.api.draining = True
+        self.streams.announce(self.hub.spread(self._reconnect_advice(), self._rng.randrange))
         flushed = await self.streams.drain(self.config.shutdown_grace)
         if not flushed:
             log.warning("shutdown grace ran out with bytes still pending; closing anyway")
@@ -183,6 +201,13 @@ class Server:
         await self.broker.stop()
         assert self._stopped is not None
         self._stopped.set()
+
+    def _reconnect_advice(self) -> list[bytes]:
+        """`retry:` lines spaced evenly over [retry, retry + retry_spread]; each stream
+        draws one at random."""
+        config = self.config
+        step = config.retry_spread * 1000 / DRAIN_RETRY_CHOICES
+        return [encode_retry(config.retry + round(step * (n + 0.5))) for n in range(DRAIN_RETRY_CHOICES)]
 
     # Publishing from embedding code
 

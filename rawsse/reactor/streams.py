@@ -77,10 +77,19 @@ class Streams:
         self._heartbeat_due = True
         self.schedule()
 
+    def announce(self, deliveries: list[Delivery]) -> None:
+        """Write `deliveries` to their streams now (in the running pass, or in one of
+        their own): a drain's reconnect advice."""
+        self._work.extend(deliveries)
+        if not self._passing and not self._closed:
+            self._offset = 0
+            self._passing = True
+            self._loop.call_soon(self._run_slice)
+
     def _start_pass(self) -> None:
         self._scheduled = False
-        if self._closed:
-            return
+        if self._closed or self._passing:
+            return  # a pass began meanwhile (see announce); its end schedules the next
         if self._hub.has_queued:
             work = self._hub.take_batch()
         elif self._heartbeat_due:

@@ -1,7 +1,13 @@
-"""`rawsse serve --workers N`: the parent process. It creates the shared event log and
-the workers' eventfds, forks N workers that each listen on the port (SO_REUSEPORT) with
-their own reactor, starts a new worker in place of one that dies, and on SIGTERM or SIGINT
-passes the signal on and waits for the workers' graceful shutdown.
+"""`rawsse serve --workers N`: the parent process. It binds the port (once, for every
+worker: see rawsse.reactor.listeners), creates the shared event log and the workers'
+eventfds, forks N workers that each serve their own listening socket with their own
+reactor, starts a new worker in place of one that dies, and on SIGTERM or SIGINT passes
+the signal on and waits for the workers' graceful shutdown.
+
+A worker says "ready" over a pipe once it serves, or why it could not start. A worker that
+dies is restarted after a delay that doubles with each quick death (0.1 s up to 10 s); one
+that fails at start START_FAILURES times in a row stops the whole server with its error,
+since a fault no restart can fix must not loop forever.
 
 The parent runs no event loop and serves nothing: it forks before any loop exists, so
 each worker starts clean (uvloop and epoll do not survive a fork)."""
@@ -9,19 +15,20 @@ each worker starts clean (uvloop and epoll do not survive a fork)."""
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import logging
 import os
+import select
 import signal
-import socket
 import tempfile
 import time
+from dataclasses import dataclass, field
 from types import FrameType
 
 from rawsse.broker.ring import SharedLog
 from rawsse.broker.workers import WorkerContext
 from rawsse.config import Config
 from rawsse.proto.ids import new_epoch
+from rawsse.reactor.listeners import Listeners, listen_shared
 
 log = logging.getLogger("rawsse")
 
@@ -32,18 +39,46 @@ and never less than this."""
 PR_SET_PDEATHSIG = 1
 """From <linux/prctl.h>."""
 
-RESTART_BACKOFF_MAX = 5.0
-"""A worker that keeps dying at start is restarted at most this often."""
+START_FAILURES = 5
+"""Failures at start in a row after which the supervisor gives up and exits 1."""
+
+RESTART_BACKOFF_FIRST = 0.1
+RESTART_BACKOFF_MAX = 10.0
+"""The delay before restarting a worker that died soon after its start doubles from the
+first value up to the second, as systemd's and Kubernetes' restart back-offs do."""
+
+STABLE_AFTER = 10.0
+"""A worker that served this long before dying is restarted at once, its back-off reset."""
+
+READY = b"ready\n"
+FAILED = b"failed "
 
 _SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+@dataclass
+class _Worker:
+    index: int
+    pid: int = 0
+    status_fd: int = -1
+    ready: bool = False
+    started: float = 0.0
+    failures: int = 0
+    backoff: float = 0.0
+    restart_at: float | None = None
+    error: str = ""
+    unread: bytes = field(default=b"", repr=False)
+
+
+class WorkersFailed(RuntimeError):
+    """A worker could not be started: the server stopped; the message says why."""
 
 
 class Supervisor:
     def __init__(self, config: Config) -> None:
         self.count = config.worker_count()
-        self._reservation: socket.socket | None = None
-        if config.port == 0:
-            config = dataclasses.replace(config, port=self._reserve_port(config.host))
+        self._listeners: list[Listeners] = listen_shared(config.host, config.port, config.backlog, self.count)
+        self.port: int = self._listeners[0][0].getsockname()[1]
         self.config = config
         # Room for the history a restarted worker loads, and for the largest event 4 times;
         # with a Redis broker the workers are nodes and the log goes unused.
@@ -56,11 +91,11 @@ class Supervisor:
         self.log_path = f"/proc/self/fd/{self._log.fd}"
         self._wake_fds = tuple(os.eventfd(0, os.EFD_NONBLOCK) for _ in range(self.count))
         self._epoch = new_epoch()
-        self.children: dict[int, int] = {}
-        """pid -> worker index"""
-        self._started = [0.0] * self.count
-        self._backoff = [0.0] * self.count
+        self._workers = [_Worker(index) for index in range(self.count)]
+        self._stop_signal = 0
         self._stopping = False
+        self._grace_over = False
+        self._failed: str | None = None
 
     def _create_log(self, size: int) -> SharedLog:
         """In /dev/shm (memory) when it has room, else in the temporary directory."""
@@ -77,99 +112,224 @@ class Supervisor:
                 log.warning("cannot create the worker log in %s (%s)", directory, exc)
         raise RuntimeError("no room for the worker log; lower --history-bytes")
 
-    def _reserve_port(self, host: str) -> int:
-        """For --port 0: pick a free port once, for every worker. The bound socket stays
-        open (never listening) so the port stays ours."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._reservation = socket.socket(family, socket.SOCK_STREAM)
-        self._reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        self._reservation.bind((host, 0))
-        port: int = self._reservation.getsockname()[1]
-        return port
+    # The main loop
 
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        """Serve until a signal (then return after the workers' shutdown), or raise
+        WorkersFailed when a worker cannot be started."""
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        previous_wakeup = signal.set_wakeup_fd(wake_write)
+        for signum in _SIGNALS:
+            signal.signal(signum, self._on_stop_signal)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to wake select()
         signal.signal(signal.SIGALRM, self._on_grace_over)
-        log.info("rawsse supervisor: %d workers on port %d", self.count, self.config.port)
+        log.info("rawsse supervisor: %s on port %d", _plural(self.count, "worker"), self.port)
         try:
-            for index in range(self.count):
-                self._spawn(index)
-            while self.children:
-                try:
-                    pid, status = os.wait()
-                except ChildProcessError:
-                    break
-                index = self.children.pop(pid, -1)
-                if index < 0:
-                    continue
-                self._log.leave(index)
-                if self._stopping:
-                    continue
-                log.warning("worker %d (pid %d) %s; starting another", index, pid, _describe(status))
-                self._restart(index)
+            for worker in self._workers:
+                self._spawn(worker)
+            while self._alive() or not self._stopping:
+                self._wait(wake_read)
+                self._read_statuses()
+                self._reap()
+                if self._stop_signal and not self._stopping:
+                    self._stop(signal.Signals(self._stop_signal).name)
+                if self._grace_over:
+                    self._grace_over = False
+                    self._kill_remaining()
+                if not self._stopping:
+                    self._restart_due()
         finally:
             signal.alarm(0)
+            signal.set_wakeup_fd(previous_wakeup)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.close(wake_read)
+            os.close(wake_write)
+            for worker in self._workers:
+                if worker.status_fd >= 0:
+                    os.close(worker.status_fd)
+            self._close_listeners()
             self._log.close()
             for fd in self._wake_fds:
                 os.close(fd)
-            if self._reservation is not None:
-                self._reservation.close()
+        if self._failed is not None:
+            raise WorkersFailed(self._failed)
         log.info("stopped")
 
-    def _restart(self, index: int) -> None:
-        lived = time.monotonic() - self._started[index]
-        backoff = min(max(self._backoff[index] * 2, 0.1), RESTART_BACKOFF_MAX)
-        self._backoff[index] = 0.0 if lived > 10 else backoff
-        if self._backoff[index]:
-            time.sleep(self._backoff[index])
-        if not self._stopping:
-            self._spawn(index)
+    def _alive(self) -> bool:
+        return any(worker.pid for worker in self._workers)
 
-    def _spawn(self, index: int) -> None:
-        context = WorkerContext(index, self.count, self.log_path, self._epoch, self._wake_fds)
+    def _wait(self, wake_read: int) -> None:
+        """Until a signal, a worker's status line, or the next restart is due."""
+        due = [w.restart_at for w in self._workers if w.restart_at is not None and not self._stopping]
+        timeout = max(min(due) - time.monotonic(), 0.0) if due else None
+        watched = [wake_read, *(w.status_fd for w in self._workers if w.status_fd >= 0)]
+        select.select(watched, [], [], timeout)
+        try:
+            while os.read(wake_read, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _read_statuses(self) -> None:
+        for worker in self._workers:
+            if worker.status_fd < 0:
+                continue
+            try:
+                chunk = os.read(worker.status_fd, 4096)
+            except BlockingIOError:
+                continue
+            if not chunk:  # the worker's end closed: it exited (reaped below)
+                os.close(worker.status_fd)
+                worker.status_fd = -1
+                continue
+            worker.unread += chunk
+            while b"\n" in worker.unread:
+                line, _, worker.unread = worker.unread.partition(b"\n")
+                if line + b"\n" == READY:
+                    worker.ready = True
+                    worker.failures = 0
+                elif line.startswith(FAILED):
+                    worker.error = line[len(FAILED) :].decode(errors="replace")
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = next((w for w in self._workers if w.pid == pid), None)
+            if worker is not None:
+                self._died(worker, status)
+
+    def _died(self, worker: _Worker, status: int) -> None:
+        pid, worker.pid = worker.pid, 0
+        self._log.leave(worker.index)
+        if self._stopping:
+            return
+        if not worker.ready:
+            worker.failures += 1
+            reason = worker.error or _describe(status)
+            if worker.failures >= START_FAILURES:
+                self._failed = (
+                    f"worker {worker.index} failed to start {START_FAILURES} times in a row: {reason}"
+                )
+                log.error("%s; stopping", self._failed)
+                self._stop("giving up")
+                return
+            log.warning(
+                "worker %d could not start (%s); attempt %d of %d",
+                worker.index,
+                reason,
+                worker.failures + 1,
+                START_FAILURES,
+            )
+        else:
+            log.warning("worker %d (pid %d) %s; starting another", worker.index, pid, _describe(status))
+        lived = time.monotonic() - worker.started
+        if worker.ready and lived > STABLE_AFTER:
+            worker.backoff = 0.0
+        else:
+            worker.backoff = min(max(worker.backoff * 2, RESTART_BACKOFF_FIRST), RESTART_BACKOFF_MAX)
+        worker.restart_at = time.monotonic() + worker.backoff
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for worker in self._workers:
+            if worker.restart_at is not None and worker.restart_at <= now:
+                worker.restart_at = None
+                self._spawn(worker)
+
+    # Stopping
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_signal = self._stop_signal or signum
+
+    def _on_grace_over(self, signum: int, frame: FrameType | None) -> None:
+        self._grace_over = True
+
+    def _stop(self, why: str) -> None:
+        self._stopping = True
+        alive = [w for w in self._workers if w.pid]
+        log.info("%s: stopping %s", why, _plural(len(alive), "worker"))
+        # New connections are refused from now on, not left in a backlog nobody reads.
+        self._close_listeners()
+        for worker in alive:
+            os.kill(worker.pid, signal.SIGTERM)
+        signal.alarm(int(self.config.shutdown_grace) + 5)
+
+    def _kill_remaining(self) -> None:
+        for worker in self._workers:
+            if worker.pid:
+                log.warning("worker %d (pid %d) did not stop in time; killing it", worker.index, worker.pid)
+                os.kill(worker.pid, signal.SIGKILL)
+
+    def _close_listeners(self) -> None:
+        for sockets in self._listeners:
+            for sock in sockets:
+                sock.close()
+
+    # Starting a worker
+
+    def _spawn(self, worker: _Worker) -> None:
+        status_read, status_write = os.pipe()
+        os.set_blocking(status_read, False)
+        context = WorkerContext(
+            worker.index,
+            self.count,
+            self.log_path,
+            self._epoch,
+            self._wake_fds,
+            tuple(self._listeners[worker.index]),
+            status_write,
+        )
+        worker.ready = False
+        worker.error = ""
+        worker.unread = b""
         # Signals wait until the child has its own handlers; the parent's must not run there.
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-        if self._stopping:  # a signal came between the decision to start and the block
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-            return
         supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
-            code = 1
-            try:
-                for signum in (*_SIGNALS, signal.SIGALRM):
-                    signal.signal(signum, signal.SIG_DFL)
-                _stop_with(supervisor)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-                if self._reservation is not None:
-                    self._reservation.close()
-                from rawsse.reactor.main import run
-
-                run(self.config, context)
-                code = 0
-            except BaseException:
-                log.exception("worker %d failed", index)
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        self.children[pid] = index
-        self._started[index] = time.monotonic()
+            os.close(status_read)
+            self._run_worker(context, supervisor)
+        os.close(status_write)
+        worker.pid = pid
+        worker.status_fd = status_read
+        worker.started = time.monotonic()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
-        log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self.children))
-        for pid in self.children:
-            os.kill(pid, signal.SIGTERM)
-        signal.alarm(int(self.config.shutdown_grace) + 5)
+    def _run_worker(self, context: WorkerContext, supervisor: int) -> None:
+        """The child's side of a fork: never returns."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in (*_SIGNALS, signal.SIGALRM, signal.SIGCHLD):
+                signal.signal(signum, signal.SIG_DFL)
+            _stop_with(supervisor)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+            for index, sockets in enumerate(self._listeners):
+                if index != context.index:
+                    for sock in sockets:
+                        sock.close()
+            from rawsse.reactor.main import serve_worker
 
-    def _on_grace_over(self, signum: int, frame: FrameType | None) -> None:
-        for pid in self.children:
-            log.warning("worker pid %d did not stop in time; killing it", pid)
-            os.kill(pid, signal.SIGKILL)
+            serve_worker(self.config, context)
+            code = 0
+        except BaseException as exc:
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+            log.error("worker %d failed: %s", context.index, reason)
+            log.debug("worker %d failed", context.index, exc_info=True)
+            try:
+                os.write(context.status_fd, FAILED + reason.encode() + b"\n")
+            except OSError:
+                pass
+        finally:
+            logging.shutdown()
+            os._exit(code)
 
 
 def _stop_with(supervisor: int) -> None:
@@ -186,3 +346,7 @@ def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -1,0 +1,63 @@
+"""The locustfile at toy size, checked against `rawsse flood` on the same server: a load
+tool that misreported latency (a reader holding events back in 512-byte chunks once made
+locust report 1.3 s where the server took a millisecond) would be worse than none."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rawsse.flood.run import FloodOptions, run_flood
+from tests.processes import Served
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUST = shutil.which("locust", path=str(Path(sys.executable).parent))
+
+TOLERANCE_MS = 5.0
+"""How far apart the two medians may be: both should see about a millisecond here."""
+
+
+def locust_event_median(port: int, seconds: int) -> tuple[float, int]:
+    assert LOCUST is not None
+    finished = subprocess.run(
+        [LOCUST, "-f", str(ROOT / "bench" / "locustfile.py"), "--headless", "--json", "--skip-log",
+         "-u", "10", "-r", "10", "-t", f"{seconds}s", "--host", f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=seconds + 60, stdin=subprocess.DEVNULL, cwd=ROOT,
+    )  # fmt: skip
+    stats: list[dict[str, Any]] = json.loads(finished.stdout)
+    entry = next(s for s in stats if s["method"] == "SSE" and s["name"] == "event")
+    times: dict[str, int] = entry["response_times"]  # rounded milliseconds -> count
+    count = sum(times.values())
+    seen = 0
+    for value, hits in sorted(times.items(), key=lambda item: float(item[0])):
+        seen += hits
+        if seen * 2 >= count:
+            return float(value), count
+    raise AssertionError("no events were counted")
+
+
+@pytest.mark.skipif(LOCUST is None, reason="locust is not installed (the bench extra)")
+def test_locust_and_flood_see_the_same_latency() -> None:
+    with Served("--heartbeat", "30") as served:
+        locust_median, count = locust_event_median(served.port, 4)
+        flood = run_flood(
+            FloodOptions(
+                mode="broadcast",
+                url=f"http://127.0.0.1:{served.port}/events",
+                streams=9,
+                processes=1,
+                events=40,
+                rate=10,
+                settle=2,
+                progress=False,
+            )
+        )
+    assert count > 20, "locust's subscribers received events"
+    flood_median = flood["latency"]["p50"] * 1000
+    assert abs(locust_median - flood_median) <= TOLERANCE_MS, (locust_median, flood_median)
