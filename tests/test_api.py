@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rawsse.api import Api, OpenStream
+from rawsse import __version__
+from rawsse.api import AcceptBudget, Api, OpenStream
 from rawsse.broker.memory import MemoryBroker
 from rawsse.config import Config
 from rawsse.hub.history import History
@@ -53,7 +54,20 @@ def test_metrics_and_health() -> None:
     metrics = api.handle(request("GET", "/metrics"), True)
     assert isinstance(metrics, bytes)
     assert b"# TYPE rawsse_streams_open gauge\nrawsse_streams_open 0\n" in metrics
+    assert f'rawsse_build_info{{version="{__version__}",'.encode() in metrics
     assert api.handle(request("HEAD", "/healthz"), True).endswith(b"\r\n\r\n")  # type: ignore[union-attr]
+    ready = api.handle(request("GET", "/readyz"), True)
+    assert isinstance(ready, bytes) and ready.startswith(b"HTTP/1.1 200 OK") and ready.endswith(b"ready\n")
+    api.draining = True
+    assert api.handle(request("GET", "/readyz"), True).startswith(b"HTTP/1.1 503")  # type: ignore[union-attr]
+
+
+def test_the_accept_budget_takes_a_second_worth_then_refills() -> None:
+    budget = AcceptBudget(rate=10, now=0.0)
+    assert [budget.take(0.0) for _ in range(11)] == [True] * 10 + [False]
+    assert not budget.take(0.05)  # half a stream's worth of refill
+    assert budget.take(0.1)
+    assert AcceptBudget(rate=0, now=0.0).take(0.0)  # no limit
 
 
 def test_without_a_token_a_loopback_peer_must_also_name_a_loopback_host() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import signal
 from collections.abc import Callable
 
@@ -72,7 +73,7 @@ async def _serve(config: Config, loop_name: str, worker: WorkerContext | None) -
         loop.add_signal_handler(signum, on_signal, signum)
     log.info(
         "rawsse%s listening on http://%s:%d (%s loop, %s streams, up to %d connections)",
-        "" if worker is None else f" worker {worker.index}",
+        "" if worker is None else f" worker {worker.index} (pid {os.getpid()})",
         config.host,
         server.port,
         loop_name,
