@@ -20,18 +20,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["RESET_EVENT", "Config", "Overloaded", "Server", "run"]
+__all__ = ["RESET_EVENT", "RETRY_EVENT", "Config", "Overloaded", "Server", "run"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from rawsse.config import Config
-    from rawsse.hub.hub import RESET_EVENT, Overloaded
+    from rawsse.hub.hub import RESET_EVENT, RETRY_EVENT, Overloaded
     from rawsse.reactor.main import run
     from rawsse.reactor.server import Server
 
 _HOMES = {
     "Config": "rawsse.config",
     "RESET_EVENT": "rawsse.hub.hub",
+    "RETRY_EVENT": "rawsse.hub.hub",
     "Overloaded": "rawsse.hub.hub",
     "run": "rawsse.reactor.main",
     "Server": "rawsse.reactor.server",

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from rawsse.broker.base import Broker, BrokerUnavailable
 from rawsse.config import Config
 from rawsse.dashboard.static import StaticFiles, is_static_path
-from rawsse.hub.hub import RESET_EVENT, EventTooLarge, NotYetTaken, Overloaded
+from rawsse.hub.hub import RETRY_EVENT, EventTooLarge, NotYetTaken, Overloaded
 from rawsse.metrics import Metrics
 from rawsse.proto.cors import CorsPolicy, allow_headers
 from rawsse.proto.http import HttpError, Request, error_response, response, stream_head
@@ -145,7 +145,10 @@ class Api:
         self._config = config
         self._clock = clock
         self._rng = rng or random.Random()
-        self._accept_budget = AcceptBudget(config.max_accept_rate, clock())
+        # Each worker takes its share of the server's rate (the kernel spreads the
+        # connections evenly over the workers' sockets).
+        rate = config.max_accept_rate / config.worker_count()
+        self._accept_budget = AcceptBudget(rate, clock())
         self.draining = False
         """Set when the server begins to stop: /readyz answers 503, publishing is refused,
         and stream requests are told to come back later."""
@@ -191,6 +194,9 @@ class Api:
             return response(200, text, "text/plain; version=0.0.4", keep_alive=request.keep_alive)
         if request.path == "/readyz":
             return self._readiness(request)
+        return self._liveness(request)
+
+    def _liveness(self, request: Request) -> bytes:
         body = b"" if request.method == "HEAD" else b"ok\n"
         return response(200, body, keep_alive=request.keep_alive)
 
@@ -207,24 +213,35 @@ class Api:
 
     # Load shedding
 
-    def shed(self, request: Request, reason: str = OVERLOADED) -> bytes:
-        """The answer to a request refused for load. A stream request gets a 200 stream
-        that only sets a jittered `retry:` and says why, then ends: EventSource
-        reconnects by itself after any 200 (but never after a 503), and the jitter
-        spreads the clients' return. Anything else gets 503 with Retry-After."""
+    def shed(self, request: Request) -> bytes:
+        """The answer to a request over the connection limit. A stream request gets a
+        200 stream that only sets a jittered `retry:` and says why, then ends:
+        EventSource reconnects by itself after a 200 (but never after a 503), and the
+        jitter spreads the clients' return. Liveness stays 200 (a busy server is alive),
+        readiness says 503, anything else gets 503 with Retry-After."""
         if request.method == "GET" and request.path in STREAM_PATHS:
             allowed = self._cors.check(request)  # a CORS failure would also stop EventSource
-            return self.come_back_later(self._heads[allowed], reason)
+            return self.come_back_later(self._heads[allowed], OVERLOADED)
+        if request.path == "/healthz" and request.method in ROUTES["/healthz"]:
+            return self._liveness(request)
+        if request.path == "/readyz":
+            return error_response(HttpError(503, "not ready: at the connection limit", RETRY_AFTER))
+        return self.busy()
+
+    def busy(self) -> bytes:
         self._metrics.rejected[503] += 1
-        why = "shutting down" if reason == SHUTTING_DOWN else "too many connections"
-        return error_response(HttpError(503, f"{why}; retry shortly", RETRY_AFTER))
+        return error_response(HttpError(503, "too many connections; retry shortly", RETRY_AFTER))
 
     def come_back_later(self, head: bytes, reason: str) -> bytes:
-        """A whole stream response: `head`, a jittered retry, and a reset event without an
-        id (so the client keeps its Last-Event-ID and resumes when it comes back)."""
+        """A whole stream response: `head`, a jittered `retry:` and a `rawsse-retry`
+        event saying why. The event has no id, so the client keeps its Last-Event-ID and
+        resumes when it comes back; and it is no `rawsse-reset`, since nothing was
+        missed and nothing needs reloading (a reload wave would move the overload onto
+        the application behind rawsse)."""
         self._metrics.streams_refused += 1
-        reset = encode_event(json.dumps({"reason": reason}), None, RESET_EVENT)
-        return head + encode_retry(self.reconnect_delay()) + reset
+        delay = self.reconnect_delay()
+        notice = encode_event(json.dumps({"reason": reason, "retry": delay}), None, RETRY_EVENT)
+        return head + encode_retry(delay) + notice
 
     def reconnect_delay(self) -> int:
         """A reconnection delay in ms drawn from [--retry, --retry + --retry-spread]."""

@@ -213,9 +213,16 @@ def serve(args: argparse.Namespace) -> int:
     given: dict[str, Any] = {spec.name: getattr(args, spec.name) for spec in dataclasses.fields(Config)}
     try:
         config = Config.from_env(**given)
+    except ConfigError as exc:  # named by the flag or variable it came from
+        print(f"rawsse: {exc}", file=sys.stderr)
+        return 2
+    try:
         check_environment(config)
     except ConfigError as exc:
-        print(f"rawsse: {exc}", file=sys.stderr)
+        source = flag_name(exc.name) if given.get(exc.name) is not None else env_name(exc.name)
+        if source not in os.environ and not source.startswith("--"):
+            source = flag_name(exc.name)
+        print(f"rawsse: {source} {exc.problem}", file=sys.stderr)
         return 2
     try:
         run(config)

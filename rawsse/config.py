@@ -276,7 +276,8 @@ class Config:
             parse_origins(self.cors_origin)
         except CorsError as exc:
             raise ConfigError("cors_origin", str(exc).removeprefix("cors origin ")) from None
-        if self.workers != "auto" and not (self.workers.isdigit() and 0 < int(self.workers) <= MAX_WORKERS):
+        digits = self.workers.isascii() and self.workers.isdigit()
+        if self.workers != "auto" and not (digits and 0 < int(self.workers) <= MAX_WORKERS):
             raise ConfigError(
                 "workers", f"must be auto or a number from 1 to {MAX_WORKERS}, got {self.workers!r}"
             )

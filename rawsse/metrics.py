@@ -14,12 +14,14 @@ class Metrics:
 
     __slots__ = (
         "bytes_written",
+        "connections_dropped",
         "deliveries",
         "events_published",
         "rejected",
         "resets",
         "resumes",
         "slow_consumers",
+        "stream_slots",
         "streams_closed",
         "streams_open",
         "streams_opened",
@@ -31,6 +33,8 @@ class Metrics:
         self.streams_opened = 0
         self.streams_closed = 0
         self.streams_refused = 0
+        self.stream_slots = 0
+        self.connections_dropped = 0
         self.events_published = 0
         self.deliveries = 0
         self.bytes_written = 0
@@ -91,5 +95,17 @@ SERIES = [
     ),
     ("resumes", "counter", "resumes_total", "Streams opened with a Last-Event-ID."),
     ("resets", "counter", "resets_total", "Resumes that were told events may have been missed."),
+    (
+        "stream_slots",
+        "gauge",
+        "stream_slots",
+        "Stream slots taken: open streams, and closed ones whose fd waits for the running pass.",
+    ),
+    (
+        "connections_dropped",
+        "counter",
+        "connections_dropped_total",
+        "Connections over the limit dropped unanswered, past those answered 'come back later'.",
+    ),
 ]
 """(attribute, type, exposed name, help) of each series a worker shares."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from rawsse.config import Config, ConfigError, flag_name
+from rawsse.config import Config, ConfigError
 
 EXTRAS = {"broker": ("redis", "redis")}
 """Option -> (module it needs, the extra that installs it), for options that need one."""
@@ -25,16 +25,17 @@ def missing_module(name: str) -> bool:
 
 
 def check_environment(config: Config) -> None:
-    """Raise ConfigError for the first thing `config` needs that this machine lacks."""
+    """Raise ConfigError (named by the option's field) for the first thing `config` needs
+    that this machine lacks."""
     if config.broker != "memory" and missing_module(EXTRAS["broker"][0]):
         extra = EXTRAS["broker"][1]
         scheme = config.broker.partition(":")[0]
         raise ConfigError(
-            flag_name("broker"), f"{scheme}:// needs the {extra} extra: pip install 'rawsse[{extra}]'"
+            "broker", f"{scheme}:// needs the {extra} extra: pip install 'rawsse[{extra}]'"
         )
     if config.loop == "uvloop" and missing_module("uvloop"):
-        raise ConfigError(flag_name("loop"), "uvloop is not installed: pip install uvloop, or use auto")
+        raise ConfigError("loop", "uvloop is not installed: pip install uvloop, or use auto")
     if config.streams == "epoll" and sys.platform != "linux":
-        raise ConfigError(flag_name("streams"), "epoll exists only on Linux; use auto or transport")
+        raise ConfigError("streams", "epoll exists only on Linux; use auto or transport")
     if config.streams == "kqueue" and (sys.platform == "linux" or sys.platform == "win32"):
-        raise ConfigError(flag_name("streams"), "kqueue exists only on BSD and macOS; use auto or transport")
+        raise ConfigError("streams", "kqueue exists only on BSD and macOS; use auto or transport")

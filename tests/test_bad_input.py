@@ -200,7 +200,7 @@ def test_publisher_that_disconnects_mid_body_publishes_nothing(backend: tuple[st
 def test_connections_beyond_the_limit_get_503_with_retry_after(backend: tuple[str, str]) -> None:
     async def scenario(server: Server) -> None:
         holders = [await StreamClient.open(server.port, "topic=t") for _ in range(3)]
-        answer, closed = await exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+        answer, closed = await exchange(server.port, b"GET /metrics HTTP/1.1\r\nHost: [::1]\r\n\r\n")
         assert (answer.status, answer.headers["retry-after"], closed) == (503, "1", True)
         holders.pop().close()
         await wait_for(lambda: server.connection_count < 3, "the closes to be seen")
@@ -288,7 +288,7 @@ def test_stream_that_cannot_be_registered_is_told_to_come_back_and_leaks_nothing
         assert refused.status == 200
         # No id: the client keeps its own Last-Event-ID for when it comes back.
         assert [(e.event, json.loads(e.data)["reason"], e.id) for e in events] == [
-            ("rawsse-reset", "overloaded", "")
+            ("rawsse-retry", "overloaded", "")
         ]
         assert refused.parser.retry is not None and 3000 <= refused.parser.retry <= 13000
         refused.close()

@@ -41,7 +41,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "loop": ["tokio", ""],
     "streams": ["io_uring", ""],
     "log_level": ["chatty"],
-    "workers": ["0", "65", "-1", "many"],
+    "workers": ["0", "65", "-1", "many", "²"],
     "broker": ["postgres://x", "redis://", "redis://h:99999", "redis://h/db"],
     "broker_history": ["0", "-1"],
     "dashboard": ["maybe"],
@@ -61,6 +61,10 @@ def bad_cases() -> list[tuple[str, str]]:
 def test_a_bad_flag_is_refused_in_one_line(
     name: str, value: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def serving(config: Config) -> None:
+        raise AssertionError(f"a server started with {name}={value!r}")
+
+    monkeypatch.setattr("rawsse.reactor.main.run", serving)
     if name == "dashboard":  # a switch: only its environment variable takes a value
         monkeypatch.setenv(env_name(name), value)
         expected = env_name(name)
@@ -104,7 +108,7 @@ def test_edge_values_and_special_values_are_accepted() -> None:
         shutdown_grace="0",
         workers="auto",
         broker="redis://127.0.0.1:6379/0",
-        host="::1",
+        host="[::1]",
     )
     assert (config.port, config.history, config.max_connections, config.workers) == (65535, 0, 0, "auto")
 
@@ -133,6 +137,18 @@ def test_a_missing_extra_names_what_to_install() -> None:
     assert finished.stderr == (
         "rawsse: --broker redis:// needs the redis extra: pip install 'rawsse[redis]'\n"
     )
+
+
+def test_a_missing_extra_is_named_by_the_variable_that_asked_for_it() -> None:
+    code = (
+        "import os, sys; sys.modules['redis'] = None\n"
+        "os.environ['RAWSSE_BROKER'] = 'redis://127.0.0.1:6379/0'\n"
+        "from rawsse.cli import main\n"
+        "sys.exit(main(['serve']))"
+    )
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert finished.returncode == 2
+    assert finished.stderr.startswith("rawsse: RAWSSE_BROKER redis:// needs the redis extra"), finished.stderr
 
 
 def test_version() -> None:

@@ -173,6 +173,8 @@ def test_the_request_reader_and_the_api_give_only_documented_outcomes(raw: bytes
 def served() -> Iterator[Served]:
     with Served("--max-body-bytes", "4096", "--max-header-bytes", "2048", "--max-url-bytes", "512") as server:
         yield server
+    failures = [line for line in server.lines if "Traceback" in line or " ERROR " in line]
+    assert not failures, "".join(failures)  # nothing went wrong inside the server either
 
 
 def first_status(port: int, raw: bytes) -> int | None:

@@ -94,4 +94,4 @@ def test_a_worker_that_cannot_start_stops_the_server_after_a_few_attempts() -> N
 def test_the_supervisor_says_how_many_workers_it_stops() -> None:
     with Served("--workers", "2", ready_lines=2) as served:
         pass
-    assert any("stopping 2 workers" in line for line in served.lines), served.lines
+    served.wait_for_lines("stopping 2 workers")

@@ -1,8 +1,10 @@
 """Load shedding that EventSource survives: a stream refused for load (connection limit,
 accept rate, shutdown) gets a 200 stream that only says "come back in a while" with a
 jittered retry and a reason, because a browser never reconnects after any other status;
-plain requests get 503 with Retry-After. On shutdown every stream is told to reconnect
-after a delay drawn from a spread, so the clients do not come back as one wave."""
+plain requests get 503 with Retry-After; past the places kept for answering, connections
+are dropped unanswered (a network error, which EventSource also retries). On shutdown
+every stream is told to reconnect after a delay drawn from a spread, so the clients do
+not come back as one wave."""
 
 from __future__ import annotations
 
@@ -30,9 +32,11 @@ async def refused_stream(port: int) -> tuple[StreamClient, str]:
     client = await StreamClient.open(port, "topic=t", {"Last-Event-ID": "earlier-7"})
     events = await client.until_closed()
     assert client.status == 200
-    assert [(e.event, e.id) for e in events] == [("rawsse-reset", "")]  # no id: the client keeps its own
+    assert [(e.event, e.id) for e in events] == [("rawsse-retry", "")]  # no id: the client keeps its own
     assert client.parser.retry in RETRY_RANGE
-    reason: str = json.loads(events[0].data)["reason"]
+    notice = json.loads(events[0].data)
+    assert notice["retry"] == client.parser.retry
+    reason: str = notice["reason"]
     return client, reason
 
 
@@ -46,8 +50,17 @@ def test_over_the_connection_limit_a_stream_request_is_told_to_come_back(backend
             delays.add(client.parser.retry)
             client.close()
         assert len(delays) > 1, "the delays are jittered"
-        answer, closed = await exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+        answer, closed = await exchange(server.port, b"GET /metrics HTTP/1.1\r\nHost: [::1]\r\n\r\n")
         assert (answer.status, answer.headers["retry-after"], closed) == (503, "1", True)
+        answer, closed = await exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+        assert (answer.status, answer.body, closed) == (200, b"ok\n", True)  # busy, but alive
+        answer, _ = await exchange(server.port, b"GET /readyz HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+        assert answer.status == 503
+        # A request with a body is turned away from its head, without the body being read.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST /publish?topic=t HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 999999\r\n\r\nx")
+        assert (await read_response(reader)).status == 503
+        writer.close()
         # The streams already open were never disturbed.
         await publish_via_holder(server, holders)
 
@@ -130,7 +143,7 @@ def test_while_draining_readiness_publishing_and_streams_are_turned_away(backend
         kept[2][1].write(b"GET /events?topic=t HTTP/1.1\r\nHost: [::1]\r\n\r\n")
         streamed = await asyncio.wait_for(kept[2][0].read(), TIMEOUT)  # to the end: it closes
         assert streamed.startswith(b"HTTP/1.1 200 OK\r\n")
-        assert b'event: rawsse-reset\ndata: {"reason": "shutting-down"}\n\n' in streamed
+        assert b'\nevent: rawsse-retry\ndata: {"reason": "shutting-down", "retry": ' in streamed
         assert not stopping.done()
         slow.transport.abort()  # the slow reader goes: the drain ends
         await asyncio.wait_for(stopping, TIMEOUT)
@@ -138,3 +151,73 @@ def test_while_draining_readiness_publishing_and_streams_are_turned_away(backend
             writer.close()
 
     run_with_server(backend, scenario, max_pending_bytes=64 * 1024 * 1024, shutdown_grace=30)
+
+
+async def unanswered(port: int) -> bool:
+    """Whether the server drops a stream request without a byte of answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /events?topic=t HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+    try:
+        answer = await asyncio.wait_for(reader.read(), TIMEOUT)
+    except ConnectionResetError:
+        answer = b""
+    writer.close()
+    return answer == b""
+
+
+def test_past_the_places_kept_for_answers_a_connection_is_dropped(backend: tuple[str, str]) -> None:
+    """A wave larger than the descriptors kept for "come back later" answers: those
+    beyond are dropped without a word, which EventSource treats as a network error and
+    retries, where a 503 would end it."""
+
+    async def scenario(server: Server) -> None:
+        holder = await StreamClient.open(server.port, "topic=t")
+        server.shed_capacity = 2  # as if only two descriptors were left
+        waiting = []
+        for _ in range(2):  # two connections over the limit that say nothing: they hold the places
+            waiting.append(await asyncio.open_connection("127.0.0.1", server.port))
+        await wait_for(lambda: server.shedding == 2, "the two places to be taken")
+        assert await unanswered(server.port)
+        assert server.metrics.connections_dropped == 1
+        for _, writer in waiting:
+            writer.close()
+        await wait_for(lambda: server.shedding == 0, "the places to be free")
+        _, reason = await refused_stream(server.port)  # answered again
+        assert reason == "overloaded"
+        holder.close()
+
+    run_with_server(backend, scenario, max_connections=1)
+
+
+def test_a_slow_connection_over_the_limit_cannot_hold_its_place() -> None:
+    """Over the limit, a connection has one second for its whole head, however it
+    trickles in; then it is dropped and its place serves the next one."""
+
+    async def scenario(server: Server) -> None:
+        holder = await StreamClient.open(server.port, "topic=t")
+        server.shed_capacity = 1
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /events?topic=t HTTP/1.1\r\nHo")  # and no more
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # dropped after its second
+        writer.close()
+        await wait_for(lambda: server.shedding == 0, "its place to be free")
+        _, reason = await refused_stream(server.port)
+        assert reason == "overloaded"
+        holder.close()
+
+    run_with_server(("uvloop", "epoll"), scenario, max_connections=1)
+
+
+def test_with_no_grace_at_all_streams_still_get_their_spread_retry(backend: tuple[str, str]) -> None:
+    async def scenario(server: Server) -> None:
+        clients = [await StreamClient.open(server.port, "topic=t") for _ in range(24)]
+        await server.stop()
+        delays = set()
+        for client in clients:
+            await client.until_closed()
+            assert client.parser.retry in RETRY_RANGE
+            delays.add(client.parser.retry)
+            client.close()
+        assert len(delays) >= 4
+
+    run_with_server(backend, scenario, shutdown_grace=0)

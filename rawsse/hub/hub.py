@@ -20,6 +20,11 @@ RESET_EVENT = "rawsse-reset"
 """The event a resuming stream receives when events may have been missed. Its data is JSON
 `{"reason": ...}` with one of the reasons below; a client should reload its state."""
 
+RETRY_EVENT = "rawsse-retry"
+"""The event of a stream turned away for load or shutdown: JSON `{"reason": ...,
+"retry": <ms>}`, reason `overloaded` or `shutting-down`. It has no id, and nothing was
+missed: the client comes back after the delay and resumes with its own Last-Event-ID."""
+
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
 """Bytes published but not yet taken by a fan-out pass. Past this, publishers get 503 until
 the pass catches up: a publish burst can never grow memory without bound."""
@@ -174,15 +179,12 @@ class Hub:
     def spread(self, choices: list[bytes], pick: Callable[[int], int]) -> list[Delivery]:
         """One of `choices` for every stream, `pick(len(choices))` choosing which: the
         jittered `retry:` lines of a drain, each shared by the streams that drew it."""
-        deliveries: list[Delivery] = []
+        shares = [array("i") for _ in choices]
+        count = len(choices)
         for group in self.subscriptions.groups():
-            shares = [array("i") for _ in choices]
             for slot in group.members:
-                shares[pick(len(choices))].append(slot)
-            for share, data in zip(shares, choices, strict=True):
-                if share:
-                    deliveries.append(Delivery(share, data, 0))
-        return deliveries
+                shares[pick(count)].append(slot)
+        return [Delivery(share, data, 0) for share, data in zip(shares, choices, strict=True) if share]
 
     def catch_up(
         self,

@@ -170,6 +170,8 @@ class RequestReader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         message = self._current()
+        if self._head_done:
+            return  # a chunked body's trailer: counted with the body, never taken as a header
         self._count_head(len(name) + len(value) + 4)
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")

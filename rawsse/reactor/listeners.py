@@ -19,6 +19,7 @@ import errno
 import fcntl
 import os
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,7 +48,8 @@ Address = tuple[Any, ...]
 
 def addresses(host: str, port: int) -> list[tuple[int, Address]]:
     """(family, address) of every local address `host` names, without duplicates."""
-    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] as in URLs
+    found = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     unique: dict[tuple[int, Any], tuple[int, Address]] = {}
     for family, _, _, _, address in found:
         if family in (socket.AF_INET, socket.AF_INET6):
@@ -93,15 +95,31 @@ def listen(host: str, port: int, backlog: int) -> Listeners:
     return _bind(host, port, backlog, shared=False)
 
 
+PICK_ATTEMPTS = 5
+"""For port 0: free ports tried, in case another program takes one between the pick and
+the bind."""
+
+
 def listen_shared(host: str, port: int, backlog: int, copies: int) -> list[Listeners]:
     """`copies` sets of sockets on one port, for workers (`SO_REUSEPORT`), refused with
     PortInUse when anything else listens there already. Port 0 picks a free port once."""
-    if port == 0:
+    if port:
+        return _listen_shared(host, port, backlog, copies)
+    for attempt in range(PICK_ATTEMPTS):
         probe = _bind(host, 0, 1, shared=False)
-        port = probe[0].getsockname()[1]
+        picked = probe[0].getsockname()[1]
         for sock in probe:
             sock.close()
-    with _start_lock(host, port):
+        try:
+            return _listen_shared(host, picked, backlog, copies)
+        except PortInUse:
+            if attempt == PICK_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _listen_shared(host: str, port: int, backlog: int, copies: int) -> list[Listeners]:
+    with _start_lock(port):
         for sock in _bind(host, port, 1, shared=False):  # fails while anyone listens there
             sock.close()
         sets: list[Listeners] = []
@@ -117,12 +135,30 @@ def listen_shared(host: str, port: int, backlog: int, copies: int) -> list[Liste
 
 
 @contextmanager
-def _start_lock(host: str, port: int) -> Iterator[None]:
-    """Held while a supervisor probes and binds, so two cannot interleave the two."""
-    name = f"rawsse-{os.getuid()}-{host.replace('/', '_')}-{port}.lock"
-    fd = os.open(os.path.join(tempfile.gettempdir(), name), os.O_RDWR | os.O_CREAT, 0o600)
+def _start_lock(port: int) -> Iterator[None]:
+    """Held while a supervisor probes and binds, so two cannot interleave the two. Keyed
+    by the port alone (any two addresses of one port may clash), in a directory only this
+    user can write to, so no one else can block or redirect it."""
+    path = os.path.join(_lock_directory(), f"port-{port}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays, empty, for the next start
+
+
+def _lock_directory() -> str:
+    """$XDG_RUNTIME_DIR/rawsse (private by definition), else a directory of this user's
+    own in the temporary directory, made 0700 and checked to be ours."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = runtime if runtime and os.path.isdir(runtime) else tempfile.gettempdir()
+    directory = os.path.join(base, f"rawsse-{os.getuid()}")
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    status = os.lstat(directory)
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise PermissionError(errno.EPERM, f"{directory} is not a private directory of this user")
+    return directory

@@ -11,7 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from rawsse.api import OVERLOADED, CloseStreams, OpenStream, PendingResponse, publish_error
-from rawsse.proto.http import HttpError, Request, RequestReader, error_response, response
+from rawsse.proto.http import HttpError, Request, RequestReader, error_response
 
 if TYPE_CHECKING:
     from rawsse.reactor.server import Server
@@ -36,19 +36,13 @@ PENDING_LIMIT = 10.0
 """A request waiting on the broker (a Redis round trip, a resume waiting for its id) gets
 503 after this long, whatever the broker does."""
 
-SHED_CONNECTIONS = 32
-"""Connections over --max-connections whose request is still read, so that a stream
-request can be told to come back later (EventSource never retries after a 503); half the
-descriptors kept back by FD_RESERVE. Beyond them a connection gets 503 at once."""
-
 SHED_TIMEOUT = 1.0
-"""Time a connection over the limit has to send its request line."""
+"""Time a connection over the limit has to send its whole request head; it is then
+answered (see Api.shed) or dropped."""
 
 IDLE, HEAD, BODY, CLOSING, HANDED_OFF = range(5)
 """Connection phases. HEAD and BODY run the request timeouts, IDLE the keep-alive one;
 CLOSING is the lingering close; HANDED_OFF means a stream backend owns the connection."""
-
-_BUSY = response(503, b"too many connections\n", headers=[("Retry-After", "1")], keep_alive=False)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -75,13 +69,13 @@ class HttpProtocol(asyncio.Protocol):
         server = self._server
         deadline = server.config.header_timeout
         if server.connection_count >= server.connection_limit:
-            if server.shedding >= SHED_CONNECTIONS:
-                # No lingering here: under a flood, each refused connection must give its
-                # fd back at once, or the refusals themselves exhaust the descriptors.
-                server.metrics.rejected[503] += 1
+            if server.shedding >= server.shed_capacity:
+                # No answer at all: a dropped connection is a network error, after which
+                # EventSource reconnects by itself (a 503 would end it for good), and the
+                # descriptor goes back at once, so the refusals cannot exhaust them.
+                server.metrics.connections_dropped += 1
                 self._phase = CLOSING
-                self._transport.write(_BUSY)
-                self._transport.close()
+                self._transport.abort()
                 return
             self._shedding = True  # its request is read and answered "come back later"
             server.shedding += 1
@@ -143,6 +137,11 @@ class HttpProtocol(asyncio.Protocol):
                 self._unanswered.extend(self._reader.feed(chunk))  # type: ignore[arg-type]
             except HttpError as error:
                 self._fail(error)
+                return
+            if self._shedding and self._reader.in_body and not self._unanswered:
+                # A request with a body is no stream request: no need to read the body to
+                # turn it away.
+                self._end_shedding(self._server.api.busy())
                 return
             if self._reader.interim:
                 assert self._transport is not None
@@ -231,6 +230,9 @@ class HttpProtocol(asyncio.Protocol):
     # Timeouts (called by the server's once-a-second sweep)
 
     def on_timeout(self) -> None:
+        if self._shedding:  # over the limit and slow: dropped, which EventSource retries
+            self.close_now()
+            return
         if self._waiting is not None:  # the broker answers or fails within its own timeout
             self.deadline = self._server.loop.time() + LINGER_TIME
             return
@@ -250,6 +252,8 @@ class HttpProtocol(asyncio.Protocol):
         (every answered request starts a new one)."""
         reader = self._reader
         phase = HEAD if reader.in_head else BODY if reader.in_body else IDLE
+        if self._shedding:
+            return  # its one short deadline runs from the connection's start
         if phase != self._phase or answered:
             self._phase = phase
             config = self._server.config
@@ -291,12 +295,15 @@ class HttpProtocol(asyncio.Protocol):
 
     def _shed(self, request: Request) -> None:
         """Over the connection limit: answer "come back later" and close at once."""
-        assert self._transport is not None
         try:
             answer = self._server.api.shed(request)
         except HttpError as error:  # a page of an origin that is not allowed
             self._server.metrics.rejected[error.status] += 1
             answer = error_response(error)
+        self._end_shedding(answer)
+
+    def _end_shedding(self, answer: bytes) -> None:
+        assert self._transport is not None
         self._phase = CLOSING
         self._transport.write(answer)
         self._transport.close()

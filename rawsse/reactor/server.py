@@ -8,6 +8,7 @@ import concurrent.futures
 import logging
 import random
 import resource
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from rawsse.api import Api
 from rawsse.broker.base import Broker
 from rawsse.broker.memory import MemoryBroker
 from rawsse.broker.workers import WorkerBroker, WorkerContext
-from rawsse.config import Config
+from rawsse.config import FD_RESERVE, Config
 from rawsse.dashboard.stats import StatsPublisher
 from rawsse.hub.history import History
 from rawsse.hub.hub import Hub
@@ -37,6 +38,12 @@ log = logging.getLogger("rawsse")
 
 SWEEP_INTERVAL = 1.0
 """Timeouts and heartbeats are checked by one sweep a second, not a timer per connection."""
+
+SHED_MIN = 32
+SHED_MAX = 4096
+"""Connections over --max-connections answered "come back later" at one time: at least
+half of FD_RESERVE, more when the limit leaves descriptors to spare. Beyond them a
+connection is dropped unanswered (see HttpProtocol.connection_made)."""
 
 DRAIN_RETRY_CHOICES = 16
 """Distinct reconnection delays handed out on drain: enough to spread the clients' return
@@ -82,6 +89,7 @@ class Server:
         self.http_connections: set[HttpProtocol] = set()
         self.shedding = 0
         """Connections over the limit whose request is read to answer "come back later"."""
+        self.shed_capacity = SHED_MIN
         self._listeners: list[asyncio.Server] = []
         self._port = 0
         self._sweeper: asyncio.TimerHandle | None = None
@@ -97,6 +105,31 @@ class Server:
         self.loop = asyncio.get_running_loop()
         fd_limit = raise_fd_limit()
         self.connection_limit = config.connection_limit(fd_limit)
+        # The descriptors left above the limit, less what the listener, pollers and logs
+        # need, hold the connections answered "come back later".
+        spare = fd_limit - self.connection_limit - FD_RESERVE // 2
+        self.shed_capacity = min(max(spare, SHED_MIN), SHED_MAX)
+        # A worker serves the sockets its supervisor bound for the port; a single process
+        # binds its own, first of all, so that a port in use is refused before a broker
+        # connects or history loads (see rawsse.reactor.listeners).
+        given = self.worker.listeners if self.worker else ()
+        sockets = list(given) or listen(config.host, config.port, config.backlog)
+        try:
+            await self._start_serving(fd_limit, sockets)
+        except BaseException:
+            if getattr(self, "broker", None) is not None:
+                await self.broker.stop()
+            if getattr(self, "streams", None) is not None:
+                self.streams.shutdown()
+            if not given:
+                for sock in sockets:
+                    sock.close()
+            raise
+        self._next_heartbeat = self.loop.time() + config.heartbeat
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    async def _start_serving(self, fd_limit: int, sockets: list[socket.socket]) -> None:
+        config = self.config
         history = History(config.history, config.history_age, config.history_bytes)
         remote = config.broker != "memory"
         ids: IdScheme = StreamIds() if remote else EpochIds(self.worker.epoch if self.worker else None)
@@ -121,18 +154,11 @@ class Server:
             else None
         )
         self._stopped = asyncio.Event()
-        # A worker serves the sockets its supervisor bound for the port; a single process
-        # binds its own, exclusively (see rawsse.reactor.listeners).
-        sockets = list(self.worker.listeners) if self.worker and self.worker.listeners else None
-        if sockets is None:
-            sockets = listen(config.host, config.port, config.backlog)
         self._listeners = [
             await self.loop.create_server(lambda: HttpProtocol(self), sock=sock, backlog=config.backlog)
             for sock in sockets
         ]
         self._port = sockets[0].getsockname()[1]
-        self._next_heartbeat = self.loop.time() + config.heartbeat
-        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def _make_broker(self) -> Broker:
         url = self.config.broker

@@ -78,18 +78,18 @@ class Streams:
         self.schedule()
 
     def announce(self, deliveries: list[Delivery]) -> None:
-        """Write `deliveries` to their streams now (in the running pass, or in one of
-        their own): a drain's reconnect advice."""
-        self._work.extend(deliveries)
-        if not self._passing and not self._closed:
-            self._offset = 0
-            self._passing = True
-            self._loop.call_soon(self._run_slice)
+        """Write `deliveries` to their streams at once, in one go, between two slices of
+        any running pass (a write is whole, or its rest is pending, so nothing is cut in
+        two): a drain's reconnect advice, which must not wait for a grace period that may
+        be zero."""
+        for delivery in deliveries:
+            self._write_slice(delivery.slots, delivery.data, delivery.droppable)
+            self._metrics.bytes_written += len(delivery.data) * len(delivery.slots)
 
     def _start_pass(self) -> None:
         self._scheduled = False
-        if self._closed or self._passing:
-            return  # a pass began meanwhile (see announce); its end schedules the next
+        if self._closed:
+            return
         if self._hub.has_queued:
             work = self._hub.take_batch()
         elif self._heartbeat_due:
@@ -135,7 +135,7 @@ class Streams:
         self._passing = False
         deferred, self._deferred = self._deferred, []
         for slot in deferred:
-            self._release(slot)
+            self._free(slot)
         if self._hub.has_queued or self._heartbeat_due:
             self.schedule()
         else:
@@ -157,13 +157,18 @@ class Streams:
         if self._passing:
             self._deferred.append(slot)
         else:
-            self._release(slot)
+            self._free(slot)
         self._wake_idle_waiters()
 
     def _joined(self, slot: int, topics: tuple[str, ...]) -> None:
         self.subscriptions.add(slot, topics)
         self._metrics.streams_open += 1
         self._metrics.streams_opened += 1
+        self._metrics.stream_slots += 1
+
+    def _free(self, slot: int) -> None:
+        self._release(slot)
+        self._metrics.stream_slots -= 1
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no pass runs and no stream has pending bytes; False on timeout."""
@@ -188,7 +193,7 @@ class Streams:
         self._passing = False
         deferred, self._deferred = self._deferred, []
         for slot in deferred:
-            self._release(slot)
+            self._free(slot)
         for group in self.subscriptions.groups():
             for slot in list(group.members):
                 self.close(slot)

@@ -50,6 +50,10 @@ first value up to the second, as systemd's and Kubernetes' restart back-offs do.
 STABLE_AFTER = 10.0
 """A worker that served this long before dying is restarted at once, its back-off reset."""
 
+START_TIMEOUT = 60.0
+"""A worker that has not said "ready" this long after its fork is killed and counted as a
+failed start: loading a large history from Redis takes seconds, a hang forever."""
+
 READY = b"ready\n"
 FAILED = b"failed "
 
@@ -77,8 +81,6 @@ class WorkersFailed(RuntimeError):
 class Supervisor:
     def __init__(self, config: Config) -> None:
         self.count = config.worker_count()
-        self._listeners: list[Listeners] = listen_shared(config.host, config.port, config.backlog, self.count)
-        self.port: int = self._listeners[0][0].getsockname()[1]
         self.config = config
         # Room for the history a restarted worker loads, and for the largest event 4 times;
         # with a Redis broker the workers are nodes and the log goes unused.
@@ -86,6 +88,14 @@ class Supervisor:
         if config.broker != "memory":
             size = MIN_LOG_BYTES
         self._log = self._create_log(size)
+        try:
+            self._listeners: list[Listeners] = listen_shared(
+                config.host, config.port, config.backlog, self.count
+            )
+        except BaseException:
+            self._log.close()
+            raise
+        self.port: int = self._listeners[0][0].getsockname()[1]
         # The file is unlinked at once (nothing to leak, whatever kills us); workers reopen
         # it through the fd they inherit, each its own open file, so flock tells them apart.
         self.log_path = f"/proc/self/fd/{self._log.fd}"
@@ -110,7 +120,9 @@ class Supervisor:
                 return shared
             except OSError as exc:
                 log.warning("cannot create the worker log in %s (%s)", directory, exc)
-        raise RuntimeError("no room for the worker log; lower --history-bytes")
+        raise WorkersFailed(
+            "no room for the worker log in /dev/shm or the temporary directory; lower --history-bytes"
+        )
 
     # The main loop
 
@@ -163,6 +175,7 @@ class Supervisor:
     def _wait(self, wake_read: int) -> None:
         """Until a signal, a worker's status line, or the next restart is due."""
         due = [w.restart_at for w in self._workers if w.restart_at is not None and not self._stopping]
+        due += [w.started + START_TIMEOUT for w in self._workers if w.pid and not w.ready]
         timeout = max(min(due) - time.monotonic(), 0.0) if due else None
         watched = [wake_read, *(w.status_fd for w in self._workers if w.status_fd >= 0)]
         select.select(watched, [], [], timeout)
@@ -174,16 +187,19 @@ class Supervisor:
 
     def _read_statuses(self) -> None:
         for worker in self._workers:
-            if worker.status_fd < 0:
-                continue
+            self._read_status(worker)
+
+    def _read_status(self, worker: _Worker) -> None:
+        """Take in what the worker said; at the end of its pipe (it exited), close it."""
+        while worker.status_fd >= 0:
             try:
                 chunk = os.read(worker.status_fd, 4096)
             except BlockingIOError:
-                continue
-            if not chunk:  # the worker's end closed: it exited (reaped below)
+                return
+            if not chunk:
                 os.close(worker.status_fd)
                 worker.status_fd = -1
-                continue
+                return
             worker.unread += chunk
             while b"\n" in worker.unread:
                 line, _, worker.unread = worker.unread.partition(b"\n")
@@ -207,6 +223,7 @@ class Supervisor:
 
     def _died(self, worker: _Worker, status: int) -> None:
         pid, worker.pid = worker.pid, 0
+        self._read_status(worker)  # its last words, written just before it exited
         self._log.leave(worker.index)
         if self._stopping:
             return
@@ -242,6 +259,10 @@ class Supervisor:
             if worker.restart_at is not None and worker.restart_at <= now:
                 worker.restart_at = None
                 self._spawn(worker)
+            elif worker.pid and not worker.ready and now - worker.started > START_TIMEOUT:
+                log.error("worker %d did not start within %.0f s; killing it", worker.index, START_TIMEOUT)
+                worker.error = f"not ready within {START_TIMEOUT:.0f} s"
+                os.kill(worker.pid, signal.SIGKILL)
 
     # Stopping
 
@@ -255,7 +276,8 @@ class Supervisor:
         self._stopping = True
         alive = [w for w in self._workers if w.pid]
         log.info("%s: stopping %s", why, _plural(len(alive), "worker"))
-        # New connections are refused from now on, not left in a backlog nobody reads.
+        # Once each worker closes its copy too (the first step of its drain), the port is
+        # closed and new connections are refused, not left in a backlog nobody reads.
         self._close_listeners()
         for worker in alive:
             os.kill(worker.pid, signal.SIGTERM)
@@ -275,6 +297,9 @@ class Supervisor:
     # Starting a worker
 
     def _spawn(self, worker: _Worker) -> None:
+        if worker.status_fd >= 0:  # a pipe the last worker never closed (it cannot be read from now)
+            os.close(worker.status_fd)
+            worker.status_fd = -1
         status_read, status_write = os.pipe()
         os.set_blocking(status_read, False)
         context = WorkerContext(

@@ -20,7 +20,7 @@ class TransportStreams(Streams):
         super().__init__(loop, hub, metrics, limits)
         capacity = hub.subscriptions.capacity
         self._transports: list[asyncio.Transport | None] = [None] * capacity
-        self._free = list(range(capacity - 1, -1, -1))
+        self._vacant = list(range(capacity - 1, -1, -1))
         self._open: set[int] = set()  # so the sweeps need not scan every slot
         self._first_write = array("q", bytes(8 * capacity))
         self._blocked_since: dict[int, float] = {}
@@ -28,9 +28,9 @@ class TransportStreams(Streams):
     def open(self, transport: asyncio.Transport, first_bytes: bytes, topics: tuple[str, ...]) -> int | None:
         """Make the connection a stream; returns its slot, which the protocol closes when
         the connection is lost. Raises OSError when every slot is taken."""
-        if not self._free:
+        if not self._vacant:
             raise OSError("stream slots are full")
-        slot = self._free.pop()
+        slot = self._vacant.pop()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -83,7 +83,7 @@ class TransportStreams(Streams):
                 transport.close()
 
     def _release(self, slot: int) -> None:
-        self._free.append(slot)
+        self._vacant.append(slot)
 
     def _has_pending(self) -> bool:
         transports = self._transports
