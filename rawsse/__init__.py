@@ -12,7 +12,7 @@ Embedding:
 
 `run(config)` runs a server as a program until SIGTERM/SIGINT.
 
-The names are loaded on first use, so importing the sans-I/O modules (rawsse.proto) does
+The names are loaded on first use, so importing the sans-I/O modules (rawsse.core) does
 not pull in asyncio.
 """
 
@@ -25,16 +25,17 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from rawsse.config import Config
-    from rawsse.hub.hub import RESET_EVENT, RETRY_EVENT, Overloaded
-    from rawsse.reactor.main import run
+    from rawsse.core.hub import RESET_EVENT, RETRY_EVENT
+    from rawsse.errors import Overloaded
+    from rawsse.process.run import run
     from rawsse.reactor.server import Server
 
 _HOMES = {
     "Config": "rawsse.config",
-    "RESET_EVENT": "rawsse.hub.hub",
-    "RETRY_EVENT": "rawsse.hub.hub",
-    "Overloaded": "rawsse.hub.hub",
-    "run": "rawsse.reactor.main",
+    "RESET_EVENT": "rawsse.core.hub",
+    "RETRY_EVENT": "rawsse.core.hub",
+    "Overloaded": "rawsse.errors",
+    "run": "rawsse.process.run",
     "Server": "rawsse.reactor.server",
 }
 

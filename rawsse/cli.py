@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rawsse import __version__
-from rawsse.config import Config, ConfigError, describe_range, env_name, field_kind, flag_name
+from rawsse.config import Config, describe_range, env_name, field_kind, flag_name
+from rawsse.errors import ConfigError, PortInUse, WorkersFailed
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -206,9 +207,7 @@ def flood(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     from rawsse.preflight import check_environment
-    from rawsse.reactor.listeners import PortInUse
-    from rawsse.reactor.main import run
-    from rawsse.reactor.supervisor import WorkersFailed
+    from rawsse.process.run import run
 
     given: dict[str, Any] = {spec.name: getattr(args, spec.name) for spec in dataclasses.fields(Config)}
     try:

@@ -20,11 +20,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rawsse.broker.ring import MAX_WORKERS
-from rawsse.hub.history import HISTORY_AGE, HISTORY_BYTES, HISTORY_PER_TOPIC
-from rawsse.hub.hub import MAX_QUEUED_BYTES
-from rawsse.proto.cors import CorsError, parse_origins
-from rawsse.proto.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES
-from rawsse.proto.topics import MAX_TOPIC_LENGTH
+from rawsse.core.cors import parse_origins
+from rawsse.core.history import HISTORY_AGE, HISTORY_BYTES, HISTORY_PER_TOPIC
+from rawsse.core.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES
+from rawsse.core.hub import MAX_QUEUED_BYTES
+from rawsse.core.topics import MAX_TOPIC_LENGTH
+from rawsse.errors import ConfigError
 
 FANOUT_SLICE = 2048
 """Writes per slice: at the ~5-8 us of a loopback write, about 10-15 ms, short enough that
@@ -88,15 +89,6 @@ DAY = 86_400.0
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
 """A bearer token travels in a header: visible ASCII, no spaces."""
-
-
-class ConfigError(ValueError):
-    """An option value that cannot be used; `name` is the option's field name."""
-
-    def __init__(self, name: str, problem: str) -> None:
-        super().__init__(f"{name} {problem}")
-        self.name = name
-        self.problem = problem
 
 
 def _option(
@@ -272,10 +264,7 @@ class Config:
         for spec in dataclasses.fields(self):
             _check_field(spec, getattr(self, spec.name))
         _check_host(self.host)
-        try:
-            parse_origins(self.cors_origin)
-        except CorsError as exc:
-            raise ConfigError("cors_origin", str(exc).removeprefix("cors origin ")) from None
+        parse_origins(self.cors_origin)  # raises ConfigError when malformed
         digits = self.workers.isascii() and self.workers.isdigit()
         if self.workers != "auto" and not (digits and 0 < int(self.workers) <= MAX_WORKERS):
             raise ConfigError(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-from rawsse.config import Config, ConfigError
+from rawsse.config import Config
+from rawsse.errors import ConfigError
 
 EXTRAS = {"broker": ("redis", "redis")}
 """Option -> (module it needs, the extra that installs it), for options that need one."""

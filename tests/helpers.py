@@ -10,9 +10,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from rawsse.config import Config
-from rawsse.proto.sse import EventParser, ReceivedEvent
-from rawsse.reactor.main import loop_factory
+from rawsse.process.run import loop_factory
 from rawsse.reactor.server import Server
+from tests.sse_client import EventParser, ReceivedEvent
 
 TIMEOUT = 10.0
 """Upper bound for any one awaited step; a passing test never waits for it."""

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 
 from rawsse import __version__
-from rawsse.api import AcceptBudget, Api, OpenStream
 from rawsse.broker.memory import MemoryBroker
 from rawsse.config import Config
-from rawsse.hub.history import History
-from rawsse.hub.hub import Hub
-from rawsse.hub.subscriptions import Subscriptions
+from rawsse.core.api import AcceptBudget, Api, OpenStream
+from rawsse.core.history import History
+from rawsse.core.http import Request
+from rawsse.core.hub import Hub
+from rawsse.core.subscriptions import Subscriptions
+from rawsse.errors import HttpError
 from rawsse.metrics import Metrics
-from rawsse.proto.http import HttpError, Request
 
 
 def make_api(**options: object) -> Api:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rawsse.proto.sse import EventParser
 from tests.helpers import free_port
+from tests.sse_client import EventParser
 
 RAWSSE = [sys.executable, "-m", "rawsse"]
 

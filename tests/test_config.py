@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from rawsse.cli import main
-from rawsse.config import Config, ConfigError, env_name, flag_name
+from rawsse.config import Config, env_name, flag_name
+from rawsse.errors import ConfigError
 
 BAD_VALUES: dict[str, list[str]] = {
     "host": ["a b", "-x", ""],
@@ -64,7 +65,7 @@ def test_a_bad_flag_is_refused_in_one_line(
     def serving(config: Config) -> None:
         raise AssertionError(f"a server started with {name}={value!r}")
 
-    monkeypatch.setattr("rawsse.reactor.main.run", serving)
+    monkeypatch.setattr("rawsse.process.run.run", serving)
     if name == "dashboard":  # a switch: only its environment variable takes a value
         monkeypatch.setenv(env_name(name), value)
         expected = env_name(name)

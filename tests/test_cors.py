@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from rawsse.api import OpenStream
 from rawsse.config import Config
-from rawsse.proto.cors import CorsError, CorsPolicy, parse_origins
-from rawsse.proto.http import HttpError
+from rawsse.core.api import OpenStream
+from rawsse.core.cors import CorsPolicy, parse_origins
+from rawsse.errors import ConfigError, HttpError
 from rawsse.reactor.server import Server
 from tests.helpers import StreamClient, exchange, run_with_server
 from tests.test_api import make_api, request
@@ -23,7 +23,7 @@ def test_origin_settings_parse_and_bad_ones_are_refused() -> None:
     }
     assert parse_origins("*") == {"*"}
     for bad in ("a.example", "ftp://a.example", "http://a.example/path", "http://*.example", "*, http://a"):
-        with pytest.raises(CorsError):
+        with pytest.raises(ConfigError):
             parse_origins(bad)
     with pytest.raises(ValueError, match="cors_origin"):
         Config(cors_origin="example.com")

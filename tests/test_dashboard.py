@@ -9,15 +9,15 @@ import pytest
 
 from rawsse.broker.memory import MemoryBroker
 from rawsse.config import Config
+from rawsse.core.history import History
+from rawsse.core.hub import Hub
+from rawsse.core.publish import parse_publish
+from rawsse.core.subscriptions import Subscriptions
+from rawsse.core.topics import STATS_TOPIC
 from rawsse.dashboard.static import CONTENT_TYPES, StaticFiles
 from rawsse.dashboard.stats import COUNTERS, StatsPublisher, snapshot, worker_figures
-from rawsse.hub.history import History
-from rawsse.hub.hub import Hub
-from rawsse.hub.subscriptions import Subscriptions
+from rawsse.errors import HttpError, RawsseError
 from rawsse.metrics import Metrics
-from rawsse.proto.http import HttpError
-from rawsse.proto.publish import PublishError, parse_publish
-from rawsse.proto.topics import STATS_TOPIC
 from rawsse.reactor.server import Server
 from tests.helpers import StreamClient, get, post, run_with_server
 from tests.test_api import make_api, request
@@ -64,11 +64,11 @@ def test_stats_are_published_only_while_someone_subscribes_and_are_not_counted()
 
 def test_publishers_may_not_write_to_system_topics() -> None:
     for body in (b"topic=%24stats&data=x", b"topic=a&topic=$stats&data=x"):
-        with pytest.raises(PublishError, match="reserved for the server"):
+        with pytest.raises(RawsseError, match="reserved for the server"):
             parse_publish("", "application/x-www-form-urlencoded", body)
-    with pytest.raises(PublishError, match="reserved"):
+    with pytest.raises(RawsseError, match="reserved"):
         parse_publish("", "application/json", b'{"topic": "$stats", "data": "x"}')
-    with pytest.raises(HttpError) as caught:
+    with pytest.raises(RawsseError) as caught:
         make_api().handle(request("POST", "/publish", "topic=$stats", b"x"), True)
     assert caught.value.status == 400 and "reserved" in caught.value.message
     with pytest.raises(HttpError):  # only the known system topics may be subscribed to

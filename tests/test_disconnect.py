@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rawsse.api import CloseStreams
-from rawsse.proto.http import HttpError
+from rawsse.core.api import CloseStreams
+from rawsse.errors import HttpError
 from rawsse.reactor.server import Server
 from tests.helpers import StreamClient, post, publish, run_with_server, wait_for
 from tests.test_api import make_api, request

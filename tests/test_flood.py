@@ -8,17 +8,18 @@ from typing import Any
 import pytest
 
 from rawsse.flood.run import FloodOptions, parse_sources, run_flood
-from rawsse.flood.tally import LatencyHistogram, StreamTally, Summary, make_payload, parse_payload
+from rawsse.flood.tally import LatencyHistogram, StreamTally, Summary, make_payload
+from rawsse.flood.worker import PAYLOAD
 from rawsse.reactor.server import Server
 from tests.helpers import run_with_server
 
 
-def test_payload_round_trip_and_size() -> None:
+def test_payloads_are_found_by_the_worker_and_others_are_not() -> None:
     data = make_payload("topic-7", 42, 123456789, 128)
     assert len(data) == 128
-    assert parse_payload(data) == ("topic-7", 42, 123456789)
-    assert parse_payload("not ours") is None
-    assert parse_payload("a:b:c") is None
+    body = f"id: x\ndata: {data}\n\n".encode()
+    assert PAYLOAD.findall(b"\n" + body) == [(b"topic-7", b"42", b"123456789")]
+    assert PAYLOAD.findall(b"\ndata: not ours\n\ndata: a:b:c\n\n") == []
 
 
 def test_tally_finds_loss_duplicates_and_disorder() -> None:

@@ -16,14 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rawsse.api import Api, CloseStreams, OpenStream, PendingResponse
 from rawsse.broker.memory import MemoryBroker
 from rawsse.config import Config
-from rawsse.hub.history import History
-from rawsse.hub.hub import Hub
-from rawsse.hub.subscriptions import Subscriptions
+from rawsse.core.api import Api, CloseStreams, OpenStream, PendingResponse
+from rawsse.core.history import History
+from rawsse.core.http import HttpLimits, RequestReader
+from rawsse.core.hub import Hub
+from rawsse.core.subscriptions import Subscriptions
+from rawsse.errors import HttpError
 from rawsse.metrics import Metrics
-from rawsse.proto.http import HttpError, HttpLimits, RequestReader
 from tests.processes import Served
 
 READER_STATUSES = {400, 413, 414, 431}

@@ -69,7 +69,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_a_worker_that_cannot_start_stops_the_server_after_a_few_attempts() -> None:
-    from rawsse.reactor.supervisor import RESTART_BACKOFF_FIRST, START_FAILURES
+    from rawsse.process.supervisor import RESTART_BACKOFF_FIRST, START_FAILURES
 
     started = time.monotonic()
     finished = subprocess.run(

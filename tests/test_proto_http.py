@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rawsse.proto.http import (
+from rawsse.core.http import (
     CHUNK_FRAMING_BYTES,
     CONTINUE,
     HttpError,

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from rawsse.proto.publish import PublishError, PublishItem, parse_publish
+from rawsse.core.publish import PublishItem, parse_publish
+from rawsse.errors import RawsseError
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -44,7 +45,7 @@ def test_json_without_a_content_type_is_read_as_json() -> None:
 
 
 def test_json_sent_as_a_form_gets_a_hint() -> None:
-    with pytest.raises(PublishError, match="Content-Type: application/json"):
+    with pytest.raises(RawsseError, match="Content-Type: application/json"):
         parse_publish("", FORM, b'{"topic": "a", "data": "x"}')
 
 
@@ -79,6 +80,6 @@ def test_json_sent_as_a_form_gets_a_hint() -> None:
     ],
 )
 def test_refusals(query: str, content_type: str, body: bytes, status: int) -> None:
-    with pytest.raises(PublishError) as caught:
+    with pytest.raises(RawsseError) as caught:
         parse_publish(query, content_type, body)
     assert caught.value.status == status

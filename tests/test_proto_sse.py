@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from rawsse.proto.ids import EpochIds, StreamIds, UnusableId
-from rawsse.proto.sse import HEARTBEAT, EventParser, FieldError, encode_event, encode_retry
-from rawsse.proto.topics import TopicError, check_topic
+from rawsse.core.ids import EpochIds, StreamIds
+from rawsse.core.sse import HEARTBEAT, encode_event, encode_retry
+from rawsse.core.topics import check_topic
+from rawsse.errors import FieldError, TopicError, UnusableId
+from tests.sse_client import EventParser
 
 
 def test_event_wire_format() -> None:

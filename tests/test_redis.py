@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rawsse.hub.hub import RESET_EVENT
+from rawsse.core.hub import RESET_EVENT
 from tests.helpers import StreamClient, post, publish, read_response
 from tests.processes import REDIS_SERVER, RedisServer, Served
 

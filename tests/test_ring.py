@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rawsse.broker.ring import RingFull, SharedLog
+from rawsse.broker.ring import SharedLog
+from rawsse.errors import Overloaded
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_the_ring_wraps_and_refuses_rather_than_overwrite_unread_records(
     cursor = reader.join(1)[0]
     writer.join(0)
     sequences: list[int] = []
-    with pytest.raises(RingFull):
+    with pytest.raises(Overloaded):
         for _ in range(1000):
             sequences += append(writer, "x" * 100)
             writer.advance(0, writer.tail)  # the writer keeps up; the reader does not

@@ -6,15 +6,15 @@ import subprocess
 import sys
 
 SANS_IO_MODULES = [
-    "rawsse.proto.sse",
-    "rawsse.proto.http",
-    "rawsse.proto.ids",
-    "rawsse.proto.topics",
-    "rawsse.proto.publish",
-    "rawsse.hub.hub",
-    "rawsse.hub.history",
-    "rawsse.hub.subscriptions",
-    "rawsse.api",
+    "rawsse.core.sse",
+    "rawsse.core.http",
+    "rawsse.core.ids",
+    "rawsse.core.topics",
+    "rawsse.core.publish",
+    "rawsse.core.hub",
+    "rawsse.core.history",
+    "rawsse.core.subscriptions",
+    "rawsse.core.api",
     "rawsse.config",
     "rawsse.metrics",
 ]

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from rawsse.core.hub import RESET_EVENT
 from rawsse.flood.run import FloodOptions, run_flood
-from rawsse.hub.hub import RESET_EVENT
 from tests.helpers import StreamClient, publish
 from tests.processes import Served, parse_metrics, wait_until
 

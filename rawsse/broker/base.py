@@ -5,13 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Sequence
 
-from rawsse.hub.hub import Hub
-from rawsse.proto.publish import PublishItem
-
-
-class BrokerUnavailable(Exception):
-    """The broker cannot take events now (its server is unreachable); publishers get 503
-    and retry, nothing is accepted half-way."""
+from rawsse.core.hub import Hub
+from rawsse.core.publish import PublishItem
 
 
 class Broker(ABC):

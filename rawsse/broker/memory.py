@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rawsse.broker.base import Broker
-from rawsse.proto.publish import PublishItem
+from rawsse.core.publish import PublishItem
 
 
 class MemoryBroker(Broker):

@@ -29,11 +29,12 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from rawsse.broker.base import Broker, BrokerUnavailable
-from rawsse.hub.event import Event
-from rawsse.hub.hub import Hub
-from rawsse.proto.publish import PublishItem
-from rawsse.proto.sse import encode_event
+from rawsse.broker.base import Broker
+from rawsse.core.events import Event
+from rawsse.core.hub import Hub
+from rawsse.core.publish import PublishItem
+from rawsse.core.sse import encode_event
+from rawsse.errors import BrokerUnavailable
 
 log = logging.getLogger("rawsse")
 

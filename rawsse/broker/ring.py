@@ -32,6 +32,8 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from rawsse.errors import EventTooLarge, Overloaded
+
 MAX_WORKERS = 64
 METRIC_FIELDS = 16
 METRICS_AT = 64 + 8 * MAX_WORKERS
@@ -42,14 +44,6 @@ _U64 = struct.Struct("<Q")
 _RECORD = struct.Struct("<III4xQd")
 _LENGTH = struct.Struct("<I")
 _TAIL, _HEAD, _SEQUENCE, _DROPPED = 0, 8, 16, 24
-
-
-class RingFull(Exception):
-    """A worker is a whole ring behind: appending would overwrite what it has not read."""
-
-
-class RecordTooLarge(ValueError):
-    """An event larger than a quarter of the ring: refused whatever the readers do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +144,9 @@ class SharedLog:
     ) -> list[int]:
         """Append one batch of (topics, time), whole or not at all: under the lock, take
         the next sequences, let `encode(index, sequence)` encode each event with its id,
-        write them and commit; returns the sequences. Raises RingFull when a reader is too
-        far behind, and whatever `encode` raises."""
+        write them and commit; returns the sequences. Raises Overloaded when a reader is too
+        far behind, EventTooLarge for a record over a quarter of the ring, and whatever
+        `encode` raises."""
         with self._locked():
             sequence = self._get(_SEQUENCE)
             records = []
@@ -168,7 +163,7 @@ class SharedLog:
                 length = _RECORD.size + len(names) + len(wire)
                 length += -length % 8
                 if length > capacity // 4:
-                    raise RecordTooLarge(f"an event of {length} bytes does not fit the worker log")
+                    raise EventTooLarge(f"an event of {length} bytes does not fit the worker log")
                 if capacity - end % capacity < length:
                     end += capacity - end % capacity
                 planned.append((end, length, names, wire, at))
@@ -178,7 +173,7 @@ class SharedLog:
                 default=end,
             )
             if end - slowest > capacity:
-                raise RingFull("a worker is a whole ring behind")
+                raise Overloaded("a worker is a whole ring behind; retry shortly")
             head, dropped = self._trim(head, end)
             data = self._map
             position_at = tail

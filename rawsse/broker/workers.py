@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rawsse.broker.base import Broker
-from rawsse.broker.ring import RecordTooLarge, RingFull, SharedLog
-from rawsse.hub.event import Event
-from rawsse.hub.hub import EventTooLarge, Hub, Overloaded
-from rawsse.proto.publish import PublishItem
-from rawsse.proto.sse import encode_event
+from rawsse.broker.ring import SharedLog
+from rawsse.core.events import Event
+from rawsse.core.hub import Hub
+from rawsse.core.publish import PublishItem
+from rawsse.core.sse import encode_event
 
 _WAKE = (1).to_bytes(8, "little")
 
@@ -25,7 +25,7 @@ class WorkerContext:
     ids (one for the whole server, so ids agree across workers and survive a worker's
     restart), every worker's eventfd (its own is `wake_fds[index]`), its listening
     sockets (the supervisor's, bound once for the port) and the pipe on which it says
-    "ready" (see rawsse.reactor.supervisor)."""
+    "ready" (see rawsse.process.supervisor)."""
 
     index: int
     count: int
@@ -84,12 +84,7 @@ class WorkerBroker(Broker):
             ids.append(event_id)
             return wire
 
-        try:
-            self._log.append([(item.topics, now) for item in items], encode)
-        except RingFull as exc:
-            raise Overloaded(str(exc)) from None
-        except RecordTooLarge as exc:
-            raise EventTooLarge(str(exc)) from None
+        self._log.append([(item.topics, now) for item in items], encode)
         hub.metrics.events_published += len(ids)
         for fd in self._others:
             try:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 
-from rawsse.proto.http import HttpError, Request, response
+from rawsse.core.http import Request, response
+from rawsse.errors import HttpError
 
 CONTENT_TYPES = {
     "index.html": "text/html; charset=utf-8",

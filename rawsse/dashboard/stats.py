@@ -22,10 +22,10 @@ from typing import Any
 
 from rawsse import __version__
 from rawsse.broker.base import Broker
-from rawsse.hub.hub import Overloaded
+from rawsse.core.publish import PublishItem
+from rawsse.core.topics import STATS_TOPIC
+from rawsse.errors import Overloaded
 from rawsse.metrics import SERIES, Metrics
-from rawsse.proto.publish import PublishItem
-from rawsse.proto.topics import STATS_TOPIC
 
 COUNTERS = (
     "events_published",

@@ -18,7 +18,6 @@ from rawsse.flood.publisher import PublishResult, PublishTemplate, publish_all
 from rawsse.flood.tally import LatencyHistogram, Summary
 from rawsse.flood.worker import WorkerSpec, worker_entry
 
-MODES = ("idle", "storm", "broadcast", "unicast")
 BROADCAST_KEY = "b"
 
 

@@ -22,17 +22,6 @@ def make_payload(key: str, sequence: int, now_ns: int, size: int) -> str:
     return head + "x" * max(size - len(head), 0)
 
 
-def parse_payload(data: str) -> tuple[str, int, int] | None:
-    """(key, sequence, publish time ns), or None for data that is not ours."""
-    parts = data.split(":", 3)
-    if len(parts) < 3:
-        return None
-    try:
-        return parts[0], int(parts[1]), int(parts[2])
-    except ValueError:
-        return None
-
-
 class LatencyHistogram:
     """Latencies in logarithmic buckets (16 per doubling, at most 6 % wide): constant
     memory whatever the count, mergeable across processes. A bucket is the bit length of

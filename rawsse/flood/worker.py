@@ -1,6 +1,6 @@
 """A flooder worker process: opens its share of streams from one source address, parses
-what arrives (httptools for the HTTP framing, chunked or not; our WHATWG parser for the
-events) and tallies it. It talks to the main process over a pipe:
+what arrives (httptools for the HTTP framing, chunked or not; one regular expression
+for our payloads' data lines, see PAYLOAD) and tallies it. It talks to the main process over a pipe:
 
     worker -> main   ("ready", summary-so-far)      once every stream is open (or failed)
     main -> worker   ("progress",)                   answered with ("progress", streams, received)
@@ -36,7 +36,7 @@ READ_SIZE = 256 * 1024
 # The pattern starts with a literal newline rather than `^` with MULTILINE: the regex
 # engine then finds candidates by a fast literal search (twice as fast per event), and
 # the stream's buffer always keeps the newline before its next line (see on_body).
-_PAYLOAD = re.compile(rb"\ndata: ?([A-Za-z0-9_-]+):([0-9]+):([0-9]+):")
+PAYLOAD = re.compile(rb"\ndata: ?([A-Za-z0-9_-]+):([0-9]+):([0-9]+):")
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class _Stream:
         add = self.tally.add
         latency = summary.latency_of(self.worker).add
         got = False
-        for key, sequence, sent_ns in _PAYLOAD.findall(buffer, 0, cut):
+        for key, sequence, sent_ns in PAYLOAD.findall(buffer, 0, cut):
             if add(key, int(sequence)):
                 latency(now_ns - int(sent_ns))
                 got = True

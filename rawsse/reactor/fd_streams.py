@@ -14,7 +14,7 @@ import os
 import socket
 from array import array
 
-from rawsse.hub.hub import Hub
+from rawsse.core.hub import Hub
 from rawsse.metrics import Metrics
 from rawsse.reactor.poller import HANGUP, READABLE, WRITABLE, Poller
 from rawsse.reactor.streams import StreamLimits, Streams

@@ -25,21 +25,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rawsse.errors import PortInUse
+
 Listeners = list[socket.socket]
 """One process's listening sockets: one per address the host name resolves to."""
-
-
-class PortInUse(OSError):
-    """Another server (a second rawsse, or any other program) listens on the port."""
-
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__(
-            errno.EADDRINUSE,
-            f"{host}:{port} is already in use by another server (a second rawsse, or another program)",
-        )
-
-    def __str__(self) -> str:
-        return str(self.strerror)
 
 
 Address = tuple[Any, ...]

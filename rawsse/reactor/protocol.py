@@ -10,8 +10,9 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from rawsse.api import OVERLOADED, CloseStreams, OpenStream, PendingResponse, publish_error
-from rawsse.proto.http import HttpError, Request, RequestReader, error_response
+from rawsse.core.api import OVERLOADED, CloseStreams, OpenStream, PendingResponse
+from rawsse.core.http import Request, RequestReader, error_response
+from rawsse.errors import HttpError, RawsseError
 
 if TYPE_CHECKING:
     from rawsse.reactor.server import Server
@@ -163,7 +164,7 @@ class HttpProtocol(asyncio.Protocol):
                 return
             try:
                 result = self._server.api.handle(request, self._from_loopback())
-            except HttpError as error:
+            except RawsseError as error:
                 self._fail(error)
                 return
             if isinstance(result, OpenStream):
@@ -192,17 +193,14 @@ class HttpProtocol(asyncio.Protocol):
             self._waiting = None
             self._fail(HttpError(503, "the broker did not answer in time", [("Retry-After", "1")]))
             return
-        except HttpError as error:
+        except RawsseError as error:
             self._waiting = None
             self._fail(error)
             return
-        except Exception as exc:
-            refusal = publish_error(exc)
-            if refusal is None:
-                log.exception("request failed")
-                refusal = HttpError(500, "internal error")
+        except Exception:
+            log.exception("request failed")
             self._waiting = None
-            self._fail(refusal)
+            self._fail(HttpError(500, "internal error"))
             return
         self._waiting = None
         transport = self._transport
@@ -298,7 +296,7 @@ class HttpProtocol(asyncio.Protocol):
         try:
             answer = self._server.api.shed(request)
         except HttpError as error:  # a page of an origin that is not allowed
-            self._server.metrics.rejected[error.status] += 1
+            self._server.metrics.rejected[error.status or 500] += 1
             answer = error_response(error)
         self._end_shedding(answer)
 
@@ -308,8 +306,8 @@ class HttpProtocol(asyncio.Protocol):
         self._transport.write(answer)
         self._transport.close()
 
-    def _fail(self, error: HttpError) -> None:
-        self._server.metrics.rejected[error.status] += 1
+    def _fail(self, error: RawsseError) -> None:
+        self._server.metrics.rejected[error.status or 500] += 1
         self._close_gracefully(error_response(error))
 
     def _close_gracefully(self, last_response: bytes) -> None:

@@ -12,21 +12,21 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from rawsse.api import Api
 from rawsse.broker.base import Broker
 from rawsse.broker.memory import MemoryBroker
 from rawsse.broker.workers import WorkerBroker, WorkerContext
 from rawsse.config import FD_RESERVE, Config
+from rawsse.core.api import Api
+from rawsse.core.history import History
+from rawsse.core.http import HttpLimits
+from rawsse.core.hub import Hub
+from rawsse.core.ids import EpochIds, IdScheme, StreamIds
+from rawsse.core.publish import make_item
+from rawsse.core.sse import encode_retry
+from rawsse.core.subscriptions import Subscriptions
 from rawsse.dashboard.stats import StatsPublisher
-from rawsse.hub.history import History
-from rawsse.hub.hub import Hub
-from rawsse.hub.subscriptions import Subscriptions
 from rawsse.metrics import Metrics
 from rawsse.preflight import check_environment
-from rawsse.proto.http import HttpLimits
-from rawsse.proto.ids import EpochIds, IdScheme, StreamIds
-from rawsse.proto.publish import PublishError, make_item
-from rawsse.proto.sse import encode_retry
 from rawsse.reactor.fd_streams import FdStreams
 from rawsse.reactor.listeners import listen
 from rawsse.reactor.poller import available_poller, make_poller
@@ -245,10 +245,7 @@ class Server:
         if self.config.broker != "memory":
             raise RuntimeError("with a Redis broker, publish through POST /publish")
         names = [topics] if isinstance(topics, str) else list(topics)
-        try:
-            item = make_item(names, data, event, self.config.max_topic_length)
-        except PublishError as exc:
-            raise ValueError(str(exc)) from None
+        item = make_item(names, data, event, self.config.max_topic_length)  # ValueErrors
         ids = self.broker.publish([item])
         assert isinstance(ids, list)
         return ids[0]

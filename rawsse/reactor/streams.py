@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from rawsse.config import FANOUT_SLICE, MAX_PENDING_BYTES, SEND_TIMEOUT
-from rawsse.hub.hub import Delivery, Hub
+from rawsse.core.hub import Delivery, Hub
 from rawsse.metrics import Metrics
 
 log = logging.getLogger("rawsse")

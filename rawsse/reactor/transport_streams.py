@@ -8,7 +8,7 @@ import asyncio
 import socket
 from array import array
 
-from rawsse.hub.hub import Hub
+from rawsse.core.hub import Hub
 from rawsse.metrics import Metrics
 from rawsse.reactor.streams import StreamLimits, Streams
 

@@ -27,7 +27,8 @@ from types import FrameType
 from rawsse.broker.ring import SharedLog
 from rawsse.broker.workers import WorkerContext
 from rawsse.config import Config
-from rawsse.proto.ids import new_epoch
+from rawsse.core.ids import new_epoch
+from rawsse.errors import WorkersFailed
 from rawsse.reactor.listeners import Listeners, listen_shared
 
 log = logging.getLogger("rawsse")
@@ -72,10 +73,6 @@ class _Worker:
     restart_at: float | None = None
     error: str = ""
     unread: bytes = field(default=b"", repr=False)
-
-
-class WorkersFailed(RuntimeError):
-    """A worker could not be started: the server stopped; the message says why."""
 
 
 class Supervisor:
@@ -340,7 +337,7 @@ class Supervisor:
                 if index != context.index:
                     for sock in sockets:
                         sock.close()
-            from rawsse.reactor.main import serve_worker
+            from rawsse.process.run import serve_worker
 
             serve_worker(self.config, context)
             code = 0

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import httptools
 
+from rawsse.errors import HttpError, RawsseError
+
 MAX_HEADER_BYTES = 16 * 1024
 """h11's default for the whole head (status 431); nginx and aiohttp allow 8 KiB per line."""
 
@@ -52,16 +54,6 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SINGLE_HEADERS = frozenset({"host", "content-type", "authorization", "last-event-id", "origin"})
 """Headers a request may carry once: two Hosts must get 400 (RFC 9112 3.2), and two of the
 others would be joined into a value nobody sent (two tokens, a comma in an id)."""
-
-
-class HttpError(Exception):
-    """A request that gets an error status and then a closed connection."""
-
-    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = tuple(headers)
 
 
 @dataclass(slots=True)
@@ -262,9 +254,10 @@ def response(
     return b"".join(head)
 
 
-def error_response(error: HttpError) -> bytes:
-    """The response for an HttpError: its status and message, and `Connection: close`."""
-    return response(error.status, f"{error.message}\n".encode(), headers=error.headers, keep_alive=False)
+def error_response(error: RawsseError) -> bytes:
+    """The response for an error: its status, headers and message, and `Connection: close`."""
+    status = error.status or 500
+    return response(status, f"{error.message}\n".encode(), headers=error.headers, keep_alive=False)
 
 
 STREAM_HEAD = (

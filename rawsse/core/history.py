@@ -6,7 +6,7 @@ import heapq
 from collections import deque
 from collections.abc import Iterable
 
-from rawsse.hub.event import Event
+from rawsse.core.events import Event
 
 HISTORY_PER_TOPIC = 300
 """Centrifugo's recovery ceiling; nchan keeps 10. Enough to bridge a reconnect at tens of
@@ -36,10 +36,6 @@ class History:
         self._floor = 0
         self._all: deque[Event] = deque()
         self._bytes = 0
-
-    @property
-    def size_bytes(self) -> int:
-        return self._bytes
 
     def mark_dropped(self, sequence: int) -> None:
         """Events up to `sequence` may exist but are not here (history loaded late)."""

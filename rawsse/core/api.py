@@ -15,16 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from rawsse.broker.base import Broker, BrokerUnavailable
+from rawsse.broker.base import Broker
 from rawsse.config import Config
+from rawsse.core.cors import CorsPolicy, allow_headers
+from rawsse.core.http import Request, error_response, response, stream_head
+from rawsse.core.hub import RETRY_EVENT, NotYetTaken
+from rawsse.core.publish import parse_publish
+from rawsse.core.sse import encode_event, encode_retry
+from rawsse.core.topics import check_subscribe_topic
 from rawsse.dashboard.static import StaticFiles, is_static_path
-from rawsse.hub.hub import RETRY_EVENT, EventTooLarge, NotYetTaken, Overloaded
+from rawsse.errors import RETRY_AFTER, HttpError, TopicError
 from rawsse.metrics import Metrics
-from rawsse.proto.cors import CorsPolicy, allow_headers
-from rawsse.proto.http import HttpError, Request, error_response, response, stream_head
-from rawsse.proto.publish import PublishError, parse_publish
-from rawsse.proto.sse import encode_event, encode_retry
-from rawsse.proto.topics import TopicError, check_subscribe_topic
 
 MAX_QUERY_FIELDS = 200
 """Bounds the work of parsing one /events query string."""
@@ -40,7 +41,7 @@ ROUTES = {
 """The dashboard's `/` and `/static/*` come on top, unless it is switched off."""
 
 BROWSER_PATHS = ("/events", "/publish", "/disconnect")
-"""Where pages of other origins may come (see rawsse.proto.cors); OPTIONS answers here."""
+"""Where pages of other origins may come (see rawsse.core.cors); OPTIONS answers here."""
 
 ADMIN_PATHS = ("/publish", "/disconnect")
 
@@ -56,9 +57,6 @@ SHUTTING_DOWN = "shutting-down"
 """The reasons of a stream refused for load: the server is at its connection or
 accept-rate limit, or it is draining to stop. Nothing was missed: the client's
 Last-Event-ID is kept, and its reconnect resumes."""
-
-RETRY_AFTER = [("Retry-After", "1")]
-
 
 class AcceptBudget:
     """A token bucket for --max-accept-rate: `rate` streams a second, in bursts of up to a
@@ -112,22 +110,11 @@ class CloseStreams:
 
 @dataclass(frozen=True, slots=True)
 class PendingResponse:
-    """The answer waits on the broker: await `waiting`, then act on `finish(value)`; an
-    exception gets the error `publish_error` maps it to."""
+    """The answer waits on the broker: await `waiting`, then act on `finish(value)`; a
+    RawsseError is answered with its status."""
 
     waiting: Awaitable[Any]
     finish: Callable[[Any], bytes | OpenStream]
-
-
-def publish_error(exc: Exception) -> HttpError | None:
-    """The response to a publish the broker refused; None for an unexpected error."""
-    if isinstance(exc, Overloaded):
-        return HttpError(503, str(exc), RETRY_AFTER)
-    if isinstance(exc, BrokerUnavailable):
-        return HttpError(503, f"broker unavailable: {exc}", RETRY_AFTER)
-    if isinstance(exc, EventTooLarge):
-        return HttpError(413, str(exc))
-    return None
 
 
 class Api:
@@ -204,8 +191,9 @@ class Api:
         """200 while this process can take streams and publishes; 503 while it is
         draining or its broker is unreachable (liveness stays with /healthz)."""
         problem = "draining" if self.draining else self._broker.unready_reason()
+        headers: tuple[tuple[str, str], ...]
         if problem is None:
-            status, text, headers = 200, "ready", []
+            status, text, headers = 200, "ready", ()
         else:
             status, text, headers = 503, f"not ready: {problem}", RETRY_AFTER
         body = b"" if request.method == "HEAD" else f"{text}\n".encode()
@@ -308,21 +296,13 @@ class Api:
         self._authorize(request, from_loopback)
         if self.draining:
             raise HttpError(503, "shutting down; publish to another server", RETRY_AFTER)
-        try:
-            parsed = parse_publish(
-                request.query,
-                request.headers.get("content-type", ""),
-                request.body,
-                self._config.max_topic_length,
-            )
-        except PublishError as exc:
-            raise HttpError(exc.status, str(exc)) from None
-        try:
-            ids = self._broker.publish(parsed.items)
-        except (Overloaded, EventTooLarge, BrokerUnavailable) as exc:
-            error = publish_error(exc)
-            assert error is not None
-            raise error from None
+        parsed = parse_publish(
+            request.query,
+            request.headers.get("content-type", ""),
+            request.body,
+            self._config.max_topic_length,
+        )
+        ids = self._broker.publish(parsed.items)
 
         def finish(ids: list[str]) -> bytes:
             document = {"ids": ids} if parsed.batch else {"id": ids[0]}

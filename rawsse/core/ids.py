@@ -12,8 +12,10 @@ of several topics. Two spellings:
 
 from __future__ import annotations
 
-import os
+import secrets
 from typing import Protocol
+
+from rawsse.errors import UnusableId
 
 MAX_ID_LENGTH = 128
 """Longer Last-Event-ID values are refused unparsed; ours are under 32 bytes."""
@@ -21,15 +23,6 @@ MAX_ID_LENGTH = 128
 STREAM_ID_BITS = 20
 """A Redis entry id `<ms>-<n>` is kept as the integer `ms << 20 | n`: one ordered number,
 with room for a million entries in one millisecond."""
-
-
-class UnusableId(ValueError):
-    """A Last-Event-ID that names no position in this order; `reason` goes to the client
-    in the reset event."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class IdScheme(Protocol):
@@ -42,7 +35,7 @@ class IdScheme(Protocol):
 
 def new_epoch() -> str:
     """A random epoch: 8 hex digits, different for each server run."""
-    return os.urandom(4).hex()
+    return secrets.token_hex(4)
 
 
 def _split(text: str) -> tuple[str, int]:

@@ -17,22 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from rawsse.proto.sse import FieldError, check_field
-from rawsse.proto.topics import MAX_TOPIC_LENGTH, TopicError, check_topic
+from rawsse.core.sse import check_field
+from rawsse.core.topics import MAX_TOPIC_LENGTH, check_topic
+from rawsse.errors import FieldError, HttpError, TopicError
 
 MAX_EVENT_NAME_LENGTH = 128
 """Event names are short dispatch keys; the cap keeps them so (same as ids)."""
 
 MAX_FORM_FIELDS = 1000
 """A form publish has a handful of fields; parse_qsl's own guard against field floods."""
-
-
-class PublishError(ValueError):
-    """A publish request that cannot be accepted; `status` is 400 or 415."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,51 +45,52 @@ class PublishRequest:
 def parse_publish(
     query: str, content_type: str, body: bytes, max_topic_length: int = MAX_TOPIC_LENGTH
 ) -> PublishRequest:
-    """Validate a publish request; raise PublishError with the reason when it is refused."""
+    """Validate a publish request; raise HttpError with the reason when it is refused."""
     params = _form(query)
     if "topic" in params:
         unknown = set(params) - {"topic", "event"}
         if unknown:
-            raise PublishError(f"unknown query parameters: {', '.join(sorted(unknown))}")
+            raise HttpError(400, f"unknown query parameters: {', '.join(sorted(unknown))}")
         item = make_item(params["topic"], _utf8(body), _one(params, "event"), max_topic_length)
         return PublishRequest([item], False)
     if params:
-        raise PublishError("query parameters other than topic and event are not accepted")
+        raise HttpError(400, "query parameters other than topic and event are not accepted")
     media_type = content_type.partition(";")[0].strip().lower()
     looks_like_json = body.lstrip()[:1] in (b"{", b"[")
     if not media_type and looks_like_json:
         media_type = "application/json"
     if media_type == "application/x-www-form-urlencoded":
         if looks_like_json:
-            raise PublishError(
+            raise HttpError(
+                400,
                 "the body looks like JSON, but its Content-Type says form fields: send it with "
                 "Content-Type: application/json (curl -H 'Content-Type: application/json' -d ...)"
             )
         fields = _form(_utf8(body))
         unknown = set(fields) - {"topic", "data", "event"}
         if unknown:
-            raise PublishError(f"unknown form fields: {', '.join(sorted(unknown))}")
+            raise HttpError(400, f"unknown form fields: {', '.join(sorted(unknown))}")
         form_data = _one(fields, "data")
         if form_data is None:
-            raise PublishError("form field 'data' is required")
+            raise HttpError(400, "form field 'data' is required")
         item = make_item(fields.get("topic", []), form_data, _one(fields, "event"), max_topic_length)
         return PublishRequest([item], False)
     if media_type == "application/json":
         try:
             document = json.loads(_utf8(body))
         except ValueError as exc:
-            raise PublishError(f"invalid JSON: {exc}") from None
+            raise HttpError(400, f"invalid JSON: {exc}") from None
         except RecursionError:  # json refuses nesting deeper than the interpreter's stack
-            raise PublishError("invalid JSON: nested too deeply") from None
+            raise HttpError(400, "invalid JSON: nested too deeply") from None
         if isinstance(document, list):
             if not document:
-                raise PublishError("a batch must hold at least one event")
+                raise HttpError(400, "a batch must hold at least one event")
             return PublishRequest([_json_item(entry, max_topic_length) for entry in document], True)
         return PublishRequest([_json_item(document, max_topic_length)], False)
-    raise PublishError(
+    raise HttpError(
+        415,
         "send form fields (application/x-www-form-urlencoded), JSON (application/json), or the data "
         "as the body with ?topic= in the URL",
-        status=415,
     )
 
 
@@ -104,16 +98,16 @@ def _utf8(body: bytes) -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
-        raise PublishError("data is not valid UTF-8") from None
+        raise HttpError(400, "data is not valid UTF-8") from None
 
 
 def _form(text: str) -> dict[str, list[str]]:
     try:
         pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FORM_FIELDS)
     except UnicodeDecodeError:
-        raise PublishError("form value is not valid UTF-8") from None
+        raise HttpError(400, "form value is not valid UTF-8") from None
     except ValueError as exc:
-        raise PublishError(str(exc)) from None
+        raise HttpError(400, str(exc)) from None
     fields: dict[str, list[str]] = {}
     for name, value in pairs:
         fields.setdefault(name, []).append(value)
@@ -125,7 +119,7 @@ def _one(fields: dict[str, list[str]], name: str) -> str | None:
     if values is None:
         return None
     if len(values) != 1:
-        raise PublishError(f"'{name}' given more than once")
+        raise HttpError(400, f"'{name}' given more than once")
     return values[0]
 
 
@@ -134,47 +128,42 @@ _JSON_KEYS = frozenset({"topic", "topics", "data", "event"})
 
 def _json_item(entry: Any, max_topic_length: int) -> PublishItem:
     if not isinstance(entry, dict):
-        raise PublishError("each event must be a JSON object")
+        raise HttpError(400, "each event must be a JSON object")
     unknown = set(entry) - _JSON_KEYS
     if unknown:
-        raise PublishError(f"unknown keys: {', '.join(sorted(unknown))}")
+        raise HttpError(400, f"unknown keys: {', '.join(sorted(unknown))}")
     topics: list[Any] = []
     if "topic" in entry:
         topics.append(entry["topic"])
     if "topics" in entry:
         if not isinstance(entry["topics"], list):
-            raise PublishError("'topics' must be a list of names")
+            raise HttpError(400, "'topics' must be a list of names")
         topics.extend(entry["topics"])
     if not all(isinstance(topic, str) for topic in topics):
-        raise PublishError("topic names must be strings")
+        raise HttpError(400, "topic names must be strings")
     if "data" not in entry:
-        raise PublishError("'data' is required")
+        raise HttpError(400, "'data' is required")
     data = entry["data"]
     if not isinstance(data, str):
         data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     event = entry.get("event")
     if event is not None and not isinstance(event, str):
-        raise PublishError("'event' must be a string")
+        raise HttpError(400, "'event' must be a string")
     try:  # JSON escapes can spell lone surrogates, which have no UTF-8 form
         data.encode()
         (event or "").encode()
     except UnicodeEncodeError:
-        raise PublishError("data is not valid UTF-8 (lone surrogate)") from None
+        raise HttpError(400, "data is not valid UTF-8 (lone surrogate)") from None
     return make_item(topics, data, event, max_topic_length)
 
 
 def make_item(topics: list[str], data: str, event: str | None, max_topic_length: int) -> PublishItem:
+    """One event to publish; raises TopicError or FieldError (ValueErrors, status 400)."""
     if not topics:
-        raise PublishError("at least one topic is required")
-    try:
-        checked = tuple(dict.fromkeys(check_topic(t, max_topic_length) for t in topics))
-    except TopicError as exc:
-        raise PublishError(str(exc)) from None
+        raise TopicError("at least one topic is required")
+    checked = tuple(dict.fromkeys(check_topic(t, max_topic_length) for t in topics))
     if event is not None:
         if not event or len(event) > MAX_EVENT_NAME_LENGTH:
-            raise PublishError(f"event name must be 1 to {MAX_EVENT_NAME_LENGTH} characters")
-        try:
-            check_field("event", event)
-        except FieldError as exc:
-            raise PublishError(str(exc)) from None
+            raise FieldError(f"event name must be 1 to {MAX_EVENT_NAME_LENGTH} characters")
+        check_field("event", event)
     return PublishItem(checked, data, event)

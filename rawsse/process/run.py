@@ -34,7 +34,7 @@ def run(config: Config) -> None:
     WorkersFailed when workers cannot be started."""
     _configure_logging(config)
     if config.worker_count() > 1:
-        from rawsse.reactor.supervisor import Supervisor
+        from rawsse.process.supervisor import Supervisor
 
         Supervisor(config).run()
         return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from rawsse.errors import TopicError
+
 MAX_TOPIC_LENGTH = 255
 """Centrifugo's channel length cap; long enough for `tenant:user:1234:feed` style names."""
 
@@ -20,10 +22,6 @@ dashboard reads them); see rawsse.dashboard.stats."""
 
 SYSTEM_TOPICS = frozenset({STATS_TOPIC})
 """Reserved topics a stream may subscribe to; no publisher may write to any `$` topic."""
-
-
-class TopicError(ValueError):
-    """A topic name that is not allowed."""
 
 
 def check_topic(name: str, max_length: int = MAX_TOPIC_LENGTH) -> str:

@@ -1,56 +1,12 @@
-"""Server-Sent Events wire format (WHATWG HTML, "Server-sent events").
-
-Every event is encoded once, here, into the exact bytes that go to every subscriber.
-"""
+"""A client's side of SSE for the tests: the WHATWG event stream parser, as a browser
+runs it, to check what rawsse sends against the rules rather than against itself."""
 
 from __future__ import annotations
 
 import re
 
-# The WHATWG parser ends a line at CRLF, LF or a bare CR. Splitting on all three is what
-# stops a publisher from smuggling an `id:` or `event:` field inside its data.
+# The WHATWG parser ends a line at CRLF, LF or a bare CR.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-# Event names and ids become one field line each: a line break would start a new field and
-# NUL makes the browser ignore an id, so these are refused rather than escaped.
-_FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
-
-HEARTBEAT = b":\n\n"
-"""A comment line: ignored by every client, it keeps proxies from timing out the stream
-and makes a write that finds dead peers."""
-
-
-class FieldError(ValueError):
-    """An `id` or `event` value that cannot be one SSE field line."""
-
-
-def check_field(name: str, value: str) -> None:
-    """Raise FieldError if `value` cannot stand as one `name:` line."""
-    if _FORBIDDEN_IN_FIELD.search(value):
-        raise FieldError(f"{name} must not contain CR, LF or NUL")
-
-
-def encode_event(data: str, event_id: str | None = None, event: str | None = None) -> bytes:
-    """Return the wire bytes of one event: `id:`, `event:`, one `data:` line per line of
-    data, and the blank line that dispatches it."""
-    parts: list[str] = []
-    if event_id is not None:
-        check_field("id", event_id)
-        parts.append(f"id: {event_id}\n")
-    if event is not None:
-        check_field("event", event)
-        parts.append(f"event: {event}\n")
-    for line in _LINE_BREAK.split(data):
-        parts.append(f"data: {line}\n")
-    parts.append("\n")
-    return "".join(parts).encode()
-
-
-def encode_retry(milliseconds: int) -> bytes:
-    """The `retry:` line that sets the client's reconnection delay. No blank line follows:
-    the field takes effect when parsed, and a blank line here would make lenient parsers
-    (httpx-sse, for one) dispatch an empty event."""
-    return f"retry: {int(milliseconds)}\n".encode()
 
 
 class ReceivedEvent:
@@ -70,7 +26,8 @@ class ReceivedEvent:
 class EventParser:
     """Incremental client-side parser following the WHATWG event stream rules: lines end
     at CRLF, LF or CR; comments are counted; `retry:` is kept; the last event id persists
-    across events as in a browser. Used by the flooder and the tests."""
+    across events as in a browser. It takes text; feed it through an incremental UTF-8
+    decoder, since a character may be split across reads."""
 
     def __init__(self) -> None:
         self._buffer = ""

@@ -12,7 +12,8 @@ this machine (a loopback publish needs no token).
 
 from __future__ import annotations
 
-from rawsse.proto.http import HttpError, Request, response
+from rawsse.core.http import Request, response
+from rawsse.errors import ConfigError, HttpError
 
 ANY = "*"
 
@@ -21,10 +22,6 @@ PREFLIGHT_MAX_AGE = 600
 
 ALLOWED_REQUEST_HEADERS = "Authorization, Content-Type, Last-Event-ID"
 """What a page may send: a publish token, a JSON body, and EventSource's resume header."""
-
-
-class CorsError(ValueError):
-    """A --cors-origin value that is not `*` or a list of origins."""
 
 
 def parse_origins(setting: str | None) -> frozenset[str]:
@@ -37,9 +34,9 @@ def parse_origins(setting: str | None) -> frozenset[str]:
             continue
         scheme, separator, host = origin.partition("://")
         if scheme not in ("http", "https") or not separator or not host or "/" in host or "*" in host:
-            raise CorsError(f"cors origin must be '*' or scheme://host[:port], got {origin!r}")
+            raise ConfigError("cors_origin", f"must be '*' or scheme://host[:port], got {origin!r}")
     if ANY in origins and len(origins) > 1:
-        raise CorsError("cors origin '*' cannot be combined with other origins")
+        raise ConfigError("cors_origin", "'*' cannot be combined with other origins")
     return origins
 
 

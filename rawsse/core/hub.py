@@ -9,12 +9,13 @@ import time
 from array import array
 from collections.abc import Callable, Iterable
 
-from rawsse.hub.event import Event
-from rawsse.hub.history import History
-from rawsse.hub.subscriptions import Group, Subscriptions
+from rawsse.core.events import Event
+from rawsse.core.history import History
+from rawsse.core.ids import EpochIds, IdScheme
+from rawsse.core.sse import HEARTBEAT, encode_event
+from rawsse.core.subscriptions import Group, Subscriptions
+from rawsse.errors import EventTooLarge, Overloaded, RawsseError, UnusableId
 from rawsse.metrics import Metrics
-from rawsse.proto.ids import EpochIds, IdScheme, UnusableId
-from rawsse.proto.sse import HEARTBEAT, encode_event
 
 RESET_EVENT = "rawsse-reset"
 """The event a resuming stream receives when events may have been missed. Its data is JSON
@@ -30,16 +31,7 @@ MAX_QUEUED_BYTES = 64 * 1024 * 1024
 the pass catches up: a publish burst can never grow memory without bound."""
 
 
-class Overloaded(Exception):
-    """Publishing is refused for now: the fan-out queue is full."""
-
-
-class EventTooLarge(ValueError):
-    """An event whose encoding exceeds the per-stream pending cap: a stream could never
-    hold it while behind, and a resume page could not carry it."""
-
-
-class NotYetTaken(Exception):
+class NotYetTaken(RawsseError):
     """A Last-Event-ID ahead of this process: another worker or node has delivered it, and
     it is on its way here. The stream opens once a pass has taken it (see `when_taken`)."""
 

@@ -1,0 +1,1 @@
+"""Running servers as processes: one process, or a supervisor and its workers."""
