@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from rawsse.broker.ring import MAX_WORKERS
+from rawsse.core.api import ApiOptions
 from rawsse.core.cors import parse_origins
 from rawsse.core.history import HISTORY_AGE, HISTORY_BYTES, HISTORY_PER_TOPIC
 from rawsse.core.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES
@@ -74,6 +74,9 @@ instead of being refused."""
 BROKER_HISTORY = 100_000
 """Entries the Redis stream keeps (`XADD MAXLEN ~`): what a node loads at start and what
 a resume on any node can reach back to."""
+
+MAX_WORKERS = 64
+"""Worker processes at most: the workers' shared log has a reader's cursor for each."""
 
 FD_RESERVE = 64
 """File descriptors kept back from --max-connections for the listener, pollers, logs and
@@ -302,6 +305,19 @@ class Config:
             return cls(**values)
         except ConfigError as exc:
             raise ConfigError(sources.get(exc.name, exc.name), exc.problem) from None
+
+    def api_options(self) -> ApiOptions:
+        return ApiOptions(
+            retry=self.retry,
+            retry_spread=self.retry_spread,
+            max_topics=self.max_topics,
+            max_topic_length=self.max_topic_length,
+            max_pending_bytes=self.max_pending_bytes,
+            publish_token=self.publish_token,
+            cors_origin=self.cors_origin,
+            # Each worker takes its share (the kernel spreads connections evenly over them).
+            accept_rate=self.max_accept_rate / self.worker_count(),
+        )
 
     def connection_limit(self, fd_limit: int) -> int:
         automatic = max(fd_limit - FD_RESERVE, 1)

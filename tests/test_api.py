@@ -2,24 +2,56 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from rawsse import __version__
 from rawsse.broker.memory import MemoryBroker
 from rawsse.config import Config
-from rawsse.core.api import AcceptBudget, Api, OpenStream
+from rawsse.core.api import AcceptBudget, Api, ServerView
+from rawsse.core.effects import Answer, OpenStream, Respond
 from rawsse.core.history import History
 from rawsse.core.http import Request
 from rawsse.core.hub import Hub
+from rawsse.core.metrics import Metrics
 from rawsse.core.subscriptions import Subscriptions
-from rawsse.errors import HttpError
-from rawsse.metrics import Metrics
+from rawsse.dashboard.files import load_dashboard
+from rawsse.errors import HttpError, RawsseError
+from rawsse.reactor.effects import EffectRunner
 
 
-def make_api(**options: object) -> Api:
-    metrics = Metrics()
-    hub = Hub(Subscriptions(8), History(), metrics)
-    return Api(MemoryBroker(hub), metrics, Config(**options))  # type: ignore[arg-type]
+class Harness:
+    """The API with an in-memory broker and the real effect runner, without a loop: what a
+    request comes to, as bytes (or the stream to open), or the error raised."""
+
+    def __init__(self, **options: Any) -> None:
+        config = Config(**options)
+        self.metrics = Metrics()
+        self.hub = Hub(Subscriptions(8), History(), self.metrics, max_event_bytes=config.max_pending_bytes)
+        broker = MemoryBroker(self.hub)
+        view = ServerView(None, False, lambda: None, self.metrics.render)
+        static = load_dashboard() if config.dashboard else None
+        self.api = Api(config.api_options(), self.hub, self.metrics, view, static)
+        self.closed: list[tuple[str, ...]] = []
+        # No effect these tests meet waits on the loop's timer.
+        self.runner = EffectRunner(broker, self.hub, self._close, self.metrics, loop=None)  # type: ignore[arg-type]
+
+    def _close(self, topics: tuple[str, ...]) -> int:
+        self.closed.append(topics)
+        return 3
+
+    def handle(self, request: Request, from_loopback: bool = True) -> bytes | OpenStream:
+        outcome: list[Answer | RawsseError] = []
+        self.runner.run(self.api.handle(request, from_loopback), outcome.append)
+        [result] = outcome
+        if isinstance(result, RawsseError):
+            raise result
+        return result.data if isinstance(result, Respond) else result
+
+
+def make_api(**options: Any) -> Harness:
+    return Harness(**options)
 
 
 def request(method: str, path: str, query: str = "", body: bytes = b"", **headers: str) -> Request:
@@ -59,7 +91,7 @@ def test_metrics_and_health() -> None:
     assert api.handle(request("HEAD", "/healthz"), True).endswith(b"\r\n\r\n")  # type: ignore[union-attr]
     ready = api.handle(request("GET", "/readyz"), True)
     assert isinstance(ready, bytes) and ready.startswith(b"HTTP/1.1 200 OK") and ready.endswith(b"ready\n")
-    api.draining = True
+    api.api.draining = True
     assert api.handle(request("GET", "/readyz"), True).startswith(b"HTTP/1.1 503")  # type: ignore[union-attr]
 
 

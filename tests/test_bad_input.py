@@ -257,7 +257,7 @@ def test_pipelining_client_that_never_reads_gets_no_unbounded_buffer(backend: tu
                 await asyncio.wait_for(writer.drain(), 0.5)
             except TimeoutError:
                 break  # the server stopped reading: what we want
-        buffered = [c._transport.get_write_buffer_size() for c in server.http_connections if c._transport]
+        buffered = [c._transport.get_write_buffer_size() for c in server.context.connections if c._transport]
         assert buffered and max(buffered) < 256 * 1024
         writer.transport.abort()
 
@@ -292,6 +292,7 @@ def test_stream_that_cannot_be_registered_is_told_to_come_back_and_leaks_nothing
         ]
         assert refused.parser.retry is not None and 3000 <= refused.parser.retry <= 13000
         refused.close()
+        await refused.writer.wait_closed()  # the test's own end of it
         await wait_for(lambda: server.connection_count == 0, "the refused connection to close")
         assert len(os.listdir("/proc/self/fd")) <= fds_before
         assert server.metrics.streams_open == 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rawsse.config import Config
-from rawsse.core.api import OpenStream
 from rawsse.core.cors import CorsPolicy, parse_origins
+from rawsse.core.effects import OpenStream
 from rawsse.errors import ConfigError, HttpError
 from rawsse.reactor.server import Server
 from tests.helpers import StreamClient, exchange, run_with_server

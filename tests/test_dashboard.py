@@ -9,15 +9,18 @@ import pytest
 
 from rawsse.broker.memory import MemoryBroker
 from rawsse.config import Config
+from rawsse.core.effects import Publish, Respond
 from rawsse.core.history import History
 from rawsse.core.hub import Hub
+from rawsse.core.metrics import Metrics
 from rawsse.core.publish import parse_publish
+from rawsse.core.static import CONTENT_TYPES, StaticFiles
 from rawsse.core.subscriptions import Subscriptions
 from rawsse.core.topics import STATS_TOPIC
-from rawsse.dashboard.static import CONTENT_TYPES, StaticFiles
+from rawsse.dashboard.files import load_dashboard
 from rawsse.dashboard.stats import COUNTERS, StatsPublisher, snapshot, worker_figures
 from rawsse.errors import HttpError, RawsseError
-from rawsse.metrics import Metrics
+from rawsse.reactor.effects import EffectRunner
 from rawsse.reactor.server import Server
 from tests.helpers import StreamClient, get, post, run_with_server
 from tests.test_api import make_api, request
@@ -50,7 +53,10 @@ def test_stats_are_published_only_while_someone_subscribes_and_are_not_counted()
     publisher = StatsPublisher(broker, metrics, started=100.0)
     assert publisher.publish(101.0) is None
     assert not hub.has_queued  # nobody subscribes: nothing built, nothing queued
-    broker.publish(parse_publish("", "application/x-www-form-urlencoded", b"topic=a&data=x").items)
+    items = parse_publish("", "application/x-www-form-urlencoded", b"topic=a&data=x").items
+    # A publisher's event, published as a request's are (counted once accepted).
+    runner = EffectRunner(broker, hub, lambda topics: 0, metrics, loop=None)  # type: ignore[arg-type]
+    runner.run(Publish(items, lambda ids: Respond(b"")), lambda answer: None)
     hub.subscriptions.add(3, (STATS_TOPIC,))
     metrics.streams_open = 1
     assert publisher.publish(102.5) is not None
@@ -79,7 +85,7 @@ def test_publishers_may_not_write_to_system_topics() -> None:
 
 
 def test_static_table_serves_only_shipped_files_with_their_types() -> None:
-    files = StaticFiles.load()
+    files = load_dashboard()
     for name, content_type in CONTENT_TYPES.items():
         path = "/" if name == "index.html" else f"/static/{name}"
         answer = files.answer(request("GET", path))
@@ -108,7 +114,7 @@ def test_head_and_revalidation() -> None:
 
 
 def test_the_page_loads_only_its_own_files() -> None:
-    page = StaticFiles.load().answer(request("GET", "/")).decode()
+    page = load_dashboard().answer(request("GET", "/")).decode()
     assert '<script src="/static/app.js" defer></script>' in page
     assert "<style" not in page and "style=" not in page and "<script>" not in page  # CSP: none inline
     assert "http://" not in page and "https://" not in page  # no CDN

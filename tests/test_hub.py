@@ -6,14 +6,15 @@ import json
 
 import pytest
 
+from rawsse.broker.base import publish_now
 from rawsse.broker.memory import MemoryBroker
 from rawsse.core.history import History
-from rawsse.core.hub import RESET_EVENT, Hub, NotYetTaken
+from rawsse.core.hub import RESET_EVENT, Hub
 from rawsse.core.ids import EpochIds
+from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
 from rawsse.core.subscriptions import Subscriptions
 from rawsse.errors import EventTooLarge, Overloaded
-from rawsse.metrics import Metrics
 from tests.sse_client import EventParser
 
 
@@ -40,8 +41,7 @@ def epoch(hub: Hub) -> str:
 
 
 def publish(hub: Hub, topics: str, data: str) -> str:
-    ids = _brokers[hub].publish([PublishItem(tuple(topics.split(",")), data)])
-    return ids[0]
+    return publish_now(_brokers[hub], [PublishItem(tuple(topics.split(",")), data)])[0]
 
 
 def catch_up(hub: Hub, topics: tuple[str, ...], last_id: str | None) -> bytes:
@@ -196,7 +196,7 @@ def test_a_long_replay_comes_in_pages_of_whole_events() -> None:
 def test_an_event_larger_than_the_limit_is_refused_and_takes_no_id() -> None:
     hub = make_hub(max_event_bytes=100)
     with pytest.raises(EventTooLarge):
-        _brokers[hub].publish([PublishItem(("a",), "small"), PublishItem(("a",), "x" * 200)])
+        publish_now(_brokers[hub], [PublishItem(("a",), "small"), PublishItem(("a",), "x" * 200)])
     assert publish(hub, "a", "small").endswith("-1")  # the refused batch used no ids
 
 
@@ -207,10 +207,11 @@ def test_a_resume_ahead_of_this_process_waits_for_the_pass_that_takes_it() -> No
     first = publish(hub, "a", "1")
     hub.take_batch()
     second = publish(hub, "a", "2")
-    with pytest.raises(NotYetTaken) as waiting:
-        hub.catch_up(("a",), second, may_wait=True)
+    assert hub.not_yet_taken(first) is None
+    waiting_for = hub.not_yet_taken(second)
+    assert waiting_for is not None
     called: list[int] = []
-    hub.when_taken(waiting.value.sequence, lambda: called.append(1))
+    hub.when_taken(waiting_for, lambda: called.append(1))
     assert called == []
     hub.take_batch()
     assert called == [1]

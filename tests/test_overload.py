@@ -172,16 +172,16 @@ def test_past_the_places_kept_for_answers_a_connection_is_dropped(backend: tuple
 
     async def scenario(server: Server) -> None:
         holder = await StreamClient.open(server.port, "topic=t")
-        server.shed_capacity = 2  # as if only two descriptors were left
+        server.context.shed_capacity = 2  # as if only two descriptors were left
         waiting = []
         for _ in range(2):  # two connections over the limit that say nothing: they hold the places
             waiting.append(await asyncio.open_connection("127.0.0.1", server.port))
-        await wait_for(lambda: server.shedding == 2, "the two places to be taken")
+        await wait_for(lambda: server.context.shedding == 2, "the two places to be taken")
         assert await unanswered(server.port)
         assert server.metrics.connections_dropped == 1
         for _, writer in waiting:
             writer.close()
-        await wait_for(lambda: server.shedding == 0, "the places to be free")
+        await wait_for(lambda: server.context.shedding == 0, "the places to be free")
         _, reason = await refused_stream(server.port)  # answered again
         assert reason == "overloaded"
         holder.close()
@@ -195,12 +195,12 @@ def test_a_slow_connection_over_the_limit_cannot_hold_its_place() -> None:
 
     async def scenario(server: Server) -> None:
         holder = await StreamClient.open(server.port, "topic=t")
-        server.shed_capacity = 1
+        server.context.shed_capacity = 1
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /events?topic=t HTTP/1.1\r\nHo")  # and no more
         assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # dropped after its second
         writer.close()
-        await wait_for(lambda: server.shedding == 0, "its place to be free")
+        await wait_for(lambda: server.context.shedding == 0, "its place to be free")
         _, reason = await refused_stream(server.port)
         assert reason == "overloaded"
         holder.close()

@@ -12,8 +12,13 @@ from rawsse.errors import Overloaded
 
 
 @pytest.fixture
-def logs(tmp_path: Path) -> Iterator[tuple[SharedLog, SharedLog]]:
-    path = str(tmp_path / "log")
+def log_path(tmp_path: Path) -> str:
+    return str(tmp_path / "log")
+
+
+@pytest.fixture
+def logs(log_path: str) -> Iterator[tuple[SharedLog, SharedLog]]:
+    path = log_path
     SharedLog.create(path, 4096)
     first, second = SharedLog(path), SharedLog(path)
     yield first, second
@@ -50,7 +55,7 @@ def test_every_reader_sees_every_batch_in_one_order(logs: tuple[SharedLog, Share
 
 
 def test_the_ring_wraps_and_refuses_rather_than_overwrite_unread_records(
-    logs: tuple[SharedLog, SharedLog],
+    logs: tuple[SharedLog, SharedLog], log_path: str
 ) -> None:
     writer, reader = logs
     cursor = reader.join(1)[0]
@@ -69,7 +74,7 @@ def test_the_ring_wraps_and_refuses_rather_than_overwrite_unread_records(
         cursor, seen = read_all(reader, 1, cursor)
         assert seen[-1][1].endswith(f"data: y{n}\n\n".encode())
     # A worker joining now loads what the ring still holds, and learns what was dropped.
-    start, tail, dropped = SharedLog(writer.path).join(2)
+    start, tail, dropped = SharedLog(log_path).join(2)
     kept = [record.sequence for record in writer.read(start, tail)]
     assert kept == list(range(dropped + 1, kept[-1] + 1)) and dropped > 0
 

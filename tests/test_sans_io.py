@@ -16,7 +16,7 @@ SANS_IO_MODULES = [
     "rawsse.core.subscriptions",
     "rawsse.core.api",
     "rawsse.config",
-    "rawsse.metrics",
+    "rawsse.core.metrics",
 ]
 
 

@@ -1,25 +1,31 @@
-"""The broker interface the server and the API rely on."""
+"""The broker interface the server relies on."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Sequence
+from collections.abc import Callable, Sequence
 
 from rawsse.core.hub import Hub
 from rawsse.core.publish import PublishItem
+from rawsse.errors import RawsseError
+
+Outcome = list[str] | RawsseError
+"""What a publish comes to: the events' ids, or the error that refused them all."""
 
 
 class Broker(ABC):
     """Numbers published events in one order and hands them, in that order, to the hub
-    of every process that serves streams.
-
-    `publish` either answers at once (the ids) or, for a broker behind a network hop,
-    returns an awaitable of the ids. It accepts a batch whole or not at all and raises
-    rawsse.Overloaded, EventTooLarge or BrokerUnavailable (or the awaitable does).
-    """
+    of every process that serves streams."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+
+    @abstractmethod
+    def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
+        """Give `items` their places in the order, all or none, then call `done` with
+        their ids, or with the error that refused them (Overloaded, EventTooLarge,
+        BrokerUnavailable). The brokers of one machine call it before they return; one
+        behind a network hop, after its round trip."""
 
     async def start(self) -> None:  # noqa: B027 (optional hook)
         """Connect, and load the history a resume may need; called before listening."""
@@ -46,25 +52,14 @@ class Broker(ABC):
     """True when other processes deliver the same events, so a client may resume here with
     an id this process has not taken yet."""
 
-    def wait_taken(self, sequence: int, timeout: float) -> Awaitable[None]:
-        """Resolves once this process has taken `sequence`, or after `timeout` seconds."""
-        import asyncio  # here, not at the top: the API imports this module and stays sans-I/O
 
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def resolve() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        def finished(_: object) -> None:  # resolved, timed out, or the client went away
-            timer.cancel()
-            self.hub.forget(resolve)
-
-        self.hub.when_taken(sequence, resolve)
-        timer = loop.call_later(timeout, resolve)
-        done.add_done_callback(finished)
-        return done
-
-    @abstractmethod
-    def publish(self, items: Sequence[PublishItem]) -> list[str] | Awaitable[list[str]]: ...
+def publish_now(broker: Broker, items: Sequence[PublishItem]) -> list[str]:
+    """Publish with a broker of this machine, which answers before it returns; raises
+    what refused the items."""
+    outcome: list[Outcome] = []
+    broker.publish(items, outcome.append)
+    if not outcome:
+        raise RuntimeError("this broker answers after a round trip: publish through POST /publish")
+    if isinstance(outcome[0], RawsseError):
+        raise outcome[0]
+    return outcome[0]

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from rawsse.broker.base import Broker
+from rawsse.broker.base import Broker, Outcome
 from rawsse.core.publish import PublishItem
+from rawsse.errors import RawsseError
 
 
 class MemoryBroker(Broker):
     _sequence = 0
 
-    def publish(self, items: Sequence[PublishItem]) -> list[str]:
+    def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
         hub = self.hub
-        hub.check_room()
+        encode = hub.encoder.encode
+        format_id = hub.ids.format
         now = hub.clock()
         sequence = self._sequence
-        events = []
-        ids = []
-        for item in items:  # encode all first: a batch is accepted whole or not at all
-            sequence += 1
-            event_id = hub.ids.format(sequence)
-            events.append(hub.encode(sequence, event_id, item.topics, item.data, item.event, now))
-            ids.append(event_id)
-        self._sequence = sequence
-        hub.metrics.events_published += len(events)
+        ids = [format_id(sequence + n) for n in range(1, len(items) + 1)]
+        try:
+            hub.check_room()
+            # All encoded first: a batch is accepted whole or not at all.
+            events = [encode(item, sequence + n, ids[n - 1], now) for n, item in enumerate(items, 1)]
+        except RawsseError as error:
+            done(error)
+            return
+        self._sequence = sequence + len(events)
         hub.accept(events)
-        return ids
+        done(ids)

@@ -29,12 +29,11 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from rawsse.broker.base import Broker
+from rawsse.broker.base import Broker, Outcome
 from rawsse.core.events import Event
 from rawsse.core.hub import Hub
 from rawsse.core.publish import PublishItem
-from rawsse.core.sse import encode_event
-from rawsse.errors import BrokerUnavailable
+from rawsse.errors import BrokerUnavailable, RawsseError
 
 log = logging.getLogger("rawsse")
 
@@ -55,11 +54,6 @@ COMMAND_TIMEOUT = 2.0
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 
-PLACEHOLDER_ID = "9" * 13 + "-" + "9" * 7
-"""As long as any entry id of this century with a million entries in a millisecond: the
-size check before XADD counts the id the event will carry."""
-
-
 class RedisBroker(Broker):
     shares_order = True
 
@@ -75,7 +69,7 @@ class RedisBroker(Broker):
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_timeout=READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT,
         )
-        self._waiting: list[tuple[Sequence[PublishItem], asyncio.Future[list[str]]]] = []
+        self._waiting: list[tuple[Sequence[PublishItem], Callable[[Outcome], None]]] = []
         self._sending: asyncio.Task[None] | None = None
         self._reading: asyncio.Task[None] | None = None
         self._last_id = b"0-0"
@@ -100,9 +94,9 @@ class RedisBroker(Broker):
         for task in (self._reading, self._sending):
             if task is not None:
                 task.cancel()
-        for _, future in self._waiting:
-            if not future.done():
-                future.set_exception(BrokerUnavailable("server stopping"))
+        waiting, self._waiting = self._waiting, []
+        for _, done in waiting:
+            done(BrokerUnavailable("server stopping"))
         await self._publisher.aclose()
         await self._reader.aclose()
 
@@ -123,18 +117,22 @@ class RedisBroker(Broker):
 
     # Publishing
 
-    def publish(self, items: Sequence[PublishItem]) -> asyncio.Future[list[str]]:
+    def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
+        """Answered after the round trip that takes `items` with the publishes that came
+        meanwhile; refused at once when Redis is out of reach or an item is too large."""
         hub = self.hub
-        hub.check_room()
-        for item in items:
-            hub.check_size(len(encode_event(item.data, PLACEHOLDER_ID, item.event)))
-        if not self.connected:
-            raise BrokerUnavailable("cannot reach redis; retry shortly")
-        future: asyncio.Future[list[str]] = self._loop.create_future()
-        self._waiting.append((items, future))
+        try:
+            hub.check_room()
+            for item in items:  # the id comes from Redis: counted at its longest
+                hub.encoder.check_fits(item)
+            if not self.connected:
+                raise BrokerUnavailable("cannot reach redis; retry shortly")
+        except RawsseError as error:
+            done(error)
+            return
+        self._waiting.append((items, done))
         if self._sending is None:
             self._sending = self._loop.create_task(self._send())
-        return future
 
     async def _send(self) -> None:
         """Send what waits, one pipeline per round trip, until nothing waits."""
@@ -151,17 +149,14 @@ class RedisBroker(Broker):
                 try:
                     entry_ids = await pipe.execute()
                 except (RedisError, OSError) as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(BrokerUnavailable(str(exc) or type(exc).__name__))
+                    for _, done in batch:
+                        done(BrokerUnavailable(str(exc) or type(exc).__name__))
                     continue
                 position = 0
-                for items, future in batch:
+                for items, done in batch:
                     ids = [entry_id.decode() for entry_id in entry_ids[position : position + len(items)]]
                     position += len(items)
-                    self.hub.metrics.events_published += len(ids)
-                    if not future.done():
-                        future.set_result(ids)
+                    done(ids)
         finally:
             self._sending = None
 
@@ -251,17 +246,8 @@ class RedisBroker(Broker):
             name = fields.get(b"e")
             try:
                 topics = tuple(fields[b"t"].decode().split("\n"))
-                data = fields[b"d"].decode()
-                events.append(
-                    hub.encode(
-                        hub.ids.sequence_of(event_id),
-                        event_id,
-                        topics,
-                        data,
-                        None if name is None else name.decode(),
-                        now,
-                    )
-                )
+                item = PublishItem(topics, fields[b"d"].decode(), None if name is None else name.decode())
+                events.append(hub.encoder.encode(item, hub.ids.sequence_of(event_id), event_id, now))
             except (KeyError, ValueError) as exc:
                 log.error("skipping stream entry %s: %s", event_id, exc)
         return events

@@ -30,11 +30,11 @@ import mmap
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
+from rawsse.config import MAX_WORKERS
+from rawsse.core.events import Event
 from rawsse.errors import EventTooLarge, Overloaded
 
-MAX_WORKERS = 64
 METRIC_FIELDS = 16
 METRICS_AT = 64 + 8 * MAX_WORKERS
 DATA_AT = 16384
@@ -46,19 +46,10 @@ _LENGTH = struct.Struct("<I")
 _TAIL, _HEAD, _SEQUENCE, _DROPPED = 0, 8, 16, 24
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    sequence: int
-    topics: tuple[str, ...]
-    wire: bytes
-    time: float
-
-
 class SharedLog:
     """One process's handle on the log file (create it with `create`)."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
         self._fd = os.open(path, os.O_RDWR)
         size = os.fstat(self._fd).st_size
         self.capacity = size - DATA_AT
@@ -116,7 +107,7 @@ class SharedLog:
     def tail(self) -> int:
         return self._get(_TAIL)
 
-    def read(self, cursor: int, limit: int) -> Iterator[Record]:
+    def read(self, cursor: int, limit: int) -> Iterator[Event]:
         """The records from `cursor` up to the logical offset `limit` (a tail: a reader
         goes on from there). The writer never overwrites a live reader's unread records."""
         data = self._map
@@ -132,7 +123,7 @@ class SharedLog:
             topics = data[start : start + topics_length].decode().split("\n")
             wire_start = start + topics_length
             cursor += length
-            yield Record(sequence, tuple(topics), data[wire_start : wire_start + wire_length], at)
+            yield Event(sequence, tuple(topics), data[wire_start : wire_start + wire_length], at)
 
     def advance(self, worker: int, cursor: int) -> None:
         self._set(64 + 8 * worker, cursor)

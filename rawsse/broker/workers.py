@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rawsse.broker.base import Broker
+from rawsse.broker.base import Broker, Outcome
 from rawsse.broker.ring import SharedLog
-from rawsse.core.events import Event
 from rawsse.core.hub import Hub
 from rawsse.core.publish import PublishItem
-from rawsse.core.sse import encode_event
+from rawsse.errors import RawsseError
 
 _WAKE = (1).to_bytes(8, "little")
 
@@ -23,9 +22,8 @@ _WAKE = (1).to_bytes(8, "little")
 class WorkerContext:
     """What the supervisor hands a worker process: its index, the log, the epoch of the
     ids (one for the whole server, so ids agree across workers and survive a worker's
-    restart), every worker's eventfd (its own is `wake_fds[index]`), its listening
-    sockets (the supervisor's, bound once for the port) and the pipe on which it says
-    "ready" (see rawsse.process.supervisor)."""
+    restart), every worker's eventfd (its own is `wake_fds[index]`) and its listening
+    sockets (the supervisor's, bound once for the port: see rawsse.reactor.listeners)."""
 
     index: int
     count: int
@@ -33,11 +31,6 @@ class WorkerContext:
     epoch: str
     wake_fds: tuple[int, ...]
     listeners: tuple[socket.socket, ...] = ()
-    status_fd: int = -1
-
-    def report_ready(self) -> None:
-        if self.status_fd >= 0:
-            os.write(self.status_fd, b"ready\n")
 
 
 class WorkerBroker(Broker):
@@ -58,8 +51,7 @@ class WorkerBroker(Broker):
         serves resumes like the others; then go live from the tail."""
         index = self._context.index
         cursor, tail, dropped = self._log.join(index)
-        events = [Event(r.sequence, r.topics, r.wire, r.time) for r in self._log.read(cursor, tail)]
-        self.hub.preload(events, dropped)
+        self.hub.preload(self._log.read(cursor, tail), dropped)
         self._cursor = tail
         self._log.advance(index, tail)
         self._loop.add_reader(self._wake_fd, self._on_wake)
@@ -70,29 +62,29 @@ class WorkerBroker(Broker):
         self._log.leave(self._context.index)
         self._log.close()
 
-    def publish(self, items: Sequence[PublishItem]) -> list[str]:
+    def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
         hub = self.hub
-        hub.check_room()
         now = hub.clock()
         ids: list[str] = []
 
         def encode(index: int, sequence: int) -> bytes:
-            item = items[index]
             event_id = hub.ids.format(sequence)
-            wire = encode_event(item.data, event_id, item.event)
-            hub.check_size(len(wire))
             ids.append(event_id)
-            return wire
+            return hub.encoder.encode(items[index], sequence, event_id, now).wire
 
-        self._log.append([(item.topics, now) for item in items], encode)
-        hub.metrics.events_published += len(ids)
+        try:
+            hub.check_room()
+            self._log.append([(item.topics, now) for item in items], encode)
+        except RawsseError as error:  # Overloaded (this hub, or a worker a ring behind), EventTooLarge
+            done(error)
+            return
         for fd in self._others:
             try:
                 os.write(fd, _WAKE)
             except BlockingIOError:  # the counter is full: that worker has wake-ups queued
                 pass
         self._consume()
-        return ids
+        done(ids)
 
     def sweep(self) -> None:
         # A worker whose fan-out was behind stopped reading the log; go on once it caught up.
@@ -125,7 +117,7 @@ class WorkerBroker(Broker):
         tail = log.tail
         if self._cursor >= tail:
             return
-        events = [Event(r.sequence, r.topics, r.wire, r.time) for r in log.read(self._cursor, tail)]
+        events = list(log.read(self._cursor, tail))
         self._cursor = tail
         log.advance(self._context.index, tail)
         hub.accept(events)

@@ -1,7 +1,8 @@
-"""The HTTP API: turns a parsed request into a response, or into a stream to open.
+"""The HTTP API: turns a parsed request into its effect (rawsse.core.effects): bytes to
+answer, a stream to open, events to publish, an id to wait for, streams to close.
 
-No I/O: it reads and changes the hub and returns bytes. The routes are documented in the
-README; their names are part of the public interface.
+No I/O: it reads the hub and returns values; rawsse.reactor.effects carries them out. The
+routes are documented in the README; their names are part of the public interface.
 """
 
 from __future__ import annotations
@@ -10,22 +11,20 @@ import hmac
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qsl
 
-from rawsse.broker.base import Broker
-from rawsse.config import Config
 from rawsse.core.cors import CorsPolicy, allow_headers
+from rawsse.core.effects import Answer, CloseStreams, Effect, OpenStream, Publish, Respond, WaitTaken
 from rawsse.core.http import Request, error_response, response, stream_head
-from rawsse.core.hub import RETRY_EVENT, NotYetTaken
+from rawsse.core.hub import RETRY_EVENT, Hub
+from rawsse.core.metrics import Metrics
 from rawsse.core.publish import parse_publish
 from rawsse.core.sse import encode_event, encode_retry
+from rawsse.core.static import StaticFiles, is_static_path
 from rawsse.core.topics import check_subscribe_topic
-from rawsse.dashboard.static import StaticFiles, is_static_path
-from rawsse.errors import RETRY_AFTER, HttpError, TopicError
-from rawsse.metrics import Metrics
+from rawsse.errors import RETRY_AFTER, HttpError, RawsseError, TopicError
 
 MAX_QUERY_FIELDS = 200
 """Bounds the work of parsing one /events query string."""
@@ -81,88 +80,80 @@ class AcceptBudget:
 
 
 @dataclass(frozen=True, slots=True)
-class OpenStream:
-    """The request asks for an event stream; `preamble` holds its first bytes. When
-    `live` is False the preamble is one page of a long replay: send it and close, and the
-    client's reconnect asks for the next page."""
+class ApiOptions:
+    """What the API needs of the configuration (built by rawsse.config.Config.api_options)."""
 
-    topics: tuple[str, ...]
-    preamble: bytes
-    live: bool = True
-    head: bytes = b""
-    """The response head alone (the start of `preamble`), for answering "come back later"
-    instead when the stream cannot be opened after all."""
-
-
-@dataclass(frozen=True, slots=True)
-class CloseStreams:
-    """An admin asks to close every stream subscribed to one of `topics` (the clients
-    reconnect by themselves and resume); `answer` is the response once that is done."""
-
-    topics: tuple[str, ...]
-    headers: tuple[tuple[str, str], ...] = ()
-    keep_alive: bool = True
-
-    def answer(self, closed: int) -> bytes:
-        body = json.dumps({"closed": closed}).encode()
-        return response(200, body, "application/json", self.headers, self.keep_alive)
+    retry: int
+    retry_spread: float
+    max_topics: int
+    max_topic_length: int
+    max_pending_bytes: int
+    publish_token: str | None
+    cors_origin: str | None
+    accept_rate: float
+    """This process's share of --max-accept-rate (0: no limit)."""
 
 
 @dataclass(frozen=True, slots=True)
-class PendingResponse:
-    """The answer waits on the broker: await `waiting`, then act on `finish(value)`; a
-    RawsseError is answered with its status."""
+class ServerView:
+    """What the API may know of the server around it, read-only."""
 
-    waiting: Awaitable[Any]
-    finish: Callable[[Any], bytes | OpenStream]
+    worker_label: str | None
+    """Which worker process this is, where there are several (X-Rawsse-Worker)."""
+    shares_order: bool
+    """True when other processes deliver the same events, so a client may resume here
+    with an id this process has not taken yet."""
+    unready_reason: Callable[[], str | None]
+    """Why this process cannot take publishes now (its broker is unreachable), or None."""
+    metrics_text: Callable[[], bytes]
+    """The /metrics page."""
 
 
 class Api:
+    """Requests in, effects out (rawsse.core.effects); refusals raise RawsseError."""
+
     def __init__(
         self,
-        broker: Broker,
+        options: ApiOptions,
+        hub: Hub,
         metrics: Metrics,
-        config: Config,
+        view: ServerView,
+        static: StaticFiles | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        self._broker = broker
-        self._hub = broker.hub
+        self._options = options
+        self._hub = hub
         self._metrics = metrics
-        self._config = config
+        self._view = view
+        self._static = static
         self._clock = clock
         self._rng = rng or random.Random()
-        # Each worker takes its share of the server's rate (the kernel spreads the
-        # connections evenly over the workers' sockets).
-        rate = config.max_accept_rate / config.worker_count()
-        self._accept_budget = AcceptBudget(rate, clock())
+        self._accept_budget = AcceptBudget(options.accept_rate, clock())
         self.draining = False
         """Set when the server begins to stop: /readyz answers 503, publishing is refused,
         and stream requests are told to come back later."""
-        label = broker.worker_label
+        label = view.worker_label
         worker = [] if label is None else [("X-Rawsse-Worker", label)]
-        self._cors = CorsPolicy(config.cors_origin)
+        self._cors = CorsPolicy(options.cors_origin)
         # Stream heads (by the Access-Control-Allow-Origin they carry, None for none) are
         # built here, once, not per stream; a live stream's head comes with its retry line.
         self._heads: dict[str | None, bytes] = {None: stream_head(worker)}
         for allowed in self._cors.allowed_values():
             self._heads[allowed] = stream_head([*worker, *allow_headers(allowed)])
-        retry = encode_retry(config.retry)
+        retry = encode_retry(options.retry)
         self._prefixes = {allowed: head + retry for allowed, head in self._heads.items()}
-        self._static = StaticFiles.load() if config.dashboard else None
 
-    def handle(
-        self, request: Request, from_loopback: bool
-    ) -> bytes | OpenStream | CloseStreams | PendingResponse:
-        """Answer one request; raises HttpError for anything refused."""
+    def handle(self, request: Request, from_loopback: bool) -> Effect:
+        """What answering `request` takes; raises RawsseError for anything refused."""
         methods = ROUTES.get(request.path)
         if methods is None:
             if self._static is not None and is_static_path(request.path):
-                return self._static.answer(request)
+                return self._respond(request, self._static.answer(request))
             raise HttpError(404, f"no such path: {request.path}")
         if request.method not in methods:
             if request.method == "OPTIONS" and request.path in BROWSER_PATHS:
-                return self._cors.preflight(request, methods)
+                return self._respond(request, self._cors.preflight(request, methods))
             raise HttpError(405, f"use {' or '.join(methods)}", [("Allow", ", ".join(methods))])
         if request.path == "/events":
             return self._events(request)
@@ -173,15 +164,21 @@ class Api:
                 if request.path == "/disconnect":
                     return self._disconnect(request, from_loopback, cors)
                 return self._publish(request, from_loopback, cors)
-            except HttpError as error:
-                error.headers += cors  # so a page of an allowed origin can read why
+            except RawsseError as error:
+                if cors:  # so that a page of an allowed origin can read why
+                    raise HttpError(error.status or 500, error.message, (*error.headers, *cors)) from None
                 raise
         if request.path == "/metrics":
-            text = self._metrics.render(self._broker.worker_metrics())
-            return response(200, text, "text/plain; version=0.0.4", keep_alive=request.keep_alive)
+            text = self._view.metrics_text()
+            page = response(200, text, "text/plain; version=0.0.4", keep_alive=request.keep_alive)
+            return self._respond(request, page)
         if request.path == "/readyz":
-            return self._readiness(request)
-        return self._liveness(request)
+            return self._respond(request, self._readiness(request))
+        return self._respond(request, self._liveness(request))
+
+    @staticmethod
+    def _respond(request: Request, data: bytes) -> Respond:
+        return Respond(data, close=not request.keep_alive)
 
     def _liveness(self, request: Request) -> bytes:
         body = b"" if request.method == "HEAD" else b"ok\n"
@@ -190,7 +187,7 @@ class Api:
     def _readiness(self, request: Request) -> bytes:
         """200 while this process can take streams and publishes; 503 while it is
         draining or its broker is unreachable (liveness stays with /healthz)."""
-        problem = "draining" if self.draining else self._broker.unready_reason()
+        problem = "draining" if self.draining else self._view.unready_reason()
         headers: tuple[tuple[str, str], ...]
         if problem is None:
             status, text, headers = 200, "ready", ()
@@ -233,10 +230,10 @@ class Api:
 
     def reconnect_delay(self) -> int:
         """A reconnection delay in ms drawn from [--retry, --retry + --retry-spread]."""
-        config = self._config
-        return config.retry + round(self._rng.random() * config.retry_spread * 1000)
+        options = self._options
+        return options.retry + round(self._rng.random() * options.retry_spread * 1000)
 
-    def _events(self, request: Request) -> OpenStream | PendingResponse:
+    def _events(self, request: Request) -> Effect:
         allowed = self._cors.check(request)
         params = _query(request)
         topics: dict[str, None] = {}
@@ -250,34 +247,32 @@ class Api:
                 last_event_id = value or None
         if not topics:
             raise HttpError(400, "name at least one topic: /events?topic=NAME")
-        if len(topics) > self._config.max_topics:
-            raise HttpError(400, f"at most {self._config.max_topics} topics per stream")
+        if len(topics) > self._options.max_topics:
+            raise HttpError(400, f"at most {self._options.max_topics} topics per stream")
         names = tuple(topics)
         head = self._heads[allowed]
         if self.draining:
-            return OpenStream(names, self.come_back_later(head, SHUTTING_DOWN), False, head)
+            return Respond(self.come_back_later(head, SHUTTING_DOWN), close=True)
         if not self._accept_budget.take(self._clock()):
-            return OpenStream(names, self.come_back_later(head, OVERLOADED), False, head)
-        if self._broker.shares_order:
-            try:
-                return self._open(names, last_event_id, allowed, may_wait=True)
-            except NotYetTaken as exc:
-                return PendingResponse(
-                    self._broker.wait_taken(exc.sequence, RESUME_WAIT),
-                    lambda _: self._open(names, last_event_id, allowed),
-                )
+            return Respond(self.come_back_later(head, OVERLOADED), close=True)
+        if self._view.shares_order:
+            ahead = self._hub.not_yet_taken(last_event_id)
+            if ahead is not None:
+                return WaitTaken(ahead, RESUME_WAIT, lambda: self._open(names, last_event_id, allowed))
         return self._open(names, last_event_id, allowed)
 
-    def _open(
-        self, topics: tuple[str, ...], last_event_id: str | None, allowed: str | None, may_wait: bool = False
-    ) -> OpenStream:
-        page = self._config.max_pending_bytes
-        replay, whole = self._hub.catch_up(topics, last_event_id, page, may_wait)
-        return OpenStream(topics, self._prefixes[allowed] + replay, whole, self._heads[allowed])
+    def _open(self, topics: tuple[str, ...], last_event_id: str | None, allowed: str | None) -> Answer:
+        """The stream, or one page of a long replay: sent whole, then the connection
+        closes and the client's reconnect asks for the next page."""
+        replay, whole = self._hub.catch_up(topics, last_event_id, self._options.max_pending_bytes)
+        preamble = self._prefixes[allowed] + replay
+        if not whole:
+            return Respond(preamble, close=True)
+        return OpenStream(topics, preamble, self._heads[allowed])
 
     def _topic(self, value: str) -> str:
         try:
-            return check_subscribe_topic(value, self._config.max_topic_length)
+            return check_subscribe_topic(value, self._options.max_topic_length)
         except TopicError as exc:
             raise HttpError(400, f"{exc}: {value[:64]!r}") from None
 
@@ -288,11 +283,12 @@ class Api:
         topics = tuple(dict.fromkeys(self._topic(v) for k, v in _query(request) if k == "topic"))
         if not topics:
             raise HttpError(400, "name at least one topic: /disconnect?topic=NAME")
-        return CloseStreams(topics, cors, request.keep_alive)
+
+        return CloseStreams(topics, lambda closed: _json(request, {"closed": closed}, cors))
 
     def _publish(
         self, request: Request, from_loopback: bool, cors: tuple[tuple[str, str], ...] = ()
-    ) -> bytes | PendingResponse:
+    ) -> Publish:
         self._authorize(request, from_loopback)
         if self.draining:
             raise HttpError(503, "shutting down; publish to another server", RETRY_AFTER)
@@ -300,21 +296,16 @@ class Api:
             request.query,
             request.headers.get("content-type", ""),
             request.body,
-            self._config.max_topic_length,
+            self._options.max_topic_length,
         )
-        ids = self._broker.publish(parsed.items)
 
-        def finish(ids: list[str]) -> bytes:
-            document = {"ids": ids} if parsed.batch else {"id": ids[0]}
-            body = json.dumps(document).encode()
-            return response(200, body, "application/json", cors, keep_alive=request.keep_alive)
+        def answer(ids: list[str]) -> Respond:
+            return _json(request, {"ids": ids} if parsed.batch else {"id": ids[0]}, cors)
 
-        if isinstance(ids, list):
-            return finish(ids)
-        return PendingResponse(ids, finish)
+        return Publish(parsed.items, answer)
 
     def _authorize(self, request: Request, from_loopback: bool) -> None:
-        token = self._config.publish_token
+        token = self._options.publish_token
         if token is None:
             if not from_loopback:
                 raise HttpError(403, "publishing is allowed from loopback only (set a publish token)")
@@ -326,6 +317,11 @@ class Api:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise HttpError(401, "a valid bearer token is required", [("WWW-Authenticate", "Bearer")])
+
+
+def _json(request: Request, document: object, cors: tuple[tuple[str, str], ...]) -> Respond:
+    body = json.dumps(document).encode()
+    return Respond(response(200, body, "application/json", cors, request.keep_alive), not request.keep_alive)
 
 
 def _query(request: Request) -> list[tuple[str, str]]:

@@ -1,6 +1,13 @@
-"""One published event, encoded once."""
+"""Published events: the one way an item to publish, given its place in the order,
+becomes the bytes every subscriber receives — whatever the broker that gave the place
+(memory, the workers' log, Redis)."""
 
 from __future__ import annotations
+
+from rawsse.core.ids import IdScheme
+from rawsse.core.publish import PublishItem
+from rawsse.core.sse import encode_event
+from rawsse.errors import EventTooLarge
 
 
 class Event:
@@ -14,3 +21,28 @@ class Event:
         self.topics = topics
         self.wire = wire
         self.time = time
+
+
+class EventEncoder:
+    """Encodes items into Events, once each, and holds them to the size a stream can
+    hold while behind (`max_bytes`, --max-pending-bytes): a larger one could never be
+    delivered to a slow reader nor carried by a resume page."""
+
+    def __init__(self, ids: IdScheme, max_bytes: int = 1 << 62) -> None:
+        self.ids = ids
+        self.max_bytes = max_bytes
+
+    def encode(self, item: PublishItem, sequence: int, event_id: str, now: float) -> Event:
+        """Raises EventTooLarge."""
+        wire = encode_event(item.data, event_id, item.event)
+        self._check(len(wire))
+        return Event(sequence, item.topics, wire, now)
+
+    def check_fits(self, item: PublishItem) -> None:
+        """Raise EventTooLarge if `item` could not be encoded under any id (for a broker
+        that learns the id only after accepting the event)."""
+        self._check(len(encode_event(item.data, self.ids.longest_id, item.event)))
+
+    def _check(self, size: int) -> None:
+        if size > self.max_bytes:
+            raise EventTooLarge(f"event is {size} bytes encoded; the limit is {self.max_bytes}")

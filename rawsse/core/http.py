@@ -100,6 +100,7 @@ class RequestReader:
         self._body_wire = 0
         self._done: list[Request] = []
         self._error: HttpError | None = None
+        self._deferred: HttpError | None = None
         self.interim = b""
 
     def close(self) -> None:
@@ -117,6 +118,8 @@ class RequestReader:
         return self._message is not None and self._head_done
 
     def feed(self, data: bytes) -> list[Request]:
+        if self._deferred is not None:
+            raise self._deferred
         self._began_in_chunk = False
         head_open_before = self.in_head
         try:
@@ -126,7 +129,12 @@ class RequestReader:
         except httptools.HttpParserError as exc:
             # An HttpError raised by a callback below comes back wrapped; unwrap it.
             error, self._error = self._error, None
-            raise error or HttpError(400, f"malformed request: {exc}") from None
+            error = error or HttpError(400, f"malformed request: {exc}")
+            if not self._done:
+                raise error from None
+            # The requests that came whole before the fault are answered first (the one
+            # before may have said Connection: close, after which anything is an error).
+            self._deferred = error
         # httptools buffers a header that is still arriving without telling us, so a chunk
         # that began and ended inside one head is counted whole: the head can outgrow the
         # limit by at most one read before it is refused.

@@ -9,13 +9,13 @@ import time
 from array import array
 from collections.abc import Callable, Iterable
 
-from rawsse.core.events import Event
+from rawsse.core.events import Event, EventEncoder
 from rawsse.core.history import History
 from rawsse.core.ids import EpochIds, IdScheme
+from rawsse.core.metrics import Metrics
 from rawsse.core.sse import HEARTBEAT, encode_event
 from rawsse.core.subscriptions import Group, Subscriptions
-from rawsse.errors import EventTooLarge, Overloaded, RawsseError, UnusableId
-from rawsse.metrics import Metrics
+from rawsse.errors import Overloaded, UnusableId
 
 RESET_EVENT = "rawsse-reset"
 """The event a resuming stream receives when events may have been missed. Its data is JSON
@@ -29,15 +29,6 @@ missed: the client comes back after the delay and resumes with its own Last-Even
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
 """Bytes published but not yet taken by a fan-out pass. Past this, publishers get 503 until
 the pass catches up: a publish burst can never grow memory without bound."""
-
-
-class NotYetTaken(RawsseError):
-    """A Last-Event-ID ahead of this process: another worker or node has delivered it, and
-    it is on its way here. The stream opens once a pass has taken it (see `when_taken`)."""
-
-    def __init__(self, sequence: int) -> None:
-        super().__init__(sequence)
-        self.sequence = sequence
 
 
 class Delivery:
@@ -72,10 +63,10 @@ class Hub:
         self.history = history
         self.metrics = metrics
         self.ids: IdScheme = ids or EpochIds()
+        self.encoder = EventEncoder(self.ids, max_event_bytes)
         self.on_queued: Callable[[], None] = lambda: None
         self.clock = clock
         self._max_queued_bytes = max_queued_bytes
-        self._max_event_bytes = max_event_bytes
         self._taken = 0
         self._waiters: list[tuple[int, int, Callable[[], None]]] = []
         self._queue: list[Event] = []
@@ -93,19 +84,6 @@ class Hub:
     def check_room(self) -> None:
         if self._queued_bytes > self._max_queued_bytes:
             raise Overloaded("fan-out is behind; retry shortly")
-
-    def encode(
-        self, sequence: int, event_id: str, topics: tuple[str, ...], data: str, event: str | None, now: float
-    ) -> Event:
-        """The event as every subscriber will receive it; raises EventTooLarge."""
-        wire = encode_event(data, event_id, event)
-        self.check_size(len(wire))
-        return Event(sequence, topics, wire, now)
-
-    def check_size(self, encoded_bytes: int) -> None:
-        if encoded_bytes > self._max_event_bytes:
-            limit = self._max_event_bytes
-            raise EventTooLarge(f"event is {encoded_bytes} bytes encoded; the limit is {limit}")
 
     def accept(self, events: list[Event]) -> None:
         """Take numbered events, in order, for history and the next fan-out pass."""
@@ -178,12 +156,20 @@ class Hub:
                 shares[pick(count)].append(slot)
         return [Delivery(share, data, 0) for share, data in zip(shares, choices, strict=True) if share]
 
+    def not_yet_taken(self, last_event_id: str | None) -> int | None:
+        """The sequence `last_event_id` names when this process has not taken it yet: with
+        several processes sharing the order, another one may have delivered it and it is
+        on its way here (see `when_taken`); None otherwise."""
+        if not last_event_id:
+            return None
+        try:
+            after = self.ids.sequence_of(last_event_id)
+        except UnusableId:
+            return None
+        return after if after > self._taken else None
+
     def catch_up(
-        self,
-        topics: tuple[str, ...],
-        last_event_id: str | None,
-        page_bytes: int = 1 << 62,
-        may_wait: bool = False,
+        self, topics: tuple[str, ...], last_event_id: str | None, page_bytes: int = 1 << 62
     ) -> tuple[bytes, bool]:
         """What a stream opening now must receive before live events: the events after
         `last_event_id` that passes already took (later ones reach it live), or a reset
@@ -192,10 +178,7 @@ class Hub:
         A replay longer than `page_bytes` is cut after the last whole event that fits (at
         least one) and the second value is False: the caller sends that page and closes,
         and the client's reconnect fetches the next page. So a resume never holds more
-        than a page of memory, however far behind the client is.
-
-        With `may_wait` (several processes share the order), an id this process has not
-        taken yet raises NotYetTaken instead of resetting: it may be on its way here."""
+        than a page of memory, however far behind the client is."""
         if not last_event_id:
             return b"", True
         try:
@@ -203,8 +186,6 @@ class Hub:
         except UnusableId as exc:
             self.metrics.resumes += 1
             return self._reset(exc.reason), True
-        if after > self._taken and may_wait:
-            raise NotYetTaken(after)
         self.metrics.resumes += 1
         if after > self._taken:
             return self._reset("unknown-id"), True

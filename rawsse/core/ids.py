@@ -26,6 +26,9 @@ with room for a million entries in one millisecond."""
 
 
 class IdScheme(Protocol):
+    longest_id: str
+    """As long as any id this scheme gives (a size check's stand-in for an unknown id)."""
+
     def format(self, sequence: int) -> str: ...
 
     def sequence_of(self, text: str) -> int:
@@ -54,6 +57,7 @@ class EpochIds:
 
     def __init__(self, epoch: str | None = None) -> None:
         self.epoch = epoch or new_epoch()
+        self.longest_id = f"{self.epoch}-{'9' * 19}"  # a sequence fills at most 63 bits
 
     def format(self, sequence: int) -> str:
         return f"{self.epoch}-{sequence}"
@@ -67,6 +71,9 @@ class EpochIds:
 
 class StreamIds:
     """Redis stream entry ids `<ms>-<n>`."""
+
+    longest_id = "9" * 13 + "-" + "9" * 7
+    """Any entry id of this century with up to a million entries in a millisecond."""
 
     def format(self, sequence: int) -> str:
         return f"{sequence >> STREAM_ID_BITS}-{sequence & ((1 << STREAM_ID_BITS) - 1)}"

@@ -38,12 +38,12 @@ def run(config: Config) -> None:
 
         Supervisor(config).run()
         return
-    _run_loop(config, None)
+    _run_loop(config, None, lambda: None)
 
 
-def serve_worker(config: Config, worker: WorkerContext) -> None:
-    """A worker process's life, forked by the supervisor."""
-    _run_loop(config, worker)
+def serve_worker(config: Config, worker: WorkerContext, ready: Callable[[], object]) -> None:
+    """A worker process's life, forked by the supervisor; `ready()` once it serves."""
+    _run_loop(config, worker, ready)
 
 
 def _configure_logging(config: Config) -> None:
@@ -52,13 +52,15 @@ def _configure_logging(config: Config) -> None:
     )
 
 
-def _run_loop(config: Config, worker: WorkerContext | None) -> None:
+def _run_loop(config: Config, worker: WorkerContext | None, ready: Callable[[], object]) -> None:
     name, factory = loop_factory(config.loop)
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(_serve(config, name, worker))
+        runner.run(_serve(config, name, worker, ready))
 
 
-async def _serve(config: Config, loop_name: str, worker: WorkerContext | None) -> None:
+async def _serve(
+    config: Config, loop_name: str, worker: WorkerContext | None, ready: Callable[[], object]
+) -> None:
     server = Server(config, worker)
     await server.start()
     loop = asyncio.get_running_loop()
@@ -80,8 +82,7 @@ async def _serve(config: Config, loop_name: str, worker: WorkerContext | None) -
         server.streams_kind,
         server.connection_limit,
     )
-    if worker is not None:
-        worker.report_ready()
+    ready()
     await server.serve_forever()
     if stopping:
         await stopping[0]

@@ -306,7 +306,6 @@ class Supervisor:
             self._epoch,
             self._wake_fds,
             tuple(self._listeners[worker.index]),
-            status_write,
         )
         worker.ready = False
         worker.error = ""
@@ -317,14 +316,14 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:
             os.close(status_read)
-            self._run_worker(context, supervisor)
+            self._run_worker(context, status_write, supervisor)
         os.close(status_write)
         worker.pid = pid
         worker.status_fd = status_read
         worker.started = time.monotonic()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
-    def _run_worker(self, context: WorkerContext, supervisor: int) -> None:
+    def _run_worker(self, context: WorkerContext, status_fd: int, supervisor: int) -> None:
         """The child's side of a fork: never returns."""
         code = 1
         try:
@@ -339,14 +338,14 @@ class Supervisor:
                         sock.close()
             from rawsse.process.run import serve_worker
 
-            serve_worker(self.config, context)
+            serve_worker(self.config, context, lambda: os.write(status_fd, READY))
             code = 0
         except BaseException as exc:
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
             log.error("worker %d failed: %s", context.index, reason)
             log.debug("worker %d failed", context.index, exc_info=True)
             try:
-                os.write(context.status_fd, FAILED + reason.encode() + b"\n")
+                os.write(status_fd, FAILED + reason.encode() + b"\n")
             except OSError:
                 pass
         finally:

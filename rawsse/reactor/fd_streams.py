@@ -15,7 +15,7 @@ import socket
 from array import array
 
 from rawsse.core.hub import Hub
-from rawsse.metrics import Metrics
+from rawsse.core.metrics import Metrics
 from rawsse.reactor.poller import HANGUP, READABLE, WRITABLE, Poller
 from rawsse.reactor.streams import StreamLimits, Streams
 

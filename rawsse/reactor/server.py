@@ -12,21 +12,25 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from rawsse.broker.base import Broker
+from rawsse.broker.base import Broker, publish_now
 from rawsse.broker.memory import MemoryBroker
 from rawsse.broker.workers import WorkerBroker, WorkerContext
 from rawsse.config import FD_RESERVE, Config
-from rawsse.core.api import Api
+from rawsse.core.api import Api, ServerView
+from rawsse.core.connection import Timeouts
 from rawsse.core.history import History
 from rawsse.core.http import HttpLimits
 from rawsse.core.hub import Hub
 from rawsse.core.ids import EpochIds, IdScheme, StreamIds
+from rawsse.core.metrics import Metrics
 from rawsse.core.publish import make_item
 from rawsse.core.sse import encode_retry
 from rawsse.core.subscriptions import Subscriptions
+from rawsse.dashboard.files import load_dashboard
 from rawsse.dashboard.stats import StatsPublisher
-from rawsse.metrics import Metrics
 from rawsse.preflight import check_environment
+from rawsse.reactor.context import ConnectionContext
+from rawsse.reactor.effects import EffectRunner
 from rawsse.reactor.fd_streams import FdStreams
 from rawsse.reactor.listeners import listen
 from rawsse.reactor.poller import available_poller, make_poller
@@ -83,13 +87,6 @@ class Server:
         self.config = Config(**options) if config is None else config
         self.worker = worker
         self.metrics = Metrics()
-        self.http_limits = HttpLimits(
-            self.config.max_header_bytes, self.config.max_url_bytes, self.config.max_body_bytes
-        )
-        self.http_connections: set[HttpProtocol] = set()
-        self.shedding = 0
-        """Connections over the limit whose request is read to answer "come back later"."""
-        self.shed_capacity = SHED_MIN
         self._listeners: list[asyncio.Server] = []
         self._port = 0
         self._sweeper: asyncio.TimerHandle | None = None
@@ -104,11 +101,6 @@ class Server:
         check_environment(config)  # what the options need from this machine, before anything
         self.loop = asyncio.get_running_loop()
         fd_limit = raise_fd_limit()
-        self.connection_limit = config.connection_limit(fd_limit)
-        # The descriptors left above the limit, less what the listener, pollers and logs
-        # need, hold the connections answered "come back later".
-        spare = fd_limit - self.connection_limit - FD_RESERVE // 2
-        self.shed_capacity = min(max(spare, SHED_MIN), SHED_MAX)
         # A worker serves the sockets its supervisor bound for the port; a single process
         # binds its own, first of all, so that a port in use is refused before a broker
         # connects or history loads (see rawsse.reactor.listeners).
@@ -130,6 +122,7 @@ class Server:
 
     async def _start_serving(self, fd_limit: int, sockets: list[socket.socket]) -> None:
         config = self.config
+        loop = self.loop
         history = History(config.history, config.history_age, config.history_bytes)
         remote = config.broker != "memory"
         ids: IdScheme = StreamIds() if remote else EpochIds(self.worker.epoch if self.worker else None)
@@ -143,9 +136,28 @@ class Server:
             ids=ids,
         )
         self.streams = self._make_streams()
-        self.broker = self._make_broker()
-        await self.broker.start()
-        self.api = Api(self.broker, self.metrics, config, self.loop.time, self._rng)
+        self.broker = broker = self._make_broker()
+        await broker.start()
+        view = ServerView(broker.worker_label, broker.shares_order, broker.unready_reason, self._metrics_text)
+        static = load_dashboard() if config.dashboard else None
+        self.api = Api(config.api_options(), self.hub, self.metrics, view, static, loop.time, self._rng)
+        connection_limit = config.connection_limit(fd_limit)
+        # The descriptors left above the limit, less what the listener, pollers and logs
+        # need, hold the connections answered "come back later".
+        spare = fd_limit - connection_limit - FD_RESERVE // 2
+        self.context = ConnectionContext(
+            api=self.api,
+            runner=EffectRunner(broker, self.hub, self.streams.close_topics, self.metrics, loop),
+            streams=self.streams,
+            metrics=self.metrics,
+            limits=HttpLimits(config.max_header_bytes, config.max_url_bytes, config.max_body_bytes),
+            timeouts=Timeouts(
+                config.header_timeout, config.body_timeout, config.keepalive_timeout, config.send_timeout
+            ),
+            clock=loop.time,
+            connection_limit=connection_limit,
+            shed_capacity=min(max(spare, SHED_MIN), SHED_MAX),
+        )
         self.stats = (
             StatsPublisher(
                 self.broker, self.metrics, self.loop.time(), self.worker.index if self.worker else 0
@@ -155,7 +167,7 @@ class Server:
         )
         self._stopped = asyncio.Event()
         self._listeners = [
-            await self.loop.create_server(lambda: HttpProtocol(self), sock=sock, backlog=config.backlog)
+            await loop.create_server(lambda: HttpProtocol(self.context), sock=sock, backlog=config.backlog)
             for sock in sockets
         ]
         self._port = sockets[0].getsockname()[1]
@@ -198,7 +210,14 @@ class Server:
 
     @property
     def connection_count(self) -> int:
-        return len(self.http_connections) + self.streams.count
+        return self.context.connection_count
+
+    @property
+    def connection_limit(self) -> int:
+        return self.context.connection_limit
+
+    def _metrics_text(self) -> bytes:
+        return self.metrics.render(self.broker.worker_metrics())
 
     async def serve_forever(self) -> None:
         """Wait until stop() is called (by a signal handler, say)."""
@@ -222,7 +241,7 @@ class Server:
         if not flushed:
             log.warning("shutdown grace ran out with bytes still pending; closing anyway")
         self.streams.shutdown()
-        for connection in list(self.http_connections):
+        for connection in list(self.context.connections):
             connection.close_now()
         await self.broker.stop()
         assert self._stopped is not None
@@ -246,9 +265,9 @@ class Server:
             raise RuntimeError("with a Redis broker, publish through POST /publish")
         names = [topics] if isinstance(topics, str) else list(topics)
         item = make_item(names, data, event, self.config.max_topic_length)  # ValueErrors
-        ids = self.broker.publish([item])
-        assert isinstance(ids, list)
-        return ids[0]
+        event_id = publish_now(self.broker, [item])[0]
+        self.metrics.events_published += 1
+        return event_id
 
     def publish_threadsafe(
         self, topics: str | Sequence[str], data: str, event: str | None = None
@@ -272,8 +291,8 @@ class Server:
     def _sweep(self) -> None:
         now = self.loop.time()
         try:
-            for connection in [c for c in self.http_connections if c.deadline < now]:
-                connection.on_timeout()
+            for connection in [c for c in self.context.connections if c.deadline <= now]:
+                connection.on_timeout(now)
             self.streams.sweep(now)
             self.hub.history.expire(now)
             self.broker.sweep()

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from rawsse.config import FANOUT_SLICE, MAX_PENDING_BYTES, SEND_TIMEOUT
 from rawsse.core.hub import Delivery, Hub
-from rawsse.metrics import Metrics
+from rawsse.core.metrics import Metrics
 
 log = logging.getLogger("rawsse")
 

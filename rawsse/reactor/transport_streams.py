@@ -9,7 +9,7 @@ import socket
 from array import array
 
 from rawsse.core.hub import Hub
-from rawsse.metrics import Metrics
+from rawsse.core.metrics import Metrics
 from rawsse.reactor.streams import StreamLimits, Streams
 
 

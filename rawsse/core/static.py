@@ -1,11 +1,10 @@
-"""The dashboard's files: an allow-list of the files shipped in `static/`, read once at
-startup and answered from memory. No I/O per request, no path from the URL ever reaches
-the file system."""
+"""The dashboard's files, answered from memory: an allow-list of the files shipped in
+`rawsse/dashboard/static/`, read once at startup (rawsse.dashboard.files) and handed in
+here. No I/O per request, no path from the URL ever reaches the file system."""
 
 from __future__ import annotations
 
 import hashlib
-from importlib import resources
 
 from rawsse.core.http import Request, response
 from rawsse.errors import HttpError
@@ -47,12 +46,6 @@ class StaticFiles:
             etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
             path = "/" if name == PAGE else STATIC_PREFIX + name
             self._files[path] = (body, CONTENT_TYPES[name], etag)
-
-    @classmethod
-    def load(cls) -> StaticFiles:
-        """Read the shipped files (once, at startup)."""
-        folder = resources.files("rawsse.dashboard") / "static"
-        return cls({name: (folder / name).read_bytes() for name in CONTENT_TYPES})
 
     def answer(self, request: Request) -> bytes:
         found = self._files.get(request.path)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import platform
+import sys
 from collections import Counter
 
 from rawsse import __version__
+
+PYTHON = ".".join(map(str, sys.version_info[:3]))
 
 
 class Metrics:
@@ -53,7 +55,7 @@ class Metrics:
         lines = [
             "# HELP rawsse_build_info The running rawsse and Python versions.",
             "# TYPE rawsse_build_info gauge",
-            f'rawsse_build_info{{version="{__version__}",python="{platform.python_version()}"}} 1',
+            f'rawsse_build_info{{version="{__version__}",python="{PYTHON}"}} 1',
         ]
         for position, (name, kind, metric, help_text) in enumerate(SERIES):
             lines.append(f"# HELP rawsse_{metric} {help_text}")

@@ -1,0 +1,351 @@
+"""One HTTP/1.1 server connection as a state machine, without I/O.
+
+The driver (rawsse.reactor.protocol) feeds it what happens — bytes received, the end of
+input, the transport's flow control, the clock passing a deadline, the application's
+answers — and reads back what to do: requests to answer (`next_request`), bytes to send
+(`take_output`), whether to read, the `phase` (which says when to half-close, close,
+abort or hand the connection to the stream reactor) and the next `deadline`.
+
+Every change of phase happens in `_enter` and every deadline comes from `_deadline`
+(h11's "Rule 1": everything that affects the state machine lives here).
+
+    IDLE ─first byte─> HEAD ─head done─> BODY ─body done─> IDLE   (keep-alive)
+      │                  └──────────── no body ──────────────┘
+      ├─ an answer with close, an error, a timeout ─> LINGERING ─> CLOSED
+      ├─ over the limit: the answer, or a timeout ──> CLOSED / ABORTED
+      └─ an answer that opens a stream ─────────────> STREAMING
+
+Answers leave in request order whatever order they come in: requests are handed out as
+they are parsed, and a request after a POST whose answer waits (a publish behind a Redis
+round trip) is parsed and handed out too, so dense publishers are not held to one
+round trip per request. After any other request whose answer waits (a resume waiting for
+its id, which may become a stream), nothing more is handed out until it is answered.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+from rawsse.core.http import HttpLimits, Request, RequestReader, error_response
+from rawsse.errors import RETRY_AFTER, HttpError, RawsseError
+
+LINGER_TIME = 5.0
+"""After the last answer the connection is half-closed and read (and dropped) for this
+long, so unread input cannot make the kernel reset the connection before the client has
+read the answer (nginx's lingering_timeout). A last answer still draining extends it."""
+
+ANSWER_TIMEOUT = 10.0
+"""A request whose answer waits on the broker (a Redis round trip, a resume waiting for its
+id) gets 503 after this long, whatever the broker does."""
+
+SHED_TIMEOUT = 1.0
+"""Time a connection over the connection limit has for its whole request head."""
+
+FEED_SLICE = 16 * 1024
+"""Input is parsed this much at a time, and not at all while answers wait unread, so a
+paused connection holds at most a slice's worth of parsed requests."""
+
+PIPELINE_DEPTH = 16
+"""Parsing stops while this many requests wait for their answers (the last slice parsed
+may have held a few more)."""
+
+BUSY = HttpError(503, "too many connections; retry shortly", RETRY_AFTER)
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"
+    """Between requests: the keep-alive timeout runs (the header timeout before the first)."""
+    HEAD = "head"
+    """A request head is arriving: the header timeout runs."""
+    BODY = "body"
+    """A request body is arriving: the body timeout runs."""
+    LINGERING = "lingering"
+    """The last answer is out: half-close, read and drop input until the deadline."""
+    STREAMING = "streaming"
+    """An answer opened a stream: the stream reactor owns the connection now."""
+    CLOSED = "closed"
+    """Close once the output is written."""
+    ABORTED = "aborted"
+    """Close now, dropping unsent output."""
+
+
+ANSWERING = (Phase.IDLE, Phase.HEAD, Phase.BODY)
+"""The phases in which requests are read and answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    header: float
+    body: float
+    keepalive: float
+    send: float
+    """A connection whose client reads none of our output for this long is aborted."""
+
+
+class _Pending:
+    """A request handed out and not yet answered (or answered out of turn)."""
+
+    __slots__ = ("answer", "arrived", "close", "handed_out", "request", "stream")
+
+    def __init__(self, request: Request, arrived: float) -> None:
+        self.request = request
+        self.arrived = arrived
+        self.handed_out = False
+        self.answer: bytes | None = None
+        self.close = False
+        self.stream: object = None
+
+    @property
+    def awaited(self) -> bool:
+        """Handed out and not answered yet."""
+        return self.handed_out and self.answer is None and self.stream is None
+
+
+class HttpConnection:
+    def __init__(
+        self, limits: HttpLimits, timeouts: Timeouts, now: float, shedding: bool = False
+    ) -> None:
+        # per connection
+        self._reader = RequestReader(limits)
+        self._timeouts = timeouts
+        self._shedding = shedding
+        self._started = now
+        self._first = True  # no request yet: the header timeout runs from the connection's start
+        self.phase = Phase.IDLE
+        self._since = now  # when the current phase began
+        self._unparsed = memoryview(b"")
+        self._output: list[bytes] = []
+        self._refusals: list[int] = []
+        self._output_paused_since: float | None = None
+        self._input_ended = False
+        self._unsent_at_deadline = 0
+        # per request
+        self._pending: deque[_Pending] = deque()
+        """Every parsed request not yet answered in turn, in order."""
+        self._parsed: deque[_Pending] = deque()
+        """Those of them not handed out yet."""
+        self.stream: object = None
+        """What `upgrade` was given, once the connection is STREAMING."""
+
+    # Input
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        if self.phase not in ANSWERING:
+            return  # lingering or done: input is read and dropped
+        self._unparsed = memoryview(bytes(self._unparsed) + data) if self._unparsed else memoryview(data)
+        self._parse(now)
+
+    def receive_eof(self, now: float) -> None:
+        """The client will send nothing more. What it asked is still answered; then the
+        connection closes (at once, when nothing is outstanding)."""
+        self._input_ended = True
+        if self.phase in ANSWERING and not self._pending and not self._parsed:
+            self._enter(Phase.CLOSED, now)
+
+    def pause_output(self, now: float) -> None:
+        """The transport's buffer is full: the client is not reading our answers. Stop
+        reading its requests until it does, so unsent answers stay bounded."""
+        if self._output_paused_since is None:
+            self._output_paused_since = now
+
+    def resume_output(self, now: float) -> None:
+        if self._output_paused_since is not None:
+            self._output_paused_since = None
+            self._since = now  # the phase's timeout starts over
+            self._parse(now)
+
+    def timeout(self, now: float, unsent: int) -> None:
+        """The deadline passed; `unsent` is what the transport still holds."""
+        if now < self.deadline:
+            return
+        phase = self.phase
+        if self._shedding and phase in ANSWERING:
+            self._enter(Phase.ABORTED, now)  # dropped unanswered: EventSource retries that
+        elif self._output_paused_since is not None:
+            self._enter(Phase.ABORTED, now)  # the client stopped reading our answers
+        elif phase is Phase.LINGERING and 0 < unsent < self._unsent_at_deadline:
+            self._unsent_at_deadline = unsent  # a last answer still draining: more time
+            self._since = now
+        elif phase in (Phase.HEAD, Phase.BODY):
+            self._refuse(HttpError(408, "request not received in time"), now)
+        elif phase is Phase.IDLE and self._pending:
+            self._refuse(HttpError(503, "the broker did not answer in time", RETRY_AFTER), now)
+        elif phase in (Phase.IDLE, Phase.LINGERING):
+            self._enter(Phase.CLOSED, now)
+
+    # The application's side
+
+    def next_request(self) -> Request | None:
+        """The next parsed request to answer, or None: none is parsed, the connection no
+        longer answers, the client reads none of our answers, or an earlier request may
+        still become a stream."""
+        if not self._parsed or self.phase not in ANSWERING or self._output_paused_since is not None:
+            return None
+        if any(p.awaited and p.request.method != "POST" for p in self._pending):
+            return None
+        pending = self._parsed.popleft()
+        pending.handed_out = True
+        return pending.request
+
+    def respond(self, request: Request, data: bytes, close: bool, now: float) -> None:
+        """`data` is the whole answer to `request`; `close` makes it the last."""
+        pending = self._find(request)
+        if pending is not None:
+            pending.answer = data
+            pending.close = close or self._shedding
+            self._send_answered(now)
+
+    def upgrade(self, request: Request, stream: object, now: float) -> None:
+        """Answer `request` by making the connection a stream (`stream` is the driver's
+        own description of it); when its turn comes the phase becomes STREAMING."""
+        pending = self._find(request)
+        if pending is not None:
+            pending.stream = stream
+            self._send_answered(now)
+
+    def fail(self, request: Request | None, error: RawsseError, now: float) -> None:
+        """Answer `request` (or the connection, when None) with `error`, then close."""
+        pending = self._find(request) if request is not None else None
+        if pending is None:
+            self._refuse(error, now)
+            return
+        pending.answer = error_response(error)
+        pending.close = True
+        self._refusals.append(error.status or 500)
+        self._send_answered(now)
+
+    # What the driver reads back
+
+    def take_output(self) -> bytes:
+        output, self._output = self._output, []
+        return b"".join(output) if len(output) != 1 else output[0]
+
+    def take_refusals(self) -> list[int]:
+        """The statuses of the error answers sent since the last call (for the metrics)."""
+        refusals, self._refusals = self._refusals, []
+        return refusals
+
+    @property
+    def wants_input(self) -> bool:
+        if self.phase is Phase.LINGERING:
+            return True  # read and dropped
+        return (
+            self.phase in ANSWERING
+            and self._output_paused_since is None
+            and len(self._pending) < PIPELINE_DEPTH
+        )
+
+    @property
+    def deadline(self) -> float:
+        return self._deadline()
+
+    def close(self) -> None:
+        """Free the parser (it and the reader refer to each other)."""
+        self._reader.close()
+
+    # Parsing
+
+    def _parse(self, now: float) -> None:
+        reader = self._reader
+        while self._unparsed and self.wants_input and self.phase is not Phase.LINGERING:
+            chunk, self._unparsed = self._unparsed[:FEED_SLICE], self._unparsed[FEED_SLICE:]
+            try:
+                requests = reader.feed(chunk)  # type: ignore[arg-type]
+            except HttpError as error:
+                self._unparsed = memoryview(b"")
+                self._refuse(error, now)
+                return
+            if reader.interim:
+                self._output.append(reader.interim)
+                reader.interim = b""
+            for request in requests:
+                pending = _Pending(request, now)
+                self._pending.append(pending)
+                self._parsed.append(pending)
+                self._first = False
+            if self._shedding and reader.in_body:
+                # A request with a body is no stream request: it is turned away from its
+                # head, without its body being read.
+                self._unparsed = memoryview(b"")
+                self._refuse(BUSY, now)
+                return
+            self._enter(Phase.HEAD if reader.in_head else Phase.BODY if reader.in_body else Phase.IDLE, now)
+
+    # Answers, in order
+
+    def _find(self, request: Request) -> _Pending | None:
+        for pending in self._pending:
+            if pending.request is request:
+                return pending
+        return None  # answered after the connection gave up on it (a timeout, an error)
+
+    def _send_answered(self, now: float) -> None:
+        """Send the answers whose turn has come, and act on the last or the stream."""
+        pending = self._pending
+        while pending and (pending[0].answer is not None or pending[0].stream is not None):
+            done = pending.popleft()
+            if done.stream is not None:
+                self.stream = done.stream
+                self._drop_the_rest()
+                self._enter(Phase.STREAMING, now)
+                return
+            assert done.answer is not None
+            self._output.append(done.answer)
+            if done.close:
+                self._drop_the_rest()
+                self._end(now)
+                return
+        if self.phase is Phase.IDLE:
+            self._since = now  # each answer starts the keep-alive timeout anew
+        self._parse(now)
+        if self._input_ended and self.phase is Phase.IDLE and not pending and not self._unparsed:
+            self._end(now)  # the client sent its last request long ago
+
+    def _drop_the_rest(self) -> None:
+        """Nothing after the last answer (or a stream) is answered."""
+        self._pending.clear()
+        self._parsed.clear()
+        self._unparsed = memoryview(b"")
+
+    def _refuse(self, error: RawsseError, now: float) -> None:
+        """A connection-level error: answered at once, after what is already out."""
+        self._refusals.append(error.status or 500)
+        self._output.append(error_response(error))
+        self._drop_the_rest()
+        self._end(now)
+
+    def _end(self, now: float) -> None:
+        # Over the limit, the descriptor is given back at once; otherwise the client gets
+        # time to read the last answer before any unread input could reset it.
+        self._enter(Phase.CLOSED if self._shedding else Phase.LINGERING, now)
+
+    # The one place the phase changes, and the one place deadlines come from
+
+    def _enter(self, phase: Phase, now: float) -> None:
+        if phase is self.phase:
+            return
+        self.phase = phase
+        self._since = now
+        if phase is Phase.LINGERING:
+            self._unsent_at_deadline = 1 << 62  # any unsent count is progress at first
+
+    def _deadline(self) -> float:
+        timeouts = self._timeouts
+        phase = self.phase
+        if self._shedding and phase in ANSWERING:
+            return self._started + SHED_TIMEOUT
+        if self._output_paused_since is not None:
+            return self._output_paused_since + timeouts.send
+        if phase is Phase.HEAD:
+            return self._since + timeouts.header
+        if phase is Phase.BODY:
+            return self._since + timeouts.body
+        if phase is Phase.IDLE:
+            if self._pending:
+                return self._pending[0].arrived + ANSWER_TIMEOUT
+            return self._since + (timeouts.header if self._first else timeouts.keepalive)
+        if phase is Phase.LINGERING:
+            return self._since + LINGER_TIME
+        return float("inf")

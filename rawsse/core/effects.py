@@ -1,0 +1,62 @@
+"""What the API asks for, as values: the effects of answering a request.
+
+The API (rawsse.core.api) decides, and never touches a broker, a stream or a clock's
+timer; rawsse.reactor.effects is the one place that carries effects out. An effect ends
+in an Answer — bytes to send, or a stream to open — or in a RawsseError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rawsse.core.publish import PublishItem
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """Send `data`, a whole response; with `close` it is the last on the connection."""
+
+    data: bytes
+    close: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStream:
+    """Make the connection a stream on `topics` that starts with `preamble` (the response
+    head, the retry line and any replay). `head` is the response head alone, to answer
+    "come back later" instead if no stream can be opened after all."""
+
+    topics: tuple[str, ...]
+    preamble: bytes
+    head: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Give `items` their place in the event order, all or none; then `answer(ids)`."""
+
+    items: Sequence[PublishItem]
+    answer: Callable[[list[str]], Effect]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitTaken:
+    """Wait until this process has taken event `sequence` (another worker or node
+    delivered it and it is on its way), at most `timeout` seconds; then `then()`."""
+
+    sequence: int
+    timeout: float
+    then: Callable[[], Effect]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseStreams:
+    """Close every stream on one of `topics`; then `answer(how many)`."""
+
+    topics: tuple[str, ...]
+    answer: Callable[[int], Effect]
+
+
+Answer = Respond | OpenStream
+Effect = Respond | OpenStream | Publish | WaitTaken | CloseStreams

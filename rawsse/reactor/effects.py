@@ -1,0 +1,90 @@
+"""The one place effects are carried out (rawsse.core.effects): publishing through the
+broker, waiting for an id with the loop's timer, closing streams. Each ends in an answer
+for the connection that asked — bytes or a stream to open — or in a RawsseError."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from rawsse.broker.base import Broker, Outcome
+from rawsse.core.effects import Answer, CloseStreams, Effect, OpenStream, Publish, Respond, WaitTaken
+from rawsse.core.hub import Hub
+from rawsse.core.metrics import Metrics
+from rawsse.errors import HttpError, RawsseError
+
+log = logging.getLogger("rawsse")
+
+Reply = Callable[[Answer | RawsseError], None]
+Cancel = Callable[[], None]
+
+INTERNAL_ERROR = HttpError(500, "internal error")
+
+
+class EffectRunner:
+    def __init__(
+        self,
+        broker: Broker,
+        hub: Hub,
+        close_topics: Callable[[tuple[str, ...]], int],
+        metrics: Metrics,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._broker = broker
+        self._hub = hub
+        self._close_topics = close_topics
+        self._metrics = metrics
+        self._loop = loop
+
+    def run(self, effect: Effect, reply: Reply) -> Cancel | None:
+        """Carry `effect` out; `reply` gets how it ended (at once, or later). Returns a
+        way to give up on it when its connection goes away first, if it waits."""
+        match effect:
+            case Respond() | OpenStream():
+                reply(effect)
+            case Publish(items, answer_ids):
+                self._broker.publish(items, lambda outcome: self._published(outcome, answer_ids, reply))
+            case CloseStreams(topics, answer_count):
+                closed = self._close_topics(topics)
+                self._then(lambda: answer_count(closed), reply)
+            case WaitTaken(sequence, timeout, then):
+                return self._wait(sequence, timeout, then, reply)
+        return None
+
+    def _published(self, outcome: Outcome, answer: Callable[[list[str]], Effect], reply: Reply) -> None:
+        if isinstance(outcome, RawsseError):
+            reply(outcome)
+            return
+        self._metrics.events_published += len(outcome)  # counted once, where accepted
+        self._then(lambda: answer(outcome), reply)
+
+    def _then(self, next_effect: Callable[[], Effect], reply: Reply) -> None:
+        """Carry out what an effect leads to, reporting what goes wrong to `reply`."""
+        try:
+            self.run(next_effect(), reply)
+        except RawsseError as error:
+            reply(error)
+        except Exception:
+            log.exception("request failed")
+            reply(INTERNAL_ERROR)
+
+    def _wait(self, sequence: int, timeout: float, then: Callable[[], Effect], reply: Reply) -> Cancel:
+        """`then()` once a pass took `sequence`, or after `timeout` (it then answers for
+        an id that never came)."""
+        hub = self._hub
+        waiting = [True]  # until taken, timed out or given up on: whichever comes first
+
+        def forget() -> None:
+            waiting[0] = False
+            timer.cancel()
+            hub.forget(resolve)
+
+        def resolve() -> None:
+            if waiting[0]:
+                forget()
+                self._then(then, reply)
+
+        timer = self._loop.call_later(timeout, resolve)
+        hub.when_taken(sequence, resolve)
+        return forget

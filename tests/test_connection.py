@@ -1,0 +1,242 @@
+"""The HTTP connection's state machine, without sockets: byte literals in, answers and
+phases out, time from a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from rawsse.core.connection import (
+    ANSWER_TIMEOUT,
+    FEED_SLICE,
+    LINGER_TIME,
+    PIPELINE_DEPTH,
+    SHED_TIMEOUT,
+    HttpConnection,
+    Phase,
+    Timeouts,
+)
+from rawsse.core.http import HttpLimits, Request
+from rawsse.errors import HttpError
+
+GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+STREAM = b"GET /events?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"
+POST = b"POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+CLOSING = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+TIMEOUTS = Timeouts(header=10, body=30, keepalive=60, send=60)
+
+
+def make(now: float = 0.0, shedding: bool = False) -> HttpConnection:
+    return HttpConnection(HttpLimits(), TIMEOUTS, now, shedding)
+
+
+def requests(connection: HttpConnection) -> list[Request]:
+    out = []
+    while (request := connection.next_request()) is not None:
+        out.append(request)
+    return out
+
+
+def answer_all(connection: HttpConnection, now: float = 0.0) -> bytes:
+    """Answer each request as it is handed out (a GET's answer lets the next one out)."""
+    while (request := connection.next_request()) is not None:
+        connection.respond(request, f"<{request.path}{request.body.decode()}>".encode(), False, now)
+    return connection.take_output()
+
+
+def test_pipelined_requests_are_answered_in_order_whatever_order_the_answers_come_in() -> None:
+    connection = make()
+    connection.receive_data(POST + POST.replace(b"hello", b"world") + GET, 0)
+    first, second, third = requests(connection)
+    connection.respond(second, b"2", False, 0)
+    connection.respond(third, b"3", False, 0)
+    assert connection.take_output() == b""  # the first answer is not there yet
+    connection.respond(first, b"1", False, 0)
+    assert connection.take_output() == b"123"
+    assert connection.phase is Phase.IDLE
+
+
+@pytest.mark.parametrize("cut", range(1, len(POST)))
+def test_a_request_split_at_any_byte_gives_the_same_request(cut: int) -> None:
+    connection = make()
+    connection.receive_data(POST[:cut], 0)
+    assert connection.next_request() is None
+    connection.receive_data(POST[cut:], 0)
+    [request] = requests(connection)
+    assert (request.method, request.path, request.body) == ("POST", "/publish", b"hello")
+
+
+def test_every_byte_on_its_own_gives_the_same_requests() -> None:
+    connection = make()
+    for byte in GET + POST:
+        connection.receive_data(bytes([byte]), 0)
+    assert answer_all(connection) == b"</healthz></publishhello>"
+
+
+def test_the_header_timeout_runs_from_the_first_byte_of_a_head() -> None:
+    connection = make(now=0)
+    assert connection.deadline == 10  # before the first request, the header timeout
+    connection.receive_data(GET[:10], now=4)
+    assert (connection.phase, connection.deadline) == (Phase.HEAD, 14)
+    connection.receive_data(GET[10:12], now=9)  # more bytes do not buy more time
+    assert connection.deadline == 14
+    connection.timeout(13.9, 0)
+    assert connection.phase is Phase.HEAD
+    connection.timeout(14, 0)
+    assert connection.take_output().startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert connection.take_refusals() == [408]
+    assert connection.phase is Phase.LINGERING
+
+
+def test_the_body_timeout_runs_once_the_head_is_in() -> None:
+    connection = make()
+    connection.receive_data(POST[:-3], now=2)
+    assert (connection.phase, connection.deadline) == (Phase.BODY, 32)
+    connection.timeout(32, 0)
+    assert connection.take_output().startswith(b"HTTP/1.1 408 ")
+
+
+def test_an_idle_kept_alive_connection_closes_after_the_keepalive_timeout() -> None:
+    connection = make()
+    connection.receive_data(GET, 1)
+    assert answer_all(connection, now=2) == b"</healthz>"
+    assert (connection.phase, connection.deadline) == (Phase.IDLE, 62)
+    connection.timeout(62, 0)
+    assert connection.phase is Phase.CLOSED
+    assert connection.take_output() == b""  # closed quietly: nothing was asked
+
+
+def test_after_an_error_the_connection_lingers_while_its_answer_drains() -> None:
+    connection = make()
+    connection.receive_data(b"NOT HTTP\r\n\r\n", now=0)
+    assert connection.take_output().startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert connection.phase is Phase.LINGERING and connection.wants_input
+    connection.receive_data(b"more input", now=1)  # read and dropped
+    assert connection.take_output() == b""
+    connection.timeout(LINGER_TIME, unsent=5000)  # still draining: more time
+    assert connection.phase is Phase.LINGERING
+    connection.timeout(2 * LINGER_TIME, unsent=1000)  # progress: more time again
+    assert connection.phase is Phase.LINGERING
+    connection.timeout(3 * LINGER_TIME, unsent=1000)  # no progress: closed
+    assert connection.phase is Phase.CLOSED
+
+
+def test_an_answer_with_close_is_the_last() -> None:
+    connection = make()
+    connection.receive_data(CLOSING + GET, 0)
+    [first] = requests(connection)  # the second is never answered
+    connection.respond(first, b"bye", first.keep_alive is False, 0)
+    assert connection.take_output() == b"bye"
+    assert connection.phase is Phase.LINGERING
+    assert connection.next_request() is None
+
+
+def test_a_stream_request_upgrades_after_the_answers_before_it() -> None:
+    connection = make()
+    connection.receive_data(POST + STREAM + GET, 0)
+    publish = connection.next_request()
+    events = connection.next_request()  # handed out while the publish waits on the broker
+    assert publish is not None and events is not None and events.path == "/events"
+    stream = object()
+    connection.upgrade(events, stream, 0)
+    assert connection.phase is Phase.IDLE  # the publish's answer comes first
+    connection.respond(publish, b"id", False, 0)
+    assert (connection.phase, connection.stream, connection.take_output()) == (Phase.STREAMING, stream, b"id")
+    assert connection.next_request() is None  # what came after the stream request is dropped
+    assert not connection.wants_input
+
+
+def test_a_client_that_reads_no_answers_is_not_read_from_then_aborted() -> None:
+    connection = make()
+    connection.pause_output(now=5)
+    assert not connection.wants_input
+    connection.receive_data(GET, 6)  # what had already arrived waits, unparsed
+    assert connection.next_request() is None
+    assert connection.deadline == 5 + TIMEOUTS.send
+    connection.resume_output(now=7)
+    assert connection.wants_input
+    assert answer_all(connection) == b"</healthz>"
+    connection.pause_output(now=8)
+    connection.timeout(8 + TIMEOUTS.send, 0)
+    assert connection.phase is Phase.ABORTED
+
+
+def test_requests_are_parsed_ahead_only_so_far() -> None:
+    body = b"x" * 2000
+    big = b"POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + body
+    per_slice = FEED_SLICE // len(big) + 1
+    connection = make()
+    connection.receive_data(big * (PIPELINE_DEPTH * 3), 0)
+    handed = requests(connection)
+    assert PIPELINE_DEPTH <= len(handed) <= PIPELINE_DEPTH + per_slice and not connection.wants_input
+    for request in handed:
+        connection.respond(request, b".", False, 0)  # room again: parsing goes on
+    assert len(requests(connection)) >= PIPELINE_DEPTH
+
+
+def test_after_a_get_whose_answer_waits_nothing_more_is_handed_out() -> None:
+    """A resume waiting for its id may become a stream: what follows must wait."""
+    connection = make()
+    connection.receive_data(STREAM + POST, 0)
+    waiting = connection.next_request()
+    assert waiting is not None and connection.next_request() is None
+    connection.respond(waiting, b"page", False, 0)
+    assert connection.next_request() is not None
+
+
+def test_an_answer_that_never_comes_is_a_503_after_a_while() -> None:
+    connection = make()
+    connection.receive_data(POST, now=1)
+    [request] = requests(connection)
+    assert connection.deadline == 1 + ANSWER_TIMEOUT
+    connection.timeout(1 + ANSWER_TIMEOUT, 0)
+    assert connection.take_output().startswith(b"HTTP/1.1 503 ")
+    connection.respond(request, b"too late", False, 20)  # ignored
+    assert connection.take_output() == b""
+
+
+def test_end_of_input_closes_once_what_was_asked_is_answered() -> None:
+    connection = make()
+    connection.receive_data(POST, 0)
+    connection.receive_eof(0)
+    [request] = requests(connection)
+    assert connection.phase is Phase.IDLE
+    connection.respond(request, b"id", False, 0)
+    assert (connection.take_output(), connection.phase) == (b"id", Phase.LINGERING)
+    quiet = make()
+    quiet.receive_eof(0)
+    assert quiet.phase is Phase.CLOSED
+
+
+def test_expect_continue_is_answered_before_the_body() -> None:
+    connection = make()
+    head = b"POST /publish HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+    connection.receive_data(head, 0)
+    assert connection.take_output() == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def test_over_the_limit_a_connection_has_one_short_deadline_and_no_body() -> None:
+    slow = make(now=0, shedding=True)
+    slow.receive_data(GET[:5], now=0.5)
+    assert slow.deadline == SHED_TIMEOUT  # the head's bytes buy no time
+    slow.timeout(SHED_TIMEOUT, 0)
+    assert (slow.phase, slow.take_output()) == (Phase.ABORTED, b"")  # dropped unanswered
+    publisher = make(shedding=True)
+    publisher.receive_data(POST[:-5], 0)  # the head of a request with a body
+    assert publisher.take_output().startswith(b"HTTP/1.1 503 ")
+    assert publisher.phase is Phase.CLOSED  # no lingering over the limit
+    streamer = make(shedding=True)
+    streamer.receive_data(STREAM, 0)
+    [request] = requests(streamer)
+    streamer.respond(request, b"come back later", False, 0)
+    assert (streamer.take_output(), streamer.phase) == (b"come back later", Phase.CLOSED)
+
+
+def test_a_failed_request_answers_in_its_turn_and_ends_the_connection() -> None:
+    connection = make()
+    connection.receive_data(POST + POST, 0)
+    first, second = requests(connection)
+    connection.fail(second, HttpError(413, "too big"), 0)
+    connection.respond(first, b"ok", False, 0)
+    output = connection.take_output()
+    assert output.startswith(b"okHTTP/1.1 413 ")
+    assert (connection.phase, connection.take_refusals()) == (Phase.LINGERING, [413])
