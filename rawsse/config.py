@@ -39,7 +39,7 @@ SEND_TIMEOUT = 60.0
 """A stream whose pending bytes make no progress for this long is closed (nginx's
 send_timeout)."""
 
-HEARTBEAT = 15.0
+HEARTBEAT_INTERVAL = 15.0
 """WHATWG's advice: a comment every 15 s keeps proxies from dropping idle streams."""
 
 RETRY_MS = 3000
@@ -126,7 +126,7 @@ class Config:
         HISTORY_BYTES, "history kept across all topics", low=0, high=64 * GIB, unit="bytes"
     )
     heartbeat: float = _option(
-        HEARTBEAT,
+        HEARTBEAT_INTERVAL,
         "time between heartbeat comments on every stream",
         low=TIMER_GRANULARITY,
         high=DAY,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import socket
 from collections.abc import Awaitable, Callable
@@ -10,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from rawsse.config import Config
-from rawsse.process.run import loop_factory
+from rawsse.process.single import loop_factory
 from rawsse.reactor.server import Server
 from tests.sse_client import EventParser, ReceivedEvent
 
@@ -133,15 +134,22 @@ class StreamClient:
         self.reader = reader
         self.writer = writer
         self.parser = EventParser()
+        self._decoder = codecs.getincrementaldecoder("utf-8")()  # a character may span reads
         self.status = 0
         self.headers: dict[str, str] = {}
         self._ready: list[ReceivedEvent] = []
 
     @classmethod
     async def open(
-        cls, port: int, query: str, headers: dict[str, str] | None = None, host: str = "127.0.0.1"
+        cls,
+        port: int,
+        query: str,
+        headers: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        slow: bool = False,
     ) -> StreamClient:
-        reader, writer = await asyncio.open_connection(host, port)
+        """`slow`: with a tiny receive buffer, so the server's writes back up soon."""
+        reader, writer = await (open_slow_reader(port) if slow else asyncio.open_connection(host, port))
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         writer.write(f"GET /events?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode())
         client = cls(reader, writer)
@@ -152,7 +160,7 @@ class StreamClient:
         chunk = await asyncio.wait_for(self.reader.read(65536), TIMEOUT)
         if not chunk:
             return False
-        self._ready.extend(self.parser.feed(chunk.decode()))
+        self._ready.extend(self.parser.feed(self._decoder.decode(chunk)))
         return True
 
     async def next_event(self) -> ReceivedEvent:
@@ -197,4 +205,4 @@ async def wait_for(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # the server runs on this loop: give it a turn, then look again

@@ -161,7 +161,11 @@ def test_error_response_survives_unread_input(backend: tuple[str, str]) -> None:
     run_with_server(backend, scenario, max_body_bytes=1000)
 
 
-def test_slow_request_head_times_out_with_408(backend: tuple[str, str]) -> None:
+# The timeouts' rules are tested with a fake clock in tests/test_connection.py; these
+# check, once, that the sweep applies them to real connections.
+
+
+def test_slow_request_head_times_out_with_408() -> None:
     async def scenario(server: Server) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /healthz HTTP/1.1\r\nHo")
@@ -170,10 +174,10 @@ def test_slow_request_head_times_out_with_408(backend: tuple[str, str]) -> None:
         assert await asyncio.wait_for(reader.read(1), TIMEOUT) == b""
         writer.close()
 
-    run_with_server(backend, scenario, header_timeout=1)
+    run_with_server(("uvloop", "epoll"), scenario, header_timeout=1)
 
 
-def test_idle_keepalive_connection_is_closed(backend: tuple[str, str]) -> None:
+def test_idle_keepalive_connection_is_closed() -> None:
     async def scenario(server: Server) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: [::1]\r\n\r\n")
@@ -181,7 +185,7 @@ def test_idle_keepalive_connection_is_closed(backend: tuple[str, str]) -> None:
         assert await asyncio.wait_for(reader.read(1), TIMEOUT) == b""
         writer.close()
 
-    run_with_server(backend, scenario, keepalive_timeout=1)
+    run_with_server(("uvloop", "epoll"), scenario, keepalive_timeout=1)
 
 
 def test_publisher_that_disconnects_mid_body_publishes_nothing(backend: tuple[str, str]) -> None:
@@ -272,7 +276,7 @@ def test_stream_that_cannot_be_registered_is_told_to_come_back_and_leaks_nothing
     import os
 
     async def scenario(server: Server) -> None:
-        poller = server.streams._poller  # type: ignore[attr-defined]
+        poller = server.streams.backend._poller  # type: ignore[attr-defined]
         register = poller.register
 
         def full(fd: int) -> None:

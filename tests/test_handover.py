@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from rawsse.process.run import loop_factory
+from rawsse.process.single import loop_factory
 
 
 @pytest.mark.parametrize("loop_name", ["uvloop", "asyncio"])

@@ -126,7 +126,7 @@ def test_while_draining_readiness_publishing_and_streams_are_turned_away(backend
         slow.write(b"GET /events?topic=t HTTP/1.1\r\nHost: [::1]\r\n\r\n")
         await wait_for(lambda: server.metrics.streams_open == 1, "the stream to open")
         # More than the kernel's socket buffers hold, unread: pending bytes hold the drain.
-        while not server.streams._has_pending():
+        while not server.streams.has_pending:
             await publish(server.port, "t", "x" * 500_000)
         kept = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
         ready = await ask(kept[0], b"GET /readyz HTTP/1.1\r\nHost: [::1]\r\n\r\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rawsse.core.ids import EpochIds, StreamIds
-from rawsse.core.sse import HEARTBEAT, encode_event, encode_retry
+from rawsse.core.sse import HEARTBEAT_COMMENT, encode_event, encode_retry
 from rawsse.core.topics import check_topic
 from rawsse.errors import FieldError, TopicError, UnusableId
 from tests.sse_client import EventParser
@@ -15,7 +15,7 @@ def test_event_wire_format() -> None:
     assert encode_event("hello", "e-1", "greet") == b"id: e-1\nevent: greet\ndata: hello\n\n"
     assert encode_event("") == b"data: \n\n"
     assert encode_retry(2500) == b"retry: 2500\n"
-    assert HEARTBEAT.startswith(b":") and HEARTBEAT.endswith(b"\n\n")
+    assert HEARTBEAT_COMMENT.startswith(b":") and HEARTBEAT_COMMENT.endswith(b"\n\n")
 
 
 @pytest.mark.parametrize("separator", ["\n", "\r", "\r\n"])

@@ -162,8 +162,7 @@ def test_slow_consumer_is_cut_at_the_cap_and_can_resume(backend: tuple[str, str]
         # The slow client reads nothing; the socket buffers fill, then our cap trips.
         while server.metrics.slow_consumers == 0:
             ids.append(await publish(server.port, "t", payload))
-            assert len(fast.parser.last_event_id) >= 0
-            await fast.next_event()
+            assert (await fast.next_event()).id == ids[-1]  # the fast reader keeps up throughout
             assert len(ids) < 2000, "the slow consumer was never cut"
         received = await slow.until_closed()
         assert received, "some events were delivered before the cut"
@@ -252,59 +251,17 @@ def test_publish_threadsafe_from_another_thread(backend: tuple[str, str]) -> Non
     run_with_server(backend, scenario)
 
 
-def test_a_broadcast_runs_in_slices_that_leave_the_loop_free(backend: tuple[str, str]) -> None:
-    streams = 200
-
-    async def scenario(server: Server) -> None:
-        clients = [await StreamClient.open(server.port, "topic=t") for _ in range(streams)]
-        await wait_for(lambda: server.metrics.streams_open == streams, "streams to open")
-        server.publish("t", "first")
-        server.publish("t", "second")
-        for _ in range(5):
-            await asyncio.sleep(0)  # five loop iterations: five slices of 10 writes
-        assert 0 < server.metrics.deliveries < 2 * streams, "the pass ran in one go"
-        server.publish("t", "third")  # queued behind the running pass, sent coalesced
-        for client in clients:
-            assert [e.data for e in await client.events(3)] == ["first", "second", "third"]
-            client.close()
-
-    run_with_server(backend, scenario, fanout_slice=10)
-
-
-def test_shutdown_in_the_middle_of_a_pass_closes_only_its_own_fds(backend: tuple[str, str]) -> None:
-    import os
-
-    reopened: list[int] = []
-
-    async def scenario(server: Server) -> None:
-        clients = [await StreamClient.open(server.port, "topic=t") for _ in range(4)]
-        await wait_for(lambda: server.metrics.streams_open == 4, "streams to open")
-        server.publish("t", "x")
-        await asyncio.sleep(0)  # one slice of one write: the pass is under way
-        await server.stop()  # no grace: the pass is abandoned
-        # Other code in the process opens files now and gets the freed fd numbers; what is
-        # left of the pass must not close them.
-        reopened.extend(os.open(os.devnull, os.O_RDONLY) for _ in range(8))
-        for _ in range(10):
-            await asyncio.sleep(0)
-        for client in clients:
-            client.close()
-
-    run_with_server(backend, scenario, fanout_slice=1, shutdown_grace=0)
-    for fd in reopened:
-        os.fstat(fd)  # raises if a stale release closed it
-        os.close(fd)
-
-
 def test_a_large_coalesced_burst_is_not_mistaken_for_a_slow_reader(backend: tuple[str, str]) -> None:
     """One pass may write far more than the cap at once; only a backlog behind it counts."""
 
     async def scenario(server: Server) -> None:
-        client = await StreamClient.open(server.port, "topic=t")
+        client = await StreamClient.open(server.port, "topic=t", slow=True)
         await wait_for(lambda: server.metrics.streams_open == 1, "the stream to open")
         for n in range(100):  # published without yielding: one coalesced write of ~3 MB
             server.publish("t", f"{n}:" + "x" * 30_000)
-        await asyncio.sleep(0.05)  # the reader lags a little; a small event queues behind
+        # The write is far more than the socket takes at once, and the reader has not read:
+        # the stream is behind when a small event queues behind the big write.
+        await wait_for(lambda: server.streams.has_pending, "the big write to be in progress")
         server.publish("t", "last")
         events = await client.events(101)
         assert events[-1].data == "last"

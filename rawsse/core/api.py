@@ -122,10 +122,7 @@ class Api:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        self._options = options
-        self._hub = hub
-        self._metrics = metrics
-        self._view = view
+        self._options, self._hub, self._metrics, self._view = options, hub, metrics, view
         self._static = static
         self._clock = clock
         self._rng = rng or random.Random()

@@ -13,7 +13,7 @@ from rawsse.core.events import Event, EventEncoder
 from rawsse.core.history import History
 from rawsse.core.ids import EpochIds, IdScheme
 from rawsse.core.metrics import Metrics
-from rawsse.core.sse import HEARTBEAT, encode_event
+from rawsse.core.sse import HEARTBEAT_COMMENT, encode_event
 from rawsse.core.subscriptions import Group, Subscriptions
 from rawsse.errors import Overloaded, UnusableId
 
@@ -143,8 +143,9 @@ class Hub:
             heapq.heapify(kept)
             self._waiters = kept
 
-    def heartbeat(self) -> list[Delivery]:
-        return [Delivery(g.members[:], HEARTBEAT, 0, True) for g in self.subscriptions.groups()]
+    def heartbeat_batch(self) -> list[Delivery]:
+        """A heartbeat comment for every stream, for one pass; skipped by those behind."""
+        return [Delivery(g.members[:], HEARTBEAT_COMMENT, 0, True) for g in self.subscriptions.groups()]
 
     def spread(self, choices: list[bytes], pick: Callable[[int], int]) -> list[Delivery]:
         """One of `choices` for every stream, `pick(len(choices))` choosing which: the

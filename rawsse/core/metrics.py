@@ -12,38 +12,23 @@ PYTHON = ".".join(map(str, sys.version_info[:3]))
 
 class Metrics:
     """Plain integer counters: incremented on the hot path, so no locks and no labels
-    objects; `render()` builds the text only when /metrics is asked for."""
+    objects; `render()` builds the text only when /metrics is asked for. SERIES below
+    says what each counts."""
 
     __slots__ = (
-        "bytes_written",
-        "connections_dropped",
-        "deliveries",
-        "events_published",
-        "rejected",
-        "resets",
-        "resumes",
-        "slow_consumers",
-        "stream_slots",
-        "streams_closed",
-        "streams_open",
-        "streams_opened",
-        "streams_refused",
-    )
+        "bytes_written", "connections_dropped", "deliveries", "events_published", "rejected", "resets",
+        "resumes", "send_timeouts", "slow_consumers", "stream_slots", "streams_closed", "streams_open",
+        "streams_opened", "streams_refused",
+    )  # fmt: skip
 
     def __init__(self) -> None:
-        self.streams_open = 0
-        self.streams_opened = 0
-        self.streams_closed = 0
-        self.streams_refused = 0
-        self.stream_slots = 0
-        self.connections_dropped = 0
-        self.events_published = 0
-        self.deliveries = 0
-        self.bytes_written = 0
-        self.slow_consumers = 0
-        self.resumes = 0
-        self.resets = 0
+        (
+            self.streams_open, self.streams_opened, self.streams_closed, self.streams_refused,
+            self.stream_slots, self.connections_dropped, self.events_published, self.deliveries,
+            self.bytes_written, self.slow_consumers, self.send_timeouts, self.resumes, self.resets,
+        ) = (0,) * 13  # fmt: skip
         self.rejected: Counter[int] = Counter()
+        """Requests refused, by the status they got."""
 
     def shared_values(self) -> list[int]:
         """The counters in SERIES order, as a worker shares them with the others."""
@@ -57,7 +42,8 @@ class Metrics:
             "# TYPE rawsse_build_info gauge",
             f'rawsse_build_info{{version="{__version__}",python="{PYTHON}"}} 1',
         ]
-        for position, (name, kind, metric, help_text) in enumerate(SERIES):
+        for position, (name, kind, help_text) in enumerate(SERIES):
+            metric = f"{name}_total" if kind == "counter" else name
             lines.append(f"# HELP rawsse_{metric} {help_text}")
             lines.append(f"# TYPE rawsse_{metric} {kind}")
             if workers is None:
@@ -71,43 +57,27 @@ class Metrics:
         return ("\n".join(lines) + "\n").encode()
 
 
-SERIES = [
-    ("streams_open", "gauge", "streams_open", "Event streams open now."),
-    ("streams_opened", "counter", "streams_opened_total", "Event streams opened."),
-    ("streams_closed", "counter", "streams_closed_total", "Event streams closed."),
-    (
-        "streams_refused",
-        "counter",
-        "streams_refused_total",
-        "Stream requests told to come back later (connection or accept-rate limit, shutdown).",
-    ),
-    ("events_published", "counter", "events_published_total", "Events published."),
-    ("deliveries", "counter", "deliveries_total", "Events written to streams."),
-    (
-        "bytes_written",
-        "counter",
-        "bytes_written_total",
-        "Event bytes handed to streams (written, or buffered for a stream that is behind).",
-    ),
-    (
-        "slow_consumers",
-        "counter",
-        "slow_consumers_total",
-        "Streams closed because their pending bytes passed the cap.",
-    ),
-    ("resumes", "counter", "resumes_total", "Streams opened with a Last-Event-ID."),
-    ("resets", "counter", "resets_total", "Resumes that were told events may have been missed."),
-    (
-        "stream_slots",
-        "gauge",
-        "stream_slots",
-        "Stream slots taken: open streams, and closed ones whose fd waits for the running pass.",
-    ),
-    (
-        "connections_dropped",
-        "counter",
-        "connections_dropped_total",
-        "Connections over the limit dropped unanswered, past those answered 'come back later'.",
-    ),
-]
-"""(attribute, type, exposed name, help) of each series a worker shares."""
+def _series(table: str) -> list[tuple[str, str, str]]:
+    rows = [line.split(maxsplit=2) for line in table.strip().splitlines()]
+    return [(name, kind, help_text) for name, kind, help_text in rows]
+
+
+SERIES = _series(
+    """
+    streams_open         gauge    Event streams open now.
+    streams_opened       counter  Event streams opened.
+    streams_closed       counter  Event streams closed.
+    streams_refused      counter  Stream requests told to come back later (at a limit, or shutting down).
+    events_published     counter  Events published.
+    deliveries           counter  Events handed to streams (written, or queued behind a write in progress).
+    bytes_written        counter  Event bytes handed to streams (written, or queued behind).
+    slow_consumers       counter  Streams closed for more than --max-pending-bytes queued behind.
+    send_timeouts        counter  Streams closed for making no progress for --send-timeout.
+    resumes              counter  Streams opened with a Last-Event-ID.
+    resets               counter  Resumes that were told events may have been missed.
+    stream_slots         gauge    Stream slots taken: open streams, and closed ones awaiting the pass's end.
+    connections_dropped  counter  Connections over the limit dropped unanswered (EventSource retries those).
+    """
+)
+"""(attribute, type, help) of each series a worker shares; a counter's name ends in
+`_total`, as Prometheus has it."""

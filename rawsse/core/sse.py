@@ -17,7 +17,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # NUL makes the browser ignore an id, so these are refused rather than escaped.
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
 
-HEARTBEAT = b":\n\n"
+HEARTBEAT_COMMENT = b":\n\n"
 """A comment line: ignored by every client, it keeps proxies from timing out the stream
 and makes a write that finds dead peers."""
 

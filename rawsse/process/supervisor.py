@@ -29,6 +29,7 @@ from rawsse.broker.workers import WorkerContext
 from rawsse.config import Config
 from rawsse.core.ids import new_epoch
 from rawsse.errors import WorkersFailed
+from rawsse.process.single import serve
 from rawsse.reactor.listeners import Listeners, listen_shared
 
 log = logging.getLogger("rawsse")
@@ -336,9 +337,7 @@ class Supervisor:
                 if index != context.index:
                     for sock in sockets:
                         sock.close()
-            from rawsse.process.run import serve_worker
-
-            serve_worker(self.config, context, lambda: os.write(status_fd, READY))
+            serve(self.config, context, lambda: os.write(status_fd, READY))
             code = 0
         except BaseException as exc:
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]

@@ -31,11 +31,8 @@ class EffectRunner:
         metrics: Metrics,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self._broker = broker
-        self._hub = hub
+        self._broker, self._hub, self._metrics, self._loop = broker, hub, metrics, loop
         self._close_topics = close_topics
-        self._metrics = metrics
-        self._loop = loop
 
     def run(self, effect: Effect, reply: Reply) -> Cancel | None:
         """Carry `effect` out; `reply` gets how it ended (at once, or later). Returns a

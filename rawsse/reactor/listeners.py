@@ -16,7 +16,6 @@ connections that arrived meanwhile wait in its backlog instead of being refused.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import socket
 import stat
@@ -128,6 +127,8 @@ def _start_lock(port: int) -> Iterator[None]:
     """Held while a supervisor probes and binds, so two cannot interleave the two. Keyed
     by the port alone (any two addresses of one port may clash), in a directory only this
     user can write to, so no one else can block or redirect it."""
+    import fcntl  # only supervisors lock, and only on POSIX systems
+
     path = os.path.join(_lock_directory(), f"port-{port}.lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:

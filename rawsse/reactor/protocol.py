@@ -43,7 +43,6 @@ class HttpProtocol(asyncio.Protocol):
         self._reading = True
         self._acted = Phase.IDLE  # the last phase whose action was taken
         self._syncing = False
-        self._stream_slot = -1
         # per request
         self._cancels: dict[int, Cancel] = {}
 
@@ -92,8 +91,6 @@ class HttpProtocol(asyncio.Protocol):
         if self._core is not None:
             self._core.close()
             self._core = None
-        if self._stream_slot >= 0 and self._transport is not None:
-            context.streams.connection_lost(self._stream_slot, self._transport)
         self._transport = None
 
     # Flow control: a client that pipelines requests without reading the answers is not
@@ -230,6 +227,9 @@ class HttpProtocol(asyncio.Protocol):
         assert transport is not None and self._core is not None
         self._core.close()
         self._core = None
+        for cancel in self._cancels.values():  # what came after the stream request is dropped
+            cancel()
+        self._cancels.clear()
         # Until the stream backend owns it, the connection counts as an HTTP one (a refusal
         # below closes it, and connection_lost forgets it).
         if transport.get_write_buffer_size():
@@ -238,15 +238,13 @@ class HttpProtocol(asyncio.Protocol):
             transport.close()
             return
         try:
-            slot = context.streams.open(transport, stream.preamble, stream.topics)
+            context.streams.open(transport, stream.preamble, stream.topics)
         except OSError as exc:
             log.warning("cannot open stream: %s", exc)
             transport.write(context.api.come_back_later(stream.head, OVERLOADED))
             transport.close()
             return
         context.connections.discard(self)
-        if slot is not None:  # the transport backend keeps this protocol for the disconnect
-            self._stream_slot = slot
 
 
 def _is_loopback(peer: Any) -> bool:

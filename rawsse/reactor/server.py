@@ -7,14 +7,12 @@ import asyncio
 import concurrent.futures
 import logging
 import random
-import resource
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rawsse.broker.base import Broker, publish_now
 from rawsse.broker.memory import MemoryBroker
-from rawsse.broker.workers import WorkerBroker, WorkerContext
 from rawsse.config import FD_RESERVE, Config
 from rawsse.core.api import Api, ServerView
 from rawsse.core.connection import Timeouts
@@ -24,6 +22,7 @@ from rawsse.core.hub import Hub
 from rawsse.core.ids import EpochIds, IdScheme, StreamIds
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import make_item
+from rawsse.core.slots import SlotTable
 from rawsse.core.sse import encode_retry
 from rawsse.core.subscriptions import Subscriptions
 from rawsse.dashboard.files import load_dashboard
@@ -31,12 +30,15 @@ from rawsse.dashboard.stats import StatsPublisher
 from rawsse.preflight import check_environment
 from rawsse.reactor.context import ConnectionContext
 from rawsse.reactor.effects import EffectRunner
-from rawsse.reactor.fd_streams import FdStreams
+from rawsse.reactor.fd_streams import FdBackend
 from rawsse.reactor.listeners import listen
 from rawsse.reactor.poller import available_poller, make_poller
 from rawsse.reactor.protocol import HttpProtocol
-from rawsse.reactor.streams import StreamLimits, Streams
-from rawsse.reactor.transport_streams import TransportStreams
+from rawsse.reactor.streams import Backend, StreamLimits, Streams
+from rawsse.reactor.transport_streams import TransportBackend
+
+if TYPE_CHECKING:  # the workers' broker needs a POSIX machine: imported only for workers
+    from rawsse.broker.workers import WorkerContext
 
 log = logging.getLogger("rawsse")
 
@@ -57,8 +59,16 @@ MAX_SLOTS = 1 << 20
 """Slot arrays are sized by the fd limit; an 'unlimited' limit is read as a million."""
 
 
+UNKNOWN_FD_LIMIT = 8192
+"""Slots where the platform says nothing of its open-files limit (no `resource` module)."""
+
+
 def raise_fd_limit() -> int:
     """Raise the soft open-files limit to the hard one; return the soft limit in force."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return UNKNOWN_FD_LIMIT
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > MAX_SLOTS:
         hard = MAX_SLOTS
@@ -112,7 +122,7 @@ class Server:
             if getattr(self, "broker", None) is not None:
                 await self.broker.stop()
             if getattr(self, "streams", None) is not None:
-                self.streams.shutdown()
+                self.streams.close_all()
             if not given:
                 for sock in sockets:
                     sock.close()
@@ -181,6 +191,8 @@ class Server:
             broker.on_gap = self._close_every_stream
             return broker
         if self.worker is not None:
+            from rawsse.broker.workers import WorkerBroker  # shared memory and eventfds
+
             return WorkerBroker(self.hub, self.worker, self.loop)
         return MemoryBroker(self.hub)
 
@@ -191,16 +203,19 @@ class Server:
         self.streams.close_topics({topic for group in groups for topic in group.topics})
 
     def _make_streams(self) -> Streams:
-        limits = StreamLimits(
-            self.config.max_pending_bytes, self.config.send_timeout, self.config.fanout_slice
-        )
-        kind = self.config.streams
+        config = self.config
+        limits = StreamLimits(config.max_pending_bytes, config.send_timeout, config.fanout_slice)
+        table = SlotTable(self.hub.subscriptions.capacity, config.max_pending_bytes)
+        kind = config.streams
         if kind == "auto":
             kind = available_poller() or "transport"
         self.streams_kind = kind
+        backend: Backend
         if kind == "transport":
-            return TransportStreams(self.loop, self.hub, self.metrics, limits)
-        return FdStreams(self.loop, self.hub, self.metrics, limits, make_poller(kind))
+            backend = TransportBackend(self.loop, table)
+        else:
+            backend = FdBackend(self.loop, table, make_poller(kind))
+        return Streams(self.loop, self.hub, self.metrics, limits, table, backend)
 
     @property
     def port(self) -> int:
@@ -240,7 +255,7 @@ class Server:
         flushed = await self.streams.drain(self.config.shutdown_grace)
         if not flushed:
             log.warning("shutdown grace ran out with bytes still pending; closing anyway")
-        self.streams.shutdown()
+        self.streams.close_all()
         for connection in list(self.context.connections):
             connection.close_now()
         await self.broker.stop()

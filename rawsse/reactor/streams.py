@@ -1,15 +1,14 @@
-"""What every stream backend shares: fan-out passes in slices, coalescing, deferred slot
-release, heartbeats and the shutdown drain.
+"""The stream reactor: fan-out passes in slices, coalescing, heartbeats, the shutdown
+drain and the life of every stream, over one slot table (rawsse.core.slots) whatever
+backend holds the connections: bare file descriptors in an epoll/kqueue poller
+(rawsse.reactor.fd_streams), or the loop's transports (rawsse.reactor.transport_streams).
+A backend only performs writes and registrations.
 
 A pass takes every queued event from the hub and writes each group's bytes to each of its
 members. It runs in slices of `slice_size` writes with a loop iteration between them, so a
 broadcast to tens of thousands of streams never stops the loop from accepting and
 answering; events published meanwhile wait for the next pass, which sends them coalesced,
 in order, in one write per stream.
-
-A slot closed during a pass is released (its fd closed) only when the pass ends: the pass
-holds a snapshot of slot numbers, and the kernel must not hand the same fd number to a new
-connection that the snapshot would then write to.
 """
 
 from __future__ import annotations
@@ -18,46 +17,78 @@ import asyncio
 import logging
 from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
 from rawsse.config import FANOUT_SLICE, MAX_PENDING_BYTES, SEND_TIMEOUT
 from rawsse.core.hub import Delivery, Hub
 from rawsse.core.metrics import Metrics
+from rawsse.core.slots import SSE, SlotTable, Why
 
 log = logging.getLogger("rawsse")
 
 
+@dataclass(frozen=True, slots=True)
 class StreamLimits:
-    __slots__ = ("max_pending_bytes", "send_timeout", "slice_size")
+    max_pending_bytes: int = MAX_PENDING_BYTES
+    send_timeout: float = SEND_TIMEOUT
+    slice_size: int = FANOUT_SLICE
 
-    def __init__(
-        self,
-        max_pending_bytes: int = MAX_PENDING_BYTES,
-        send_timeout: float = SEND_TIMEOUT,
-        slice_size: int = FANOUT_SLICE,
-    ) -> None:
-        self.max_pending_bytes = max_pending_bytes
-        self.send_timeout = send_timeout
-        self.slice_size = slice_size
+
+class Backend(Protocol):
+    """What holds the streams' connections: it writes and watches; Streams decides."""
+
+    def bind(self, close: Callable[[int, Why], None], drained: Callable[[], None]) -> None:
+        """Where to report a stream that must close, and one whose pending bytes are out."""
+        ...
+
+    def adopt(self, transport: asyncio.Transport) -> int:
+        """Take the connection over; returns its slot. Raises OSError (no fd, no room in
+        the poller), leaving the transport untouched."""
+        ...
+
+    def write_slice(self, slots: array[int], data: bytes, droppable: bool) -> int:
+        """Write `data` to every open slot (queue it behind a blocked one, unless
+        `droppable`); returns how many streams got it."""
+        ...
+
+    def send(self, slot: int, data: bytes) -> None:
+        """Write to one stream, queueing what does not go out."""
+        ...
+
+    def detach(self, slot: int, abort: bool) -> None:
+        """Stop watching and writing the slot (`abort`: drop unsent bytes, tell the peer
+        at once); its fd or place is freed by `free`, once no pass can see it."""
+        ...
+
+    def free(self, slot: int) -> None: ...
+
+    def dispose(self) -> None:
+        """Release the backend's own resources (after every stream is closed)."""
+        ...
 
 
 class Streams:
-    """Base of the stream backends; subclasses own the slots and the writes."""
-
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, hub: Hub, metrics: Metrics, limits: StreamLimits
+        self,
+        loop: asyncio.AbstractEventLoop,
+        hub: Hub,
+        metrics: Metrics,
+        limits: StreamLimits,
+        table: SlotTable,
+        backend: Backend,
     ) -> None:
-        self._loop = loop
-        self._hub = hub
-        self._metrics = metrics
-        self._limits = limits
+        self._loop, self._hub, self._metrics, self._limits = loop, hub, metrics, limits
+        self.table = table
+        self.backend = backend
+        backend.bind(self.close, self.drained)
         self.subscriptions = hub.subscriptions
         hub.on_queued = self.schedule
         self._scheduled = False
         self._passing = False
         self._work: deque[Delivery] = deque()
         self._offset = 0
-        self._deferred: list[int] = []
         self._heartbeat_due = False
         self._closed = False
         self._idle_waiters: list[asyncio.Future[None]] = []
@@ -65,6 +96,67 @@ class Streams:
     @property
     def count(self) -> int:
         return self.subscriptions.count
+
+    # A stream's life
+
+    def open(self, transport: asyncio.Transport, first_bytes: bytes, topics: tuple[str, ...]) -> None:
+        """Make the connection a stream that starts with `first_bytes`. Raises OSError
+        when no slot can be had; the connection is then untouched."""
+        slot = self.backend.adopt(transport)
+        self.table.open(slot, SSE)
+        self.subscriptions.add(slot, topics)
+        metrics = self._metrics
+        metrics.streams_open += 1
+        metrics.streams_opened += 1
+        metrics.stream_slots = self.table.used
+        self.backend.send(slot, first_bytes)
+
+    def close(self, slot: int, why: Why) -> None:
+        """Close one stream; safe to call twice and from inside a pass."""
+        if not self.table.is_open(slot):
+            return
+        self.subscriptions.remove(slot)
+        metrics = self._metrics
+        metrics.streams_open -= 1
+        metrics.streams_closed += 1
+        if why is Why.SLOW:
+            metrics.slow_consumers += 1
+        elif why is Why.STALLED:
+            metrics.send_timeouts += 1
+        self.backend.detach(slot, abort=why in (Why.SLOW, Why.STALLED))
+        if self.table.close(slot):
+            self.backend.free(slot)
+        metrics.stream_slots = self.table.used
+        self._wake_idle_waiters()
+
+    def close_topics(self, topics: Iterable[str]) -> int:
+        """Close every stream subscribed to one of `topics` (an admin's /disconnect);
+        their clients reconnect and resume. Returns how many were closed."""
+        subscriptions = self.subscriptions
+        groups = {group for topic in topics for group in subscriptions.groups_of_topic(topic)}
+        slots = [slot for group in groups for slot in group.members]  # close() edits members
+        for slot in slots:
+            self.close(slot, Why.SERVER)
+        return len(slots)
+
+    def close_all(self) -> None:
+        """Close every stream now, abandoning a pass still running (at shutdown, once the
+        grace period is over), and release the backend."""
+        self._closed = True
+        self._work.clear()
+        self._passing = False
+        for slot in self.table.end_pass():
+            self.backend.free(slot)
+        for group in self.subscriptions.groups():
+            for slot in list(group.members):
+                self.close(slot, Why.SERVER)
+        self.backend.dispose()
+        self._wake_idle_waiters()
+
+    def sweep(self, now: float) -> None:
+        """Once a second: close the streams whose pending bytes made no progress."""
+        for slot in self.table.stalled(now, self._limits.send_timeout):
+            self.close(slot, Why.STALLED)
 
     # Fan-out passes
 
@@ -74,6 +166,7 @@ class Streams:
             self._loop.call_soon(self._start_pass)
 
     def heartbeat(self) -> None:
+        """A heartbeat is due: the next pass (at once, if none runs) carries it."""
         self._heartbeat_due = True
         self.schedule()
 
@@ -83,8 +176,8 @@ class Streams:
         two): a drain's reconnect advice, which must not wait for a grace period that may
         be zero."""
         for delivery in deliveries:
-            self._write_slice(delivery.slots, delivery.data, delivery.droppable)
-            self._metrics.bytes_written += len(delivery.data) * len(delivery.slots)
+            written = self.backend.write_slice(delivery.slots, delivery.data, delivery.droppable)
+            self._metrics.bytes_written += len(delivery.data) * written
 
     def _start_pass(self) -> None:
         self._scheduled = False
@@ -94,19 +187,21 @@ class Streams:
             work = self._hub.take_batch()
         elif self._heartbeat_due:
             self._heartbeat_due = False
-            work = self._hub.heartbeat()
+            work = self._hub.heartbeat_batch()
         else:
             self._wake_idle_waiters()
             return
         self._work.extend(work)
         self._offset = 0
         self._passing = True
+        self.table.begin_pass()
         self._run_slice()
 
     def _run_slice(self) -> None:
         budget = self._limits.slice_size
         work = self._work
         metrics = self._metrics
+        write_slice = self.backend.write_slice
         while work and budget > 0:
             delivery = work[0]
             slots = delivery.slots
@@ -114,15 +209,16 @@ class Streams:
             stop = min(len(slots), start + budget)
             batch = slots if start == 0 and stop == len(slots) else slots[start:stop]
             try:
-                self._write_slice(batch, delivery.data, delivery.droppable)
+                written = write_slice(batch, delivery.data, delivery.droppable)
             except Exception:
                 # A bug must not stop every later pass, nor leave a silent gap: the streams
                 # of this slice are closed, and they resume with Last-Event-ID.
                 log.exception("fan-out slice failed; closing its streams")
+                written = 0
                 for slot in batch:
-                    self.close(slot)
-            metrics.deliveries += delivery.events * len(batch)
-            metrics.bytes_written += len(delivery.data) * len(batch)
+                    self.close(slot, Why.SERVER)
+            metrics.deliveries += delivery.events * written
+            metrics.bytes_written += len(delivery.data) * written
             budget -= stop - start
             if stop == len(slots):
                 work.popleft()
@@ -133,120 +229,41 @@ class Streams:
             self._loop.call_soon(self._run_slice)
             return
         self._passing = False
-        deferred, self._deferred = self._deferred, []
-        for slot in deferred:
-            self._free(slot)
+        for slot in self.table.end_pass():
+            self.backend.free(slot)
+        metrics.stream_slots = self.table.used
         if self._hub.has_queued or self._heartbeat_due:
             self.schedule()
         else:
             self._wake_idle_waiters()
 
-    # Closing streams
+    # The shutdown drain
 
-    def close(self, slot: int, slow: bool = False) -> None:
-        """Close one stream; safe to call twice and from inside a pass."""
-        if not self._is_open(slot):
-            return
-        self.subscriptions.remove(slot)
-        metrics = self._metrics
-        metrics.streams_open -= 1
-        metrics.streams_closed += 1
-        if slow:
-            metrics.slow_consumers += 1
-        self._shut(slot, abort=slow)
-        if self._passing:
-            self._deferred.append(slot)
-        else:
-            self._free(slot)
-        self._wake_idle_waiters()
-
-    def _joined(self, slot: int, topics: tuple[str, ...]) -> None:
-        self.subscriptions.add(slot, topics)
-        self._metrics.streams_open += 1
-        self._metrics.streams_opened += 1
-        self._metrics.stream_slots += 1
-
-    def _free(self, slot: int) -> None:
-        self._release(slot)
-        self._metrics.stream_slots -= 1
+    @property
+    def has_pending(self) -> bool:
+        return bool(self.table.pending)
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no pass runs and no stream has pending bytes; False on timeout."""
         deadline = self._loop.time() + timeout
-        while self._passing or self._scheduled or self._has_pending():
+        while self._passing or self._scheduled or self.has_pending:
             remaining = deadline - self._loop.time()
             if remaining <= 0:
                 return False
             waiter = self._loop.create_future()
             self._idle_waiters.append(waiter)
             try:
-                await asyncio.wait_for(asyncio.shield(waiter), min(remaining, 0.1))
+                await asyncio.wait_for(asyncio.shield(waiter), remaining)
             except TimeoutError:
                 pass
         return True
 
-    def close_all(self) -> None:
-        """Close every stream now, abandoning a pass still running (at shutdown, once the
-        grace period is over): its deferred slots are released here, exactly once."""
-        self._closed = True
-        self._work.clear()
-        self._passing = False
-        deferred, self._deferred = self._deferred, []
-        for slot in deferred:
-            self._free(slot)
-        for group in self.subscriptions.groups():
-            for slot in list(group.members):
-                self.close(slot)
+    def drained(self) -> None:
+        """A backend's note that a stream's pending bytes are all out."""
         self._wake_idle_waiters()
-
-    def close_topics(self, topics: Iterable[str]) -> int:
-        """Close every stream subscribed to one of `topics` (an admin's /disconnect);
-        their clients reconnect and resume. Returns how many were closed."""
-        subscriptions = self.subscriptions
-        groups = {group for topic in topics for group in subscriptions.groups_of_topic(topic)}
-        slots = [slot for group in groups for slot in group.members]  # close() edits members
-        for slot in slots:
-            self.close(slot)
-        return len(slots)
-
-    def connection_lost(self, slot: int, transport: asyncio.BaseTransport) -> None:
-        """The loop saw `transport` close; backends that keep transports close its stream."""
-        self.close(slot)
 
     def _wake_idle_waiters(self) -> None:
         waiters, self._idle_waiters = self._idle_waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-
-    # Backend interface
-
-    def open(self, transport: asyncio.Transport, first_bytes: bytes, topics: tuple[str, ...]) -> int | None:
-        """Make the connection a stream that starts with `first_bytes`. Returns the slot
-        if the caller's protocol stays responsible for noticing the disconnect."""
-        raise NotImplementedError
-
-    def _write_slice(self, slots: array[int], data: bytes, droppable: bool) -> None:
-        raise NotImplementedError
-
-    def _is_open(self, slot: int) -> bool:
-        raise NotImplementedError
-
-    def _shut(self, slot: int, abort: bool) -> None:
-        """Stop using the slot: no more reads or writes. `abort` drops unsent bytes."""
-        raise NotImplementedError
-
-    def _release(self, slot: int) -> None:
-        """Free the slot for reuse (close the fd); called when no pass can still see it."""
-        raise NotImplementedError
-
-    def _has_pending(self) -> bool:
-        raise NotImplementedError
-
-    def sweep(self, now: float) -> None:
-        """Periodic check (once a second): close streams stuck past the send timeout."""
-        raise NotImplementedError
-
-    def shutdown(self) -> None:
-        """Close every stream and the backend's own resources."""
-        raise NotImplementedError

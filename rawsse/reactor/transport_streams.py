@@ -1,33 +1,38 @@
-"""Streams kept on the loop's own transports: the fallback where neither epoll nor kqueue
-exists (and a reference the tests compare against). Same behaviour, less lean: each
-stream keeps its transport and protocol objects."""
+"""Streams kept on the loop's own transports: the backend for loops and platforms where
+the fd reactor cannot run (no epoll or kqueue), and a reference the tests compare it
+with. Same rules through the same slot table, less lean: each stream keeps its
+transport and protocol objects.
+
+A slot is an index into a list of transports. A stream counts as blocked once its
+transport holds unsent bytes (that is its write in progress); what queues behind waits
+in the slot table, as in the fd backend, and goes to the transport when the transport
+has drained (the protocol's resume_writing, with the write buffer's high mark at 0).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 from array import array
+from collections.abc import Callable
 
-from rawsse.core.hub import Hub
-from rawsse.core.metrics import Metrics
-from rawsse.reactor.streams import StreamLimits, Streams
+from rawsse.core.slots import BLOCKED, OPEN, SlotTable, Why
 
 
-class TransportStreams(Streams):
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, hub: Hub, metrics: Metrics, limits: StreamLimits
-    ) -> None:
-        super().__init__(loop, hub, metrics, limits)
-        capacity = hub.subscriptions.capacity
-        self._transports: list[asyncio.Transport | None] = [None] * capacity
-        self._vacant = list(range(capacity - 1, -1, -1))
-        self._open: set[int] = set()  # so the sweeps need not scan every slot
-        self._first_write = array("q", bytes(8 * capacity))
-        self._blocked_since: dict[int, float] = {}
+class TransportBackend:
+    def __init__(self, loop: asyncio.AbstractEventLoop, table: SlotTable) -> None:
+        self._loop = loop
+        self._table = table
+        self._transports: list[asyncio.Transport | None] = [None] * table.capacity
+        self._vacant = list(range(table.capacity - 1, -1, -1))
+        self._close: Callable[[int, Why], None] = lambda slot, why: None
+        self._drained: Callable[[], None] = lambda: None
 
-    def open(self, transport: asyncio.Transport, first_bytes: bytes, topics: tuple[str, ...]) -> int | None:
-        """Make the connection a stream; returns its slot, which the protocol closes when
-        the connection is lost. Raises OSError when every slot is taken."""
+    def bind(self, close: Callable[[int, Why], None], drained: Callable[[], None]) -> None:
+        self._close = close
+        self._drained = drained
+
+    def adopt(self, transport: asyncio.Transport) -> int:
         if not self._vacant:
             raise OSError("stream slots are full")
         slot = self._vacant.pop()
@@ -37,70 +42,96 @@ class TransportStreams(Streams):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             except OSError:
                 pass
+        # Told the moment anything stays unsent, and again once all of it is out.
+        transport.set_write_buffer_limits(high=0, low=0)
+        transport.set_protocol(_StreamProtocol(self, slot, transport))
         self._transports[slot] = transport
-        self._open.add(slot)
-        self._joined(slot, topics)
-        transport.write(first_bytes)
-        self._first_write[slot] = len(first_bytes)
         return slot
 
-    def connection_lost(self, slot: int, transport: asyncio.BaseTransport) -> None:
-        # The slot may already serve another stream: the close that freed it came first
+    def lost(self, slot: int, transport: asyncio.BaseTransport) -> None:
+        # The slot may serve another stream by now: the close that freed it came first,
         # and this notice of the old transport arrived late.
         if self._transports[slot] is transport:
-            self.close(slot)
+            self._close(slot, Why.PEER)
 
-    def _write_slice(self, slots: array[int], data: bytes, droppable: bool) -> None:
+    # Writing
+
+    def write_slice(self, slots: array[int], data: bytes, droppable: bool) -> int:
+        state = self._table.state
         transports = self._transports
-        cap = self._limits.max_pending_bytes
+        missed = 0
         for slot in slots:
-            transport = transports[slot]
-            if transport is None:
-                continue
-            backlog = transport.get_write_buffer_size()
-            # As in the fd backend, the write that was in progress when the backlog began
-            # is not held against the cap; only what queued up behind it is.
-            if backlog - min(backlog, self._first_write[slot]) > cap:
-                self.close(slot, slow=True)
-            elif not backlog:
+            status = state[slot]
+            if status == OPEN:
+                transport = transports[slot]
+                assert transport is not None
                 transport.write(data)
-                self._first_write[slot] = len(data)
-            elif not droppable:
-                transport.write(data)
+                if transport.get_write_buffer_size():
+                    self._table.block(slot, b"", self._loop.time())
+            elif status == BLOCKED and not droppable:
+                if not self._table.queue(slot, data):
+                    self._close(slot, Why.SLOW)
+                    missed += 1
+            else:
+                missed += 1
+        return len(slots) - missed
 
-    def _is_open(self, slot: int) -> bool:
-        return self._transports[slot] is not None
+    def send(self, slot: int, data: bytes) -> None:
+        self.write_slice(array("i", [slot]), data, droppable=False)
 
-    def _shut(self, slot: int, abort: bool) -> None:
+    def drained(self, slot: int) -> None:
+        """The slot's transport wrote out everything it held: hand it what queued."""
+        table = self._table
+        pending = table.pending.get(slot)
         transport = self._transports[slot]
-        self._transports[slot] = None  # the slot number itself stays taken until release
-        self._open.discard(slot)
-        self._blocked_since.pop(slot, None)
+        if pending is None or transport is None:
+            return
+        queued = [buffer for buffer in pending.buffers if buffer]
+        table.sent(slot, pending.size, self._loop.time())  # all of it goes to the transport now
+        if queued:
+            transport.writelines(queued)
+            if transport.get_write_buffer_size():
+                table.block(slot, b"", self._loop.time())
+                return
+        self._drained()
+
+    # Slots
+
+    def detach(self, slot: int, abort: bool) -> None:
+        transport = self._transports[slot]
+        self._transports[slot] = None  # the slot number itself stays taken until freed
         if transport is not None:
             if abort:
                 transport.abort()
             else:
                 transport.close()
 
-    def _release(self, slot: int) -> None:
+    def free(self, slot: int) -> None:
         self._vacant.append(slot)
 
-    def _has_pending(self) -> bool:
-        transports = self._transports
-        return any(transports[slot].get_write_buffer_size() for slot in self._open)  # type: ignore[union-attr]
+    def dispose(self) -> None:
+        pass
 
-    def sweep(self, now: float) -> None:
-        # Once a second over the open streams: finding the blocked ones costs a scan here,
-        # the price of this backend.
-        limit = now - self._limits.send_timeout
-        for slot in list(self._open):
-            transport = self._transports[slot]
-            if transport is None or not transport.get_write_buffer_size():
-                self._blocked_since.pop(slot, None)
-                continue
-            since = self._blocked_since.setdefault(slot, now)
-            if since < limit:
-                self.close(slot, slow=True)
 
-    def shutdown(self) -> None:
-        self.close_all()
+class _StreamProtocol(asyncio.Protocol):
+    """A stream's connection once it is a stream: input is dropped, the end is reported,
+    and so is a drained write buffer."""
+
+    __slots__ = ("_backend", "_slot", "_transport")
+
+    def __init__(self, backend: TransportBackend, slot: int, transport: asyncio.BaseTransport) -> None:
+        self._backend = backend
+        self._slot = slot
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        pass  # a stream's client has nothing to say after its request
+
+    def eof_received(self) -> bool | None:
+        return None  # the client is done: so is the stream
+
+    def resume_writing(self) -> None:
+        self._backend.drained(self._slot)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._backend.lost(self._slot, self._transport)

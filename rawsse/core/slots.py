@@ -1,0 +1,146 @@
+"""The slot table: every stream's state, whatever backend holds its connection.
+
+A slot is a small integer (the stream's fd in the epoll/kqueue backend, an index in the
+transport backend). Per slot the table keeps one byte of state and one of framing — no
+object for an idle stream or one that keeps up. Only a stream whose writes would block
+gets a Pending: views of the shared event bytes it still owes its client, never copies.
+
+A slot closed while a fan-out pass runs is released only when the pass ends: the pass
+holds a snapshot of slot numbers, and the kernel must not hand the same fd number to a
+new connection that the snapshot would then write to.
+"""
+
+from __future__ import annotations
+
+import enum
+
+FREE, OPEN, BLOCKED, CLOSED = 0, 1, 2, 3
+"""Slot states. BLOCKED: bytes are pending. CLOSED: closed, released when the pass ends."""
+
+SSE = 0
+"""The framing of a Server-Sent Events stream (the one framing so far)."""
+
+
+class Why(enum.Enum):
+    """Why a stream is closed: it decides what is counted, and whether unsent bytes are
+    dropped at once."""
+
+    PEER = "peer"
+    """The client went away, or a write to it failed."""
+    SLOW = "slow"
+    """More than --max-pending-bytes queued behind the write in progress."""
+    STALLED = "stalled"
+    """Its pending bytes made no progress for --send-timeout."""
+    SERVER = "server"
+    """An operator's /disconnect, a broker's gap, the shutdown."""
+
+
+class Pending:
+    """Bytes a blocked stream still owes its client. The first buffer is the write in
+    progress (for the transport backend it is held in the transport, and the first
+    buffer here is empty); the cap counts only the backlog behind it."""
+
+    __slots__ = ("buffers", "since", "size")
+
+    def __init__(self, first: memoryview | bytes, now: float) -> None:
+        self.buffers: list[memoryview | bytes] = [first]
+        self.size = len(first)
+        self.since = now
+        """When it last made progress (for the send timeout)."""
+
+
+class SlotTable:
+    def __init__(self, capacity: int, max_pending_bytes: int) -> None:
+        self.state = bytearray(capacity)
+        self.framing = bytearray(capacity)
+        self.pending: dict[int, Pending] = {}
+        self.max_pending_bytes = max_pending_bytes
+        self.used = 0
+        """Slots not FREE: open streams, and closed ones waiting for the pass to end."""
+        self._passing = False
+        self._deferred: list[int] = []
+
+    @property
+    def capacity(self) -> int:
+        return len(self.state)
+
+    def is_open(self, slot: int) -> bool:
+        return self.state[slot] in (OPEN, BLOCKED)
+
+    def open(self, slot: int, framing: int = SSE) -> None:
+        self.state[slot] = OPEN
+        self.framing[slot] = framing
+        self.used += 1
+
+    # Writing
+
+    def block(self, slot: int, rest: memoryview | bytes, now: float) -> None:
+        """One write did not go out whole: `rest` is the write in progress. However large
+        (a coalesced pass, a replay page), it is never held against the cap."""
+        self.state[slot] = BLOCKED
+        self.pending[slot] = Pending(rest, now)
+
+    def queue(self, slot: int, data: bytes) -> bool:
+        """Queue `data` behind a blocked stream's write in progress; False when that puts
+        its backlog over the cap (the stream is to be closed as a slow consumer)."""
+        pending = self.pending[slot]
+        pending.size += len(data)
+        if pending.size - len(pending.buffers[0]) > self.max_pending_bytes:
+            return False
+        pending.buffers.append(data)
+        return True
+
+    def sent(self, slot: int, count: int, now: float) -> bool:
+        """`count` pending bytes went out; True when nothing is pending any more (the
+        slot is OPEN again)."""
+        pending = self.pending[slot]
+        pending.size -= count
+        pending.since = now
+        buffers = pending.buffers
+        done = 0
+        for buffer in buffers:
+            if count < len(buffer):
+                break
+            count -= len(buffer)
+            done += 1
+        del buffers[:done]
+        if buffers:
+            if count:
+                buffers[0] = memoryview(buffers[0])[count:]
+            return False
+        del self.pending[slot]
+        self.state[slot] = OPEN
+        return True
+
+    def stalled(self, now: float, timeout: float) -> list[int]:
+        """Blocked slots that made no progress for `timeout` seconds."""
+        limit = now - timeout
+        return [slot for slot, pending in self.pending.items() if pending.since < limit]
+
+    # Closing and releasing
+
+    def close(self, slot: int) -> bool:
+        """Mark an open slot closed; True when it is free for reuse at once (no pass
+        runs), False when it waits for the end of the pass (see `end_pass`)."""
+        self.state[slot] = CLOSED
+        self.pending.pop(slot, None)
+        if self._passing:
+            self._deferred.append(slot)
+            return False
+        self._free(slot)
+        return True
+
+    def begin_pass(self) -> None:
+        self._passing = True
+
+    def end_pass(self) -> list[int]:
+        """The pass is over: the slots closed during it are free now; returns them."""
+        self._passing = False
+        deferred, self._deferred = self._deferred, []
+        for slot in deferred:
+            self._free(slot)
+        return deferred
+
+    def _free(self, slot: int) -> None:
+        self.state[slot] = FREE
+        self.used -= 1

@@ -1,0 +1,72 @@
+"""One server process: the event loop it runs on, its signals, its life from start to stop
+(a single-process server, or one worker of a supervisor)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from rawsse.config import Config
+from rawsse.reactor.server import Server
+
+if TYPE_CHECKING:
+    from rawsse.broker.workers import WorkerContext
+
+log = logging.getLogger("rawsse")
+
+
+def loop_factory(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The loop to run on: uvloop when asked or available ("auto"), else the stdlib's."""
+    if choice in ("auto", "uvloop") and importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        return "uvloop", uvloop.new_event_loop
+    if choice == "uvloop":
+        raise RuntimeError("uvloop is not installed (pip install uvloop)")
+    return "asyncio", asyncio.new_event_loop
+
+
+def serve(
+    config: Config, worker: WorkerContext | None = None, ready: Callable[[], object] = lambda: None
+) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully; `ready()` once serving
+    (a worker tells its supervisor so)."""
+    name, factory = loop_factory(config.loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve(config, name, worker, ready))
+
+
+async def _serve(
+    config: Config, loop_name: str, worker: WorkerContext | None, ready: Callable[[], object]
+) -> None:
+    server = Server(config, worker)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal(signum: int) -> None:
+        if not stopping:
+            log.info("%s: shutting down", signal.Signals(signum).name)
+            stopping.append(loop.create_task(server.stop()))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    log.info(
+        "rawsse%s listening on http://%s:%d (%s loop, %s streams, up to %d connections)",
+        "" if worker is None else f" worker {worker.index} (pid {os.getpid()})",
+        config.host,
+        server.port,
+        loop_name,
+        server.streams_kind,
+        server.connection_limit,
+    )
+    ready()
+    await server.serve_forever()
+    if stopping:
+        await stopping[0]
+    log.info("stopped")

@@ -1,0 +1,210 @@
+"""Fan-out passes, slices and the slot table without a running loop: a fake loop whose
+callbacks the test runs one at a time, so "the pass is half done" is a state the test
+steps into rather than a moment it hopes to catch with sleeps."""
+
+from __future__ import annotations
+
+import os
+import socket
+from array import array
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from rawsse.broker.base import publish_now
+from rawsse.broker.memory import MemoryBroker
+from rawsse.core.history import History
+from rawsse.core.hub import Hub
+from rawsse.core.metrics import Metrics
+from rawsse.core.publish import PublishItem
+from rawsse.core.slots import BLOCKED, CLOSED, FREE, OPEN, SlotTable, Why
+from rawsse.core.subscriptions import Subscriptions
+from rawsse.reactor.fd_streams import FdBackend
+from rawsse.reactor.poller import make_poller
+from rawsse.reactor.streams import StreamLimits, Streams
+
+
+class FakeLoop:
+    """call_soon queues; `step()` runs the oldest callback (one loop iteration's worth)."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+        self.now = 0.0
+
+    def call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        self.callbacks.append(lambda: callback(*args))
+
+    def step(self) -> bool:
+        if not self.callbacks:
+            return False
+        self.callbacks.pop(0)()
+        return True
+
+    def run(self) -> None:
+        while self.step():
+            pass
+
+    def time(self) -> float:
+        return self.now
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        pass
+
+    def remove_reader(self, fd: int) -> None:
+        pass
+
+
+class RecordingBackend:
+    """Writes go to a list per slot; frees are recorded."""
+
+    def __init__(self, table: SlotTable) -> None:
+        self.table = table
+        self.written: dict[int, list[bytes]] = {}
+        self.freed: list[int] = []
+
+    def bind(self, close: Callable[[int, Why], None], drained: Callable[[], None]) -> None:
+        pass
+
+    def write_slice(self, slots: array[int], data: bytes, droppable: bool) -> int:
+        written = 0
+        for slot in slots:
+            if self.table.state[slot] == OPEN:
+                self.written.setdefault(slot, []).append(data)
+                written += 1
+        return written
+
+    def send(self, slot: int, data: bytes) -> None:
+        pass
+
+    def detach(self, slot: int, abort: bool) -> None:
+        pass
+
+    def free(self, slot: int) -> None:
+        self.freed.append(slot)
+
+    def dispose(self) -> None:
+        pass
+
+
+BackendFor = Callable[[SlotTable, FakeLoop], Any]
+
+
+def make(slice_size: int, backend_for: BackendFor = lambda table, _: RecordingBackend(table)) -> Any:
+    loop = FakeLoop()
+    metrics = Metrics()
+    hub = Hub(Subscriptions(256), History(), metrics)
+    table = SlotTable(256, 1 << 20)
+    backend = backend_for(table, loop)
+    streams = Streams(loop, hub, metrics, StreamLimits(slice_size=slice_size), table, backend)  # type: ignore[arg-type]
+    return loop, hub, MemoryBroker(hub), streams, backend, metrics
+
+
+def join(streams: Streams, hub: Hub, slots: range, topic: str = "t") -> None:
+    for slot in slots:
+        streams.table.open(slot)
+        hub.subscriptions.add(slot, (topic,))
+
+
+def test_a_broadcast_runs_in_slices_and_what_comes_meanwhile_goes_out_coalesced() -> None:
+    loop, hub, broker, streams, backend, metrics = make(slice_size=10)
+    join(streams, hub, range(25))
+    publish_now(broker, [PublishItem(("t",), "first")])
+    publish_now(broker, [PublishItem(("t",), "second")])
+    assert loop.step()  # the pass starts with its first slice: ten writes
+    assert sum(map(len, backend.written.values())) == 10
+    publish_now(broker, [PublishItem(("t",), "third")])  # during the pass: waits for the next
+    assert loop.step() and sum(map(len, backend.written.values())) == 20
+    loop.run()
+    assert all(len(writes) == 2 for writes in backend.written.values())
+    first_pass, second_pass = backend.written[0]
+    assert first_pass.count(b"data: ") == 2 and b"data: first" in first_pass  # one write each
+    assert second_pass.count(b"data: ") == 1 and b"data: third" in second_pass
+    assert metrics.deliveries == 25 * 3
+
+
+def test_deliveries_count_only_the_streams_written() -> None:
+    loop, hub, broker, streams, backend, metrics = make(slice_size=10)
+    join(streams, hub, range(5))
+    publish_now(broker, [PublishItem(("t",), "x")])
+    streams.table.state[3] = CLOSED  # as if closed during the pass that snapshot it
+    loop.run()
+    assert (metrics.deliveries, len(backend.written)) == (4, 4)
+
+
+def test_a_slot_closed_during_a_pass_is_freed_once_and_only_when_the_pass_ends() -> None:
+    loop, hub, broker, streams, backend, _ = make(slice_size=2)
+    join(streams, hub, range(6))
+    publish_now(broker, [PublishItem(("t",), "x")])
+    loop.step()
+    streams.close(5, Why.PEER)  # not written yet; the pass's snapshot still holds it
+    streams.close(0, Why.PEER)
+    assert backend.freed == [] and streams.table.state[5] == CLOSED
+    loop.run()
+    assert sorted(backend.freed) == [0, 5]
+    assert streams.table.state[5] == FREE and 5 not in backend.written
+
+
+def test_closing_everything_mid_pass_frees_each_slot_exactly_once() -> None:
+    loop, hub, broker, streams, backend, _ = make(slice_size=1)
+    join(streams, hub, range(4))
+    publish_now(broker, [PublishItem(("t",), "x")])
+    loop.step()
+    streams.close(2, Why.PEER)
+    streams.close_all()
+    loop.run()  # what is left of the abandoned pass does nothing
+    assert sorted(backend.freed) == [0, 1, 2, 3]
+    assert streams.table.used == 0
+
+
+@pytest.fixture
+def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
+    made = [socket.socketpair() for _ in range(4)]
+    for ours, _ in made:
+        ours.setblocking(False)
+    yield made
+    for ours, theirs in made:
+        theirs.close()
+        ours.detach()  # the backend closed ours
+
+
+def test_an_abandoned_pass_never_closes_an_fd_number_reused_afterwards(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    """With real descriptors: once close_all has released the streams' fds, the kernel
+    hands their numbers to new files, and nothing left of the pass may touch them."""
+    loop, hub, broker, streams, _, _ = make(
+        slice_size=1, backend_for=lambda table, loop: FdBackend(loop, table, make_poller("epoll"))  # type: ignore[arg-type]
+    )
+    fds = [ours.fileno() for ours, _ in pairs]
+    for fd in fds:
+        streams.table.open(fd)
+        hub.subscriptions.add(fd, ("t",))
+    publish_now(broker, [PublishItem(("t",), "x")])
+    loop.step()  # one write of the pass is done
+    streams.close_all()
+    reopened = [os.open(os.devnull, os.O_RDONLY) for _ in range(8)]  # takes the freed numbers
+    loop.run()
+    for fd in reopened:
+        os.fstat(fd)  # raises if a stale release closed it
+        os.close(fd)
+
+
+def test_the_write_in_progress_is_never_held_against_the_cap() -> None:
+    table = SlotTable(4, max_pending_bytes=64 * 1024)
+    table.open(1)
+    table.block(1, memoryview(b"x" * 3_000_000), now=0)  # one coalesced pass, unsent
+    assert table.state[1] == BLOCKED
+    assert table.queue(1, b"y" * 60_000)  # the backlog behind it is what counts
+    assert not table.queue(1, b"z" * 10_000)  # now over the cap: a slow consumer
+    assert table.sent(1, 3_000_000, now=5) is False  # the big write went; the backlog waits
+    assert table.pending[1].since == 5
+    assert table.sent(1, 70_000, now=6) is True and table.state[1] == OPEN
+
+
+def test_a_blocked_stream_without_progress_is_stalled() -> None:
+    table = SlotTable(4, 1 << 20)
+    table.open(2)
+    table.block(2, b"rest", now=10)
+    assert table.stalled(now=69, timeout=60) == []
+    assert table.stalled(now=71, timeout=60) == [2]

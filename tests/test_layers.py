@@ -1,0 +1,127 @@
+"""The layers, checked on rawsse's own import graph (every import statement in every
+module, at any depth of the code, except those only for type checkers):
+
+- nothing under rawsse/core, the sans-I/O core, reaches an I/O module, directly or
+  through the rawsse modules it imports;
+- no import cycle anywhere in rawsse/.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "rawsse"
+
+IO_MODULES = {
+    "asyncio", "socket", "select", "selectors", "fcntl", "mmap", "os", "uvloop", "subprocess",
+    "multiprocessing", "threading", "signal", "ctypes", "resource", "shutil", "tempfile",
+    "pathlib", "io", "logging", "importlib.resources", "urllib.request", "http.client", "ssl",
+    "redis",
+}  # fmt: skip
+"""What the core may not import: sockets, loops, pollers, files, processes, the log."""
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def _type_checking_only(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def imports_of(name: str) -> set[str]:
+    """Every module `name` imports when it runs (rawsse's resolved to module names)."""
+    tree = ast.parse(MODULES[name].read_text())
+    found: set[str] = set()
+    package = name if MODULES[name].name == "__init__.py" else name.rpartition(".")[0]
+
+    def visit(node: ast.AST) -> None:
+        if _type_checking_only(node):
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package, `level` steps up
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in MODULES else base)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def rawsse_imports(name: str) -> set[str]:
+    """The rawsse modules `name` imports, with the packages they live in (a package's
+    __init__ runs on the way to its modules)."""
+    direct = {module for module in imports_of(name) if module in MODULES}
+    for module in list(direct):
+        parts = module.split(".")
+        direct.update(".".join(parts[:n]) for n in range(1, len(parts)))
+    direct.discard(name)
+    return direct
+
+
+def test_the_core_reaches_no_io_module() -> None:
+    core = [name for name in MODULES if name.startswith("rawsse.core")]
+    assert len(core) > 10
+    problems = []
+    for start in core:
+        seen, stack = {start}, [(start, [start])]
+        while stack:
+            name, path = stack.pop()
+            for module in imports_of(name):
+                if module in MODULES:
+                    if module not in seen:
+                        seen.add(module)
+                        stack.append((module, [*path, module]))
+                elif module in IO_MODULES or module.split(".")[0] in IO_MODULES:
+                    problems.append(" -> ".join([*path, module]))
+    assert not problems, "the sans-I/O core reaches I/O:\n" + "\n".join(sorted(set(problems)))
+
+
+def test_no_import_cycle_in_rawsse() -> None:
+    graph = {name: rawsse_imports(name) for name in MODULES}
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def walk(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for module in sorted(graph[name]):
+            if module.startswith(name + "."):
+                continue  # a package importing its own module is how packages work
+            if state.get(module) == 1:
+                cycles.append(" -> ".join([*path[path.index(module) :], module]))
+            elif module not in state:
+                walk(module, [*path, module])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            walk(name, [name])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_importing_the_core_loads_no_io_module() -> None:
+    """The same, as the interpreter sees it: importing every core module loads none of
+    the loop's or the network's modules."""
+    core = sorted(name for name in MODULES if name.startswith("rawsse.core"))
+    watched = ("asyncio", "socket", "selectors", "select", "uvloop")
+    code = (
+        "import sys\n"
+        f"for name in {core!r}: __import__(name)\n"
+        f"print(','.join(m for m in {watched!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == ""
