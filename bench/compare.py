@@ -85,6 +85,9 @@ def _nchan_command(ports: list[int], workdir: Path) -> list[str]:
     return ["nginx", "-p", str(workdir), "-c", str(workdir / "nginx.conf")]
 
 
+IDLE_SETTLE = 2.5
+"""Seconds after the last stream opened before W1 reads the server's idle memory."""
+
 PYTHON = sys.executable
 RAWSSE = [PYTHON, "-m", "rawsse", "serve", "--log-level", "warning", "--port"]
 SERVERS = {
@@ -218,7 +221,7 @@ class Workload:
 
 
 WORKLOADS = {
-    "W1": Workload("W1", "idle memory", "idle", 15000, 100, {"seconds": 3}, {"seconds": 0.5}),
+    "W1": Workload("W1", "idle memory", "idle", 15000, 100, {"seconds": 5}, {"seconds": 0.5}),
     "W2": Workload("W2", "broadcast", "broadcast", 10000, 100, {"events": 200}, {"events": 20}),
     "W3": Workload(
         "W3", "fixed rate", "broadcast", 10000, 100,
@@ -263,6 +266,7 @@ def run_workload(
         rss_before = server.rss()
         cpu_before = server.cpu_seconds()
         peak = [rss_before]
+        samples: list[tuple[float, int]] = []
         # Kernel socket memory of both ends (the machine's, not only the server's).
         kernel_before = tcp_kernel_memory()
         kernel_peak = list(kernel_before)
@@ -270,7 +274,9 @@ def run_workload(
 
         def sample() -> None:
             while not done.wait(0.2):
-                peak[0] = max(peak[0], server.rss())
+                rss = server.rss()
+                samples.append((time.time(), rss))
+                peak[0] = max(peak[0], rss)
                 pages, slab = tcp_kernel_memory()
                 kernel_peak[0] = max(kernel_peak[0], pages)
                 kernel_peak[1] = max(kernel_peak[1], slab)
@@ -283,11 +289,18 @@ def run_workload(
         streams = max(result["opening"]["streams"], 1)
         done.set()
         sampler.join()
+        # Idle memory is what the server holds once the burst is over (a sweep or two
+        # later, when the allocator's slack is given back), not its peak during the burst.
+        settled = result["opening"]["ended_at"] + IDLE_SETTLE
+        idle = [rss for at, rss in samples if at >= settled] or [peak[0]]
         result["server"] = {
             "rss_before": rss_before,
             "rss_peak": peak[0],
-            "rss_per_stream": (peak[0] - rss_before) / streams,
+            "rss_idle": sorted(idle)[len(idle) // 2],
+            "rss_per_stream": (sorted(idle)[len(idle) // 2] - rss_before) / streams,
+            "rss_peak_per_stream": (peak[0] - rss_before) / streams,
             "cpu_percent": 100 * (server.cpu_seconds() - cpu_before) / wall,
+            "cpu_seconds": server.cpu_seconds() - cpu_before,
             "kernel_tcp_buffer_bytes_per_stream": (kernel_peak[0] - kernel_before[0]) * PAGE / streams,
             "kernel_tcp_socket_bytes_per_stream": (
                 (kernel_peak[1] - kernel_before[1]) / streams if kernel_before[1] >= 0 else None
@@ -304,6 +317,7 @@ def headline(workload: str, result: dict[str, Any]) -> dict[str, float]:
     figures: dict[str, float] = {}
     if workload == "W1":
         figures["B/stream"] = result["server"]["rss_per_stream"]
+        figures["peak B/strm"] = result["server"]["rss_peak_per_stream"]
         # Both ends of each connection, so the same for every server; shown for scale.
         figures["kernel B/strm"] = result["server"]["kernel_tcp_buffer_bytes_per_stream"]
         socket_objects = result["server"]["kernel_tcp_socket_bytes_per_stream"]
@@ -311,6 +325,8 @@ def headline(workload: str, result: dict[str, Any]) -> dict[str, float]:
             figures["slab B/strm"] = socket_objects
     if workload == "W4":
         figures["streams/s"] = result["opening"]["streams_per_second"]
+        # The server's own CPU per stream: what the client's speed does not blur.
+        figures["cpu us/strm"] = 1e6 * result["server"]["cpu_seconds"] / max(result["opening"]["streams"], 1)
     if "publish" in result:
         expected = max(result["expected_deliveries"], 1)
         figures["deliveries/s"] = result["deliveries_per_second"]
@@ -318,6 +334,8 @@ def headline(workload: str, result: dict[str, Any]) -> dict[str, float]:
         figures["p99 s"] = result["latency"]["p99"]
         figures["lost %"] = 100 * (expected - summary["received"]) / expected
         figures["unsent"] = result["publish"]["unsent"]
+        if workload == "W5":  # a publish request per delivery: the request path's cost
+            figures["cpu us/event"] = 1e6 * result["server"]["cpu_seconds"] / max(summary["received"], 1)
     if "publish" in result:
         for worker, latency in result.get("latency_by_worker", {}).items():
             figures[f"p99 s, w{worker}"] = latency["p99"]
@@ -327,7 +345,9 @@ def headline(workload: str, result: dict[str, Any]) -> dict[str, float]:
     return figures
 
 
-LOWER_IS_BETTER = {"B/stream", "p50 s", "p99 s", "max s", "lost %", "cpu %"}
+LOWER_IS_BETTER = {
+    "B/stream", "peak B/strm", "p50 s", "p99 s", "max s", "lost %", "cpu %", "cpu us/strm", "cpu us/event"
+}  # fmt: skip
 
 
 def ratio(name: str, ours: float, theirs: float) -> float | None:
@@ -430,9 +450,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-wait", type=float, default=30.0, help="seconds to wait for a slow server's events"
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="the interpreter of another rawsse checkout (its .venv/bin/python): adds the server "
+        "rawsse-baseline, to compare a change with what came before it in one run",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where compare.json and compare.png go")
     parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args(argv)
+    if args.baseline:
+        baseline = [args.baseline, "-m", "rawsse", "serve", "--log-level", "warning", "--port"]
+        kind = ServerKind("rawsse-baseline", lambda ports, _: [*baseline, str(ports[0])])
+        SERVERS["rawsse-baseline"] = kind
     servers = []
     for name in args.servers.split(","):
         reason = SERVERS[name].available()

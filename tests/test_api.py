@@ -43,7 +43,7 @@ class Harness:
 
     def handle(self, request: Request, from_loopback: bool = True) -> bytes | OpenStream:
         outcome: list[Answer | RawsseError] = []
-        self.runner.run(self.api.handle(request, from_loopback), outcome.append)
+        self.runner.run(self.api.handle(request, lambda: from_loopback), outcome.append)
         [result] = outcome
         if isinstance(result, RawsseError):
             raise result
@@ -119,3 +119,12 @@ def test_without_a_token_a_loopback_peer_must_also_name_a_loopback_host() -> Non
         request("POST", "/publish", "topic=a", b"x", host="push.example", authorization="Bearer s3cret"),
         False,
     )
+
+
+def test_loopback_peers_are_recognised_without_parsing() -> None:
+    from rawsse.reactor.protocol import is_loopback_address
+
+    for address in ("127.0.0.1", "127.3.4.5", "::1", "::ffff:127.0.0.1"):
+        assert is_loopback_address(address), address
+    for address in ("10.0.0.1", "::ffff:10.0.0.1", "1.127.0.0", "fe80::1", "::2"):
+        assert not is_loopback_address(address), address

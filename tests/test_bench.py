@@ -52,3 +52,14 @@ def test_every_workload_runs_and_loses_nothing(tiny_run: dict[str, Any], server:
 def test_table_and_chart(tiny_run: dict[str, Any]) -> None:
     assert "W2 broadcast" in tiny_run["stdout"]
     assert tiny_run["chart"].stat().st_size > 10_000
+
+
+def test_the_reactor_bench_runs_at_toy_size(tmp_path: Path) -> None:
+    finished = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "streams.py"), "all", "--streams", "50", "--rounds", "2",
+         "--processes", "1", "--json", str(tmp_path / "streams.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    document = json.loads((tmp_path / "streams.json").read_text())
+    assert document["idle"]["streams"] == 50 and document["broadcast"]["ratio"] > 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rawsse.core.http import (
     CHUNK_FRAMING_BYTES,
@@ -11,6 +13,7 @@ from rawsse.core.http import (
     HttpLimits,
     RequestReader,
     error_response,
+    parse_pairs,
     response,
 )
 
@@ -194,3 +197,16 @@ def test_responses() -> None:
     closing = error_response(HttpError(405, "use GET", [("Allow", "GET")]))
     assert closing.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
     assert b"Allow: GET\r\n" in closing and b"Connection: close\r\n" in closing
+
+
+@given(st.text(alphabet="ab=&%+2Ff é;", max_size=40))
+def test_pairs_are_parsed_as_parse_qsl_parses_them(text: str) -> None:
+    from urllib.parse import parse_qsl
+
+    try:
+        expected = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=5)
+    except (ValueError, UnicodeDecodeError) as exc:
+        with pytest.raises(type(exc)):
+            parse_pairs(text, 5)
+        return
+    assert parse_pairs(text, 5) == expected

@@ -7,17 +7,17 @@ routes are documented in the README; their names are part of the public interfac
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 
 from rawsse.core.cors import CorsPolicy, allow_headers
 from rawsse.core.effects import Answer, CloseStreams, Effect, OpenStream, Publish, Respond, WaitTaken
-from rawsse.core.http import Request, error_response, response, stream_head
+from rawsse.core.http import Request, error_response, parse_pairs, response, stream_head
 from rawsse.core.hub import RETRY_EVENT, Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import parse_publish
@@ -141,8 +141,10 @@ class Api:
         retry = encode_retry(options.retry)
         self._prefixes = {allowed: head + retry for allowed, head in self._heads.items()}
 
-    def handle(self, request: Request, from_loopback: bool) -> Effect:
-        """What answering `request` takes; raises RawsseError for anything refused."""
+    def handle(self, request: Request, from_loopback: Callable[[], bool]) -> Effect:
+        """What answering `request` takes; raises RawsseError for anything refused.
+        `from_loopback()` says whether the client connects from this machine (asked only
+        where it matters: publishing without a token)."""
         methods = ROUTES.get(request.path)
         if methods is None:
             if self._static is not None and is_static_path(request.path):
@@ -274,17 +276,17 @@ class Api:
             raise HttpError(400, f"{exc}: {value[:64]!r}") from None
 
     def _disconnect(
-        self, request: Request, from_loopback: bool, cors: tuple[tuple[str, str], ...]
+        self, request: Request, from_loopback: Callable[[], bool], cors: tuple[tuple[str, str], ...]
     ) -> CloseStreams:
         self._authorize(request, from_loopback)
         topics = tuple(dict.fromkeys(self._topic(v) for k, v in _query(request) if k == "topic"))
         if not topics:
             raise HttpError(400, "name at least one topic: /disconnect?topic=NAME")
 
-        return CloseStreams(topics, lambda closed: _json(request, {"closed": closed}, cors))
+        return CloseStreams(topics, lambda closed: _json(request, b'{"closed": %d}' % closed, cors))
 
     def _publish(
-        self, request: Request, from_loopback: bool, cors: tuple[tuple[str, str], ...] = ()
+        self, request: Request, from_loopback: Callable[[], bool], cors: tuple[tuple[str, str], ...] = ()
     ) -> Publish:
         self._authorize(request, from_loopback)
         if self.draining:
@@ -297,14 +299,17 @@ class Api:
         )
 
         def answer(ids: list[str]) -> Respond:
-            return _json(request, {"ids": ids} if parsed.batch else {"id": ids[0]}, cors)
+            # Ids are letters, digits and '-': the JSON is written out, not encoded.
+            if parsed.batch:
+                return _json(request, b'{"ids": [%s]}' % b", ".join(b'"%s"' % i.encode() for i in ids), cors)
+            return _json(request, b'{"id": "%s"}' % ids[0].encode(), cors)
 
         return Publish(parsed.items, answer)
 
-    def _authorize(self, request: Request, from_loopback: bool) -> None:
+    def _authorize(self, request: Request, from_loopback: Callable[[], bool]) -> None:
         token = self._options.publish_token
         if token is None:
-            if not from_loopback:
+            if not from_loopback():
                 raise HttpError(403, "publishing is allowed from loopback only (set a publish token)")
             if not is_loopback_host(request.headers.get("host", "")):
                 # A page whose name was re-pointed at 127.0.0.1 (DNS rebinding) is "same
@@ -316,20 +321,29 @@ class Api:
             raise HttpError(401, "a valid bearer token is required", [("WWW-Authenticate", "Bearer")])
 
 
-def _json(request: Request, document: object, cors: tuple[tuple[str, str], ...]) -> Respond:
-    body = json.dumps(document).encode()
-    return Respond(response(200, body, "application/json", cors, request.keep_alive), not request.keep_alive)
+def _json(request: Request, body: bytes, cors: tuple[tuple[str, str], ...]) -> Respond:
+    keep_alive = request.keep_alive
+    prefix, suffix = _json_head(cors, keep_alive)
+    return Respond(b"%s%d%s%s" % (prefix, len(body), suffix, body), not keep_alive)
+
+
+@functools.lru_cache(maxsize=256)
+def _json_head(cors: tuple[tuple[str, str], ...], keep_alive: bool) -> tuple[bytes, bytes]:
+    """The head of a 200 JSON answer, around its Content-Length value: built once for
+    each set of headers, not per answer."""
+    head = response(200, b"", "application/json", cors, keep_alive)
+    before, _, after = head.partition(b"Content-Length: 0\r\n")
+    return before + b"Content-Length: ", b"\r\n" + after
 
 
 def _query(request: Request) -> list[tuple[str, str]]:
     try:
-        return parse_qsl(
-            request.query, keep_blank_values=True, errors="strict", max_num_fields=MAX_QUERY_FIELDS
-        )
+        return parse_pairs(request.query, MAX_QUERY_FIELDS)
     except (UnicodeDecodeError, ValueError):
         raise HttpError(400, "malformed query string") from None
 
 
+@functools.lru_cache(maxsize=1024)  # a publisher sends the same Host on every request
 def is_loopback_host(host: str) -> bool:
     """Whether a Host header names this machine's loopback (any port); an absent one
     (HTTP/1.0) does too."""

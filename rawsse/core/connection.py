@@ -25,7 +25,6 @@ its id, which may become a stream), nothing more is handed out until it is answe
 from __future__ import annotations
 
 import enum
-from collections import deque
 from dataclasses import dataclass
 
 from rawsse.core.http import HttpLimits, Request, RequestReader, error_response
@@ -87,20 +86,18 @@ class Timeouts:
 class _Pending:
     """A request handed out and not yet answered (or answered out of turn)."""
 
-    __slots__ = ("answer", "arrived", "close", "handed_out", "request", "stream")
+    __slots__ = ("answer", "arrived", "close", "request", "stream")
 
     def __init__(self, request: Request, arrived: float) -> None:
         self.request = request
         self.arrived = arrived
-        self.handed_out = False
         self.answer: bytes | None = None
         self.close = False
         self.stream: object = None
 
     @property
-    def awaited(self) -> bool:
-        """Handed out and not answered yet."""
-        return self.handed_out and self.answer is None and self.stream is None
+    def answered(self) -> bool:
+        return self.answer is not None or self.stream is not None
 
 
 class HttpConnection:
@@ -117,15 +114,22 @@ class HttpConnection:
         self._since = now  # when the current phase began
         self._unparsed = memoryview(b"")
         self._output: list[bytes] = []
-        self._refusals: list[int] = []
+        self._refusals: list[int] | None = None
         self._output_paused_since: float | None = None
         self._input_ended = False
         self._unsent_at_deadline = 0
         # per request
-        self._pending: deque[_Pending] = deque()
+        # Lists, not deques: they hold a handful (PIPELINE_DEPTH at most), and a deque's
+        # first block alone is half a kilobyte per connection.
+        self._pending: list[_Pending] = []
         """Every parsed request not yet answered in turn, in order."""
-        self._parsed: deque[_Pending] = deque()
+        self._parsed: list[_Pending] = []
         """Those of them not handed out yet."""
+        self._holding: _Pending | None = None
+        """The last request handed out that is not a POST: nothing more is handed out
+        until it is answered (it may become a stream)."""
+        self.output_size = 0
+        """Bytes in the output not taken yet."""
         self.stream: object = None
         """What `upgrade` was given, once the connection is STREAMING."""
 
@@ -183,10 +187,10 @@ class HttpConnection:
         still become a stream."""
         if not self._parsed or self.phase not in ANSWERING or self._output_paused_since is not None:
             return None
-        if any(p.awaited and p.request.method != "POST" for p in self._pending):
+        if self._holding is not None and not self._holding.answered:
             return None
-        pending = self._parsed.popleft()
-        pending.handed_out = True
+        pending = self._parsed.pop(0)
+        self._holding = pending if pending.request.method != "POST" else None
         return pending.request
 
     def respond(self, request: Request, data: bytes, close: bool, now: float) -> None:
@@ -213,19 +217,29 @@ class HttpConnection:
             return
         pending.answer = error_response(error)
         pending.close = True
-        self._refusals.append(error.status or 500)
+        self._refuse_count(error)
         self._send_answered(now)
 
     # What the driver reads back
 
     def take_output(self) -> bytes:
         output, self._output = self._output, []
+        self.output_size = 0
         return b"".join(output) if len(output) != 1 else output[0]
+
+    def _emit(self, data: bytes) -> None:
+        self._output.append(data)
+        self.output_size += len(data)
 
     def take_refusals(self) -> list[int]:
         """The statuses of the error answers sent since the last call (for the metrics)."""
-        refusals, self._refusals = self._refusals, []
-        return refusals
+        refusals, self._refusals = self._refusals, None
+        return refusals or []
+
+    def _refuse_count(self, error: RawsseError) -> None:
+        if self._refusals is None:
+            self._refusals = []
+        self._refusals.append(error.status or 500)
 
     @property
     def wants_input(self) -> bool:
@@ -258,7 +272,7 @@ class HttpConnection:
                 self._refuse(error, now)
                 return
             if reader.interim:
-                self._output.append(reader.interim)
+                self._emit(reader.interim)
                 reader.interim = b""
             for request in requests:
                 pending = _Pending(request, now)
@@ -285,14 +299,14 @@ class HttpConnection:
         """Send the answers whose turn has come, and act on the last or the stream."""
         pending = self._pending
         while pending and (pending[0].answer is not None or pending[0].stream is not None):
-            done = pending.popleft()
+            done = pending.pop(0)
             if done.stream is not None:
                 self.stream = done.stream
                 self._drop_the_rest()
                 self._enter(Phase.STREAMING, now)
                 return
             assert done.answer is not None
-            self._output.append(done.answer)
+            self._emit(done.answer)
             if done.close:
                 self._drop_the_rest()
                 self._end(now)
@@ -311,8 +325,8 @@ class HttpConnection:
 
     def _refuse(self, error: RawsseError, now: float) -> None:
         """A connection-level error: answered at once, after what is already out."""
-        self._refusals.append(error.status or 500)
-        self._output.append(error_response(error))
+        self._refuse_count(error)
+        self._emit(error_response(error))
         self._drop_the_rest()
         self._end(now)
 

@@ -9,7 +9,8 @@ versions. It has no size limits, so the header block, URL and body are counted h
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import httptools
 
@@ -74,14 +75,6 @@ class HttpLimits:
     max_body_bytes: int = MAX_BODY_BYTES
 
 
-@dataclass(slots=True)
-class _Message:
-    url: bytearray = field(default_factory=bytearray)
-    headers: dict[str, str] = field(default_factory=dict)
-    head_bytes: int = 0
-    body: bytearray = field(default_factory=bytearray)
-
-
 class RequestReader:
     """Turns the bytes of one connection into complete requests, enforcing the limits.
 
@@ -93,15 +86,21 @@ class RequestReader:
     def __init__(self, limits: HttpLimits = HttpLimits()) -> None:
         self._limits = limits
         self._parser = httptools.HttpRequestParser(self)
-        self._message: _Message | None = None
-        self._head_done = False
-        self._began_in_chunk = False
-        self._spilled = 0
-        self._body_wire = 0
         self._done: list[Request] = []
         self._error: HttpError | None = None
         self._deferred: HttpError | None = None
         self.interim = b""
+        # per request (one message is read at a time)
+        self._in_message = False
+        self._head_done = False
+        self._began_in_chunk = False
+        self._spilled = 0
+        self._body_wire = 0
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._head_bytes = 0
+        self._body: list[bytes] = []
+        self._body_bytes = 0
 
     def close(self) -> None:
         """Drop the parser. The parser calls back into this reader, so the two form a
@@ -111,11 +110,11 @@ class RequestReader:
 
     @property
     def in_head(self) -> bool:
-        return self._message is not None and not self._head_done
+        return self._in_message and not self._head_done
 
     @property
     def in_body(self) -> bool:
-        return self._message is not None and self._head_done
+        return self._in_message and self._head_done
 
     def feed(self, data: bytes) -> list[Request]:
         if self._deferred is not None:
@@ -152,39 +151,46 @@ class RequestReader:
         done, self._done = self._done, []
         return done
 
-    # Parser callbacks (called by httptools from inside feed_data)
+    # Parser callbacks (called by httptools from inside feed_data, once per request or
+    # per header: kept short)
 
     def on_message_begin(self) -> None:
-        self._message = _Message()
+        self._in_message = True
         self._head_done = False
         self._began_in_chunk = True
         self._spilled = 0
         self._body_wire = 0
+        self._url = b""
+        self._headers = {}
+        self._head_bytes = 0
+        self._body = []
+        self._body_bytes = 0
 
     def on_url(self, url: bytes) -> None:
-        message = self._current()
-        message.url += url
-        if len(message.url) > self._limits.max_url_bytes:
+        self._url += url
+        if len(self._url) > self._limits.max_url_bytes:
             self._fail(HttpError(414, "request URL too long"))
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        message = self._current()
         if self._head_done:
             return  # a chunked body's trailer: counted with the body, never taken as a header
         self._count_head(len(name) + len(value) + 4)
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        previous = message.headers.get(key)
-        if previous is not None and key in SINGLE_HEADERS:
+        headers = self._headers
+        previous = headers.get(key)
+        if previous is None:
+            headers[key] = text
+            return
+        if key in SINGLE_HEADERS:
             self._fail(HttpError(400, f"more than one {key} header"))
-        message.headers[key] = text if previous is None else f"{previous}, {text}"
+        headers[key] = f"{previous}, {text}"
 
     def on_headers_complete(self) -> None:
-        message = self._current()
         self._head_done = True
-        headers = message.headers
-        if self._parser.get_http_version() == "1.1" and "host" not in headers:
+        headers = self._headers
+        if "host" not in headers and self._parser.get_http_version() == "1.1":
             self._fail(HttpError(400, "missing Host header"))
         coding = headers.get("transfer-encoding")
         if coding is not None and coding.strip().lower() != "chunked":
@@ -192,47 +198,64 @@ class RequestReader:
         length = headers.get("content-length")
         if length is not None and int(length) > self._limits.max_body_bytes:
             self._fail(HttpError(413, f"body larger than {self._limits.max_body_bytes} bytes"))
-        if headers.get("expect", "").lower() == "100-continue":
+        if "expect" in headers and headers["expect"].lower() == "100-continue":
             self.interim += CONTINUE
 
     def on_body(self, body: bytes) -> None:
-        message = self._current()
-        message.body += body
-        if len(message.body) > self._limits.max_body_bytes:
+        self._body.append(body)
+        self._body_bytes += len(body)
+        if self._body_bytes > self._limits.max_body_bytes:
             self._fail(HttpError(413, f"body larger than {self._limits.max_body_bytes} bytes"))
 
     def on_message_complete(self) -> None:
-        message = self._current()
-        self._message = None
-        url = httptools.parse_url(bytes(message.url))
-        path = url.path.decode("latin-1") if url.path else "/"
-        query = url.query.decode("latin-1") if url.query else ""
+        self._in_message = False
+        path, query = _target(self._url)
+        body = self._body
         self._done.append(
             Request(
                 method=self._parser.get_method().decode("latin-1"),
                 path=path,
                 query=query,
-                headers=message.headers,
-                body=bytes(message.body),
+                headers=self._headers,
+                body=body[0] if len(body) == 1 else b"".join(body),
                 keep_alive=self._parser.should_keep_alive(),
             )
         )
-
-    def _current(self) -> _Message:
-        if self._message is None:  # llhttp always begins a message first
-            self._fail(HttpError(400, "malformed request"))
-        assert self._message is not None
-        return self._message
 
     def _fail(self, error: HttpError) -> None:
         self._error = error
         raise error
 
     def _count_head(self, size: int) -> None:
-        message = self._current()
-        message.head_bytes += size
-        if message.head_bytes > self._limits.max_header_bytes:
+        self._head_bytes += size
+        if self._head_bytes > self._limits.max_header_bytes:
             self._fail(HttpError(431, "request header block too large"))
+
+
+def _target(url: bytes) -> tuple[str, str]:
+    """(path, query) of a request target. The usual origin form (`/path?query`) is split
+    by hand; anything else (an absolute URL, a fragment) goes through httptools."""
+    if url.startswith(b"/") and b"#" not in url:
+        path, _, query = url.partition(b"?")
+        return path.decode("latin-1"), query.decode("latin-1")
+    parsed = httptools.parse_url(url)
+    return (parsed.path.decode("latin-1") if parsed.path else "/"), (
+        parsed.query.decode("latin-1") if parsed.query else ""
+    )
+
+
+def parse_pairs(text: str, max_fields: int) -> list[tuple[str, str]]:
+    """The name=value pairs of a query string or a form body, as urllib's parse_qsl gives
+    them (blank values kept, escapes decoded as strict UTF-8), without its cost in the
+    common case of nothing escaped. Raises ValueError past `max_fields` and
+    UnicodeDecodeError for an escape that is not UTF-8."""
+    if not text:
+        return []
+    if text.count("&") >= max_fields:
+        raise ValueError("Max number of fields exceeded")
+    if "%" in text or "+" in text:
+        return parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=max_fields)
+    return [(name, value) for name, _, value in (part.partition("=") for part in text.split("&") if part)]
 
 
 def _status_line(status: int) -> bytes:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
+from rawsse.core.http import parse_pairs
 from rawsse.core.sse import check_field
 from rawsse.core.topics import MAX_TOPIC_LENGTH, check_topic
 from rawsse.errors import FieldError, HttpError, TopicError
@@ -103,7 +103,7 @@ def _utf8(body: bytes) -> str:
 
 def _form(text: str) -> dict[str, list[str]]:
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FORM_FIELDS)
+        pairs = parse_pairs(text, MAX_FORM_FIELDS)
     except UnicodeDecodeError:
         raise HttpError(400, "form value is not valid UTF-8") from None
     except ValueError as exc:

@@ -112,6 +112,7 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
             "seconds": opened.opening_ended - opened.opening_started,
             "streams_per_second": opened.streams / max(opened.opening_ended - opened.opening_started, 1e-9),
             "first_byte_p50": _median(opened.first_byte_seconds),
+            "ended_at": opened.opening_ended,  # wall-clock time (time.time()) the opening ended
         }
         _say(out, options, f"{opened.streams} streams open ({opened.connect_errors} failed)")
         published: PublishResult | None = None

@@ -8,9 +8,8 @@ connection."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-from typing import Any, cast
+from typing import cast
 
 from rawsse.core.api import OVERLOADED
 from rawsse.core.connection import HttpConnection, Phase
@@ -38,13 +37,13 @@ class HttpProtocol(asyncio.Protocol):
         self._context = context
         self._transport: asyncio.Transport | None = None
         self._core: HttpConnection | None = None
-        self._loopback = False
+        self._loopback: bool | None = None  # asked for only when a request needs it
         self._shedding = False
         self._reading = True
         self._acted = Phase.IDLE  # the last phase whose action was taken
         self._syncing = False
         # per request
-        self._cancels: dict[int, Cancel] = {}
+        self._cancels: dict[int, Cancel] | None = None  # effects that wait, by request
 
     # Protocol interface
 
@@ -64,7 +63,6 @@ class HttpProtocol(asyncio.Protocol):
             context.shedding += 1
         self._transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         self._core = HttpConnection(context.limits, context.timeouts, context.clock(), self._shedding)
-        self._loopback = _is_loopback(self._transport.get_extra_info("peername"))
         context.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -84,9 +82,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._shedding:
             self._shedding = False
             context.shedding -= 1
-        for cancel in self._cancels.values():
-            cancel()
-        self._cancels.clear()
+        self._give_up_waiting()
         context.connections.discard(self)
         if self._core is not None:
             self._core.close()
@@ -134,8 +130,9 @@ class HttpProtocol(asyncio.Protocol):
         try:
             while self._core is not None and (request := self._core.next_request()) is not None:
                 self._handle(request)
-                self._write()  # at once: a full buffer pauses the rest (pause_writing)
-            self._act()
+                if self._core is not None and self._core.output_size >= WRITE_HIGH_WATER:
+                    self._write()  # a full buffer pauses the rest (pause_writing)
+            self._act()  # the answers of one read go out in one write
         finally:
             self._syncing = False
 
@@ -147,7 +144,7 @@ class HttpProtocol(asyncio.Protocol):
             if self._shedding:
                 core.respond(request, context.api.shed(request), True, context.clock())
                 return
-            effect = context.api.handle(request, self._loopback)
+            effect = context.api.handle(request, self._from_loopback)
         except RawsseError as error:
             core.fail(request, error, context.clock())
             return
@@ -161,10 +158,13 @@ class HttpProtocol(asyncio.Protocol):
 
         cancel = context.runner.run(effect, reply)
         if cancel is not None and self._core is not None:
+            if self._cancels is None:
+                self._cancels = {}
             self._cancels[id(request)] = cancel
 
     def _answered(self, request: Request, outcome: Answer | RawsseError) -> None:
-        self._cancels.pop(id(request), None)
+        if self._cancels:
+            self._cancels.pop(id(request), None)
         core = self._core
         if core is None:
             return  # the connection went away meanwhile
@@ -219,6 +219,18 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 transport.pause_reading()
 
+    def _give_up_waiting(self) -> None:
+        if self._cancels:
+            for cancel in self._cancels.values():
+                cancel()
+        self._cancels = None
+
+    def _from_loopback(self) -> bool:
+        if self._loopback is None:
+            peer = self._transport.get_extra_info("peername") if self._transport else None
+            self._loopback = is_loopback_address(peer[0]) if peer else False
+        return self._loopback
+
     # Streams
 
     def _hand_off(self, stream: OpenStream) -> None:
@@ -227,9 +239,7 @@ class HttpProtocol(asyncio.Protocol):
         assert transport is not None and self._core is not None
         self._core.close()
         self._core = None
-        for cancel in self._cancels.values():  # what came after the stream request is dropped
-            cancel()
-        self._cancels.clear()
+        self._give_up_waiting()  # what came after the stream request is dropped
         # Until the stream backend owns it, the connection counts as an HTTP one (a refusal
         # below closes it, and connection_lost forgets it).
         if transport.get_write_buffer_size():
@@ -247,13 +257,6 @@ class HttpProtocol(asyncio.Protocol):
         context.connections.discard(self)
 
 
-def _is_loopback(peer: Any) -> bool:
-    if not peer:
-        return False
-    try:
-        address = ipaddress.ip_address(peer[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
+def is_loopback_address(address: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4-mapped 127.x address: the machine itself."""
+    return address.startswith(("127.", "::ffff:127.")) or address == "::1"

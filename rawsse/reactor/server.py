@@ -28,6 +28,7 @@ from rawsse.core.subscriptions import Subscriptions
 from rawsse.dashboard.files import load_dashboard
 from rawsse.dashboard.stats import StatsPublisher
 from rawsse.preflight import check_environment
+from rawsse.reactor.allocator import Trimmer
 from rawsse.reactor.context import ConnectionContext
 from rawsse.reactor.effects import EffectRunner
 from rawsse.reactor.fd_streams import FdBackend
@@ -103,6 +104,7 @@ class Server:
         self._stopped: asyncio.Event | None = None
         self._next_heartbeat = 0.0
         self._rng = random.Random()
+        self._trimmer = Trimmer()
 
     # Start and stop
 
@@ -316,5 +318,6 @@ class Server:
                 self.streams.heartbeat()
             if self.stats is not None:
                 self.stats.publish(now)
+            self._trimmer.sweep(self.metrics.streams_opened + self.metrics.streams_closed, now)
         finally:
             self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
