@@ -122,31 +122,26 @@ class Sketch:
     def send(self, fd: int, data: bytes) -> None:
         if fd in self.unsent:
             self.unsent[fd] += data
-            return
-        try:
-            sent = os.write(fd, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.drop(fd)
-            return
-        if sent < len(data):
-            self.unsent[fd] = data[sent:]
+        elif self.write(fd, data):
             self.epoll.modify(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLOUT)
 
     def flush(self, fd: int) -> None:
-        data = self.unsent.pop(fd, b"")
+        if not self.write(fd, self.unsent.pop(fd, b"")) and fd in self.kind:
+            self.epoll.modify(fd, select.EPOLLIN | select.EPOLLRDHUP)
+
+    def write(self, fd: int, data: bytes) -> bool:
+        """Write what the socket takes; True when a rest is left in `unsent`."""
         try:
             sent = os.write(fd, data)
         except BlockingIOError:
             sent = 0
         except OSError:
             self.drop(fd)
-            return
+            return False
         if sent < len(data):
             self.unsent[fd] = data[sent:]
-        else:
-            self.epoll.modify(fd, select.EPOLLIN | select.EPOLLRDHUP)
+            return True
+        return False
 
     def drop(self, fd: int) -> None:
         self.kind.pop(fd, None)

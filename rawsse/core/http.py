@@ -92,8 +92,12 @@ class RequestReader:
         self.interim = b""
         # per request (one message is read at a time)
         self._in_message = False
+        self._begin()
+
+    def _begin(self) -> None:
+        """The state of a new message."""
         self._head_done = False
-        self._began_in_chunk = False
+        self._began_in_chunk = True
         self._spilled = 0
         self._body_wire = 0
         self._url = b""
@@ -156,15 +160,7 @@ class RequestReader:
 
     def on_message_begin(self) -> None:
         self._in_message = True
-        self._head_done = False
-        self._began_in_chunk = True
-        self._spilled = 0
-        self._body_wire = 0
-        self._url = b""
-        self._headers = {}
-        self._head_bytes = 0
-        self._body = []
-        self._body_bytes = 0
+        self._begin()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
