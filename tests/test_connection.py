@@ -15,6 +15,7 @@ from rawsse.core.connection import (
     Phase,
     Timeouts,
 )
+from rawsse.core.effects import OpenStream
 from rawsse.core.http import HttpLimits, Request
 from rawsse.errors import HttpError
 
@@ -46,12 +47,14 @@ def answer_all(connection: HttpConnection, now: float = 0.0) -> bytes:
 def test_pipelined_requests_are_answered_in_order_whatever_order_the_answers_come_in() -> None:
     connection = make()
     connection.receive_data(POST + POST.replace(b"hello", b"world") + GET, 0)
-    first, second, third = requests(connection)
+    first, second = requests(connection)  # publishes are handed out at once; the GET waits
     connection.respond(second, b"2", False, 0)
-    connection.respond(third, b"3", False, 0)
     assert connection.take_output() == b""  # the first answer is not there yet
     connection.respond(first, b"1", False, 0)
-    assert connection.take_output() == b"123"
+    assert connection.take_output() == b"12"
+    [third] = requests(connection)  # every answer before it is out: its turn
+    connection.respond(third, b"3", False, 0)
+    assert connection.take_output() == b"3"
     assert connection.phase is Phase.IDLE
 
 
@@ -109,15 +112,26 @@ def test_after_an_error_the_connection_lingers_while_its_answer_drains() -> None
     connection = make()
     connection.receive_data(b"NOT HTTP\r\n\r\n", now=0)
     assert connection.take_output().startswith(b"HTTP/1.1 400 Bad Request\r\n")
-    assert connection.phase is Phase.LINGERING and connection.wants_input
+    assert connection.phase is Phase.LINGERING and connection.wants_read
     connection.receive_data(b"more input", now=1)  # read and dropped
     assert connection.take_output() == b""
     connection.timeout(LINGER_TIME, unsent=5000)  # still draining: more time
     assert connection.phase is Phase.LINGERING
     connection.timeout(2 * LINGER_TIME, unsent=1000)  # progress: more time again
     assert connection.phase is Phase.LINGERING
-    connection.timeout(3 * LINGER_TIME, unsent=1000)  # no progress: closed
-    assert connection.phase is Phase.CLOSED
+    connection.timeout(3 * LINGER_TIME, unsent=1000)  # no progress: its bytes will never go
+    assert connection.phase is Phase.ABORTED
+
+
+def test_a_lingering_connection_closes_once_its_answer_is_out_or_the_client_is_done() -> None:
+    drained = make()
+    drained.receive_data(b"NOT HTTP\r\n\r\n", now=0)
+    drained.timeout(LINGER_TIME, unsent=0)
+    assert drained.phase is Phase.CLOSED
+    hung_up = make()
+    hung_up.receive_data(b"NOT HTTP\r\n\r\n", now=0)
+    hung_up.receive_eof(now=1)  # no unread input can reset the connection now
+    assert hung_up.phase is Phase.CLOSED
 
 
 def test_an_answer_with_close_is_the_last() -> None:
@@ -134,26 +148,36 @@ def test_a_stream_request_upgrades_after_the_answers_before_it() -> None:
     connection = make()
     connection.receive_data(POST + STREAM + GET, 0)
     publish = connection.next_request()
-    events = connection.next_request()  # handed out while the publish waits on the broker
-    assert publish is not None and events is not None and events.path == "/events"
-    stream = object()
-    connection.upgrade(events, stream, 0)
-    assert connection.phase is Phase.IDLE  # the publish's answer comes first
+    # The stream's replay is read when it joins, so after the publish is in the order.
+    assert publish is not None and connection.next_request() is None
     connection.respond(publish, b"id", False, 0)
+    events = connection.next_request()
+    assert events is not None and events.path == "/events"
+    stream = OpenStream(("t",), b"preamble", b"head")
+    connection.open_stream(events, stream, 0)
     assert (connection.phase, connection.stream, connection.take_output()) == (Phase.STREAMING, stream, b"id")
     assert connection.next_request() is None  # what came after the stream request is dropped
-    assert not connection.wants_input
+    assert not connection.wants_read
+
+
+def test_a_stream_that_cannot_open_after_all_is_told_to_come_back_later() -> None:
+    connection = make()
+    connection.receive_data(STREAM, 0)
+    [events] = requests(connection)
+    connection.open_stream(events, OpenStream(("t",), b"preamble", b"head"), 0)
+    connection.refuse_stream(b"come back later", 1)
+    assert (connection.take_output(), connection.phase) == (b"come back later", Phase.LINGERING)
 
 
 def test_a_client_that_reads_no_answers_is_not_read_from_then_aborted() -> None:
     connection = make()
     connection.pause_output(now=5)
-    assert not connection.wants_input
+    assert not connection.wants_read
     connection.receive_data(GET, 6)  # what had already arrived waits, unparsed
     assert connection.next_request() is None
     assert connection.deadline == 5 + TIMEOUTS.send
     connection.resume_output(now=7)
-    assert connection.wants_input
+    assert connection.wants_read
     assert answer_all(connection) == b"</healthz>"
     connection.pause_output(now=8)
     connection.timeout(8 + TIMEOUTS.send, 0)
@@ -167,7 +191,7 @@ def test_requests_are_parsed_ahead_only_so_far() -> None:
     connection = make()
     connection.receive_data(big * (PIPELINE_DEPTH * 3), 0)
     handed = requests(connection)
-    assert PIPELINE_DEPTH <= len(handed) <= PIPELINE_DEPTH + per_slice and not connection.wants_input
+    assert PIPELINE_DEPTH <= len(handed) <= PIPELINE_DEPTH + per_slice and not connection.wants_read
     for request in handed:
         connection.respond(request, b".", False, 0)  # room again: parsing goes on
     assert len(requests(connection)) >= PIPELINE_DEPTH
@@ -201,7 +225,7 @@ def test_end_of_input_closes_once_what_was_asked_is_answered() -> None:
     [request] = requests(connection)
     assert connection.phase is Phase.IDLE
     connection.respond(request, b"id", False, 0)
-    assert (connection.take_output(), connection.phase) == (b"id", Phase.LINGERING)
+    assert (connection.take_output(), connection.phase) == (b"id", Phase.CLOSED)  # no lingering
     quiet = make()
     quiet.receive_eof(0)
     assert quiet.phase is Phase.CLOSED
@@ -240,3 +264,55 @@ def test_a_failed_request_answers_in_its_turn_and_ends_the_connection() -> None:
     output = connection.take_output()
     assert output.startswith(b"okHTTP/1.1 413 ")
     assert (connection.phase, connection.take_refusals()) == (Phase.LINGERING, [413])
+
+
+def test_a_fault_after_whole_requests_is_answered_after_them() -> None:
+    connection = make()
+    connection.receive_data(GET + b"NOT HTTP\r\n\r\n", 0)
+    [request] = requests(connection)
+    assert connection.take_output() == b""  # the GET's answer comes first
+    connection.respond(request, b"ok", False, 0)
+    output = connection.take_output()
+    assert output.startswith(b"okHTTP/1.1 400 Bad Request\r\n")
+    assert (connection.phase, connection.take_refusals()) == (Phase.LINGERING, [400])
+
+
+def test_over_the_limit_a_body_after_a_stream_request_waits_for_its_answer() -> None:
+    connection = make(shedding=True)
+    connection.receive_data(STREAM + POST[:-5], 0)
+    assert connection.take_output() == b""  # no 503 ahead of the stream request's answer
+    [request] = requests(connection)
+    connection.respond(request, b"come back later", False, 0)
+    assert (connection.take_output(), connection.phase) == (b"come back later", Phase.CLOSED)
+
+
+def test_a_100_continue_comes_after_the_answers_before_its_request() -> None:
+    connection = make()
+    expecting = b"POST /publish HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+    connection.receive_data(POST + expecting, 0)
+    [first] = requests(connection)
+    assert connection.take_output() == b""
+    connection.respond(first, b"id", False, 0)
+    assert connection.take_output() == b"idHTTP/1.1 100 Continue\r\n\r\n"
+
+
+def test_the_answer_timeout_holds_while_another_head_arrives() -> None:
+    connection = make()
+    connection.receive_data(POST, now=0)
+    requests(connection)  # its answer never comes
+    connection.receive_data(GET[:10], now=5)  # the header timeout alone would give until 15
+    assert connection.deadline == ANSWER_TIMEOUT
+    connection.timeout(ANSWER_TIMEOUT, 0)
+    assert connection.take_output().startswith(b"HTTP/1.1 503 ")
+
+
+def test_an_answer_to_a_request_the_connection_gave_up_on_sends_nothing() -> None:
+    connection = make()
+    connection.receive_data(POST, now=0)
+    [request] = requests(connection)
+    connection.timeout(ANSWER_TIMEOUT, 0)
+    assert connection.take_refusals() == [503]
+    connection.take_output()
+    connection.fail(request, HttpError(500, "late"), 11)
+    connection.open_stream(request, OpenStream(("t",), b"p", b"h"), 11)
+    assert (connection.take_output(), connection.take_refusals()) == (b"", [])

@@ -218,3 +218,25 @@ def test_a_resume_ahead_of_this_process_waits_for_the_pass_that_takes_it() -> No
     assert catch_up(hub, ("a",), second) == b""
     assert [data for _, data, _ in parse(catch_up(hub, ("a",), first))] == ["2"]
     assert hub.metrics.resets == 0
+
+
+def test_a_stream_opened_by_a_waiting_resume_gets_the_pass_it_waited_for_once() -> None:
+    """The waiter opens its stream at once, with a replay that holds the pass's events:
+    the pass's deliveries must not include it as well."""
+    hub = make_hub()
+    publish(hub, "a", "1")
+    hub.take_batch()
+    second = publish(hub, "a", "2")
+    publish(hub, "a", "3")
+    waiting_for = hub.not_yet_taken(second)
+    assert waiting_for is not None
+    replays: list[bytes] = []
+
+    def open_stream() -> None:
+        replays.append(catch_up(hub, ("a",), second))
+        hub.subscriptions.add(7, ("a",))
+
+    hub.when_taken(waiting_for, open_stream)
+    deliveries = hub.take_batch()
+    assert [data for _, data, _ in parse(replays[0])] == ["3"]
+    assert all(7 not in delivery.slots for delivery in deliveries)

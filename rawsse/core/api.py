@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rawsse.core.connection import BUSY
 from rawsse.core.cors import CorsPolicy, allow_headers
 from rawsse.core.effects import Answer, CloseStreams, Effect, OpenStream, Publish, Respond, WaitTaken
 from rawsse.core.http import Request, error_response, parse_pairs, response, stream_head
@@ -214,7 +215,7 @@ class Api:
 
     def busy(self) -> bytes:
         self._metrics.rejected[503] += 1
-        return error_response(HttpError(503, "too many connections; retry shortly", RETRY_AFTER))
+        return error_response(BUSY)
 
     def come_back_later(self, head: bytes, reason: str) -> bytes:
         """A whole stream response: `head`, a jittered `retry:` and a `rawsse-retry`

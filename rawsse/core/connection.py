@@ -3,23 +3,27 @@
 The driver (rawsse.reactor.protocol) feeds it what happens — bytes received, the end of
 input, the transport's flow control, the clock passing a deadline, the application's
 answers — and reads back what to do: requests to answer (`next_request`), bytes to send
-(`take_output`), whether to read, the `phase` (which says when to half-close, close,
-abort or hand the connection to the stream reactor) and the next `deadline`.
+(`take_output`), whether to read (`wants_read`), the `phase` (which says when to
+half-close, close, abort or hand the connection to the stream reactor) and the next
+`deadline`.
 
 Every change of phase happens in `_enter` and every deadline comes from `_deadline`
 (h11's "Rule 1": everything that affects the state machine lives here).
 
     IDLE ─first byte─> HEAD ─head done─> BODY ─body done─> IDLE   (keep-alive)
       │                  └──────────── no body ──────────────┘
-      ├─ an answer with close, an error, a timeout ─> LINGERING ─> CLOSED
+      ├─ an answer with close, an error, a timeout ─> LINGERING ─> CLOSED (or ABORTED)
+      ├─ the client's end of input, nothing asked ──> CLOSED
       ├─ over the limit: the answer, or a timeout ──> CLOSED / ABORTED
-      └─ an answer that opens a stream ─────────────> STREAMING
+      └─ an answer that opens a stream ─────────────> STREAMING (─> LINGERING, if it
+                                                      cannot open after all)
 
-Answers leave in request order whatever order they come in: requests are handed out as
-they are parsed, and a request after a POST whose answer waits (a publish behind a Redis
-round trip) is parsed and handed out too, so dense publishers are not held to one
-round trip per request. After any other request whose answer waits (a resume waiting for
-its id, which may become a stream), nothing more is handed out until it is answered.
+Answers leave in request order whatever order they come in. A POST (a publish) is handed
+out as soon as it is parsed, even while earlier answers wait, so that dense publishers
+behind a Redis round trip are not held to one round trip per request; any other request
+is handed out only once every answer before it is out (a stream request's replay must be
+read at the moment the stream joins), and nothing after it until it is answered (it may
+become a stream).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from rawsse.core.effects import OpenStream
 from rawsse.core.http import HttpLimits, Request, RequestReader, error_response
 from rawsse.errors import RETRY_AFTER, HttpError, RawsseError
 
@@ -47,8 +52,9 @@ FEED_SLICE = 16 * 1024
 paused connection holds at most a slice's worth of parsed requests."""
 
 PIPELINE_DEPTH = 16
-"""Parsing stops while this many requests wait for their answers (the last slice parsed
-may have held a few more)."""
+"""Parsing stops while this many requests wait for their answers. One slice is parsed
+whole, so a slice of small requests (a few hundred in 16 KiB) may hold more: FEED_SLICE
+is what bounds a connection's parsed requests."""
 
 BUSY = HttpError(503, "too many connections; retry shortly", RETRY_AFTER)
 
@@ -84,16 +90,18 @@ class Timeouts:
 
 
 class _Pending:
-    """A request handed out and not yet answered (or answered out of turn)."""
+    """A parsed request not yet answered in its turn."""
 
-    __slots__ = ("answer", "arrived", "close", "request", "stream")
+    __slots__ = ("answer", "arrived", "close", "request", "status", "stream")
 
     def __init__(self, request: Request, arrived: float) -> None:
         self.request = request
         self.arrived = arrived
         self.answer: bytes | None = None
         self.close = False
-        self.stream: object = None
+        self.status: int | None = None
+        """The status of an error answer, counted when it goes out."""
+        self.stream: OpenStream | None = None
 
     @property
     def answered(self) -> bool:
@@ -114,24 +122,25 @@ class HttpConnection:
         self._since = now  # when the current phase began
         self._unparsed = memoryview(b"")
         self._output: list[bytes] = []
+        self.output_size = 0
+        """Bytes in the output not taken yet."""
         self._refusals: list[int] | None = None
         self._output_paused_since: float | None = None
         self._input_ended = False
         self._unsent_at_deadline = 0
+        self._interim = b""  # a 100 Continue waiting for the answers before its request
         # per request
-        # Lists, not deques: they hold a handful (PIPELINE_DEPTH at most), and a deque's
-        # first block alone is half a kilobyte per connection.
+        # Lists, not deques: they hold a handful, and a deque's first block alone is half
+        # a kilobyte per connection.
         self._pending: list[_Pending] = []
-        """Every parsed request not yet answered in turn, in order."""
+        """Every parsed request not yet answered in its turn, in order."""
         self._parsed: list[_Pending] = []
         """Those of them not handed out yet."""
         self._holding: _Pending | None = None
         """The last request handed out that is not a POST: nothing more is handed out
         until it is answered (it may become a stream)."""
-        self.output_size = 0
-        """Bytes in the output not taken yet."""
-        self.stream: object = None
-        """What `upgrade` was given, once the connection is STREAMING."""
+        self.stream: OpenStream | None = None
+        """The stream the connection became, once it is STREAMING."""
 
     # Input
 
@@ -142,10 +151,10 @@ class HttpConnection:
         self._parse(now)
 
     def receive_eof(self, now: float) -> None:
-        """The client will send nothing more. What it asked is still answered; then the
-        connection closes (at once, when nothing is outstanding)."""
+        """The client will send nothing more. What it asked is still answered, then the
+        connection closes: at once when nothing is asked, or when it was lingering."""
         self._input_ended = True
-        if self.phase in ANSWERING and not self._pending and not self._parsed:
+        if self.phase is Phase.LINGERING or (self.phase in ANSWERING and not self._pending):
             self._enter(Phase.CLOSED, now)
 
     def pause_output(self, now: float) -> None:
@@ -167,29 +176,37 @@ class HttpConnection:
         phase = self.phase
         if self._shedding and phase in ANSWERING:
             self._enter(Phase.ABORTED, now)  # dropped unanswered: EventSource retries that
+        elif phase is Phase.LINGERING:
+            if not unsent:
+                self._enter(Phase.CLOSED, now)
+            elif unsent < self._unsent_at_deadline:  # a last answer still draining: more time
+                self._unsent_at_deadline = unsent
+                self._since = now
+            else:
+                self._enter(Phase.ABORTED, now)  # no progress: its bytes will never go
         elif self._output_paused_since is not None:
             self._enter(Phase.ABORTED, now)  # the client stopped reading our answers
-        elif phase is Phase.LINGERING and 0 < unsent < self._unsent_at_deadline:
-            self._unsent_at_deadline = unsent  # a last answer still draining: more time
-            self._since = now
+        elif self._pending and now >= self._pending[0].arrived + ANSWER_TIMEOUT:
+            self._refuse(HttpError(503, "the broker did not answer in time", RETRY_AFTER), now)
         elif phase in (Phase.HEAD, Phase.BODY):
             self._refuse(HttpError(408, "request not received in time"), now)
-        elif phase is Phase.IDLE and self._pending:
-            self._refuse(HttpError(503, "the broker did not answer in time", RETRY_AFTER), now)
-        elif phase in (Phase.IDLE, Phase.LINGERING):
+        elif phase is Phase.IDLE:
             self._enter(Phase.CLOSED, now)
 
     # The application's side
 
     def next_request(self) -> Request | None:
         """The next parsed request to answer, or None: none is parsed, the connection no
-        longer answers, the client reads none of our answers, or an earlier request may
-        still become a stream."""
+        longer answers, the client reads none of our answers, or it must wait for the
+        answers before it (see the module's docstring)."""
         if not self._parsed or self.phase not in ANSWERING or self._output_paused_since is not None:
             return None
         if self._holding is not None and not self._holding.answered:
             return None
-        pending = self._parsed.pop(0)
+        pending = self._parsed[0]
+        if pending.request.method != "POST" and self._pending[0] is not pending:
+            return None
+        del self._parsed[0]
         self._holding = pending if pending.request.method != "POST" else None
         return pending.request
 
@@ -201,24 +218,28 @@ class HttpConnection:
             pending.close = close or self._shedding
             self._send_answered(now)
 
-    def upgrade(self, request: Request, stream: object, now: float) -> None:
-        """Answer `request` by making the connection a stream (`stream` is the driver's
-        own description of it); when its turn comes the phase becomes STREAMING."""
+    def open_stream(self, request: Request, stream: OpenStream, now: float) -> None:
+        """Answer `request` by making the connection a stream; when its turn comes the
+        phase becomes STREAMING and `stream` says which."""
         pending = self._find(request)
         if pending is not None:
             pending.stream = stream
             self._send_answered(now)
 
-    def fail(self, request: Request | None, error: RawsseError, now: float) -> None:
-        """Answer `request` (or the connection, when None) with `error`, then close."""
-        pending = self._find(request) if request is not None else None
-        if pending is None:
-            self._refuse(error, now)
-            return
-        pending.answer = error_response(error)
-        pending.close = True
-        self._refuse_count(error)
-        self._send_answered(now)
+    def fail(self, request: Request, error: RawsseError, now: float) -> None:
+        """Answer `request` with `error`, then close."""
+        pending = self._find(request)
+        if pending is not None:
+            pending.answer = error_response(error)
+            pending.close = True
+            pending.status = error.status or 500
+            self._send_answered(now)
+
+    def refuse_stream(self, answer: bytes, now: float) -> None:
+        """The stream could not be opened after all: answer with `answer` and close."""
+        if self.phase is Phase.STREAMING:
+            self._emit(answer)
+            self._end(now)
 
     # What the driver reads back
 
@@ -227,43 +248,37 @@ class HttpConnection:
         self.output_size = 0
         return b"".join(output) if len(output) != 1 else output[0]
 
-    def _emit(self, data: bytes) -> None:
-        self._output.append(data)
-        self.output_size += len(data)
-
     def take_refusals(self) -> list[int]:
         """The statuses of the error answers sent since the last call (for the metrics)."""
         refusals, self._refusals = self._refusals, None
         return refusals or []
 
-    def _refuse_count(self, error: RawsseError) -> None:
-        if self._refusals is None:
-            self._refusals = []
-        self._refusals.append(error.status or 500)
+    @property
+    def wants_read(self) -> bool:
+        """Whether the driver should read the socket: to parse, or, lingering, to drop."""
+        return self.phase is Phase.LINGERING or self._can_parse
 
     @property
-    def wants_input(self) -> bool:
-        if self.phase is Phase.LINGERING:
-            return True  # read and dropped
+    def deadline(self) -> float:
+        return self._deadline()
+
+    def release(self) -> None:
+        """Free the parser (it and the reader refer to each other); the connection is done."""
+        self._reader.close()
+
+    # Parsing
+
+    @property
+    def _can_parse(self) -> bool:
         return (
             self.phase in ANSWERING
             and self._output_paused_since is None
             and len(self._pending) < PIPELINE_DEPTH
         )
 
-    @property
-    def deadline(self) -> float:
-        return self._deadline()
-
-    def close(self) -> None:
-        """Free the parser (it and the reader refer to each other)."""
-        self._reader.close()
-
-    # Parsing
-
     def _parse(self, now: float) -> None:
         reader = self._reader
-        while self._unparsed and self.wants_input and self.phase is not Phase.LINGERING:
+        while self._unparsed and self._can_parse:
             chunk, self._unparsed = self._unparsed[:FEED_SLICE], self._unparsed[FEED_SLICE:]
             try:
                 requests = reader.feed(chunk)  # type: ignore[arg-type]
@@ -271,21 +286,36 @@ class HttpConnection:
                 self._unparsed = memoryview(b"")
                 self._refuse(error, now)
                 return
-            if reader.interim:
-                self._emit(reader.interim)
-                reader.interim = b""
             for request in requests:
                 pending = _Pending(request, now)
                 self._pending.append(pending)
                 self._parsed.append(pending)
                 self._first = False
+            if reader.interim:
+                # The 100 Continue of the request now arriving: after the answers before it.
+                self._interim += reader.interim
+                reader.interim = b""
+                self._send_interim()
             if self._shedding and reader.in_body:
                 # A request with a body is no stream request: it is turned away from its
-                # head, without its body being read.
+                # head, without its body being read (after what was asked before it).
                 self._unparsed = memoryview(b"")
-                self._refuse(BUSY, now)
+                if not self._pending:
+                    self._refuse(BUSY, now)
                 return
             self._enter(Phase.HEAD if reader.in_head else Phase.BODY if reader.in_body else Phase.IDLE, now)
+        self._refuse_deferred(now)
+
+    def _send_interim(self) -> None:
+        if self._interim and not self._pending:
+            self._emit(self._interim)
+            self._interim = b""
+
+    def _refuse_deferred(self, now: float) -> None:
+        """A fault the reader met after whole requests: refused once they are answered."""
+        error = self._reader.deferred
+        if error is not None and not self._pending and self.phase in ANSWERING:
+            self._refuse(error, now)
 
     # Answers, in order
 
@@ -298,7 +328,7 @@ class HttpConnection:
     def _send_answered(self, now: float) -> None:
         """Send the answers whose turn has come, and act on the last or the stream."""
         pending = self._pending
-        while pending and (pending[0].answer is not None or pending[0].stream is not None):
+        while pending and pending[0].answered:
             done = pending.pop(0)
             if done.stream is not None:
                 self.stream = done.stream
@@ -307,10 +337,13 @@ class HttpConnection:
                 return
             assert done.answer is not None
             self._emit(done.answer)
+            if done.status is not None:
+                self._count(done.status)
             if done.close:
                 self._drop_the_rest()
                 self._end(now)
                 return
+        self._send_interim()
         if self.phase is Phase.IDLE:
             self._since = now  # each answer starts the keep-alive timeout anew
         self._parse(now)
@@ -322,18 +355,29 @@ class HttpConnection:
         self._pending.clear()
         self._parsed.clear()
         self._unparsed = memoryview(b"")
+        self._interim = b""
 
     def _refuse(self, error: RawsseError, now: float) -> None:
         """A connection-level error: answered at once, after what is already out."""
-        self._refuse_count(error)
+        self._count(error.status or 500)
         self._emit(error_response(error))
         self._drop_the_rest()
         self._end(now)
 
     def _end(self, now: float) -> None:
-        # Over the limit, the descriptor is given back at once; otherwise the client gets
-        # time to read the last answer before any unread input could reset it.
-        self._enter(Phase.CLOSED if self._shedding else Phase.LINGERING, now)
+        # Over the limit, the descriptor is given back at once, and so it is when the
+        # client has said its last word; otherwise it gets time to read the last answer
+        # before any unread input could reset the connection.
+        self._enter(Phase.CLOSED if self._shedding or self._input_ended else Phase.LINGERING, now)
+
+    def _emit(self, data: bytes) -> None:
+        self._output.append(data)
+        self.output_size += len(data)
+
+    def _count(self, status: int) -> None:
+        if self._refusals is None:
+            self._refusals = []
+        self._refusals.append(status)
 
     # The one place the phase changes, and the one place deadlines come from
 
@@ -350,16 +394,20 @@ class HttpConnection:
         phase = self.phase
         if self._shedding and phase in ANSWERING:
             return self._started + SHED_TIMEOUT
+        if phase is Phase.LINGERING:
+            return self._since + LINGER_TIME
+        if phase not in ANSWERING:
+            return float("inf")
         if self._output_paused_since is not None:
             return self._output_paused_since + timeouts.send
         if phase is Phase.HEAD:
-            return self._since + timeouts.header
-        if phase is Phase.BODY:
-            return self._since + timeouts.body
-        if phase is Phase.IDLE:
-            if self._pending:
-                return self._pending[0].arrived + ANSWER_TIMEOUT
-            return self._since + (timeouts.header if self._first else timeouts.keepalive)
-        if phase is Phase.LINGERING:
-            return self._since + LINGER_TIME
-        return float("inf")
+            deadline = self._since + timeouts.header
+        elif phase is Phase.BODY:
+            deadline = self._since + timeouts.body
+        elif self._pending:
+            deadline = float("inf")  # the answer timeout below
+        else:
+            deadline = self._since + (timeouts.header if self._first else timeouts.keepalive)
+        if self._pending:
+            return min(deadline, self._pending[0].arrived + ANSWER_TIMEOUT)
+        return deadline

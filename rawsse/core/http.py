@@ -106,6 +106,11 @@ class RequestReader:
         self._body: list[bytes] = []
         self._body_bytes = 0
 
+    @property
+    def deferred(self) -> HttpError | None:
+        """A fault met after whole requests in the same read: to be answered once they are."""
+        return self._deferred
+
     def close(self) -> None:
         """Drop the parser. The parser calls back into this reader, so the two form a
         reference cycle that only the garbage collector would free; thousands of short

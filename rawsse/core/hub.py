@@ -111,8 +111,6 @@ class Hub:
         if not events:
             return []
         self._taken = events[-1].sequence
-        while self._waiters and self._waiters[0][0] <= self._taken:
-            heapq.heappop(self._waiters)[2]()
         per_group: dict[Group, list[Event]] = {}
         for event in events:
             for topic in event.topics:
@@ -126,6 +124,10 @@ class Hub:
         for group, queued in per_group.items():
             data = queued[0].wire if len(queued) == 1 else b"".join(e.wire for e in queued)
             deliveries.append(Delivery(group.members[:], data, len(queued)))
+        # Only now, with every member snapshot taken: a waiter may open a stream at once,
+        # whose replay already holds these events (it must not get them live as well).
+        while self._waiters and self._waiters[0][0] <= self._taken:
+            heapq.heappop(self._waiters)[2]()
         return deliveries
 
     def when_taken(self, sequence: int, callback: Callable[[], None]) -> None:

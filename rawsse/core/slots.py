@@ -84,9 +84,9 @@ class SlotTable:
         """Queue `data` behind a blocked stream's write in progress; False when that puts
         its backlog over the cap (the stream is to be closed as a slow consumer)."""
         pending = self.pending[slot]
-        pending.size += len(data)
-        if pending.size - len(pending.buffers[0]) > self.max_pending_bytes:
+        if pending.size + len(data) - len(pending.buffers[0]) > self.max_pending_bytes:
             return False
+        pending.size += len(data)
         pending.buffers.append(data)
         return True
 

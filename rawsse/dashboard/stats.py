@@ -10,7 +10,8 @@ publishes them all (the others' figures as of their last once-a-second sweep), s
 page sees one snapshot a second whichever worker it is connected to. With a Redis broker
 nothing is published (the nodes would interleave their snapshots): the dashboard shows
 one process or one machine.
-No I/O here: figures in, an event for the broker out.
+The figures are plain arithmetic; the event goes to the broker of this machine, which
+takes it before it returns.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ COUNTERS = (
     "deliveries",
     "bytes_written",
     "slow_consumers",
+    "send_timeouts",
     "resumes",
     "resets",
     "streams_opened",

@@ -1,6 +1,7 @@
-"""The one place effects are carried out (rawsse.core.effects): publishing through the
-broker, waiting for an id with the loop's timer, closing streams. Each ends in an answer
-for the connection that asked — bytes or a stream to open — or in a RawsseError."""
+"""The one place the API's effects (their types are in rawsse.core.effects) are carried
+out: publishing through the broker, waiting for an id with the loop's timer, closing
+streams. Each ends in an answer for the connection that asked — bytes or a stream to
+open — or in a RawsseError."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from rawsse.broker.base import Broker, Outcome
+from rawsse.broker.base import Broker, Outcome, publish_now
 from rawsse.core.effects import Answer, CloseStreams, Effect, OpenStream, Publish, Respond, WaitTaken
 from rawsse.core.hub import Hub
 from rawsse.core.metrics import Metrics
+from rawsse.core.publish import PublishItem
 from rawsse.errors import HttpError, RawsseError
 
 log = logging.getLogger("rawsse")
@@ -49,22 +51,32 @@ class EffectRunner:
                 return self._wait(sequence, timeout, then, reply)
         return None
 
+    def publish_now(self, items: list[PublishItem]) -> list[str]:
+        """Publish for embedding code, with a broker of this machine; raises what refused."""
+        ids = publish_now(self._broker, items)
+        self._metrics.events_published += len(ids)
+        return ids
+
     def _published(self, outcome: Outcome, answer: Callable[[list[str]], Effect], reply: Reply) -> None:
         if isinstance(outcome, RawsseError):
             reply(outcome)
             return
-        self._metrics.events_published += len(outcome)  # counted once, where accepted
+        self._metrics.events_published += len(outcome)  # a publisher's events, once accepted
         self._then(lambda: answer(outcome), reply)
 
     def _then(self, next_effect: Callable[[], Effect], reply: Reply) -> None:
-        """Carry out what an effect leads to, reporting what goes wrong to `reply`."""
+        """Carry out what an effect leads to; what goes wrong on the way is the answer
+        (a failing `reply` itself is the driver's to deal with, not answered twice)."""
         try:
-            self.run(next_effect(), reply)
+            effect = next_effect()
         except RawsseError as error:
             reply(error)
+            return
         except Exception:
             log.exception("request failed")
             reply(INTERNAL_ERROR)
+            return
+        self.run(effect, reply)
 
     def _wait(self, sequence: int, timeout: float, then: Callable[[], Effect], reply: Reply) -> Cancel:
         """`then()` once a pass took `sequence`, or after `timeout` (it then answers for

@@ -12,7 +12,7 @@ import logging
 from typing import cast
 
 from rawsse.core.api import OVERLOADED
-from rawsse.core.connection import HttpConnection, Phase
+from rawsse.core.connection import ANSWERING, HttpConnection, Phase
 from rawsse.core.effects import Answer, OpenStream, Respond
 from rawsse.core.http import Request, error_response
 from rawsse.errors import HttpError, RawsseError
@@ -85,7 +85,7 @@ class HttpProtocol(asyncio.Protocol):
         self._give_up_waiting()
         context.connections.discard(self)
         if self._core is not None:
-            self._core.close()
+            self._core.release()
             self._core = None
         self._transport = None
 
@@ -145,6 +145,11 @@ class HttpProtocol(asyncio.Protocol):
                 core.respond(request, context.api.shed(request), True, context.clock())
                 return
             effect = context.api.handle(request, self._from_loopback)
+
+            def reply(outcome: Answer | RawsseError) -> None:
+                self._answered(request, outcome)
+
+            cancel = context.runner.run(effect, reply)
         except RawsseError as error:
             core.fail(request, error, context.clock())
             return
@@ -152,30 +157,31 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("request failed")
             core.fail(request, INTERNAL_ERROR, context.clock())
             return
-
-        def reply(outcome: Answer | RawsseError) -> None:
-            self._answered(request, outcome)
-
-        cancel = context.runner.run(effect, reply)
         if cancel is not None and self._core is not None:
             if self._cancels is None:
                 self._cancels = {}
             self._cancels[id(request)] = cancel
 
     def _answered(self, request: Request, outcome: Answer | RawsseError) -> None:
+        """An effect's end, now or later (a broker's callback): whatever happens here
+        stays with this connection."""
         if self._cancels:
             self._cancels.pop(id(request), None)
         core = self._core
         if core is None:
             return  # the connection went away meanwhile
-        now = self._context.clock()
-        if isinstance(outcome, Respond):
-            core.respond(request, outcome.data, outcome.close, now)
-        elif isinstance(outcome, OpenStream):
-            core.upgrade(request, outcome, now)
-        else:
-            core.fail(request, outcome, now)
-        self._sync()
+        try:
+            now = self._context.clock()
+            if isinstance(outcome, Respond):
+                core.respond(request, outcome.data, outcome.close, now)
+            elif isinstance(outcome, OpenStream):
+                core.open_stream(request, outcome, now)
+            else:
+                core.fail(request, outcome, now)
+            self._sync()
+        except Exception:
+            log.exception("answering a request failed; closing its connection")
+            self.close_now()
 
     def _write(self) -> None:
         core, transport = self._core, self._transport
@@ -195,8 +201,11 @@ class HttpProtocol(asyncio.Protocol):
         phase = core.phase
         if phase is not self._acted:
             self._acted = phase
+            if phase not in ANSWERING:
+                self._give_up_waiting()  # what is not answered by now never will be
             if phase is Phase.STREAMING:
-                self._hand_off(cast(OpenStream, core.stream))
+                assert core.stream is not None
+                self._hand_off(core.stream)
                 return
             if phase is Phase.LINGERING:
                 if transport.can_write_eof():
@@ -211,7 +220,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._context.connections.discard(self)
                 transport.abort()
                 return
-        wants = core.wants_input
+        wants = core.wants_read
         if wants != self._reading:
             self._reading = wants
             if wants:
@@ -234,26 +243,26 @@ class HttpProtocol(asyncio.Protocol):
     # Streams
 
     def _hand_off(self, stream: OpenStream) -> None:
+        """The core's answer made the connection a stream: give it to the stream reactor,
+        or, when that cannot be, answer otherwise and close as any last answer."""
         context = self._context
         transport = self._transport
-        assert transport is not None and self._core is not None
-        self._core.close()
-        self._core = None
-        self._give_up_waiting()  # what came after the stream request is dropped
-        # Until the stream backend owns it, the connection counts as an HTTP one (a refusal
-        # below closes it, and connection_lost forgets it).
+        core = self._core
+        assert transport is not None and core is not None
         if transport.get_write_buffer_size():
             context.metrics.rejected[503] += 1
-            transport.write(error_response(BEHIND_UNSENT))
-            transport.close()
+            core.refuse_stream(error_response(BEHIND_UNSENT), context.clock())
+            self._act()
             return
         try:
             context.streams.open(transport, stream.preamble, stream.topics)
         except OSError as exc:
             log.warning("cannot open stream: %s", exc)
-            transport.write(context.api.come_back_later(stream.head, OVERLOADED))
-            transport.close()
+            core.refuse_stream(context.api.come_back_later(stream.head, OVERLOADED), context.clock())
+            self._act()
             return
+        core.release()
+        self._core = None  # the stream backend owns the connection now
         context.connections.discard(self)
 
 

@@ -11,7 +11,7 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rawsse.broker.base import Broker, publish_now
+from rawsse.broker.base import Broker
 from rawsse.broker.memory import MemoryBroker
 from rawsse.config import FD_RESERVE, Config
 from rawsse.core.api import Api, ServerView
@@ -282,9 +282,7 @@ class Server:
             raise RuntimeError("with a Redis broker, publish through POST /publish")
         names = [topics] if isinstance(topics, str) else list(topics)
         item = make_item(names, data, event, self.config.max_topic_length)  # ValueErrors
-        event_id = publish_now(self.broker, [item])[0]
-        self.metrics.events_published += 1
-        return event_id
+        return self.context.runner.publish_now([item])[0]
 
     def publish_threadsafe(
         self, topics: str | Sequence[str], data: str, event: str | None = None

@@ -79,7 +79,7 @@ class TransportBackend:
     def send(self, slot: int, data: bytes) -> None:
         self.write_slice(array("i", [slot]), data, droppable=False)
 
-    def drained(self, slot: int) -> None:
+    def resume(self, slot: int) -> None:
         """The slot's transport wrote out everything it held: hand it what queued."""
         table = self._table
         pending = table.pending.get(slot)
@@ -131,7 +131,7 @@ class _StreamProtocol(asyncio.Protocol):
         return None  # the client is done: so is the stream
 
     def resume_writing(self) -> None:
-        self._backend.drained(self._slot)
+        self._backend.resume(self._slot)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._backend.lost(self._slot, self._transport)
