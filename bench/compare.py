@@ -109,6 +109,10 @@ SERVERS = {
         lambda ports, _: [PYTHON, str(ROOT / "bench" / "peers" / "aiohttp_app.py"), str(ports[0])],
         available=_module_missing("aiohttp", "aiohttp_sse"),
     ),
+    "handoff-sketch": ServerKind(
+        "handoff-sketch",
+        lambda ports, _: [PYTHON, str(ROOT / "bench" / "peers" / "handoff.py"), str(ports[0])],
+    ),
     "nchan": ServerKind(
         "nchan",
         _nchan_command,
@@ -131,7 +135,7 @@ SERVERS = {
         nodes=2,
     ),
 }  # fmt: skip
-DEFAULT_SERVERS = ["rawsse", "rawsse-transport", "sse-starlette", "aiohttp-sse", "nchan"]
+DEFAULT_SERVERS = ["rawsse", "handoff-sketch", "rawsse-transport", "sse-starlette", "aiohttp-sse", "nchan"]
 
 
 class RunningServer:
@@ -227,7 +231,12 @@ WORKLOADS = {
         "W3", "fixed rate", "broadcast", 10000, 100,
         {"events": 500, "rate": 50.0}, {"events": 10, "rate": 20.0},
     ),
-    "W4": Workload("W4", "storm", "storm", 10000, 100),
+    # 2,000 connects in flight, then the streams are held long enough for the memory the
+    # burst leaves behind to be read (IDLE_SETTLE).
+    "W4": Workload(
+        "W4", "storm", "storm", 10000, 100,
+        {"connect_window": 2000, "seconds": 5}, {"connect_window": 50, "seconds": 0.5},
+    ),
     "W5": Workload(
         "W5", "unicast", "unicast", 10000, 100,
         {"events": 20000, "publish_connections": 4}, {"events": 200, "publish_connections": 2},
@@ -286,6 +295,7 @@ def run_workload(
         started = time.monotonic()
         result = run_flood(options)
         wall = time.monotonic() - started
+        result["wall_seconds"] = wall
         streams = max(result["opening"]["streams"], 1)
         done.set()
         sampler.join()
@@ -323,10 +333,15 @@ def headline(workload: str, result: dict[str, Any]) -> dict[str, float]:
         socket_objects = result["server"]["kernel_tcp_socket_bytes_per_stream"]
         if socket_objects is not None:
             figures["slab B/strm"] = socket_objects
+    opening = result["opening"]
+    client = result["client"]
     if workload == "W4":
-        figures["streams/s"] = result["opening"]["streams_per_second"]
+        figures["streams/s"] = opening["streams_per_second"]
         # The server's own CPU per stream: what the client's speed does not blur.
-        figures["cpu us/strm"] = 1e6 * result["server"]["cpu_seconds"] / max(result["opening"]["streams"], 1)
+        figures["cpu us/strm"] = 1e6 * result["server"]["cpu_seconds"] / max(opening["streams"], 1)
+        figures["B/stream"] = result["server"]["rss_per_stream"]  # what the burst left behind
+        # The client's CPU while opening, in % of one core (its processes together).
+        figures["client cpu %"] = 100 * client["opening_cpu_seconds"] / max(opening["seconds"], 1e-9)
     if "publish" in result:
         expected = max(result["expected_deliveries"], 1)
         figures["deliveries/s"] = result["deliveries_per_second"]
@@ -336,6 +351,9 @@ def headline(workload: str, result: dict[str, Any]) -> dict[str, float]:
         figures["unsent"] = result["publish"]["unsent"]
         if workload == "W5":  # a publish request per delivery: the request path's cost
             figures["cpu us/event"] = 1e6 * result["server"]["cpu_seconds"] / max(summary["received"], 1)
+        # The client's CPU once the streams were open: publishing and reading.
+        delivering = max(result["wall_seconds"] - opening["seconds"], 1e-9)
+        figures["client cpu %"] = 100 * (client["cpu_seconds"] - client["opening_cpu_seconds"]) / delivering
     if "publish" in result:
         for worker, latency in result.get("latency_by_worker", {}).items():
             figures[f"p99 s, w{worker}"] = latency["p99"]
@@ -352,7 +370,7 @@ LOWER_IS_BETTER = {
 
 def ratio(name: str, ours: float, theirs: float) -> float | None:
     """How many times better rawsse is (>1 is better) for this figure."""
-    if name in ("lost %", "unsent", "kernel B/strm", "slab B/strm"):
+    if name in ("lost %", "unsent", "kernel B/strm", "slab B/strm", "client cpu %"):
         return None
     if name in LOWER_IS_BETTER or name.startswith("p99 s"):
         return theirs / ours if ours > 0 else None
@@ -402,7 +420,7 @@ def chart(results: dict[str, dict[str, dict[str, Any]]], servers: list[str], pat
     for workload, per_server in results.items():
         ours = per_server.get("rawsse", {}).get("headline", {})
         for name in ours:
-            if name in ("lost %", "unsent", "p50 s"):
+            if name in ("lost %", "unsent", "p50 s", "client cpu %", "kernel B/strm", "slab B/strm"):
                 continue
             labels.append(f"{workload} {name}")
             for peer in peers:

@@ -84,7 +84,8 @@ loopback source addresses, and count every event: loss, duplicates, latency.
 
 modes:
   idle       open N streams and hold them for --seconds
-  storm      open N streams as fast as possible; report streams/s to the first byte
+  storm      open N streams as fast as possible (--connect-window at a time); report
+             streams/s to the first byte
   broadcast  N subscribers on one topic; publish --events events of --size bytes
              (as fast as the server takes them, or at --rate events/s)
   unicast    N subscribers each on its own topic; --events events round-robin
@@ -140,8 +141,14 @@ def add_flood_parser(commands: Any) -> None:
         help="loopback addresses to connect from, one per process in turn",
     )
     flood.add_argument(
-        "--seconds", type=_at_least(0, float), default=10.0, help="idle: how long to hold the streams"
+        "--seconds",
+        type=_at_least(0, float),
+        help="idle, storm: how long to hold the streams once open (default: idle 10, storm 0)",
     )
+    flood.add_argument(
+        "--connect-window", type=_at_least(1), default=1024,
+        help="connections in flight at once while opening, shared by the processes",
+    )  # fmt: skip
     flood.add_argument(
         "--events", type=_at_least(1), default=100, help="broadcast/unicast: events to publish"
     )

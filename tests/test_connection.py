@@ -16,7 +16,7 @@ from rawsse.core.connection import (
     Timeouts,
 )
 from rawsse.core.effects import OpenStream
-from rawsse.core.http import HttpLimits, Request
+from rawsse.core.http import HttpLimits, Request, RequestReader
 from rawsse.errors import HttpError
 
 GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -316,3 +316,26 @@ def test_an_answer_to_a_request_the_connection_gave_up_on_sends_nothing() -> Non
     connection.fail(request, HttpError(500, "late"), 11)
     connection.open_stream(request, OpenStream(("t",), b"p", b"h"), 11)
     assert (connection.take_output(), connection.take_refusals()) == (b"", [])
+
+
+def test_a_connection_takes_over_a_reader_that_read_its_first_slice() -> None:
+    """The raw accept path reads a first slice with a shared reader; when the connection
+    is no stream, its core takes the reader, what it read and the unread rest, and goes
+    on as if it had read everything itself: in order, nothing read twice."""
+    data = GET * (FEED_SLICE // len(GET) + 10)
+    reader = RequestReader(HttpLimits())
+    first = reader.feed(data[:FEED_SLICE])
+    connection = HttpConnection(HttpLimits(), TIMEOUTS, 0.0, reader=reader)
+    connection.receive_parsed(first, None, data[FEED_SLICE:], 0.0)
+    assert answer_all(connection) == b"</healthz>" * (FEED_SLICE // len(GET) + 10)
+
+
+def test_a_fault_the_first_reader_met_is_answered_by_the_connection() -> None:
+    reader = RequestReader(HttpLimits(max_url_bytes=64))
+    with pytest.raises(HttpError) as raised:
+        reader.feed(b"GET /" + b"x" * 100 + b" HTTP/1.1\r\n")
+    connection = HttpConnection(HttpLimits(), TIMEOUTS, 0.0, reader=reader)
+    connection.receive_parsed([], raised.value, b"", 0.0)
+    assert connection.take_output().startswith(b"HTTP/1.1 414 ")
+    assert connection.take_refusals() == [414]
+    assert connection.phase is Phase.LINGERING

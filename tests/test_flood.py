@@ -30,6 +30,36 @@ def test_tally_finds_loss_duplicates_and_disorder() -> None:
     assert tally.missing({"k": 7}) == 2  # 4 and 6 never came
 
 
+@pytest.mark.parametrize(
+    "reads",
+    [
+        [[0, 1, 2], [3, 4]],  # in-order runs: the whole-read path
+        [[0, 1], [3, 2], [2, 4]],  # a gap filled late, then a duplicate: event by event
+        [[1, 2], [0, 3]],  # the first event late
+    ],
+)
+def test_a_read_is_counted_as_event_by_event_counting_would(reads: list[list[int]]) -> None:
+    whole, single = StreamTally(), StreamTally()
+    for read in reads:
+        found = [(b"k", str(n).encode(), b"%d" % (1000 + n)) for n in read]
+        new = list(whole.add_read(found))
+        assert new == [stamp for key, n, stamp in found if single.add(key, int(n))]
+    assert (whole.received, whole.duplicates, whole.out_of_order) == (
+        single.received, single.duplicates, single.out_of_order
+    )
+    assert whole.missing({b"k": 6}) == single.missing({b"k": 6})
+
+
+def test_latencies_of_a_read_are_those_of_its_events() -> None:
+    batch, one_by_one = LatencyHistogram(), LatencyHistogram()
+    stamps = [b"1000", b"999000", b"5"]
+    batch.add_since(2_000_000, stamps)
+    for stamp in stamps:
+        one_by_one.add(2_000_000 - int(stamp))
+    assert batch.counts == one_by_one.counts
+    assert (batch.total, batch.max_ns) == (one_by_one.total, one_by_one.max_ns)
+
+
 def test_latency_percentiles_and_merge() -> None:
     fast, slow = LatencyHistogram(), LatencyHistogram()
     for _ in range(99):
@@ -80,10 +110,13 @@ def flood_rawsse(server_options: dict[str, Any], **flood: Any) -> dict[str, Any]
     ],
 )
 def test_short_flood_against_rawsse_loses_nothing(mode: str, extra: dict[str, Any]) -> None:
-    result = flood_rawsse({}, mode=mode, streams=60, settle=5, **extra)
+    result = flood_rawsse({}, mode=mode, streams=60, settle=5, connect_window=8, **extra)
     summary = result["summary"]
     assert result["opening"]["streams"] == 60
     assert result["opening"]["errors"] == 0
+    client = result["client"]  # what the flooder itself cost, for the results to say
+    assert client["processes"] >= 1
+    assert 0 < client["opening_cpu_seconds"] <= client["cpu_seconds"]
     assert summary["disconnects"] == 0
     if mode in ("broadcast", "unicast"):
         assert summary["received"] == result["expected_deliveries"] > 0

@@ -58,6 +58,8 @@ is what bounds a connection's parsed requests."""
 
 BUSY = HttpError(503, "too many connections; retry shortly", RETRY_AFTER)
 
+NOTHING = memoryview(b"")
+
 
 class Phase(enum.Enum):
     IDLE = "idle"
@@ -110,17 +112,24 @@ class _Pending:
 
 class HttpConnection:
     def __init__(
-        self, limits: HttpLimits, timeouts: Timeouts, now: float, shedding: bool = False
+        self,
+        limits: HttpLimits,
+        timeouts: Timeouts,
+        now: float,
+        shedding: bool = False,
+        reader: RequestReader | None = None,
     ) -> None:
+        """`reader`: the one that read the connection's first bytes (see receive_parsed);
+        the connection owns it from now on."""
         # per connection
-        self._reader = RequestReader(limits)
+        self._reader = RequestReader(limits) if reader is None else reader
         self._timeouts = timeouts
         self._shedding = shedding
         self._started = now
         self._first = True  # no request yet: the header timeout runs from the connection's start
         self.phase = Phase.IDLE
         self._since = now  # when the current phase began
-        self._unparsed = memoryview(b"")
+        self._unparsed = NOTHING
         self._output: list[bytes] = []
         self.output_size = 0
         """Bytes in the output not taken yet."""
@@ -144,11 +153,24 @@ class HttpConnection:
 
     # Input
 
-    def receive_data(self, data: bytes, now: float) -> None:
+    def receive_data(self, data: bytes | memoryview, now: float) -> None:
         if self.phase not in ANSWERING:
             return  # lingering or done: input is read and dropped
         self._unparsed = memoryview(bytes(self._unparsed) + data) if self._unparsed else memoryview(data)
         self._parse(now)
+
+    def receive_parsed(
+        self, requests: list[Request], error: HttpError | None, rest: bytes, now: float
+    ) -> None:
+        """What the connection's reader read before the connection took it over — its
+        requests, or the fault it met — and `rest`, the input it did not read yet. (The
+        raw accept path reads a first slice with a reader of its own; see
+        rawsse.reactor.acceptor.)"""
+        if error is not None:
+            self._refuse(error, now)
+        elif self._take(requests, now):
+            self._unparsed = memoryview(rest)
+            self._parse(now)
 
     def receive_eof(self, now: float) -> None:
         """The client will send nothing more. What it asked is still answered, then the
@@ -279,32 +301,43 @@ class HttpConnection:
     def _parse(self, now: float) -> None:
         reader = self._reader
         while self._unparsed and self._can_parse:
-            chunk, self._unparsed = self._unparsed[:FEED_SLICE], self._unparsed[FEED_SLICE:]
+            chunk = self._unparsed
+            if len(chunk) > FEED_SLICE:
+                chunk, self._unparsed = chunk[:FEED_SLICE], chunk[FEED_SLICE:]
+            else:
+                self._unparsed = NOTHING
             try:
                 requests = reader.feed(chunk)  # type: ignore[arg-type]
             except HttpError as error:
-                self._unparsed = memoryview(b"")
+                self._unparsed = NOTHING
                 self._refuse(error, now)
                 return
-            for request in requests:
-                pending = _Pending(request, now)
-                self._pending.append(pending)
-                self._parsed.append(pending)
-                self._first = False
-            if reader.interim:
-                # The 100 Continue of the request now arriving: after the answers before it.
-                self._interim += reader.interim
-                reader.interim = b""
-                self._send_interim()
-            if self._shedding and reader.in_body:
-                # A request with a body is no stream request: it is turned away from its
-                # head, without its body being read (after what was asked before it).
-                self._unparsed = memoryview(b"")
-                if not self._pending:
-                    self._refuse(BUSY, now)
+            if not self._take(requests, now):
                 return
-            self._enter(Phase.HEAD if reader.in_head else Phase.BODY if reader.in_body else Phase.IDLE, now)
         self._refuse_deferred(now)
+
+    def _take(self, requests: list[Request], now: float) -> bool:
+        """What the reader made of one slice; False when reading stops here."""
+        reader = self._reader
+        for request in requests:
+            pending = _Pending(request, now)
+            self._pending.append(pending)
+            self._parsed.append(pending)
+            self._first = False
+        if reader.interim:
+            # The 100 Continue of the request now arriving: after the answers before it.
+            self._interim += reader.interim
+            reader.interim = b""
+            self._send_interim()
+        if self._shedding and reader.in_body:
+            # A request with a body is no stream request: it is turned away from its
+            # head, without its body being read (after what was asked before it).
+            self._unparsed = NOTHING
+            if not self._pending:
+                self._refuse(BUSY, now)
+            return False
+        self._enter(Phase.HEAD if reader.in_head else Phase.BODY if reader.in_body else Phase.IDLE, now)
+        return True
 
     def _send_interim(self) -> None:
         if self._interim and not self._pending:
@@ -354,7 +387,7 @@ class HttpConnection:
         """Nothing after the last answer (or a stream) is answered."""
         self._pending.clear()
         self._parsed.clear()
-        self._unparsed = memoryview(b"")
+        self._unparsed = NOTHING
         self._interim = b""
 
     def _refuse(self, error: RawsseError, now: float) -> None:

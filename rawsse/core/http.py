@@ -92,6 +92,7 @@ class RequestReader:
         self.interim = b""
         # per request (one message is read at a time)
         self._in_message = False
+        self._keep_alive = True
         self._begin()
 
     def _begin(self) -> None:
@@ -116,6 +117,13 @@ class RequestReader:
         reference cycle that only the garbage collector would free; thousands of short
         connections would pile up between its runs."""
         self._parser = None  # type: ignore[assignment]
+
+    @property
+    def between_messages(self) -> bool:
+        """Nothing half-read, nothing deferred, and the last message kept its connection
+        alive: the parser waits for a message as if none had come. The raw accept path
+        then reads the next connection's first request with it."""
+        return not self._in_message and self._keep_alive and self._deferred is None and not self.interim
 
     @property
     def in_head(self) -> bool:
@@ -171,12 +179,16 @@ class RequestReader:
         self._url += url
         if len(self._url) > self._limits.max_url_bytes:
             self._fail(HttpError(414, "request URL too long"))
-        self._count_head(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > self._limits.max_header_bytes:
+            self._fail(HttpError(431, "request header block too large"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._head_done:
             return  # a chunked body's trailer: counted with the body, never taken as a header
-        self._count_head(len(name) + len(value) + 4)
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self._limits.max_header_bytes:
+            self._fail(HttpError(431, "request header block too large"))
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers = self._headers
@@ -212,25 +224,22 @@ class RequestReader:
         self._in_message = False
         path, query = _target(self._url)
         body = self._body
+        parser = self._parser
+        self._keep_alive = keep_alive = parser.should_keep_alive()
         self._done.append(
             Request(
-                method=self._parser.get_method().decode("latin-1"),
-                path=path,
-                query=query,
-                headers=self._headers,
-                body=body[0] if len(body) == 1 else b"".join(body),
-                keep_alive=self._parser.should_keep_alive(),
+                parser.get_method().decode("latin-1"),
+                path,
+                query,
+                self._headers,
+                body[0] if len(body) == 1 else b"".join(body),
+                keep_alive,
             )
         )
 
     def _fail(self, error: HttpError) -> None:
         self._error = error
         raise error
-
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self._limits.max_header_bytes:
-            self._fail(HttpError(431, "request header block too large"))
 
 
 def _target(url: bytes) -> tuple[str, str]:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -46,17 +47,20 @@ def parse_publish(
     query: str, content_type: str, body: bytes, max_topic_length: int = MAX_TOPIC_LENGTH
 ) -> PublishRequest:
     """Validate a publish request; raise HttpError with the reason when it is refused."""
-    params = _form(query)
+    params = _form(query) if query else {}
     if "topic" in params:
-        unknown = set(params) - {"topic", "event"}
-        if unknown:
+        if not _QUERY_KEYS.issuperset(params):
+            unknown = set(params) - _QUERY_KEYS
             raise HttpError(400, f"unknown query parameters: {', '.join(sorted(unknown))}")
         item = make_item(params["topic"], _utf8(body), _one(params, "event"), max_topic_length)
         return PublishRequest([item], False)
     if params:
         raise HttpError(400, "query parameters other than topic and event are not accepted")
-    media_type = content_type.partition(";")[0].strip().lower()
-    looks_like_json = body.lstrip()[:1] in (b"{", b"[")
+    media_type = _media_type(content_type)
+    first = body[:1]
+    if first.isspace():
+        first = body.lstrip()[:1]
+    looks_like_json = first in (b"{", b"[")
     if not media_type and looks_like_json:
         media_type = "application/json"
     if media_type == "application/x-www-form-urlencoded":
@@ -67,8 +71,8 @@ def parse_publish(
                 "Content-Type: application/json (curl -H 'Content-Type: application/json' -d ...)"
             )
         fields = _form(_utf8(body))
-        unknown = set(fields) - {"topic", "data", "event"}
-        if unknown:
+        if not _FORM_KEYS.issuperset(fields):
+            unknown = set(fields) - _FORM_KEYS
             raise HttpError(400, f"unknown form fields: {', '.join(sorted(unknown))}")
         form_data = _one(fields, "data")
         if form_data is None:
@@ -92,6 +96,15 @@ def parse_publish(
         "send form fields (application/x-www-form-urlencoded), JSON (application/json), or the data "
         "as the body with ?topic= in the URL",
     )
+
+
+_QUERY_KEYS = frozenset({"topic", "event"})
+_FORM_KEYS = frozenset({"topic", "data", "event"})
+
+
+@functools.lru_cache(maxsize=64)  # a publisher sends the same Content-Type every time
+def _media_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
 
 
 def _utf8(body: bytes) -> str:
@@ -161,7 +174,10 @@ def make_item(topics: list[str], data: str, event: str | None, max_topic_length:
     """One event to publish; raises TopicError or FieldError (ValueErrors, status 400)."""
     if not topics:
         raise TopicError("at least one topic is required")
-    checked = tuple(dict.fromkeys(check_topic(t, max_topic_length) for t in topics))
+    if len(topics) == 1:
+        checked: tuple[str, ...] = (check_topic(topics[0], max_topic_length),)
+    else:
+        checked = tuple(dict.fromkeys(check_topic(t, max_topic_length) for t in topics))
     if event is not None:
         if not event or len(event) > MAX_EVENT_NAME_LENGTH:
             raise FieldError(f"event name must be 1 to {MAX_EVENT_NAME_LENGTH} characters")

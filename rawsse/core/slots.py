@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import enum
 
-FREE, OPEN, BLOCKED, CLOSED = 0, 1, 2, 3
-"""Slot states. BLOCKED: bytes are pending. CLOSED: closed, released when the pass ends."""
+FREE, OPEN, BLOCKED, CLOSED, ARRIVING = 0, 1, 2, 3, 4
+"""Slot states. BLOCKED: bytes are pending. CLOSED: closed, released when the pass ends.
+ARRIVING: accepted on the raw path, its request not read yet (not a stream, not counted
+in `used`)."""
 
 SSE = 0
 """The framing of a Server-Sent Events stream (the one framing so far)."""
@@ -67,7 +69,16 @@ class SlotTable:
     def is_open(self, slot: int) -> bool:
         return self.state[slot] in (OPEN, BLOCKED)
 
+    def arrive(self, slot: int) -> None:
+        """A connection accepted on the raw path waits for its request in this slot."""
+        self.state[slot] = ARRIVING
+
+    def leave(self, slot: int) -> None:
+        """The arriving connection closed, or went to the loop's ordinary machinery."""
+        self.state[slot] = FREE
+
     def open(self, slot: int, framing: int = SSE) -> None:
+        """A stream starts in the slot (a FREE one, or one ARRIVING on the raw path)."""
         self.state[slot] = OPEN
         self.framing[slot] = framing
         self.used += 1

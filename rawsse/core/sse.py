@@ -31,6 +31,9 @@ def check_field(name: str, value: str) -> None:
 def encode_event(data: str, event_id: str | None = None, event: str | None = None) -> bytes:
     """Return the wire bytes of one event: `id:`, `event:`, one `data:` line per line of
     data, and the blank line that dispatches it."""
+    if event is None and event_id is not None and "\n" not in data and "\r" not in data:
+        check_field("id", event_id)
+        return f"id: {event_id}\ndata: {data}\n\n".encode()  # the usual event: one line
     parts: list[str] = []
     if event_id is not None:
         check_field("id", event_id)

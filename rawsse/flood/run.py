@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+import uvloop
+
 from rawsse.flood.publisher import PublishResult, PublishTemplate, publish_all
 from rawsse.flood.tally import LatencyHistogram, Summary
 from rawsse.flood.worker import WorkerSpec, worker_entry
@@ -28,7 +30,10 @@ class FloodOptions:
     streams: int = 1000
     processes: int = 2
     sources: list[str] = field(default_factory=lambda: ["127.0.0.2", "127.0.0.3"])
-    seconds: float = 10.0
+    seconds: float | None = None
+    """How long idle and storm hold the streams once open (default: idle 10 s, storm 0)."""
+    connect_window: int = 1024
+    """Connections in flight at once while opening, shared by the processes."""
     events: int = 100
     size: int = 128
     rate: float = 0.0
@@ -57,6 +62,12 @@ class FloodOptions:
     def topic_of(self, stream: int) -> str:
         return self.topic if self.mode != "unicast" else f"{self.topic}-{stream}"
 
+    @property
+    def hold_seconds(self) -> float:
+        if self.seconds is not None:
+            return self.seconds
+        return 10.0 if self.mode == "idle" else 0.0
+
     def template(self) -> PublishTemplate:
         parts = urlsplit(self.urls[0])
         url = self.publish_url or f"{parts.scheme}://{parts.netloc}/publish"
@@ -83,6 +94,7 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
     context = multiprocessing.get_context("spawn")
     links = []
     processes = []
+    workers = min(options.processes, options.streams)
     for worker in range(options.processes):
         indices = list(range(worker, options.streams, options.processes))
         if not indices:
@@ -95,6 +107,7 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
             paths=[options.stream_path(options.topic_of(n)) for n in indices],
             keys=[BROADCAST_KEY if options.mode != "unicast" else options.topic_of(n) for n in indices],
             headers={"Accept": "text/event-stream"},
+            connect_window=max(options.connect_window // workers, 1),
         )
         ours, theirs = context.Pipe()
         process = context.Process(target=worker_entry, args=(spec, theirs), daemon=True)
@@ -118,11 +131,14 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
         published: PublishResult | None = None
         expected: dict[str, int] = {}
         refused: dict[str, int] = {}
-        if options.mode == "idle":
-            _watch(links, options, out, options.seconds)
+        publisher_cpu = 0.0
+        if options.mode in ("idle", "storm"):
+            _watch(links, options, out, options.hold_seconds)
         elif options.mode in ("broadcast", "unicast"):
             events = _events(options)
+            cpu_before = time.thread_time()  # this thread runs the publisher's loop
             published = _publish_watching(options, links, out, events)
+            publisher_cpu = time.thread_time() - cpu_before
             expected = published.sent_per_key  # what was sent is what every stream should see
             refused = published.refused_per_key
         settle = options.settle if published is not None else 0.0
@@ -132,8 +148,14 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
         for link in links:
             final.merge(Summary.from_json(_expect(link, "done")[1]))
         result["summary"] = final.to_json()
-        result["summary"].pop("first_byte_seconds")
-        result["summary"].pop("by_worker")
+        for name in ("first_byte_seconds", "by_worker", "cpu_opening", "cpu"):
+            result["summary"].pop(name)
+        result["client"] = {
+            "processes": len(processes),
+            "opening_cpu_seconds": opened.cpu_opening,
+            "cpu_seconds": final.cpu + publisher_cpu,
+            "publisher_cpu_seconds": publisher_cpu,
+        }
         result["latency"] = _percentiles(final.all_latency())
         if final.by_worker:
             result["latency_by_worker"] = {w: _percentiles(h) for w, h in sorted(final.by_worker.items())}
@@ -187,7 +209,7 @@ def _publish_watching(
             _progress(links, options, out)
         return task.result()
 
-    return asyncio.run(main())
+    return uvloop.run(main())
 
 
 def _watch(links: list[Any], options: FloodOptions, out: TextIO, seconds: float) -> None:
@@ -268,6 +290,11 @@ def format_result(result: dict[str, Any]) -> str:
                 f"  worker {worker}: p50 {figures['p50'] * 1000:.1f} ms, "
                 f"p99 {figures['p99'] * 1000:.1f} ms, max {figures['max'] * 1000:.1f} ms"
             )
+    client = result["client"]
+    lines.append(
+        f"client CPU {client['cpu_seconds']:.2f} s in {client['processes']} processes "
+        f"(opening {client['opening_cpu_seconds']:.2f} s, publishing {client['publisher_cpu_seconds']:.2f} s)"
+    )
     return "\n".join(lines)
 
 

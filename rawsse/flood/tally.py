@@ -9,6 +9,7 @@ the expected events never came. The payload needs no escaping in a URL, a form o
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,25 @@ class LatencyHistogram:
         self.total += 1
         if latency_ns > self.max_ns:
             self.max_ns = latency_ns
+
+    def add_since(self, now_ns: int, stamps: Iterable[bytes]) -> None:
+        """The latencies of events stamped `stamps` (publish times in ns, as digits) and
+        received at `now_ns`: `add` for each, inlined, since it runs per event."""
+        counts = self.counts
+        top = self.max_ns
+        added = 0
+        for stamp in stamps:
+            latency_ns = now_ns - int(stamp)
+            if latency_ns < 32:
+                latency_ns = 32
+            shift = latency_ns.bit_length() - 5
+            bucket = (shift << 4) | ((latency_ns >> shift) & 15)
+            counts[bucket] = counts.get(bucket, 0) + 1
+            if latency_ns > top:
+                top = latency_ns
+            added += 1
+        self.total += added
+        self.max_ns = top
 
     def merge(self, other: LatencyHistogram) -> None:
         for bucket, count in other.counts.items():
@@ -116,6 +136,25 @@ class StreamTally:
         self.received += 1
         return True
 
+    def add_read(self, found: Sequence[tuple[Key, bytes, bytes]]) -> Sequence[bytes]:
+        """Record the events of one read — (key, sequence, stamp) each, in arrival order —
+        and return the stamps of the new ones. The usual read, an in-order run of one key
+        with no gap before it, is checked and counted as a whole (in C, mostly); anything
+        else goes event by event."""
+        keys, sequences, stamps = zip(*found, strict=True)
+        key = keys[0]
+        first = self.next.get(key, 0)
+        count = len(keys)
+        if (
+            not self.ahead.get(key)
+            and keys.count(key) == count
+            and list(map(int, sequences)) == list(range(first, first + count))
+        ):
+            self.next[key] = first + count
+            self.received += count
+            return stamps
+        return [stamp for key, sequence, stamp in found if self.add(key, int(sequence))]
+
     def missing(self, expected: dict[Key, int]) -> int:
         """Events of the expected counts (per key) that never came."""
         lost = 0
@@ -148,6 +187,9 @@ class Summary:
     """Wall-clock time of the last event received."""
     by_worker: dict[str, LatencyHistogram] = field(default_factory=dict)
     """Latencies of streams whose server named its worker process; `latency` has the rest."""
+    cpu_opening: float = 0.0
+    """CPU seconds the worker processes used to open their streams, and in all."""
+    cpu: float = 0.0
 
     def latency_of(self, worker: str) -> LatencyHistogram:
         if not worker:
@@ -170,6 +212,8 @@ class Summary:
         self.out_of_order += other.out_of_order
         self.lost += other.lost
         self.bytes += other.bytes
+        self.cpu_opening += other.cpu_opening
+        self.cpu += other.cpu
         self.latency.merge(other.latency)
         for worker, histogram in other.by_worker.items():
             self.latency_of(worker).merge(histogram)
@@ -197,6 +241,8 @@ class Summary:
             "opening_started": self.opening_started,
             "opening_ended": self.opening_ended,
             "last_event_at": self.last_event_at,
+            "cpu_opening": self.cpu_opening,
+            "cpu": self.cpu,
         }
 
     @classmethod
@@ -214,4 +260,6 @@ class Summary:
         summary.opening_started = document["opening_started"]
         summary.opening_ended = document["opening_ended"]
         summary.last_event_at = document["last_event_at"]
+        summary.cpu_opening = document["cpu_opening"]
+        summary.cpu = document["cpu"]
         return summary

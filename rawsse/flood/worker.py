@@ -1,6 +1,5 @@
 """A flooder worker process: opens its share of streams from one source address, parses
-what arrives (httptools for the HTTP framing, chunked or not; one regular expression
-for our payloads' data lines, see PAYLOAD) and tallies it. It talks to the main process over a pipe:
+what arrives and tallies it. It talks to the main process over a pipe:
 
     worker -> main   ("ready", summary-so-far)      once every stream is open (or failed)
     main -> worker   ("progress",)                   answered with ("progress", streams, received)
@@ -8,14 +7,21 @@ for our payloads' data lines, see PAYLOAD) and tallies it. It talks to the main 
                                                      read until all expected events came,
                                                      nothing came for `settle` s, or `limit`
                                                      s passed; answered with ("done", summary)
+
+The flooder must not be what limits a server's figures, so it keeps its own cost per
+connection and per event small: one epoll for every stream, the request sent straight
+after the connect (a loopback handshake is done by then), the response head split by
+hand (httptools only for a chunked body), a read's events counted as a whole when they
+are an in-order run (see StreamTally.add_read), and running totals instead of sums over
+every stream.
 """
 
 from __future__ import annotations
 
 import multiprocessing.connection
 import re
-import selectors
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,20 +29,35 @@ from typing import Any
 import httptools
 
 from rawsse.flood.tally import StreamTally, Summary
+from rawsse.reactor.poller import HANGUP, READABLE, WRITABLE, Poller, available_poller, make_poller
 
 CONNECT_WINDOW = 512
-"""Connections in flight at once while opening, so the server's backlog never overflows."""
+"""Connections in flight at once per worker while opening, unless told otherwise."""
 
 READ_SIZE = 256 * 1024
+MAX_HEAD = 64 * 1024
+"""A response head longer than this is a broken server, not a stream."""
 
-# The flooder must not be the bottleneck, so it does not run the full WHATWG parser per
-# event: it cuts the body after the last complete event (a blank line, LF or CRLF) and
-# finds our payloads' data lines with one regular expression, in C. Our payloads are one
-# line; anything else in the stream (comments, retry, other data) is skipped.
-# The pattern starts with a literal newline rather than `^` with MULTILINE: the regex
-# engine then finds candidates by a fast literal search (twice as fast per event), and
-# the stream's buffer always keeps the newline before its next line (see on_body).
+IP_BIND_ADDRESS_NO_PORT = 24
+"""Linux: bind the source address now, pick the port at connect time by the whole
+four-tuple. Without it every bind searches the port space for a port free on its own,
+which grows with every socket already bound."""
+
+COMPLETE_CHECK_INTERVAL = 0.1
+"""Seconds between checks that every stream has all its events (a pass over them all)."""
+
+# The flooder does not run the full WHATWG parser per event: it cuts the body after the
+# last complete event (a blank line, LF or CRLF) and finds our payloads' data lines with
+# one regular expression, in C. Our payloads are one line; anything else in the stream
+# (comments, retry, other data) is skipped. The pattern starts with a literal newline
+# rather than `^` with MULTILINE: the regex engine then finds candidates by a fast
+# literal search (twice as fast per event), and the stream's buffer always keeps the
+# newline before its next line (see on_body).
 PAYLOAD = re.compile(rb"\ndata: ?([A-Za-z0-9_-]+):([0-9]+):([0-9]+):")
+
+
+class BrokenResponse(Exception):
+    """The server's answer is not an HTTP response."""
 
 
 @dataclass(frozen=True)
@@ -50,35 +71,75 @@ class WorkerSpec:
     """The payload key each stream expects (the broadcast key, or its own topic)."""
     headers: dict[str, str]
     open_timeout: float = 60.0
+    connect_window: int = CONNECT_WINDOW
 
 
 class _Stream:
-    """One subscriber: its socket, HTTP response parser, event parser and tally."""
+    """One subscriber: its socket, the response's framing, the event parser and tally."""
 
-    def __init__(self, sock: socket.socket, key: str, started: float) -> None:
+    __slots__ = (
+        "first_byte", "head", "http", "key", "open", "opening", "partial", "sock", "started",
+        "status", "summary", "tally", "worker",
+    )  # fmt: skip
+
+    def __init__(self, sock: socket.socket, key: str, started: float, summary: Summary) -> None:
         self.sock = sock
         self.key = key
         self.started = started
+        self.summary = summary
         self.first_byte = 0.0
         self.worker = ""
         """The server process serving this stream, where it says (X-Rawsse-Worker)."""
         self.status = 0
         self.open = True
-        self.http = httptools.HttpResponseParser(self)
+        self.opening = True
+        """Counted in the connect window: neither open (a 200 head) nor dropped yet."""
+        self.head = b""  # the response head, while it arrives
+        self.http: httptools.HttpResponseParser | None = None  # a chunked body's framing
         self.partial = b"\n"  # what the body starts with is a line start
         self.tally = StreamTally()
-        self.summary: Summary | None = None
 
-    # httptools callbacks
-    def on_status(self, status: bytes) -> None:
-        self.status = self.http.get_status_code()
+    def feed(self, data: bytes) -> None:
+        """Raises BrokenResponse, or httptools.HttpParserError for broken chunks."""
+        if self.http is not None:
+            self.http.feed_data(data)
+        elif self.first_byte:
+            self.on_body(data)
+        else:
+            self._head(data)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"x-rawsse-worker":
-            self.worker = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
+    def _head(self, data: bytes) -> None:
+        head = self.head + data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(head) > MAX_HEAD:
+                raise BrokenResponse("response head too long")
+            self.head = head
+            return
+        self.head = b""
+        lines = head[:end].split(b"\r\n")
+        try:
+            self.status = int(lines[0].split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            raise BrokenResponse(f"not an HTTP status line: {lines[0][:80]!r}") from None
+        chunked = False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"x-rawsse-worker":
+                self.worker = value.strip().decode("latin-1")
         self.first_byte = time.monotonic()
+        if self.status != 200:
+            return
+        if chunked:
+            # httptools frames the chunks from the start of the response; its on_body
+            # is ours.
+            self.http = httptools.HttpResponseParser(self)
+            self.http.feed_data(head)
+        elif end + 4 < len(head):
+            self.on_body(head[end + 4 :])
 
     def on_body(self, body: bytes) -> None:
         buffer = self.partial + body
@@ -90,147 +151,197 @@ class _Stream:
                 self.partial = buffer
                 return
         self.partial = buffer[cut - 1 :]  # from the newline that ends the blank line
-        summary = self.summary
-        assert summary is not None
-        now_ns = time.time_ns()
-        add = self.tally.add
-        latency = summary.latency_of(self.worker).add
-        got = False
-        for key, sequence, sent_ns in PAYLOAD.findall(buffer, 0, cut):
-            if add(key, int(sequence)):
-                latency(now_ns - int(sent_ns))
-                got = True
-        if got:
+        found = PAYLOAD.findall(buffer, 0, cut)
+        if not found:
+            return
+        stamps = self.tally.add_read(found)
+        if stamps:
+            now_ns = time.time_ns()
+            summary = self.summary
+            summary.received += len(stamps)
+            summary.latency_of(self.worker).add_since(now_ns, stamps)
             summary.last_event_at = now_ns / 1e9
 
 
-def run_worker(spec: WorkerSpec, control: multiprocessing.connection.Connection) -> None:
-    summary = Summary()
-    selector = selectors.DefaultSelector()
-    streams: list[_Stream] = []
-    extra = "".join(f"{name}: {value}\r\n" for name, value in spec.headers.items())
-    opening = 0
-    index = 0
-    deadline = time.monotonic() + spec.open_timeout
-    summary.opening_started = time.time()
-    while (index < len(spec.paths) or opening) and time.monotonic() < deadline:
-        while index < len(spec.paths) and opening < CONNECT_WINDOW:
-            sock = socket.socket()
-            sock.setblocking(False)
-            try:
-                sock.bind((spec.source, 0))
-                sock.connect_ex((spec.host, spec.port))
-            except OSError:
-                summary.connect_errors += 1
-                sock.close()
+class _Worker:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.summary = Summary()
+        kind = available_poller()
+        if kind is None:
+            raise RuntimeError("the flooder needs epoll or kqueue")
+        self.poller: Poller = make_poller(kind)
+        self.streams: list[_Stream] = []
+        self.by_fd: dict[int, _Stream] = {}
+        self.connecting: dict[int, bytes] = {}  # fd -> its request, until it can be sent
+        self.opening = 0
+        extra = "".join(f"{name}: {value}\r\n" for name, value in spec.headers.items())
+        self._request = f"GET {{path}} HTTP/1.1\r\nHost: {spec.host}\r\n{extra}\r\n"
+
+    # Opening
+
+    def open_all(self) -> None:
+        spec, summary = self.spec, self.summary
+        index = 0
+        deadline = time.monotonic() + spec.open_timeout
+        summary.opening_started = time.time()
+        while (index < len(spec.paths) or self.opening) and time.monotonic() < deadline:
+            while index < len(spec.paths) and self.opening < spec.connect_window:
+                self._connect(index)
                 index += 1
+            self.poll(0.2)
+        summary.streams = sum(1 for s in self.streams if s.open and s.first_byte)
+        summary.first_byte_seconds = sorted(s.first_byte - s.started for s in self.streams if s.first_byte)
+        summary.opening_ended = time.time()
+
+    def _connect(self, index: int) -> None:
+        spec = self.spec
+        sock = socket.socket()
+        sock.setblocking(False)
+        try:
+            if sys.platform == "linux":
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((spec.source, 0))
+            sock.connect_ex((spec.host, spec.port))
+            self.poller.register(sock.fileno())
+        except OSError:
+            self.summary.connect_errors += 1
+            sock.close()
+            return
+        stream = _Stream(sock, spec.keys[index], time.monotonic(), self.summary)
+        self.streams.append(stream)
+        self.by_fd[sock.fileno()] = stream
+        self.opening += 1
+        request = self._request.format(path=spec.paths[index]).encode()
+        try:
+            sock.send(request)  # on loopback the handshake is done by now
+        except BlockingIOError:
+            self.connecting[sock.fileno()] = request
+            self.poller.want_write(sock.fileno(), True)
+        except OSError:
+            self._drop(stream, connect_error=True)
+
+    # Reading
+
+    def poll(self, timeout: float) -> None:
+        by_fd = self.by_fd
+        for fd, flags in self.poller.poll(timeout):
+            stream = by_fd.get(fd)
+            if stream is None:
                 continue
-            stream = _Stream(sock, spec.keys[index], time.monotonic())
-            stream.summary = summary
-            request = f"GET {spec.paths[index]} HTTP/1.1\r\nHost: {spec.host}\r\n{extra}\r\n".encode()
-            selector.register(sock, selectors.EVENT_WRITE, (stream, request))
-            streams.append(stream)
-            opening += 1
-            index += 1
-        for key, _ in selector.select(timeout=0.2):
-            stream, request = key.data
-            if request is not None:  # connected (or failed)
-                try:
-                    stream.sock.send(request)
-                except OSError:
-                    _drop(selector, stream, summary, connect_error=True)
-                    opening -= 1
-                    continue
-                selector.modify(stream.sock, selectors.EVENT_READ, (stream, None))
+            if flags & WRITABLE and fd in self.connecting:
+                self._send_request(fd, stream)
+            if flags & (READABLE | HANGUP):
+                self._read(stream)
+
+    def _send_request(self, fd: int, stream: _Stream) -> None:
+        request = self.connecting.pop(fd)
+        try:
+            stream.sock.send(request)
+        except OSError:
+            self._drop(stream, connect_error=True)
+            return
+        self.poller.want_write(fd, False)
+
+    def _read(self, stream: _Stream) -> None:
+        try:
+            data = stream.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(stream)
+        else:
+            self.summary.bytes += len(data)
+            try:
+                stream.feed(data)
+            except (BrokenResponse, httptools.HttpParserError):
+                self._drop(stream, connect_error=True)
+            else:
+                if stream.status and stream.status != 200:
+                    self._drop(stream, connect_error=True)
+                elif stream.opening and stream.first_byte:
+                    stream.opening = False
+                    self.opening -= 1
+
+    def _drop(self, stream: _Stream, connect_error: bool = False) -> None:
+        if not stream.open:
+            return
+        stream.open = False
+        if stream.opening:
+            stream.opening = False
+            self.opening -= 1
+        fd = stream.sock.fileno()
+        self.poller.unregister(fd)
+        self.by_fd.pop(fd, None)
+        self.connecting.pop(fd, None)
+        if connect_error or not stream.first_byte:
+            self.summary.connect_errors += 1
+            stream.first_byte = 0.0
+        else:
+            self.summary.disconnects += 1
+
+    # Finishing
+
+    def complete(self, expected: dict[str, int], refused: dict[str, int]) -> bool:
+        return all(
+            s.tally.received >= expected.get(s.key, 0) - refused.get(s.key, 0) for s in self.streams if s.open
+        )
+
+    def finish(self, expected: dict[str, int], refused: dict[str, int]) -> None:
+        """Loss per stream: what was sent and accepted for its key but never arrived
+        (events the server refused at publish are not expected)."""
+        summary = self.summary
+        for stream in self.streams:
+            if not stream.first_byte:
                 continue
-            was_open = not stream.first_byte
-            _read(selector, stream, summary)
-            if was_open and (stream.first_byte or not stream.open):
-                opening -= 1
-    summary.streams = sum(1 for s in streams if s.open and s.first_byte)
-    summary.first_byte_seconds = sorted(s.first_byte - s.started for s in streams if s.first_byte)
-    summary.opening_ended = time.time()
+            summary.duplicates += stream.tally.duplicates
+            summary.out_of_order += stream.tally.out_of_order
+            missing = stream.tally.missing({stream.key.encode(): expected.get(stream.key, 0)})
+            summary.lost += max(missing - refused.get(stream.key, 0), 0)
+
+    def close(self) -> None:
+        for stream in self.streams:
+            stream.sock.close()
+        self.poller.close()
+
+
+def run_worker(spec: WorkerSpec, control: multiprocessing.connection.Connection) -> None:
+    cpu_start = time.process_time()  # the interpreter's start-up is not the flood's
+    worker = _Worker(spec)
+    summary = worker.summary
+    worker.open_all()
+    summary.cpu_opening = time.process_time() - cpu_start
     control.send(("ready", summary.to_json()))
     expected: dict[str, int] | None = None
     refused: dict[str, int] = {}
     settle = limit = 0.0
-    last_progress = finish_asked = time.monotonic()
+    last_progress = finish_asked = last_check = time.monotonic()
     while True:
         if control.poll():
             message = control.recv()
             if message[0] == "progress":
-                control.send(("progress", summary.streams, sum(s.tally.received for s in streams)))
+                control.send(("progress", summary.streams, summary.received))
             elif message[0] == "finish":
                 expected, refused, settle, limit = message[1:5]
                 last_progress = finish_asked = time.monotonic()
         received_before = summary.received
-        for key, _ in selector.select(timeout=0.05):
-            _read(selector, key.data[0], summary)
-        summary.received = sum(s.tally.received for s in streams)
+        worker.poll(0.05)
         now = time.monotonic()
         if summary.received != received_before:
             last_progress = now
         if expected is not None:
-            complete = all(
-                s.tally.received >= expected.get(s.key, 0) - refused.get(s.key, 0) for s in streams if s.open
-            )
-            if complete or now - last_progress > settle or now - finish_asked > limit:
+            if now - last_progress > settle or now - finish_asked > limit:
                 break
-    _finish(streams, summary, expected or {}, refused)
+            if now - last_check >= COMPLETE_CHECK_INTERVAL:
+                last_check = now
+                if worker.complete(expected, refused):
+                    break
+    worker.finish(expected or {}, refused)
+    summary.cpu = time.process_time() - cpu_start
     control.send(("done", summary.to_json()))
-    for stream in streams:
-        stream.sock.close()
-
-
-def _read(selector: selectors.BaseSelector, stream: _Stream, summary: Summary) -> None:
-    try:
-        data = stream.sock.recv(READ_SIZE)
-    except BlockingIOError:
-        return
-    except OSError:
-        data = b""
-    if not data:
-        _drop(selector, stream, summary)
-        return
-    summary.bytes += len(data)
-    try:
-        stream.http.feed_data(data)
-    except httptools.HttpParserError:
-        _drop(selector, stream, summary)
-        return
-    if stream.status and stream.status != 200:
-        _drop(selector, stream, summary, connect_error=True)
-
-
-def _drop(
-    selector: selectors.BaseSelector, stream: _Stream, summary: Summary, connect_error: bool = False
-) -> None:
-    if not stream.open:
-        return
-    stream.open = False
-    try:
-        selector.unregister(stream.sock)
-    except (KeyError, ValueError):
-        pass
-    if connect_error or not stream.first_byte:
-        summary.connect_errors += 1
-        stream.first_byte = 0.0
-    else:
-        summary.disconnects += 1
-
-
-def _finish(
-    streams: list[_Stream], summary: Summary, expected: dict[str, int], refused: dict[str, int]
-) -> None:
-    """Loss per stream: what was sent and accepted for its key but never arrived (events
-    the server refused at publish are not expected)."""
-    for stream in streams:
-        if not stream.first_byte:
-            continue
-        summary.duplicates += stream.tally.duplicates
-        summary.out_of_order += stream.tally.out_of_order
-        missing = stream.tally.missing({stream.key.encode(): expected.get(stream.key, 0)})
-        summary.lost += max(missing - refused.get(stream.key, 0), 0)
+    worker.close()
 
 
 def worker_entry(spec: WorkerSpec, control: Any) -> None:

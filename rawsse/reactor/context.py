@@ -3,6 +3,7 @@ so that the connection and the server never import each other."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -16,6 +17,14 @@ from rawsse.reactor.streams import Streams
 
 if TYPE_CHECKING:
     from rawsse.reactor.protocol import HttpProtocol
+
+
+class Admission(enum.Enum):
+    SERVE = "serve"
+    SHED = "shed"
+    """Over the limit: its request is read and answered "come back later"."""
+    DROP = "drop"
+    """Over the limit and over the shedding capacity: closed unanswered."""
 
 
 @dataclass
@@ -35,7 +44,21 @@ class ConnectionContext:
     """Open HTTP connections (not streams): the sweep checks their deadlines."""
     shedding: int = 0
     """How many of them are over the limit now."""
+    arriving: int = 0
+    """Connections accepted on the raw path whose request is not read yet."""
 
     @property
     def connection_count(self) -> int:
-        return len(self.connections) + self.streams.count
+        return len(self.connections) + self.streams.count + self.arriving
+
+    def admit(self) -> Admission:
+        """What becomes of a connection just accepted."""
+        if self.connection_count < self.connection_limit:
+            return Admission.SERVE
+        if self.shedding >= self.shed_capacity:
+            # No answer at all: a dropped connection is a network error, after which
+            # EventSource reconnects by itself (a 503 would end it for good), and the
+            # descriptor goes back at once, so the refusals cannot exhaust them.
+            self.metrics.connections_dropped += 1
+            return Admission.DROP
+        return Admission.SHED

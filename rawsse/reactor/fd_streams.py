@@ -2,9 +2,11 @@
 asyncio loop: a stream costs its byte in the slot table, its place in the subscription
 arrays and the kernel's socket; nothing else while it is idle or keeping up.
 
-The slot is the fd itself. A connection is taken from the loop's transport by duplicating
-its socket and aborting the transport: the loop forgets its fd (and removes it from its
-own poller) while the connection lives on in the duplicate.
+The slot is the fd itself. A connection accepted on the raw path (rawsse.reactor.acceptor)
+waits for its request in the same poller and becomes a stream where it is. One that came
+through the loop's machinery is taken from its transport by duplicating its socket and
+aborting the transport: the loop forgets its fd (and removes it from its own poller) while
+the connection lives on in the duplicate.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import socket
 from array import array
 from collections.abc import Callable
 
-from rawsse.core.slots import BLOCKED, OPEN, SlotTable, Why
+from rawsse.core.slots import ARRIVING, BLOCKED, OPEN, SlotTable, Why
 from rawsse.reactor.poller import HANGUP, READABLE, WRITABLE, Poller
 
 IOV_MAX = 1024
@@ -33,6 +35,8 @@ class FdBackend:
         self._poller = poller
         self._close: Callable[[int, Why], None] = lambda slot, why: None
         self._drained: Callable[[], None] = lambda: None
+        self.on_arrival: Callable[[int], None] = lambda fd: None
+        """Called when an ARRIVING connection is readable (or hung up): its request."""
         loop.add_reader(poller.fileno(), self._on_ready)
 
     def bind(self, close: Callable[[int, Why], None], drained: Callable[[], None]) -> None:
@@ -55,6 +59,14 @@ class FdBackend:
             pass
         transport.abort()
         return fd
+
+    def watch(self, fd: int) -> None:
+        """Watch a connection accepted on the raw path for its request. Raises OSError
+        (ENOSPC: the epoll watch limit)."""
+        self._poller.register(fd)
+
+    def unwatch(self, fd: int) -> None:
+        self._poller.unregister(fd)
 
     # Writing
 
@@ -131,6 +143,8 @@ class FdBackend:
         state = self._table.state
         for fd, flags in self._poller.poll():
             if state[fd] not in (OPEN, BLOCKED):
+                if state[fd] == ARRIVING:
+                    self.on_arrival(fd)  # read even on a hang-up: the request may be there
                 continue
             if flags & HANGUP:
                 self._lost(fd)

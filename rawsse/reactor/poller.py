@@ -24,7 +24,11 @@ class Poller(Protocol):
     def register(self, fd: int) -> None: ...
     def want_write(self, fd: int, on: bool) -> None: ...
     def unregister(self, fd: int) -> None: ...
-    def poll(self) -> list[tuple[int, int]]: ...
+    def poll(self, timeout: float = 0) -> list[tuple[int, int]]:
+        """Ready fds with their flags; waits up to `timeout` s for one (the reactor never
+        waits: the loop did, on the poller's own fd)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -53,9 +57,9 @@ if sys.platform == "linux":
             except OSError:  # already gone with the socket
                 pass
 
-        def poll(self) -> list[tuple[int, int]]:
+        def poll(self, timeout: float = 0) -> list[tuple[int, int]]:
             ready = []
-            for fd, mask in self._epoll.poll(0, MAX_EVENTS):
+            for fd, mask in self._epoll.poll(timeout, MAX_EVENTS):
                 flags = 0
                 if mask & self._HUP:
                     flags |= HANGUP
@@ -97,9 +101,9 @@ if sys.platform != "linux" and sys.platform != "win32":
             self._control(fd, select.KQ_FILTER_READ, select.KQ_EV_DELETE)
             self._control(fd, select.KQ_FILTER_WRITE, select.KQ_EV_DELETE)
 
-        def poll(self) -> list[tuple[int, int]]:
+        def poll(self, timeout: float = 0) -> list[tuple[int, int]]:
             ready = []
-            for event in self._kqueue.control(None, MAX_EVENTS, 0):
+            for event in self._kqueue.control(None, MAX_EVENTS, timeout):
                 if event.flags & (select.KQ_EV_EOF | select.KQ_EV_ERROR):
                     flags = HANGUP
                 elif event.filter == select.KQ_FILTER_READ:

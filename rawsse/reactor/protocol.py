@@ -3,20 +3,25 @@ machine (rawsse.core.connection). It moves bytes between the transport and the c
 passes requests to the API and their effects to the effect runner, and does what the
 core's phase says: half-close, close, abort, or hand the connection to the stream
 reactor. Deadlines are checked by the server's once-a-second sweep, not by a timer per
-connection."""
+connection.
+
+A connection the raw accept path (rawsse.reactor.acceptor) read from first arrives here as
+a Handover: its core already fed, and its first request's effect already decided, so
+nothing is parsed or decided twice."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import cast
 
 from rawsse.core.api import OVERLOADED
 from rawsse.core.connection import ANSWERING, HttpConnection, Phase
-from rawsse.core.effects import Answer, OpenStream, Respond
+from rawsse.core.effects import Answer, Effect, OpenStream, Respond
 from rawsse.core.http import Request, error_response
 from rawsse.errors import HttpError, RawsseError
-from rawsse.reactor.context import ConnectionContext
+from rawsse.reactor.context import Admission, ConnectionContext
 from rawsse.reactor.effects import INTERNAL_ERROR, Cancel
 
 log = logging.getLogger("rawsse")
@@ -31,10 +36,23 @@ BEHIND_UNSENT = HttpError(503, "stream requested behind unsent responses")
 buffer: the fd hand-over would drop them. Real clients do not pipeline before a stream."""
 
 
+@dataclass(slots=True)
+class Handover:
+    """What the raw accept path did before handing a connection to the loop."""
+
+    core: HttpConnection
+    """Fed with every byte read so far."""
+    loopback: bool
+    request: Request | None = None
+    """The request handed out of the core, if any, and its effect, to carry out here."""
+    effect: Effect | None = None
+
+
 class HttpProtocol(asyncio.Protocol):
-    def __init__(self, context: ConnectionContext) -> None:
+    def __init__(self, context: ConnectionContext, handover: Handover | None = None) -> None:
         # per connection
         self._context = context
+        self._handover = handover
         self._transport: asyncio.Transport | None = None
         self._core: HttpConnection | None = None
         self._loopback: bool | None = None  # asked for only when a request needs it
@@ -51,19 +69,26 @@ class HttpProtocol(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport, but have its methods
         self._transport = cast(asyncio.Transport, transport)
         context = self._context
-        if context.connection_count >= context.connection_limit:
-            if context.shedding >= context.shed_capacity:
-                # No answer at all: a dropped connection is a network error, after which
-                # EventSource reconnects by itself (a 503 would end it for good), and the
-                # descriptor goes back at once, so the refusals cannot exhaust them.
-                context.metrics.connections_dropped += 1
+        handover, self._handover = self._handover, None
+        if handover is None:
+            admission = context.admit()
+            if admission is Admission.DROP:
                 self._transport.abort()
                 return
-            self._shedding = True  # its request is read and answered "come back later"
-            context.shedding += 1
+            if admission is Admission.SHED:
+                self._shedding = True  # its request is read and answered "come back later"
+                context.shedding += 1
+            core = HttpConnection(context.limits, context.timeouts, context.clock(), self._shedding)
+        else:
+            core = handover.core
+            self._loopback = handover.loopback
         self._transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
-        self._core = HttpConnection(context.limits, context.timeouts, context.clock(), self._shedding)
+        self._core = core
         context.connections.add(self)
+        if handover is not None:
+            if handover.request is not None and handover.effect is not None:
+                self._handle(handover.request, handover.effect)
+            self._sync()
 
     def data_received(self, data: bytes) -> None:
         if self._core is not None:
@@ -136,15 +161,18 @@ class HttpProtocol(asyncio.Protocol):
         finally:
             self._syncing = False
 
-    def _handle(self, request: Request) -> None:
+    def _handle(self, request: Request, effect: Effect | None = None) -> None:
+        """Decide `request` (unless its `effect` was decided on the raw path) and carry
+        the effect out."""
         context = self._context
         core = self._core
         assert core is not None
         try:
-            if self._shedding:
-                core.respond(request, context.api.shed(request), True, context.clock())
-                return
-            effect = context.api.handle(request, self._from_loopback)
+            if effect is None:
+                if self._shedding:
+                    core.respond(request, context.api.shed(request), True, context.clock())
+                    return
+                effect = context.api.handle(request, self._from_loopback)
 
             def reply(outcome: Answer | RawsseError) -> None:
                 self._answered(request, outcome)

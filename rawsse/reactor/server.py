@@ -40,6 +40,7 @@ from rawsse.reactor.transport_streams import TransportBackend
 
 if TYPE_CHECKING:  # the workers' broker needs a POSIX machine: imported only for workers
     from rawsse.broker.workers import WorkerContext
+    from rawsse.reactor.acceptor import Acceptor
 
 log = logging.getLogger("rawsse")
 
@@ -98,7 +99,9 @@ class Server:
         self.config = Config(**options) if config is None else config
         self.worker = worker
         self.metrics = Metrics()
-        self._listeners: list[asyncio.Server] = []
+        self._listeners: list[asyncio.Server | Acceptor] = []
+        """What accepts: the raw path for the fd backend, the loop's servers for transports."""
+        self._acceptor: Acceptor | None = None
         self._port = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Event | None = None
@@ -178,10 +181,17 @@ class Server:
             else None
         )
         self._stopped = asyncio.Event()
-        self._listeners = [
-            await loop.create_server(lambda: HttpProtocol(self.context), sock=sock, backlog=config.backlog)
-            for sock in sockets
-        ]
+        backend = self.streams.backend
+        if isinstance(backend, FdBackend):
+            from rawsse.reactor.acceptor import Acceptor  # POSIX (fcntl), as the fd backend
+
+            self._acceptor = Acceptor(loop, sockets, self.context, backend)
+            self._listeners = [self._acceptor]
+        else:
+            factory = lambda: HttpProtocol(self.context)  # noqa: E731
+            self._listeners = [
+                await loop.create_server(factory, sock=sock, backlog=config.backlog) for sock in sockets
+            ]
         self._port = sockets[0].getsockname()[1]
 
     def _make_broker(self) -> Broker:
@@ -257,6 +267,8 @@ class Server:
         flushed = await self.streams.drain(self.config.shutdown_grace)
         if not flushed:
             log.warning("shutdown grace ran out with bytes still pending; closing anyway")
+        if self._acceptor is not None:
+            self._acceptor.close_arriving()  # while the backend's poller still watches them
         self.streams.close_all()
         for connection in list(self.context.connections):
             connection.close_now()
@@ -308,6 +320,8 @@ class Server:
         try:
             for connection in [c for c in self.context.connections if c.deadline <= now]:
                 connection.on_timeout(now)
+            if self._acceptor is not None:
+                self._acceptor.sweep(now)
             self.streams.sweep(now)
             self.hub.history.expire(now)
             self.broker.sweep()

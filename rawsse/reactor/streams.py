@@ -102,7 +102,11 @@ class Streams:
     def open(self, transport: asyncio.Transport, first_bytes: bytes, topics: tuple[str, ...]) -> None:
         """Make the connection a stream that starts with `first_bytes`. Raises OSError
         when no slot can be had; the connection is then untouched."""
-        slot = self.backend.adopt(transport)
+        self.open_slot(self.backend.adopt(transport), first_bytes, topics)
+
+    def open_slot(self, slot: int, first_bytes: bytes, topics: tuple[str, ...]) -> None:
+        """Make the connection in `slot` — one the backend holds already (accepted on the
+        raw path) — a stream that starts with `first_bytes`."""
         self.table.open(slot, SSE)
         self.subscriptions.add(slot, topics)
         metrics = self._metrics
