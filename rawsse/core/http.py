@@ -75,6 +75,14 @@ class HttpLimits:
     max_body_bytes: int = MAX_BODY_BYTES
 
 
+MAX_KNOWN_HEADER_NAMES = 512
+_HEADER_NAMES: dict[bytes, str] = {}
+"""Header names as sent, lower-cased once: clients send the same few names every time
+(bounded, so a client inventing names cannot grow it)."""
+
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE", "PATCH")}
+
+
 class RequestReader:
     """Turns the bytes of one connection into complete requests, enforcing the limits.
 
@@ -189,7 +197,11 @@ class RequestReader:
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self._limits.max_header_bytes:
             self._fail(HttpError(431, "request header block too large"))
-        key = name.decode("latin-1").lower()
+        key = _HEADER_NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_HEADER_NAMES) < MAX_KNOWN_HEADER_NAMES:
+                _HEADER_NAMES[name] = key
         text = value.decode("latin-1")
         headers = self._headers
         previous = headers.get(key)
@@ -225,10 +237,11 @@ class RequestReader:
         path, query = _target(self._url)
         body = self._body
         parser = self._parser
+        method = parser.get_method()
         self._keep_alive = keep_alive = parser.should_keep_alive()
         self._done.append(
             Request(
-                parser.get_method().decode("latin-1"),
+                _METHODS.get(method) or method.decode("latin-1"),
                 path,
                 query,
                 self._headers,
