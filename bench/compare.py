@@ -3,6 +3,7 @@
     .venv/bin/python bench/compare.py                    # the full suite, about 10 minutes
     .venv/bin/python bench/compare.py --tiny             # every workload at toy size (the tests)
     .venv/bin/python bench/compare.py --servers rawsse,sse-starlette --workloads W2,W4
+    .venv/bin/python bench/compare.py --servers rawsse,handoff-sketch,nchan --rounds 3
 
 Each workload starts each server afresh, drives it with `rawsse flood`, stops it, and
 records what the flood saw plus the server's memory and CPU. Results: a table on the
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -363,6 +365,19 @@ def headline(workload: str, result: dict[str, Any]) -> dict[str, float]:
     return figures
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first run, its headline replaced by each figure's median over all runs (and
+    every run's headline kept beside it)."""
+    merged = dict(runs[0])
+    if len(runs) > 1:
+        merged["rounds"] = [run["headline"] for run in runs]
+        merged["headline"] = {
+            figure: statistics.median(run["headline"][figure] for run in runs if figure in run["headline"])
+            for figure in runs[0]["headline"]
+        }
+    return merged
+
+
 LOWER_IS_BETTER = {
     "B/stream", "peak B/strm", "p50 s", "p99 s", "max s", "lost %", "cpu %", "cpu us/strm", "cpu us/event"
 }  # fmt: skip
@@ -474,6 +489,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the interpreter of another rawsse checkout (its .venv/bin/python): adds the server "
         "rawsse-baseline, to compare a change with what came before it in one run",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run each workload this many times, the servers in alternating order, and report "
+        "each figure's median (a shared machine's drift then falls on every server alike)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where compare.json and compare.png go")
     parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args(argv)
@@ -491,25 +513,27 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, dict[str, Any]]] = {}
     run_index = int(time.time()) % 200
     for workload in args.workloads.split(","):
-        results[workload] = {}
-        for name in servers:
-            run_index += 1
-            print(f"{workload} {WORKLOADS[workload].title}: {name} ...", file=sys.stderr, flush=True)
-            try:
-                result = run_workload(
-                    SERVERS[name],
-                    WORKLOADS[workload],
-                    args.tiny,
-                    run_index,
-                    args.max_wait,
-                    args.streams,
-                    args.flood_processes,
-                )
-            except Exception as exc:
-                print(f"  failed: {exc}", file=sys.stderr)
-                continue
-            result["headline"] = headline(workload, result)
-            results[workload][name] = result
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        for round_number in range(args.rounds):
+            for name in servers if round_number % 2 == 0 else servers[::-1]:
+                run_index += 1
+                print(f"{workload} {WORKLOADS[workload].title}: {name} ...", file=sys.stderr, flush=True)
+                try:
+                    result = run_workload(
+                        SERVERS[name],
+                        WORKLOADS[workload],
+                        args.tiny,
+                        run_index,
+                        args.max_wait,
+                        args.streams,
+                        args.flood_processes,
+                    )
+                except Exception as exc:
+                    print(f"  failed: {exc}", file=sys.stderr)
+                    continue
+                result["headline"] = headline(workload, result)
+                runs[name].append(result)
+        results[workload] = {name: median_run(done) for name, done in runs.items() if done}
     print(table(results, servers))
     args.out.mkdir(parents=True, exist_ok=True)
     document = {"date": time.strftime("%Y-%m-%d"), "tiny": args.tiny, "servers": servers, "results": results}

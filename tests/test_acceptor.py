@@ -139,7 +139,7 @@ def test_out_of_descriptors_pauses_accepting_then_resumes(raw: tuple[str, str]) 
 
     async def scenario(server: Server) -> None:
         acceptor = acceptor_of(server)
-        acceptor._accept(Exhausted())  # type: ignore[arg-type]
+        acceptor._accept(Exhausted(), socket.AF_INET)  # type: ignore[arg-type]
         assert acceptor._paused is not None
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)  # waits in the backlog
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

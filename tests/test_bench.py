@@ -47,6 +47,10 @@ def test_every_workload_runs_and_loses_nothing(tiny_run: dict[str, Any], server:
             assert result["summary"]["received"] == result["expected_deliveries"], workload
             assert result["summary"]["lost"] == result["summary"]["duplicates"] == 0, workload
         assert result["headline"], workload
+        if workload != "W1":  # the CPU the flooder itself took, so a client-bound run shows
+            assert result["headline"]["client cpu %"] > 0, workload
+    storm = tiny_run["results"]["W4"][server]["headline"]
+    assert {"streams/s", "cpu us/strm", "B/stream"} <= set(storm)
 
 
 def test_table_and_chart(tiny_run: dict[str, Any]) -> None:

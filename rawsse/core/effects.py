@@ -8,21 +8,19 @@ in an Answer — bytes to send, or a stream to open — or in a RawsseError.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from rawsse.core.publish import PublishItem
 
 
-@dataclass(frozen=True, slots=True)
-class Respond:
+class Respond(NamedTuple):
     """Send `data`, a whole response; with `close` it is the last on the connection."""
 
     data: bytes
     close: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class OpenStream:
+class OpenStream(NamedTuple):
     """Make the connection a stream on `topics` that starts with `preamble` (the response
     head, the retry line and any replay). `head` is the response head alone, to answer
     "come back later" instead if no stream can be opened after all."""
@@ -32,16 +30,14 @@ class OpenStream:
     head: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
+class Publish(NamedTuple):
     """Give `items` their place in the event order, all or none; then `answer(ids)`."""
 
     items: Sequence[PublishItem]
     answer: Callable[[list[str]], Effect]
 
 
-@dataclass(frozen=True, slots=True)
-class WaitTaken:
+class WaitTaken(NamedTuple):
     """Wait until this process has taken event `sequence` (another worker or node
     delivered it and it is on its way), at most `timeout` seconds; then `then()`."""
 
@@ -50,8 +46,7 @@ class WaitTaken:
     then: Callable[[], Effect]
 
 
-@dataclass(frozen=True, slots=True)
-class CloseStreams:
+class CloseStreams(NamedTuple):
     """Close every stream on one of `topics`; then `answer(how many)`."""
 
     topics: tuple[str, ...]

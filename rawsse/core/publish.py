@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from rawsse.core.http import parse_pairs
 from rawsse.core.sse import check_field
@@ -29,15 +28,13 @@ MAX_FORM_FIELDS = 1000
 """A form publish has a handful of fields; parse_qsl's own guard against field floods."""
 
 
-@dataclass(frozen=True, slots=True)
-class PublishItem:
+class PublishItem(NamedTuple):
     topics: tuple[str, ...]
     data: str
     event: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PublishRequest:
+class PublishRequest(NamedTuple):
     items: list[PublishItem]
     batch: bool
     """True for a JSON list: the answer lists ids even for one item."""

@@ -35,7 +35,7 @@ class Subscriptions:
         return len(self._group_of)
 
     def add(self, slot: int, topics: tuple[str, ...]) -> None:
-        key = tuple(sorted(set(topics)))
+        key = topics if len(topics) == 1 else tuple(sorted(set(topics)))
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = Group(key)

@@ -96,7 +96,8 @@ class Acceptor:
     def _listen(self) -> None:
         self._paused = None
         for sock in self._sockets:
-            self._loop.add_reader(sock.fileno(), self._accept, sock)
+            # The family as a plain int, read once: the socket's property builds an enum.
+            self._loop.add_reader(sock.fileno(), self._accept, sock, int(sock.family))
 
     def _pause(self, exc: OSError) -> None:
         if not self._warned:
@@ -106,7 +107,7 @@ class Acceptor:
             self._loop.remove_reader(sock.fileno())
         self._paused = self._loop.call_later(ACCEPT_PAUSE, self._listen)
 
-    def _accept(self, sock: socket.socket) -> None:
+    def _accept(self, sock: socket.socket, family: int) -> None:
         context = self._context
         table = self._table
         arrived = self._arrived
@@ -127,18 +128,18 @@ class Acceptor:
                 os.close(fd)
                 continue
             if admission is Admission.SHED or fd >= table.capacity:
-                self._hand_over(fd, sock.family, None)
+                self._hand_over(fd, family, None)
                 continue
             fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)  # a fresh socket has no other flag to keep
             try:
                 self._backend.watch(fd)
             except OSError:
-                self._hand_over(fd, sock.family, None)
+                self._hand_over(fd, family, None)
                 continue
             table.arrive(fd)
             loopback = is_loopback_address(address[0])
             self._loopback[fd] = loopback
-            self._family[fd] = sock.family
+            self._family[fd] = family
             arrived[fd] = now
             queue.append((now, fd))
             context.arriving += 1

@@ -1,8 +1,9 @@
 """Giving the C allocator's slack back to the system after a burst of connections.
 
-Each new stream passes through short-lived objects (a transport, a protocol, a parser, the
-request) that are freed once it is open; after thousands of connects the allocator keeps
-the pages they used, so the process looks as if every idle stream cost hundreds of bytes.
+Each new stream passes through short-lived objects (its request and headers; on the
+ordinary path also a transport, a protocol and a parser) that are freed once it is open;
+after thousands of connects the allocator keeps the pages they used, so the process looks
+as if every idle stream cost more than it does.
 glibc's malloc_trim(0) returns those pages. It walks the heap, so it is called only once a
 burst is over — many streams opened or closed since the last trim, few in the last
 second — and at most every TRIM_INTERVAL seconds.
