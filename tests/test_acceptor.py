@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import socket
 
@@ -13,7 +14,15 @@ import pytest
 
 from rawsse.reactor.acceptor import Acceptor
 from rawsse.reactor.server import Server
-from tests.helpers import TIMEOUT, StreamClient, publish, read_response, run_with_server, wait_for
+from tests.helpers import (
+    TIMEOUT,
+    StreamClient,
+    open_slow_reader,
+    publish,
+    read_response,
+    run_with_server,
+    wait_for,
+)
 
 RAW = [("uvloop", "epoll"), ("asyncio", "epoll")]
 
@@ -88,27 +97,15 @@ def test_a_head_that_trickles_in_is_handed_over_and_still_becomes_a_stream(raw: 
         writer.write(b"GET /events?topic=t HTTP/1.1\r\n")
         await wait_for(lambda: len(server.context.connections) == 1, "the hand-over")
         writer.write(b"Host: 127.0.0.1\r\n\r\n")
-        await wait_for(lambda: server.metrics.streams_open == 1, "the stream to open")
-        await publish(server.port, "t", "late")
-        seen = b""
-        while b"data: late" not in seen:
-            seen += await asyncio.wait_for(reader.read(4096), TIMEOUT)
-        assert seen.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert await streamed_event(server, reader, "late")
         writer.close()
 
     run_with_server(raw, scenario)
 
 
-async def arrive(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection that asks nothing, once the server counts it."""
-    connection = await asyncio.open_connection("127.0.0.1", server.port)
-    await wait_for(lambda: server.connection_count == 1, "the arrival to be counted")
-    return connection
-
-
 def test_a_connection_that_asks_nothing_is_counted_then_closed_by_the_sweep(raw: tuple[str, str]) -> None:
     async def scenario(server: Server) -> None:
-        reader, writer = await arrive(server)
+        reader, writer = await arrive_after(server, 0)
         assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # closed, unanswered
         assert server.connection_count == 0
         writer.close()
@@ -150,12 +147,92 @@ def test_out_of_descriptors_pauses_accepting_then_resumes(raw: tuple[str, str]) 
     run_with_server(raw, scenario)
 
 
-def test_shutdown_answers_what_arrived_and_then_closes_it(raw: tuple[str, str]) -> None:
+def test_shutdown_answers_what_arrived_during_the_drain_and_then_closes_it(raw: tuple[str, str]) -> None:
     async def scenario(server: Server) -> None:
-        reader, writer = await arrive(server)
-        await server.stop()
+        _, slow = await open_slow_reader(server.port)
+        slow.write(b"GET /events?topic=t HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await wait_for(lambda: server.metrics.streams_open == 1, "the slow stream to open")
+        while not server.streams.has_pending:  # unread bytes hold the drain open
+            await publish(server.port, "t", "x" * 500_000)
+        reader, writer = await arrive_after(server, 1)
+        stopping = asyncio.ensure_future(server.stop())
+        await wait_for(lambda: server.api.draining, "the drain to begin")
+        writer.write(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = await read_response(reader)
+        assert (answer.status, answer.body) == (503, b"not ready: draining\n")
+        slow.transport.abort()  # the drain ends
+        await asyncio.wait_for(stopping, TIMEOUT)
         assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
         assert server.connection_count == 0
         writer.close()
 
-    run_with_server(raw, scenario)
+    run_with_server(raw, scenario, max_pending_bytes=64 * 1024 * 1024, shutdown_grace=30)
+
+
+def test_connections_handed_over_count_against_the_limit(raw: tuple[str, str]) -> None:
+    """Two publishers whose bodies have not come yet hold the two places there are: a
+    stream request is told to come back later (a 200 stream, never a 503)."""
+
+    async def scenario(server: Server) -> None:
+        held = []
+        for _ in range(2):
+            _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"POST /publish?topic=t HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 9\r\n\r\n")
+            held.append(writer)
+        refused = await StreamClient.open(server.port, "topic=t")
+        assert refused.status == 200
+        events = await refused.until_closed()
+        assert [json.loads(e.data)["reason"] for e in events] == ["overloaded"]
+        assert server.metrics.streams_refused == 1
+        assert len(server.context.connections) == 2 and server.context.handing_over == 0
+        for writer in held:
+            writer.close()
+        refused.close()
+
+    run_with_server(raw, scenario, max_connections=2)
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /events?topic=t HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        b"GET /events?topic=t HTTP/1.0\r\n\r\n",
+        b"GET /events?topic=t HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"p" * 20_000 + b"\r\n\r\n",
+    ],
+    ids=["connection-close", "http-1.0", "first-read-over-a-slice"],
+)
+def test_stream_requests_the_shared_reader_cannot_keep_still_stream(
+    raw: tuple[str, str], request_head: bytes
+) -> None:
+    """The reader cannot read another connection's request after these (the connection
+    ends after one message, or the read holds more than one slice): they become streams
+    through the ordinary path, and the next request still works on the raw one."""
+
+    async def scenario(server: Server) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(request_head)
+        assert await streamed_event(server, reader, "through")
+        after = await StreamClient.open(server.port, "topic=t")
+        assert after.status == 200
+        writer.close()
+        after.close()
+
+    run_with_server(raw, scenario, max_header_bytes=64 * 1024)
+
+
+async def arrive_after(server: Server, count: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that asks nothing, once the server counts it beside `count` others."""
+    connection = await asyncio.open_connection("127.0.0.1", server.port)
+    await wait_for(lambda: server.connection_count == count + 1, "the arrival to be counted")
+    return connection
+
+
+async def streamed_event(server: Server, reader: asyncio.StreamReader, data: str) -> bool:
+    """Once the stream is open, publish `data` on topic t; whether the connection read as
+    a 200 stream that carried it."""
+    await wait_for(lambda: server.metrics.streams_open == 1, "the stream to open")
+    await publish(server.port, "t", data)
+    seen = b""
+    while f"data: {data}".encode() not in seen:
+        seen += await asyncio.wait_for(reader.read(65536), TIMEOUT)
+    return seen.startswith(b"HTTP/1.1 200 OK\r\n")

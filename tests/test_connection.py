@@ -286,6 +286,17 @@ def test_over_the_limit_a_body_after_a_stream_request_waits_for_its_answer() -> 
     assert (connection.take_output(), connection.phase) == (b"come back later", Phase.CLOSED)
 
 
+def test_no_100_continue_for_a_body_that_came_with_its_head() -> None:
+    """The body is here already: a 100 Continue would only arrive after the answer."""
+    connection = make()
+    connection.receive_data(
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx", 0
+    )
+    [request] = requests(connection)
+    connection.respond(request, b"id", False, 0)
+    assert connection.take_output() == b"id"
+
+
 def test_a_100_continue_comes_after_the_answers_before_its_request() -> None:
     connection = make()
     expecting = b"POST /publish HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"

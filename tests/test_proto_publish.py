@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rawsse.core.publish import PublishItem, parse_publish
+from rawsse.core.publish import PublishItem, PublishRequest, parse_publish
 from rawsse.errors import RawsseError
 
 FORM = "application/x-www-form-urlencoded"
@@ -17,6 +17,8 @@ def test_form() -> None:
     parsed = parse_publish("", FORM, b"topic=a&topic=b&data=hi%0Athere&event=e")
     assert parsed.items == [PublishItem(("a", "b"), "hi\nthere", "e")]
     assert not parsed.batch
+    # Named tuples compare as tuples: the types are checked too.
+    assert type(parsed) is PublishRequest and type(parsed.items[0]) is PublishItem
 
 
 def test_raw_body_with_topic_in_the_url_whatever_the_type() -> None:

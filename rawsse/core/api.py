@@ -62,17 +62,18 @@ class AcceptBudget:
     """A token bucket for --max-accept-rate: `rate` streams a second, in bursts of up to a
     second's worth. Plain arithmetic on the clock's readings; no timer."""
 
-    __slots__ = ("_level", "_rate", "_since")
+    __slots__ = ("_level", "_since", "rate")
 
     def __init__(self, rate: float, now: float) -> None:
-        self._rate = rate
+        self.rate = rate
+        """0: no limit (nothing to take)."""
         self._level = rate
         self._since = now
 
     def take(self, now: float) -> bool:
-        if not self._rate:
+        if not self.rate:
             return True
-        self._level = min(self._rate, self._level + (now - self._since) * self._rate)
+        self._level = min(self.rate, self._level + (now - self._since) * self.rate)
         self._since = now
         if self._level < 1:
             return False
@@ -253,7 +254,8 @@ class Api:
         head = self._heads[allowed]
         if self.draining:
             return Respond(self.come_back_later(head, SHUTTING_DOWN), close=True)
-        if not self._accept_budget.take(self._clock()):
+        budget = self._accept_budget
+        if budget.rate and not budget.take(self._clock()):
             return Respond(self.come_back_later(head, OVERLOADED), close=True)
         if self._view.shares_order:
             ahead = self._hub.not_yet_taken(last_event_id)
@@ -265,7 +267,7 @@ class Api:
         """The stream, or one page of a long replay: sent whole, then the connection
         closes and the client's reconnect asks for the next page."""
         replay, whole = self._hub.catch_up(topics, last_event_id, self._options.max_pending_bytes)
-        preamble = self._prefixes[allowed] + replay
+        preamble = self._prefixes[allowed] + replay if replay else self._prefixes[allowed]
         if not whole:
             return Respond(preamble, close=True)
         return OpenStream(topics, preamble, self._heads[allowed])

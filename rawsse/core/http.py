@@ -76,9 +76,10 @@ class HttpLimits:
 
 
 MAX_KNOWN_HEADER_NAMES = 512
+MAX_KNOWN_HEADER_NAME = 64
 _HEADER_NAMES: dict[bytes, str] = {}
 """Header names as sent, lower-cased once: clients send the same few names every time
-(bounded, so a client inventing names cannot grow it)."""
+(bounded in count and length, so a client inventing names cannot grow it beyond 32 KiB)."""
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE", "PATCH")}
 
@@ -91,6 +92,12 @@ class RequestReader:
     response (a `100 Continue`), and `in_head`/`in_body` tell the caller which timeout runs.
     """
 
+    __slots__ = (
+        "_began_in_chunk", "_body", "_body_bytes", "_body_wire", "_deferred", "_done", "_error",
+        "_head_bytes", "_head_done", "_headers", "_in_message", "_keep_alive", "_limits",
+        "_parser", "_spilled", "_url", "interim",
+    )  # fmt: skip
+
     def __init__(self, limits: HttpLimits = HttpLimits()) -> None:
         self._limits = limits
         self._parser = httptools.HttpRequestParser(self)
@@ -99,12 +106,16 @@ class RequestReader:
         self._deferred: HttpError | None = None
         self.interim = b""
         # per request (one message is read at a time)
-        self._in_message = False
         self._keep_alive = True
-        self._begin()
+        self.on_message_begin()
+        self._in_message = False
 
-    def _begin(self) -> None:
+    # Parser callbacks (called by httptools from inside feed_data, once per request or
+    # per header: kept short, and few, since each is a Python call)
+
+    def on_message_begin(self) -> None:
         """The state of a new message."""
+        self._in_message = True
         self._head_done = False
         self._began_in_chunk = True
         self._spilled = 0
@@ -145,7 +156,7 @@ class RequestReader:
         if self._deferred is not None:
             raise self._deferred
         self._began_in_chunk = False
-        head_open_before = self.in_head
+        head_open_before = self._in_message and not self._head_done
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -162,11 +173,14 @@ class RequestReader:
         # httptools buffers a header that is still arriving without telling us, so a chunk
         # that began and ended inside one head is counted whole: the head can outgrow the
         # limit by at most one read before it is refused.
-        if self.in_head and head_open_before and not self._began_in_chunk:
-            self._spilled += len(data)
-            if self._spilled > self._limits.max_header_bytes:
-                raise HttpError(431, "request header block too large")
-        if self.in_body:
+        if not self._in_message:
+            pass  # between messages: the usual end of a read
+        elif not self._head_done:
+            if head_open_before and not self._began_in_chunk:
+                self._spilled += len(data)
+                if self._spilled > self._limits.max_header_bytes:
+                    raise HttpError(431, "request header block too large")
+        else:
             # Everything read while a body is open counts, framing included; a read that
             # also held the head or an earlier request over-counts by at most that read.
             self._body_wire += len(data)
@@ -175,13 +189,6 @@ class RequestReader:
                 raise HttpError(413, f"body with its chunk framing larger than {limits.max_body_bytes} bytes")
         done, self._done = self._done, []
         return done
-
-    # Parser callbacks (called by httptools from inside feed_data, once per request or
-    # per header: kept short)
-
-    def on_message_begin(self) -> None:
-        self._in_message = True
-        self._begin()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -200,7 +207,7 @@ class RequestReader:
         key = _HEADER_NAMES.get(name)
         if key is None:
             key = name.decode("latin-1").lower()
-            if len(_HEADER_NAMES) < MAX_KNOWN_HEADER_NAMES:
+            if len(name) <= MAX_KNOWN_HEADER_NAME and len(_HEADER_NAMES) < MAX_KNOWN_HEADER_NAMES:
                 _HEADER_NAMES[name] = key
         text = value.decode("latin-1")
         headers = self._headers
@@ -234,7 +241,16 @@ class RequestReader:
 
     def on_message_complete(self) -> None:
         self._in_message = False
-        path, query = _target(self._url)
+        # Its body came whole in this read: a 100 Continue asked for in it is moot, and
+        # would arrive after the final answer.
+        self.interim = b""
+        url = self._url
+        # find, not `in`: bytes.__contains__ first tries its argument as an int, raising
+        # and clearing a TypeError for every bytes argument (a thousand instructions).
+        if url[:1] == b"/" and url.find(b"#") < 0:  # the usual origin form, split by hand
+            path, _, query = url.decode("latin-1").partition("?")
+        else:
+            path, query = _target(url)
         body = self._body
         parser = self._parser
         method = parser.get_method()
@@ -256,11 +272,8 @@ class RequestReader:
 
 
 def _target(url: bytes) -> tuple[str, str]:
-    """(path, query) of a request target. The usual origin form (`/path?query`) is split
-    by hand; anything else (an absolute URL, a fragment) goes through httptools."""
-    if url.startswith(b"/") and b"#" not in url:
-        path, _, query = url.partition(b"?")
-        return path.decode("latin-1"), query.decode("latin-1")
+    """(path, query) of a request target other than the usual origin form (`/path?query`,
+    split by hand in on_message_complete): an absolute URL, one with a fragment."""
     parsed = httptools.parse_url(url)
     return (parsed.path.decode("latin-1") if parsed.path else "/"), (
         parsed.query.decode("latin-1") if parsed.query else ""
@@ -278,6 +291,9 @@ def parse_pairs(text: str, max_fields: int) -> list[tuple[str, str]]:
         raise ValueError("Max number of fields exceeded")
     if "%" in text or "+" in text:
         return parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=max_fields)
+    if "&" not in text:  # one pair, the usual /events?topic=NAME
+        name, _, value = text.partition("=")
+        return [(name, value)]
     return [(name, value) for name, _, value in (part.partition("=") for part in text.split("&") if part)]
 
 

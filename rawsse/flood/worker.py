@@ -127,7 +127,7 @@ class _Stream:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
             if name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
+                chunked = value.lower().find(b"chunked") >= 0  # not `in`: see core/http.py
             elif name == b"x-rawsse-worker":
                 self.worker = value.strip().decode("latin-1")
         self.first_byte = time.monotonic()

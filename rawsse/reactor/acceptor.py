@@ -10,12 +10,13 @@ no transport, no Protocol object, no parser kept.
              ─> a HttpConnection core that takes the reader and what it read, handed to
                 the loop's machinery (a Handover): nothing is read or decided twice
 
-Until its first bytes come, an arriving connection costs its slot byte, a dict entry and
-a place in the header-timeout queue; the once-a-second sweep closes those whose request
-did not start within --header-timeout, as the ordinary path closes an idle connection.
-The same admission (rawsse.reactor.context) decides over-limit connections: dropped here,
-or handed over to be answered "come back later". Used with the fd stream backend; with
-transports the loop's own server accepts.
+Until its first bytes come, an arriving connection costs its slot byte and a dict entry
+(in accept order); the once-a-second sweep closes those whose request did not start
+within --header-timeout, as the ordinary path closes an idle connection. Arriving and
+handed-over connections count against --max-connections until the loop holds them, and
+the one admission (rawsse.reactor.context) decides here, once: served, handed over to be
+answered "come back later", or dropped. Used with the fd stream backend; with transports
+the loop's own server accepts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import fcntl
 import logging
 import os
 import socket
-from collections import deque
 
 from rawsse.core.connection import FEED_SLICE, HttpConnection
 from rawsse.core.effects import Effect, OpenStream
@@ -67,10 +67,8 @@ class Acceptor:
         self._backend = backend
         self._table = context.streams.table
         self._arrived: dict[int, float] = {}
-        """Arriving fds, with when they were accepted."""
-        self._queue: deque[tuple[float, int]] = deque()
-        """(accepted at, fd), oldest first, for the header timeout; entries whose fd left
-        (or holds a newer connection) are skipped when their time comes."""
+        """Arriving fds, with when they were accepted; in accept order (a dict keeps the
+        order of insertion), which the sweep relies on."""
         self._loopback = bytearray(self._table.capacity)
         self._family = bytearray(self._table.capacity)  # AF_INET or AF_INET6, by fd
         self._reader: RequestReader | None = None
@@ -111,7 +109,6 @@ class Acceptor:
         context = self._context
         table = self._table
         arrived = self._arrived
-        queue = self._queue
         now = context.clock()
         for _ in range(ACCEPT_BATCH):
             try:
@@ -127,21 +124,24 @@ class Acceptor:
             if admission is Admission.DROP:
                 os.close(fd)
                 continue
-            if admission is Admission.SHED or fd >= table.capacity:
-                self._hand_over(fd, family, None)
+            if admission is Admission.SHED:
+                context.shedding += 1  # counted now, so the rest of the batch sees it
+                self._hand_over(fd, family, Handover(None, shedding=True), watched=False)
+                continue
+            if fd >= table.capacity:  # the ordinary path answers "come back later"
+                self._hand_over(fd, family, Handover(None), watched=False)
                 continue
             fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)  # a fresh socket has no other flag to keep
             try:
                 self._backend.watch(fd)
             except OSError:
-                self._hand_over(fd, family, None)
+                self._hand_over(fd, family, Handover(None), watched=False)
                 continue
             table.arrive(fd)
             loopback = is_loopback_address(address[0])
             self._loopback[fd] = loopback
             self._family[fd] = family
             arrived[fd] = now
-            queue.append((now, fd))
             context.arriving += 1
 
     # The first bytes
@@ -153,11 +153,19 @@ class Acceptor:
             return
         except OSError:
             count = 0
-        context = self._context
         accepted = self._leave(fd)
         if not count:  # gone before it asked anything
             os.close(fd)
             return
+        try:
+            self._first_request(fd, count, accepted)
+        except Exception:  # a fault here must not leave the fd in the poller, unowned
+            log.exception("taking a new connection's request failed; closing it")
+            self._backend.unwatch(fd)
+            os.close(fd)
+
+    def _first_request(self, fd: int, count: int, accepted: float) -> None:
+        context = self._context
         now = context.clock()
         # One slice is read with the shared reader, as a connection's core reads its input
         # (the rest, if any, is the core's to read, with its pipelining bounds).
@@ -178,7 +186,7 @@ class Acceptor:
                 return
         core = HttpConnection(context.limits, context.timeouts, accepted, reader=reader)
         core.receive_parsed(requests, error, bytes(self._view[FEED_SLICE:count]), now)
-        handover = Handover(core, loopback)
+        handover = Handover(core, loopback=loopback)
         if effect is not None:
             request = core.next_request()  # the one decided above
             assert request is requests[0]
@@ -203,28 +211,45 @@ class Acceptor:
         self._context.arriving -= 1
         return self._arrived.pop(fd)
 
-    def _hand_over(self, fd: int, family: int, handover: Handover | None) -> None:
-        """Give the connection to the loop's machinery (with what was done so far)."""
-        if handover is not None:
+    def _hand_over(self, fd: int, family: int, handover: Handover, watched: bool = True) -> None:
+        """Give the connection to the loop's machinery (with what was done so far); it
+        counts as in flight until the loop has made it."""
+        if watched:
             self._backend.unwatch(fd)
         sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
         sock.setblocking(False)
         context = self._context
+        context.handing_over += 1
         task = self._loop.create_task(
             self._loop.connect_accepted_socket(lambda: HttpProtocol(context, handover), sock)
         )
-        task.add_done_callback(_report_failure)
+
+        def done(task: asyncio.Task[object]) -> None:
+            if task.cancelled() or task.exception() is not None:
+                if handover.pending:  # never made: undo what it held
+                    handover.arrived(context)
+                    if handover.shedding:
+                        context.shedding -= 1
+                    if handover.core is not None:
+                        handover.core.release()
+                    sock.close()
+                if not task.cancelled():
+                    log.warning("cannot hand a connection over to the loop: %s", task.exception())
+
+        task.add_done_callback(done)
 
     # The sweep
 
     def sweep(self, now: float) -> None:
         """Once a second: close the arrivals that asked nothing within the header timeout."""
         limit = now - self._context.timeouts.header
-        queue, arrived = self._queue, self._arrived
-        while queue and queue[0][0] <= limit:
-            accepted, fd = queue.popleft()
-            if arrived.get(fd) == accepted:
-                self._close(fd)
+        expired = []
+        for fd, accepted in self._arrived.items():  # oldest first
+            if accepted > limit:
+                break
+            expired.append(fd)
+        for fd in expired:
+            self._close(fd)
 
     def _close(self, fd: int) -> None:
         self._leave(fd)
@@ -245,9 +270,3 @@ class Acceptor:
         """Close every connection still arriving (the shutdown's end)."""
         for fd in list(self._arrived):
             self._close(fd)
-        self._queue.clear()
-
-
-def _report_failure(task: asyncio.Task[object]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("cannot hand a connection over to the loop: %s", task.exception())

@@ -46,10 +46,12 @@ class ConnectionContext:
     """How many of them are over the limit now."""
     arriving: int = 0
     """Connections accepted on the raw path whose request is not read yet."""
+    handing_over: int = 0
+    """Connections the raw path handed to the loop that it has not made yet."""
 
     @property
     def connection_count(self) -> int:
-        return len(self.connections) + self.streams.count + self.arriving
+        return len(self.connections) + self.streams.count + self.arriving + self.handing_over
 
     def admit(self) -> Admission:
         """What becomes of a connection just accepted."""

@@ -5,9 +5,10 @@ core's phase says: half-close, close, abort, or hand the connection to the strea
 reactor. Deadlines are checked by the server's once-a-second sweep, not by a timer per
 connection.
 
-A connection the raw accept path (rawsse.reactor.acceptor) read from first arrives here as
-a Handover: its core already fed, and its first request's effect already decided, so
-nothing is parsed or decided twice."""
+A connection the raw accept path (rawsse.reactor.acceptor) admitted arrives here with a
+Handover: its admission, and what was read of it — a core that holds the reader and its
+requests, and the first request's effect where it was decided there — so nothing is read,
+admitted or decided twice."""
 
 from __future__ import annotations
 
@@ -38,14 +39,25 @@ buffer: the fd hand-over would drop them. Real clients do not pipeline before a 
 
 @dataclass(slots=True)
 class Handover:
-    """What the raw accept path did before handing a connection to the loop."""
+    """What the raw accept path did before handing a connection to the loop. It counts in
+    `ConnectionContext.handing_over` until the connection is made (or cannot be)."""
 
-    core: HttpConnection
-    """Fed with every byte read so far."""
-    loopback: bool
+    core: HttpConnection | None
+    """Fed with every byte read so far; None when nothing was read."""
+    loopback: bool | None = None
+    shedding: bool = False
+    """Admitted over the limit (counted in `ConnectionContext.shedding` already)."""
     request: Request | None = None
     """The request handed out of the core, if any, and its effect, to carry out here."""
     effect: Effect | None = None
+    pending: bool = True
+    """Still counted in `handing_over`."""
+
+    def arrived(self, context: ConnectionContext) -> None:
+        """The connection is made, or will never be: it no longer counts as in flight."""
+        if self.pending:
+            self.pending = False
+            context.handing_over -= 1
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -78,10 +90,14 @@ class HttpProtocol(asyncio.Protocol):
             if admission is Admission.SHED:
                 self._shedding = True  # its request is read and answered "come back later"
                 context.shedding += 1
+        else:  # admitted on the raw path already
+            handover.arrived(context)
+            self._shedding = handover.shedding
+            self._loopback = handover.loopback
+        if handover is None or handover.core is None:
             core = HttpConnection(context.limits, context.timeouts, context.clock(), self._shedding)
         else:
             core = handover.core
-            self._loopback = handover.loopback
         self._transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         self._core = core
         context.connections.add(self)
