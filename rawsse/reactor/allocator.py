@@ -38,12 +38,21 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 class Trimmer:
-    def __init__(self) -> None:
-        self._trim = _malloc_trim()
+    def __init__(self, trim: Callable[[int], int] | None = None) -> None:
+        """`trim`: malloc_trim itself, unless given (a test's)."""
+        self._trim = trim or _malloc_trim()
         self._churn_at_trim = 0
         self._churn_before = 0
         self._trimmed_at = float("-inf")
         self.trims = 0
+
+    def trim_now(self, now: float) -> None:
+        """Give the slack back at once: once the server has started, what loading it left
+        (so the memory a burst of streams adds is not hidden by slack given back later)."""
+        if self._trim is not None:
+            self._trim(0)
+            self._trimmed_at = now
+            self.trims += 1
 
     def sweep(self, churn: int, now: float) -> None:
         """Called once a second with the count of streams opened and closed so far."""

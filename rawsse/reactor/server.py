@@ -134,6 +134,7 @@ class Server:
             raise
         self._next_heartbeat = self.loop.time() + config.heartbeat
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        self._trimmer.trim_now(self.loop.time())
 
     async def _start_serving(self, fd_limit: int, sockets: list[socket.socket]) -> None:
         config = self.config
