@@ -85,10 +85,6 @@ class Acceptor:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._listen()
 
-    @property
-    def arriving(self) -> int:
-        return len(self._arrived)
-
     # Accepting
 
     def _listen(self) -> None:
