@@ -62,18 +62,17 @@ class AcceptBudget:
     """A token bucket for --max-accept-rate: `rate` streams a second, in bursts of up to a
     second's worth. Plain arithmetic on the clock's readings; no timer."""
 
-    __slots__ = ("_level", "_since", "rate")
+    __slots__ = ("_level", "_rate", "_since")
 
     def __init__(self, rate: float, now: float) -> None:
-        self.rate = rate
-        """0: no limit (nothing to take)."""
+        self._rate = rate
         self._level = rate
         self._since = now
 
     def take(self, now: float) -> bool:
-        if not self.rate:
+        if not self._rate:
             return True
-        self._level = min(self.rate, self._level + (now - self._since) * self.rate)
+        self._level = min(self._rate, self._level + (now - self._since) * self._rate)
         self._since = now
         if self._level < 1:
             return False
@@ -254,8 +253,7 @@ class Api:
         head = self._heads[allowed]
         if self.draining:
             return Respond(self.come_back_later(head, SHUTTING_DOWN), close=True)
-        budget = self._accept_budget
-        if budget.rate and not budget.take(self._clock()):
+        if not self._accept_budget.take(self._clock()):
             return Respond(self.come_back_later(head, OVERLOADED), close=True)
         if self._view.shares_order:
             ahead = self._hub.not_yet_taken(last_event_id)

@@ -153,7 +153,7 @@ class HttpConnection:
 
     # Input
 
-    def receive_data(self, data: bytes | memoryview, now: float) -> None:
+    def receive_data(self, data: bytes, now: float) -> None:
         if self.phase not in ANSWERING:
             return  # lingering or done: input is read and dropped
         self._unparsed = memoryview(bytes(self._unparsed) + data) if self._unparsed else memoryview(data)

@@ -179,7 +179,7 @@ class RequestReader:
             if head_open_before and not self._began_in_chunk:
                 self._spilled += len(data)
                 if self._spilled > self._limits.max_header_bytes:
-                    raise HttpError(431, "request header block too large")
+                    raise _head_too_large()
         else:
             # Everything read while a body is open counts, framing included; a read that
             # also held the head or an earlier request over-counts by at most that read.
@@ -196,14 +196,14 @@ class RequestReader:
             self._fail(HttpError(414, "request URL too long"))
         self._head_bytes += len(url)
         if self._head_bytes > self._limits.max_header_bytes:
-            self._fail(HttpError(431, "request header block too large"))
+            self._fail(_head_too_large())
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._head_done:
             return  # a chunked body's trailer: counted with the body, never taken as a header
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self._limits.max_header_bytes:
-            self._fail(HttpError(431, "request header block too large"))
+            self._fail(_head_too_large())
         key = _HEADER_NAMES.get(name)
         if key is None:
             key = name.decode("latin-1").lower()
@@ -269,6 +269,10 @@ class RequestReader:
     def _fail(self, error: HttpError) -> None:
         self._error = error
         raise error
+
+
+def _head_too_large() -> HttpError:
+    return HttpError(431, "request header block too large")
 
 
 def _target(url: bytes) -> tuple[str, str]:

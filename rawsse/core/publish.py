@@ -171,10 +171,7 @@ def make_item(topics: list[str], data: str, event: str | None, max_topic_length:
     """One event to publish; raises TopicError or FieldError (ValueErrors, status 400)."""
     if not topics:
         raise TopicError("at least one topic is required")
-    if len(topics) == 1:
-        checked: tuple[str, ...] = (check_topic(topics[0], max_topic_length),)
-    else:
-        checked = tuple(dict.fromkeys(check_topic(t, max_topic_length) for t in topics))
+    checked = tuple(dict.fromkeys(check_topic(t, max_topic_length) for t in topics))
     if event is not None:
         if not event or len(event) > MAX_EVENT_NAME_LENGTH:
             raise FieldError(f"event name must be 1 to {MAX_EVENT_NAME_LENGTH} characters")
