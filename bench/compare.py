@@ -499,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where compare.json and compare.png go")
     parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, not {args.rounds}")
     if args.baseline:
         baseline = [args.baseline, "-m", "rawsse", "serve", "--log-level", "warning", "--port"]
         kind = ServerKind("rawsse-baseline", lambda ports, _: [*baseline, str(ports[0])])

@@ -292,8 +292,9 @@ def format_result(result: dict[str, Any]) -> str:
             )
     client = result["client"]
     lines.append(
-        f"client CPU {client['cpu_seconds']:.2f} s in {client['processes']} processes "
-        f"(opening {client['opening_cpu_seconds']:.2f} s, publishing {client['publisher_cpu_seconds']:.2f} s)"
+        f"client CPU {client['cpu_seconds']:.2f} s: {client['processes']} reader processes "
+        f"(opening {client['opening_cpu_seconds']:.2f} s of it) and the publisher "
+        f"({client['publisher_cpu_seconds']:.2f} s)"
     )
     return "\n".join(lines)
 
