@@ -4,6 +4,8 @@
     .venv/bin/python bench/compare.py --tiny             # every workload at toy size (the tests)
     .venv/bin/python bench/compare.py --servers rawsse,sse-starlette --workloads W2,W4
     .venv/bin/python bench/compare.py --servers rawsse,handoff-sketch,nchan --rounds 3
+    .venv/bin/python bench/compare.py --servers rawsse-ws,rawsse,websockets,picows \
+        --reference rawsse-ws --workloads W1,W2,W3      # WebSocket streams against SSE and peers
 
 Each workload starts each server afresh, drives it with `rawsse flood`, stops it, and
 records what the flood saw plus the server's memory and CPU. Results: a table on the
@@ -55,6 +57,10 @@ class ServerKind:
     """None when it can run here, else the reason it is skipped."""
     nodes: int = 1
     """Servers a flood spreads its streams over (publishing goes to the first)."""
+    stream_url: str = "http://127.0.0.1:{port}/events"
+    """Where a stream is asked for; a ws:// URL floods WebSocket streams."""
+    publish_ports: int = 0
+    """1 for a server that takes publishes on a port of its own (the last it is given)."""
 
 
 def _module_missing(*modules: str) -> Callable[[], str | None]:
@@ -85,6 +91,18 @@ def _nchan_command(ports: list[int], workdir: Path) -> list[str]:
     (workdir / "tmp").mkdir(exist_ok=True)
     (workdir / "nginx.conf").write_text(conf)
     return ["nginx", "-p", str(workdir), "-c", str(workdir / "nginx.conf")]
+
+
+def _websocket_peer(name: str, module: str, requires: str) -> ServerKind:
+    """A Python WebSocket server of bench/peers: streams on its first port, publishes on
+    its second (see bench/peers/ws_publish.py)."""
+    return ServerKind(
+        name,
+        lambda ports, _: [PYTHON, "-m", module, *map(str, ports)],
+        stream_url="ws://127.0.0.1:{port}/ws",
+        publish_ports=1,
+        available=_module_missing(requires),
+    )
 
 
 IDLE_SETTLE = 2.5
@@ -123,6 +141,12 @@ SERVERS = {
         publish_type="text/plain",
         available=_nchan_missing,
     ),
+    # WebSocket streams (not in the default set): rawsse's /ws, and two Python peers.
+    "rawsse-ws": ServerKind(
+        "rawsse-ws", lambda ports, _: [*RAWSSE, str(ports[0])], stream_url="ws://127.0.0.1:{port}/ws"
+    ),
+    "websockets": _websocket_peer("websockets", "bench.peers.websockets_app", "websockets"),
+    "picows": _websocket_peer("picows", "bench.peers.picows_app", "picows"),
     # rawsse beyond one process: not in the default set.
     "rawsse-2workers": ServerKind(
         "rawsse-2workers", lambda ports, _: [*RAWSSE, str(ports[0]), "--workers", "2"]
@@ -143,8 +167,9 @@ DEFAULT_SERVERS = ["rawsse", "handoff-sketch", "rawsse-transport", "sse-starlett
 class RunningServer:
     def __init__(self, kind: ServerKind) -> None:
         self.kind = kind
-        self.ports = [free_port() for _ in range(kind.nodes)]
-        self.port = self.ports[0]
+        self.ports = [free_port() for _ in range(kind.nodes + kind.publish_ports)]
+        self.port = self.ports[kind.nodes] if kind.publish_ports else self.ports[0]
+        """Where publishes go."""
         self._workdir = Path(tempfile.mkdtemp(prefix=f"bench-{kind.name}-"))
         self.process = subprocess.Popen(
             kind.command(self.ports, self._workdir),
@@ -161,7 +186,7 @@ class RunningServer:
 
     @property
     def url(self) -> str:
-        return ",".join(f"http://127.0.0.1:{port}/events" for port in self.ports)
+        return ",".join(self.kind.stream_url.format(port=port) for port in self.ports[: self.kind.nodes])
 
     def rss(self) -> int:
         return sum(_rss(pid) for pid in _tree(self.process.pid))
@@ -384,7 +409,7 @@ LOWER_IS_BETTER = {
 
 
 def ratio(name: str, ours: float, theirs: float) -> float | None:
-    """How many times better rawsse is (>1 is better) for this figure."""
+    """How many times better the reference server is (>1 is better) for this figure."""
     if name in ("lost %", "unsent", "kernel B/strm", "slab B/strm", "client cpu %"):
         return None
     if name in LOWER_IS_BETTER or name.startswith("p99 s"):
@@ -392,10 +417,13 @@ def ratio(name: str, ours: float, theirs: float) -> float | None:
     return ours / theirs if theirs > 0 else None
 
 
-def table(results: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> str:
+def table(
+    results: dict[str, dict[str, dict[str, Any]]], servers: list[str], reference: str = "rawsse"
+) -> str:
+    """Each figure of each server, and the reference server's ratio to each other one."""
     lines = []
     header = f"{'workload':<24}{'figure':<14}" + "".join(f"{s:>18}" for s in servers)
-    peers = [s for s in servers if s != "rawsse"]
+    peers = [s for s in servers if s != reference]
     header += "".join(f"{'x vs ' + p:>24}" for p in peers)
     lines.append(header)
     for workload, per_server in results.items():
@@ -408,8 +436,8 @@ def table(results: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> 
             row += "".join(f"{_fmt(values[s]):>18}" for s in servers)
             for peer in peers:
                 r = None
-                if values.get("rawsse") is not None and values.get(peer) is not None:
-                    r = ratio(name, values["rawsse"], values[peer])  # type: ignore[arg-type]
+                if values.get(reference) is not None and values.get(peer) is not None:
+                    r = ratio(name, values[reference], values[peer])  # type: ignore[arg-type]
                 row += f"{(f'{r:.2f}x' if r is not None else '-'):>24}"
             lines.append(row)
     return "\n".join(lines)
@@ -423,17 +451,19 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3g}"
 
 
-def chart(results: dict[str, dict[str, dict[str, Any]]], servers: list[str], path: Path) -> None:
+def chart(
+    results: dict[str, dict[str, dict[str, Any]]], servers: list[str], path: Path, reference: str = "rawsse"
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    peers = [s for s in servers if s != "rawsse"]
+    peers = [s for s in servers if s != reference]
     labels: list[str] = []
     bars: dict[str, list[float]] = {p: [] for p in peers}
     for workload, per_server in results.items():
-        ours = per_server.get("rawsse", {}).get("headline", {})
+        ours = per_server.get(reference, {}).get("headline", {})
         for name in ours:
             if name in ("lost %", "unsent", "p50 s", "client cpu %", "kernel B/strm", "slab B/strm"):
                 continue
@@ -446,13 +476,13 @@ def chart(results: dict[str, dict[str, dict[str, Any]]], servers: list[str], pat
     width = 0.8 / max(len(peers), 1)
     for index, peer in enumerate(peers):
         positions = [n + index * width for n in range(len(labels))]
-        axes.bar(positions, bars[peer], width, label=f"rawsse vs {peer}")
+        axes.bar(positions, bars[peer], width, label=f"{reference} vs {peer}")
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.set_yscale("log")
     axes.set_ylabel("times better (log scale; 1 = equal)")
     axes.set_xticks([n + width * (len(peers) - 1) / 2 for n in range(len(labels))])
     axes.set_xticklabels(labels, rotation=30, ha="right")
-    axes.set_title("rawsse against its peers, same machine, same run")
+    axes.set_title(f"{reference} against its peers, same machine, same run")
     axes.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -496,6 +526,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run each workload this many times, the servers in alternating order, and report "
         "each figure's median (a shared machine's drift then falls on every server alike)",
     )
+    parser.add_argument(
+        "--reference",
+        default="rawsse",
+        help="the server the ratios are of (rawsse-ws for the WebSocket runs)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where compare.json and compare.png go")
     parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args(argv)
@@ -536,12 +571,18 @@ def main(argv: list[str] | None = None) -> int:
                 result["headline"] = headline(workload, result)
                 runs[name].append(result)
         results[workload] = {name: median_run(done) for name, done in runs.items() if done}
-    print(table(results, servers))
+    print(table(results, servers, args.reference))
     args.out.mkdir(parents=True, exist_ok=True)
-    document = {"date": time.strftime("%Y-%m-%d"), "tiny": args.tiny, "servers": servers, "results": results}
+    document = {
+        "date": time.strftime("%Y-%m-%d"),
+        "tiny": args.tiny,
+        "servers": servers,
+        "reference": args.reference,
+        "results": results,
+    }
     (args.out / "compare.json").write_text(json.dumps(document, indent=2) + "\n")
     if not args.no_chart:
-        chart(results, servers, args.out / "compare.png")
+        chart(results, servers, args.out / "compare.png", args.reference)
     return 0
 
 

@@ -119,12 +119,16 @@ def _at_least(low: float, kind: type[int] | type[float] = int) -> Any:
 
 def add_flood_parser(commands: Any) -> None:
     flood = commands.add_parser(
-        "flood", help="load-test an SSE server", description=FLOOD_DESCRIPTION, formatter_class=_FloodHelp
+        "flood",
+        help="load-test an SSE or WebSocket server",
+        description=FLOOD_DESCRIPTION,
+        formatter_class=_FloodHelp,
     )
     flood.add_argument("mode", choices=["idle", "storm", "broadcast", "unicast"])
     flood.add_argument(
         "url",
-        help="the server's stream URL without query, e.g. http://127.0.0.1:8080/events; "
+        help="the server's stream URL without query, e.g. http://127.0.0.1:8080/events, or "
+        "ws://127.0.0.1:8080/ws for WebSocket streams; "
         "several comma-separated (a cluster's nodes): worker processes take them in turn, "
         "publishing goes to the first",
     )

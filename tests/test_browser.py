@@ -8,25 +8,20 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser_helpers import RawsseProcess, chromium, missing
+from tests.browser_helpers import RawsseProcess, missing
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, ConsoleMessage, Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(missing() is not None, reason=str(missing()))]
-
-TIMEOUT_MS = 10_000
-"""Upper bound for any one awaited condition; a passing test never waits for it."""
 
 RETRY_MS = 300
 """The server's `retry:` here, so the browser's reconnects in these tests are quick."""
@@ -50,36 +45,7 @@ window.record = (key, url, names) => {
 };
 }"""
 
-CROSS_ORIGIN_PAGE = b"""<!doctype html><meta charset="utf-8"><title>another origin</title>
-<p>A page of another origin.</p>"""
-
-
-# Fixtures: one browser, one rawsse and two page servers for the whole module
-
-
-class _PageHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(CROSS_ORIGIN_PAGE)))
-        self.end_headers()
-        self.wfile.write(CROSS_ORIGIN_PAGE)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def page_origins() -> Iterator[tuple[str, str]]:
-    """Two loopback page servers: the first origin is allowed by --cors-origin, the second not."""
-    servers = [ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler) for _ in range(2)]
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
-    for thread in threads:
-        thread.start()
-    yield tuple(f"http://127.0.0.1:{s.server_address[1]}" for s in servers)  # type: ignore[misc]
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+# Fixtures: one rawsse for the whole module (the browser and the page servers: conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +53,6 @@ def rawsse(page_origins: tuple[str, str]) -> Iterator[RawsseProcess]:
     server = RawsseProcess("--retry", str(RETRY_MS), "--cors-origin", page_origins[0])
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[BrowserContext]:
-    with chromium() as context:
-        context.set_default_timeout(TIMEOUT_MS)
-        yield context
 
 
 @pytest.fixture
@@ -191,17 +150,9 @@ def test_reconnect_and_resume_after_the_server_drops_the_stream(rawsse: RawssePr
     wait_events(page, "feed", 3)
     resumes = metric(rawsse, "resumes_total")
 
-    # The disconnect and the publish go in one write: the server handles both before its
-    # loop can accept anything else, so these events are published while the browser is
-    # certainly away, and only a resume can bring them.
+    # Only a resume can bring these: they are published while the browser is away.
     missed = [{"topic": "feed", "data": f"missed {n}"} for n in range(5)]
-    answers = pipeline(
-        rawsse,
-        request_bytes("POST", "/disconnect?topic=feed", b""),
-        request_bytes("POST", "/publish", json.dumps(missed).encode(), "application/json"),
-    )
-    assert json.loads(answers[0]) == {"closed": 1}
-    missed_ids = json.loads(answers[1])["ids"]
+    missed_ids = cut_and_publish(rawsse, "feed", missed)
 
     # EventSource reconnects by itself after `retry` ms, sending Last-Event-ID.
     page.wait_for_function("() => window.streams.feed.opens === 2")
@@ -216,6 +167,20 @@ def test_reconnect_and_resume_after_the_server_drops_the_stream(rawsse: RawssePr
 def request_bytes(method: str, path: str, body: bytes, content_type: str = "text/plain") -> bytes:
     head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
     return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def cut_and_publish(server: RawsseProcess, topic: str, missed: list[dict[str, str]]) -> list[str]:
+    """/disconnect the topic's one stream and publish `missed`, in one write: the server
+    handles both before its loop can accept anything else, so the events are published
+    while the browser is certainly away. Returns their ids."""
+    answers = pipeline(
+        server,
+        request_bytes("POST", f"/disconnect?topic={topic}", b""),
+        request_bytes("POST", "/publish", json.dumps(missed).encode(), "application/json"),
+    )
+    assert json.loads(answers[0]) == {"closed": 1}
+    ids: list[str] = json.loads(answers[1])["ids"]
+    return ids
 
 
 def pipeline(server: RawsseProcess, *requests: bytes) -> list[bytes]:

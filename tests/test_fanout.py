@@ -20,6 +20,7 @@ from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import BLOCKED, CLOSED, FREE, OPEN, SlotTable, Why
 from rawsse.core.subscriptions import Subscriptions
+from rawsse.core.ws.session import SessionLimits, Sessions
 from rawsse.reactor.fd_streams import FdBackend
 from rawsse.reactor.poller import make_poller
 from rawsse.reactor.streams import StreamLimits, Streams
@@ -96,7 +97,9 @@ def make(slice_size: int, backend_for: BackendFor = lambda table, _: RecordingBa
     hub = Hub(Subscriptions(256), History(), metrics)
     table = SlotTable(256, 1 << 20)
     backend = backend_for(table, loop)
-    streams = Streams(loop, hub, metrics, StreamLimits(slice_size=slice_size), table, backend)  # type: ignore[arg-type]
+    sessions = Sessions(256, SessionLimits(16, 255, 1 << 20), lambda: 0.0, lambda: False)
+    limits = StreamLimits(slice_size=slice_size)
+    streams = Streams(loop, hub, metrics, limits, table, backend, sessions)  # type: ignore[arg-type]
     return loop, hub, MemoryBroker(hub), streams, backend, metrics
 
 

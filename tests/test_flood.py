@@ -45,7 +45,9 @@ def test_a_read_is_counted_as_event_by_event_counting_would(reads: list[list[int
         new = list(whole.add_read(found))
         assert new == [stamp for key, n, stamp in found if single.add(key, int(n))]
     assert (whole.received, whole.duplicates, whole.out_of_order) == (
-        single.received, single.duplicates, single.out_of_order
+        single.received,
+        single.duplicates,
+        single.out_of_order,
     )
     assert whole.missing({b"k": 6}) == single.missing({b"k": 6})
 
@@ -83,7 +85,9 @@ def test_source_address_ranges() -> None:
     assert parse_sources("127.0.0.2,127.0.1.9") == ["127.0.0.2", "127.0.1.9"]
 
 
-def flood_rawsse(server_options: dict[str, Any], **flood: Any) -> dict[str, Any]:
+def flood_rawsse(
+    server_options: dict[str, Any], stream_url: str = "http://127.0.0.1:{port}/events", **flood: Any
+) -> dict[str, Any]:
     """Run the flooder (blocking, so on an executor thread) against a rawsse server on
     the same loop; `flood` may use {port} in its URL templates."""
     results: list[dict[str, Any]] = []
@@ -92,7 +96,7 @@ def flood_rawsse(server_options: dict[str, Any], **flood: Any) -> dict[str, Any]
         for name in ("publish_url",):
             if name in flood:
                 flood[name] = flood[name].format(port=server.port)
-        options = FloodOptions(url=f"http://127.0.0.1:{server.port}/events", progress=False, **flood)
+        options = FloodOptions(url=stream_url.format(port=server.port), progress=False, **flood)
         results.append(await asyncio.get_running_loop().run_in_executor(None, run_flood, options))
 
     run_with_server(("uvloop", "epoll"), scenario, **server_options)
@@ -109,8 +113,11 @@ def flood_rawsse(server_options: dict[str, Any], **flood: Any) -> dict[str, Any]
         ("unicast", {"events": 120, "publish_connections": 2}),
     ],
 )
-def test_short_flood_against_rawsse_loses_nothing(mode: str, extra: dict[str, Any]) -> None:
-    result = flood_rawsse({}, mode=mode, streams=60, settle=5, connect_window=8, **extra)
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:{port}/events", "ws://127.0.0.1:{port}/ws"], ids=["sse", "ws"]
+)
+def test_short_flood_against_rawsse_loses_nothing(mode: str, extra: dict[str, Any], url: str) -> None:
+    result = flood_rawsse({}, url, mode=mode, streams=60, settle=5, connect_window=8, **extra)
     summary = result["summary"]
     assert result["opening"]["streams"] == 60
     assert result["opening"]["errors"] == 0
@@ -122,6 +129,15 @@ def test_short_flood_against_rawsse_loses_nothing(mode: str, extra: dict[str, An
         assert summary["received"] == result["expected_deliveries"] > 0
         assert summary["lost"] == summary["duplicates"] == 0
         assert result["latency"]["max"] > 0
+
+
+def test_websocket_flood_answers_the_keepalive_pings() -> None:
+    # Held for three heartbeats: a client that did not answer the pings would be dropped.
+    result = flood_rawsse(
+        {"heartbeat": 1.0}, "ws://127.0.0.1:{port}/ws", mode="idle", streams=20, seconds=3.5
+    )
+    assert result["opening"]["streams"] == 20
+    assert result["summary"]["disconnects"] == 0
 
 
 def test_flood_reports_loss_when_the_server_drops_events() -> None:

@@ -23,7 +23,8 @@ TOLERANCE_MS = 5.0
 """How far apart the two medians may be: both should see about a millisecond here."""
 
 
-def locust_event_median(port: int, seconds: int) -> tuple[float, int]:
+def locust_event_medians(port: int, seconds: int) -> dict[str, tuple[float, int]]:
+    """(median latency in ms, events counted) of the SSE and the WS subscribers."""
     assert LOCUST is not None
     finished = subprocess.run(
         [LOCUST, "-f", str(ROOT / "bench" / "locustfile.py"), "--headless", "--json", "--skip-log",
@@ -31,8 +32,15 @@ def locust_event_median(port: int, seconds: int) -> tuple[float, int]:
         capture_output=True, text=True, timeout=seconds + 60, stdin=subprocess.DEVNULL, cwd=ROOT,
     )  # fmt: skip
     stats: list[dict[str, Any]] = json.loads(finished.stdout)
-    entry = next(s for s in stats if s["method"] == "SSE" and s["name"] == "event")
-    times: dict[str, int] = entry["response_times"]  # rounded milliseconds -> count
+    medians = {}
+    for entry in stats:
+        if entry["name"] == "event":
+            medians[entry["method"]] = _median(entry["response_times"])
+    return medians
+
+
+def _median(times: dict[str, int]) -> tuple[float, int]:
+    """`times`: rounded milliseconds -> count."""
     count = sum(times.values())
     seen = 0
     for value, hits in sorted(times.items(), key=lambda item: float(item[0])):
@@ -45,7 +53,7 @@ def locust_event_median(port: int, seconds: int) -> tuple[float, int]:
 @pytest.mark.skipif(LOCUST is None, reason="locust is not installed (the bench extra)")
 def test_locust_and_flood_see_the_same_latency() -> None:
     with Served("--heartbeat", "30") as served:
-        locust_median, count = locust_event_median(served.port, 6)
+        medians = locust_event_medians(served.port, 6)
         flood = run_flood(
             FloodOptions(
                 mode="broadcast",
@@ -58,6 +66,8 @@ def test_locust_and_flood_see_the_same_latency() -> None:
                 progress=False,
             )
         )
-    assert count >= 10, "locust's subscribers received events"
     flood_median = flood["latency"]["p50"] * 1000
-    assert abs(locust_median - flood_median) <= TOLERANCE_MS, (locust_median, flood_median)
+    assert set(medians) == {"SSE", "WS"}, "both kinds of subscriber received events"
+    for kind, (locust_median, count) in medians.items():
+        assert count >= 10, kind
+        assert abs(locust_median - flood_median) <= TOLERANCE_MS, (kind, locust_median, flood_median)

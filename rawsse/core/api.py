@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from rawsse.core.connection import BUSY
 from rawsse.core.cors import CorsPolicy, allow_headers
@@ -22,9 +23,12 @@ from rawsse.core.http import Request, error_response, parse_pairs, response, str
 from rawsse.core.hub import RETRY_EVENT, Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import parse_publish
+from rawsse.core.slots import SSE, WS
 from rawsse.core.sse import encode_event, encode_retry
 from rawsse.core.static import StaticFiles, is_static_path
 from rawsse.core.topics import check_subscribe_topic
+from rawsse.core.ws.frames import SERVICE_RESTART, TRY_AGAIN_LATER, close_frame
+from rawsse.core.ws.handshake import check_upgrade, switching_head
 from rawsse.errors import RETRY_AFTER, HttpError, RawsseError, TopicError
 
 MAX_QUERY_FIELDS = 200
@@ -32,6 +36,7 @@ MAX_QUERY_FIELDS = 200
 
 ROUTES = {
     "/events": ("GET",),
+    "/ws": ("GET",),
     "/publish": ("POST",),
     "/disconnect": ("POST",),
     "/healthz": ("GET", "HEAD"),
@@ -45,7 +50,7 @@ BROWSER_PATHS = ("/events", "/publish", "/disconnect")
 
 ADMIN_PATHS = ("/publish", "/disconnect")
 
-STREAM_PATHS = ("/events",)
+STREAM_PATHS = ("/events", "/ws")
 """Requests for a stream: refused for load with a stream that says "come back later"."""
 
 RESUME_WAIT = 1.0
@@ -78,6 +83,19 @@ class AcceptBudget:
             return False
         self._level -= 1
         return True
+
+
+class Opening(NamedTuple):
+    """A stream request, decided but for its start: what `_open` needs, now or after a
+    wait for its id."""
+
+    topics: tuple[str, ...]
+    last_event_id: str | None
+    framing: int
+    prefix: bytes
+    """What the stream starts with before any replay (the head, and SSE's retry line)."""
+    head: bytes
+    publisher: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +151,7 @@ class Api:
         and stream requests are told to come back later."""
         label = view.worker_label
         worker = [] if label is None else [("X-Rawsse-Worker", label)]
+        self._worker_headers = tuple(worker)
         self._cors = CorsPolicy(options.cors_origin)
         # Stream heads (by the Access-Control-Allow-Origin they carry, None for none) are
         # built here, once, not per stream; a live stream's head comes with its retry line.
@@ -157,6 +176,8 @@ class Api:
             raise HttpError(405, f"use {' or '.join(methods)}", [("Allow", ", ".join(methods))])
         if request.path == "/events":
             return self._events(request)
+        if request.path == "/ws":
+            return self._websocket(request, from_loopback)
         if request.path in ADMIN_PATHS:
             allowed = self._cors.check(request)
             cors = allow_headers(allowed) if allowed else ()
@@ -204,9 +225,12 @@ class Api:
         EventSource reconnects by itself after a 200 (but never after a 503), and the
         jitter spreads the clients' return. Liveness stays 200 (a busy server is alive),
         readiness says 503, anything else gets 503 with Retry-After."""
-        if request.method == "GET" and request.path in STREAM_PATHS:
+        if request.method == "GET" and request.path == "/events":
             allowed = self._cors.check(request)  # a CORS failure would also stop EventSource
             return self.come_back_later(self._heads[allowed], OVERLOADED)
+        if request.method == "GET" and request.path == "/ws":
+            self._cors.check(request)
+            return self.come_back_later(self._switching_head(check_upgrade(request)), OVERLOADED, WS)
         if request.path == "/healthz" and request.method in ROUTES["/healthz"]:
             return self._liveness(request)
         if request.path == "/readyz":
@@ -217,16 +241,19 @@ class Api:
         self._metrics.rejected[503] += 1
         return error_response(BUSY)
 
-    def come_back_later(self, head: bytes, reason: str) -> bytes:
+    def come_back_later(self, head: bytes, reason: str, framing: int = SSE) -> bytes:
         """A whole stream response: `head`, a jittered `retry:` and a `rawsse-retry`
         event saying why. The event has no id, so the client keeps its Last-Event-ID and
         resumes when it comes back; and it is no `rawsse-reset`, since nothing was
         missed and nothing needs reloading (a reload wave would move the overload onto
-        the application behind rawsse)."""
+        the application behind rawsse). A WebSocket gets its 101 `head` and a close
+        frame 1013 (try again later) whose reason is the same JSON."""
         self._metrics.streams_refused += 1
         delay = self.reconnect_delay()
-        notice = encode_event(json.dumps({"reason": reason, "retry": delay}), None, RETRY_EVENT)
-        return head + encode_retry(delay) + notice
+        why = json.dumps({"reason": reason, "retry": delay})
+        if framing == WS:
+            return head + close_frame(TRY_AGAIN_LATER, why)
+        return head + encode_retry(delay) + encode_event(why, None, RETRY_EVENT)
 
     def reconnect_delay(self) -> int:
         """A reconnection delay in ms drawn from [--retry, --retry + --retry-spread]."""
@@ -235,40 +262,69 @@ class Api:
 
     def _events(self, request: Request) -> Effect:
         allowed = self._cors.check(request)
-        params = _query(request)
+        names, last_event_id = self._stream_query(request)
+        if not names:
+            raise HttpError(400, "name at least one topic: /events?topic=NAME")
+        head = self._heads[allowed]
+        return self._stream(Opening(names, last_event_id, SSE, self._prefixes[allowed], head, False))
+
+    def _websocket(self, request: Request, from_loopback: Callable[[], bool]) -> Effect:
+        """A WebSocket stream: its topics are optional (it can subscribe later)."""
+        self._cors.check(request)  # the CSWSH defence: pages of other origins need --cors-origin
+        head = self._switching_head(check_upgrade(request))
+        names, last_event_id = self._stream_query(request)
+        publisher = self._may_publish(request, from_loopback)
+        return self._stream(Opening(names, last_event_id, WS, head, head, publisher))
+
+    def _stream_query(self, request: Request) -> tuple[tuple[str, ...], str | None]:
+        """The topics and the id to resume after, of a stream request."""
         topics: dict[str, None] = {}
         last_event_id = request.headers.get("last-event-id") or None
-        for name, value in params:
+        for name, value in _query(request):
             if name == "topic":
                 topics[self._topic(value)] = None
             elif name == "lastEventId" and last_event_id is None:
                 # For clients that cannot set headers; the header wins because a browser
                 # sends the newer id in it when it reconnects to the same URL.
                 last_event_id = value or None
-        if not topics:
-            raise HttpError(400, "name at least one topic: /events?topic=NAME")
         if len(topics) > self._options.max_topics:
             raise HttpError(400, f"at most {self._options.max_topics} topics per stream")
-        names = tuple(topics)
-        head = self._heads[allowed]
-        if self.draining:
-            return Respond(self.come_back_later(head, SHUTTING_DOWN), close=True)
-        if not self._accept_budget.take(self._clock()):
-            return Respond(self.come_back_later(head, OVERLOADED), close=True)
-        if self._view.shares_order:
-            ahead = self._hub.not_yet_taken(last_event_id)
-            if ahead is not None:
-                return WaitTaken(ahead, RESUME_WAIT, lambda: self._open(names, last_event_id, allowed))
-        return self._open(names, last_event_id, allowed)
+        return tuple(topics), last_event_id
 
-    def _open(self, topics: tuple[str, ...], last_event_id: str | None, allowed: str | None) -> Answer:
+    def _stream(self, opening: Opening) -> Effect:
+        if self.draining:
+            return Respond(self.come_back_later(opening.head, SHUTTING_DOWN, opening.framing), close=True)
+        if not self._accept_budget.take(self._clock()):
+            return Respond(self.come_back_later(opening.head, OVERLOADED, opening.framing), close=True)
+        if self._view.shares_order:
+            ahead = self._hub.not_yet_taken(opening.last_event_id)
+            if ahead is not None:
+                return WaitTaken(ahead, RESUME_WAIT, lambda: self._open(opening))
+        return self._open(opening)
+
+    def _open(self, opening: Opening) -> Answer:
         """The stream, or one page of a long replay: sent whole, then the connection
         closes and the client's reconnect asks for the next page."""
-        replay, whole = self._hub.catch_up(topics, last_event_id, self._options.max_pending_bytes)
-        preamble = self._prefixes[allowed] + replay if replay else self._prefixes[allowed]
+        topics, framing, prefix = opening.topics, opening.framing, opening.prefix
+        page = self._options.max_pending_bytes
+        replay, whole = self._hub.catch_up(topics, opening.last_event_id, page, framing)
+        preamble = prefix + replay if replay else prefix
         if not whole:
+            if framing == WS:  # the page, then "reconnect for the next" (1012)
+                preamble += close_frame(SERVICE_RESTART, "replay continues on reconnect")
             return Respond(preamble, close=True)
-        return OpenStream(topics, preamble, self._heads[allowed])
+        return OpenStream(topics, preamble, opening.head, framing, opening.publisher)
+
+    def _switching_head(self, accept: str) -> bytes:
+        return switching_head(accept, self._worker_headers)
+
+    def _may_publish(self, request: Request, from_loopback: Callable[[], bool]) -> bool:
+        """Whether a WebSocket may publish: by the rules of POST /publish, at its handshake."""
+        try:
+            self._authorize(request, from_loopback)
+        except HttpError:
+            return False
+        return True
 
     def _topic(self, value: str) -> str:
         try:

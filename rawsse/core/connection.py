@@ -284,6 +284,12 @@ class HttpConnection:
     def deadline(self) -> float:
         return self._deadline()
 
+    @property
+    def after_upgrade(self) -> bytes:
+        """What the client sent after a protocol upgrade request's head (a WebSocket's
+        frames sent before the 101): the new protocol's input."""
+        return self._reader.after_upgrade
+
     def release(self) -> None:
         """Free the parser (it and the reader refer to each other); the connection is done."""
         self._reader.close()

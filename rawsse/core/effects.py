@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from rawsse.core.publish import PublishItem
+from rawsse.core.slots import SSE
 
 
 class Respond(NamedTuple):
@@ -22,12 +23,15 @@ class Respond(NamedTuple):
 
 class OpenStream(NamedTuple):
     """Make the connection a stream on `topics` that starts with `preamble` (the response
-    head, the retry line and any replay). `head` is the response head alone, to answer
-    "come back later" instead if no stream can be opened after all."""
+    head, the retry line or nothing, and any replay). `head` is the response head alone,
+    to answer "come back later" instead if no stream can be opened after all. A WebSocket
+    stream (`framing` WS) may publish when `publisher` says so."""
 
     topics: tuple[str, ...]
     preamble: bytes
     head: bytes
+    framing: int = SSE
+    publisher: bool = False
 
 
 class Publish(NamedTuple):

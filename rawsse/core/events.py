@@ -6,21 +6,36 @@ from __future__ import annotations
 
 from rawsse.core.ids import IdScheme
 from rawsse.core.publish import PublishItem
+from rawsse.core.slots import WS
 from rawsse.core.sse import encode_event
+from rawsse.core.ws.messages import frame_from_sse
 from rawsse.errors import EventTooLarge
 
 
 class Event:
     """An event as every subscriber receives it: `wire` is the complete SSE encoding
-    (id, event, data lines and the blank line), shared read-only by all writers."""
+    (id, event, data lines and the blank line), shared read-only by all writers;
+    `frame` its WebSocket text frame, made from `wire` the first time a WebSocket stream
+    needs it (a server without WebSocket streams never pays for it), then shared too."""
 
-    __slots__ = ("sequence", "time", "topics", "wire")
+    __slots__ = ("_frame", "sequence", "time", "topics", "wire")
 
     def __init__(self, sequence: int, topics: tuple[str, ...], wire: bytes, time: float) -> None:
         self.sequence = sequence
         self.topics = topics
         self.wire = wire
         self.time = time
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = frame_from_sse(self.wire, self.topics)
+        return frame
+
+    def bytes_for(self, framing: int) -> bytes:
+        return self.frame if framing == WS else self.wire
 
 
 class EventEncoder:

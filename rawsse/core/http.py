@@ -52,6 +52,10 @@ REASONS = {
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
+MAX_EARLY_BYTES = 64 * 1024
+"""What a client may send after an upgrade request before it is answered (RFC 6455 has
+it wait for the 101; what came anyway is kept, up to this, for the new protocol)."""
+
 SINGLE_HEADERS = frozenset({"host", "content-type", "authorization", "last-event-id", "origin"})
 """Headers a request may carry once: two Hosts must get 400 (RFC 9112 3.2), and two of the
 others would be joined into a value nobody sent (two tokens, a comma in an id)."""
@@ -95,7 +99,7 @@ class RequestReader:
     __slots__ = (
         "_began_in_chunk", "_body", "_body_bytes", "_body_wire", "_deferred", "_done", "_error",
         "_head_bytes", "_head_done", "_headers", "_in_message", "_keep_alive", "_limits",
-        "_parser", "_spilled", "_url", "interim",
+        "_parser", "_spilled", "_url", "after_upgrade", "interim", "upgraded",
     )  # fmt: skip
 
     def __init__(self, limits: HttpLimits = HttpLimits()) -> None:
@@ -105,6 +109,10 @@ class RequestReader:
         self._error: HttpError | None = None
         self._deferred: HttpError | None = None
         self.interim = b""
+        self.upgraded = False
+        """A request asked to switch protocols (a WebSocket): no more HTTP is parsed, and
+        what arrives after its head gathers in `after_upgrade`."""
+        self.after_upgrade = b""
         # per request (one message is read at a time)
         self._keep_alive = True
         self.on_message_begin()
@@ -142,7 +150,22 @@ class RequestReader:
         """Nothing half-read, nothing deferred, and the last message kept its connection
         alive: the parser waits for a message as if none had come. The raw accept path
         then reads the next connection's first request with it."""
-        return not self._in_message and self._keep_alive and self._deferred is None and not self.interim
+        return (
+            not self._in_message
+            and self._keep_alive
+            and self._deferred is None
+            and not self.interim
+            and not self.upgraded
+        )
+
+    def renew(self) -> None:
+        """Ready to read another connection's first request after an upgrade (the
+        parser stops for good at one): a fresh parser, nothing carried over."""
+        self._parser = httptools.HttpRequestParser(self)
+        self.upgraded = False
+        self.after_upgrade = b""
+        self._keep_alive = True
+        self._in_message = False
 
     @property
     def in_head(self) -> bool:
@@ -155,12 +178,23 @@ class RequestReader:
     def feed(self, data: bytes) -> list[Request]:
         if self._deferred is not None:
             raise self._deferred
+        if self.upgraded:
+            if len(self.after_upgrade) + len(data) > MAX_EARLY_BYTES:
+                raise HttpError(400, "too much data sent before the upgrade was answered")
+            self.after_upgrade += data
+            return []
         self._began_in_chunk = False
         head_open_before = self._in_message and not self._head_done
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            raise HttpError(400, "protocol upgrade is not supported here") from None
+        except httptools.HttpParserUpgrade as upgrade:
+            # The request asking for the upgrade is whole (its message completed): what
+            # follows its head is the new protocol's, kept for whoever takes it on.
+            if not self._done:
+                raise HttpError(400, "a protocol upgrade is asked only by a GET without a body") from None
+            self.upgraded = True
+            self.after_upgrade = bytes(data[upgrade.args[0] :])
+            self._done[-1].keep_alive = False  # nothing more is read as HTTP
         except httptools.HttpParserError as exc:
             # An HttpError raised by a callback below comes back wrapped; unwrap it.
             error, self._error = self._error, None

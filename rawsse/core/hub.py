@@ -13,8 +13,11 @@ from rawsse.core.events import Event, EventEncoder
 from rawsse.core.history import History
 from rawsse.core.ids import EpochIds, IdScheme
 from rawsse.core.metrics import Metrics
+from rawsse.core.slots import SSE
 from rawsse.core.sse import HEARTBEAT_COMMENT, encode_event
 from rawsse.core.subscriptions import Group, Subscriptions
+from rawsse.core.ws.frames import PING_FRAME
+from rawsse.core.ws.messages import event_frame
 from rawsse.errors import Overloaded, UnusableId
 
 RESET_EVENT = "rawsse-reset"
@@ -122,7 +125,10 @@ class Hub:
                         queued.append(event)
         deliveries = []
         for group, queued in per_group.items():
-            data = queued[0].wire if len(queued) == 1 else b"".join(e.wire for e in queued)
+            if group.framing == SSE:
+                data = queued[0].wire if len(queued) == 1 else b"".join(e.wire for e in queued)
+            else:
+                data = queued[0].frame if len(queued) == 1 else b"".join(e.frame for e in queued)
             deliveries.append(Delivery(group.members[:], data, len(queued)))
         # Only now, with every member snapshot taken: a waiter may open a stream at once,
         # whose replay already holds these events (it must not get them live as well).
@@ -146,15 +152,21 @@ class Hub:
             self._waiters = kept
 
     def heartbeat_batch(self) -> list[Delivery]:
-        """A heartbeat comment for every stream, for one pass; skipped by those behind."""
-        return [Delivery(g.members[:], HEARTBEAT_COMMENT, 0, True) for g in self.subscriptions.groups()]
+        """A heartbeat for every stream, for one pass (a comment for SSE, a ping frame for
+        WebSocket); skipped by those behind."""
+        return [
+            Delivery(g.members[:], HEARTBEAT_COMMENT if g.framing == SSE else PING_FRAME, 0, True)
+            for g in self.subscriptions.groups()
+        ]
 
     def spread(self, choices: list[bytes], pick: Callable[[int], int]) -> list[Delivery]:
-        """One of `choices` for every stream, `pick(len(choices))` choosing which: the
+        """One of `choices` for every SSE stream, `pick(len(choices))` choosing which: the
         jittered `retry:` lines of a drain, each shared by the streams that drew it."""
         shares = [array("i") for _ in choices]
         count = len(choices)
         for group in self.subscriptions.groups():
+            if group.framing != SSE:
+                continue
             for slot in group.members:
                 shares[pick(count)].append(slot)
         return [Delivery(share, data, 0) for share, data in zip(shares, choices, strict=True) if share]
@@ -172,7 +184,11 @@ class Hub:
         return after if after > self._taken else None
 
     def catch_up(
-        self, topics: tuple[str, ...], last_event_id: str | None, page_bytes: int = 1 << 62
+        self,
+        topics: tuple[str, ...],
+        last_event_id: str | None,
+        page_bytes: int = 1 << 62,
+        framing: int = SSE,
     ) -> tuple[bytes, bool]:
         """What a stream opening now must receive before live events: the events after
         `last_event_id` that passes already took (later ones reach it live), or a reset
@@ -188,27 +204,30 @@ class Hub:
             after = self.ids.sequence_of(last_event_id)
         except UnusableId as exc:
             self.metrics.resumes += 1
-            return self._reset(exc.reason), True
+            return self._reset(exc.reason, framing), True
         self.metrics.resumes += 1
         if after > self._taken:
-            return self._reset("unknown-id"), True
+            return self._reset("unknown-id", framing), True
         events, complete = self.history.since(topics, after, self._taken)
         size = 0
         for count, event in enumerate(events):
-            size += len(event.wire)
+            size += len(event.wire)  # the page is measured in SSE bytes, whatever the framing
             if size > page_bytes and count:
                 events = events[:count]
                 whole = False
                 break
         else:
             whole = True
-        replay = b"".join(event.wire for event in events)
+        replay = b"".join(event.bytes_for(framing) for event in events)
         if not complete:
             # The replayed events carry ids; without any, the reset itself moves the client on.
-            replay = self._reset("history-exceeded", with_id=not events) + replay
+            replay = self._reset("history-exceeded", framing, with_id=not events) + replay
         return replay, whole
 
-    def _reset(self, reason: str, with_id: bool = True) -> bytes:
+    def _reset(self, reason: str, framing: int, with_id: bool = True) -> bytes:
         self.metrics.resets += 1
         event_id = self.ids.format(self._taken) if with_id else None
-        return encode_event(json.dumps({"reason": reason}), event_id, RESET_EVENT)
+        data = json.dumps({"reason": reason})
+        if framing == SSE:
+            return encode_event(data, event_id, RESET_EVENT)
+        return event_frame(event_id, (), RESET_EVENT, data)

@@ -18,7 +18,7 @@ class Metrics:
     __slots__ = (
         "bytes_written", "connections_dropped", "deliveries", "events_published", "rejected", "resets",
         "resumes", "send_timeouts", "slow_consumers", "stream_slots", "streams_closed", "streams_open",
-        "streams_opened", "streams_refused",
+        "streams_opened", "streams_refused", "ws_streams_open",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -26,7 +26,8 @@ class Metrics:
             self.streams_open, self.streams_opened, self.streams_closed, self.streams_refused,
             self.stream_slots, self.connections_dropped, self.events_published, self.deliveries,
             self.bytes_written, self.slow_consumers, self.send_timeouts, self.resumes, self.resets,
-        ) = (0,) * 13  # fmt: skip
+            self.ws_streams_open,
+        ) = (0,) * 14  # fmt: skip
         self.rejected: Counter[int] = Counter()
         """Requests refused, by the status they got."""
 
@@ -50,6 +51,15 @@ class Metrics:
                 lines.append(f"rawsse_{metric} {getattr(self, name)}")
             else:
                 lines.extend(f'rawsse_{metric}{{worker="{i}"}} {v[position]}' for i, v in enumerate(workers))
+        lines.append("# HELP rawsse_streams Streams open now, by transport.")
+        lines.append("# TYPE rawsse_streams gauge")
+        rows = [self.shared_values()] if workers is None else workers
+        total = _position("streams_open")
+        ws = _position("ws_streams_open")
+        for index, values in enumerate(rows):
+            worker = "" if workers is None else f',worker="{index}"'
+            lines.append(f'rawsse_streams{{transport="sse"{worker}}} {values[total] - values[ws]}')
+            lines.append(f'rawsse_streams{{transport="ws"{worker}}} {values[ws]}')
         lines.append("# HELP rawsse_rejected_requests_total Requests refused, by status.")
         lines.append("# TYPE rawsse_rejected_requests_total counter")
         for status in sorted(self.rejected):
@@ -77,7 +87,12 @@ SERIES = _series(
     resets               counter  Resumes that were told events may have been missed.
     stream_slots         gauge    Stream slots taken: open streams, and closed ones awaiting the pass's end.
     connections_dropped  counter  Connections over the limit dropped unanswered (EventSource retries those).
+    ws_streams_open      gauge    WebSocket streams open now (counted in streams_open too).
     """
 )
 """(attribute, type, help) of each series a worker shares; a counter's name ends in
 `_total`, as Prometheus has it."""
+
+
+def _position(name: str) -> int:
+    return [series[0] for series in SERIES].index(name)

@@ -86,8 +86,8 @@ def parse_publish(
         if isinstance(document, list):
             if not document:
                 raise HttpError(400, "a batch must hold at least one event")
-            return PublishRequest([_json_item(entry, max_topic_length) for entry in document], True)
-        return PublishRequest([_json_item(document, max_topic_length)], False)
+            return PublishRequest([json_item(entry, max_topic_length) for entry in document], True)
+        return PublishRequest([json_item(document, max_topic_length)], False)
     raise HttpError(
         415,
         "send form fields (application/x-www-form-urlencoded), JSON (application/json), or the data "
@@ -136,7 +136,7 @@ def _one(fields: dict[str, list[str]], name: str) -> str | None:
 _JSON_KEYS = frozenset({"topic", "topics", "data", "event"})
 
 
-def _json_item(entry: Any, max_topic_length: int) -> PublishItem:
+def json_item(entry: Any, max_topic_length: int) -> PublishItem:
     if not isinstance(entry, dict):
         raise HttpError(400, "each event must be a JSON object")
     unknown = set(entry) - _JSON_KEYS

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import enum
 
-FREE, OPEN, BLOCKED, CLOSED, ARRIVING = 0, 1, 2, 3, 4
+FREE, OPEN, BLOCKED, CLOSED, ARRIVING, CLOSING = 0, 1, 2, 3, 4, 5
 """Slot states. BLOCKED: bytes are pending. CLOSED: closed, released when the pass ends.
 ARRIVING: accepted on the raw path, its request not read yet (not a stream, not counted
-in `used`)."""
+in `used`). CLOSING: a WebSocket stream whose close frame is sent (or queued behind its
+pending bytes): nothing more is written to it, and it is read until the client's close."""
 
-SSE = 0
-"""The framing of a Server-Sent Events stream (the one framing so far)."""
+SSE, WS = 0, 1
+"""Framings: a Server-Sent Events stream, a WebSocket stream."""
 
 
 class Why(enum.Enum):
@@ -69,6 +70,14 @@ class SlotTable:
     def is_open(self, slot: int) -> bool:
         return self.state[slot] in (OPEN, BLOCKED)
 
+    def is_live(self, slot: int) -> bool:
+        """Open, or closing its WebSocket handshake: the connection is still ours."""
+        return self.state[slot] in (OPEN, BLOCKED, CLOSING)
+
+    def begin_closing(self, slot: int) -> None:
+        """A WebSocket stream's close frame is out or queued (see CLOSING)."""
+        self.state[slot] = CLOSING
+
     def arrive(self, slot: int) -> None:
         """A connection accepted on the raw path waits for its request in this slot."""
         self.state[slot] = ARRIVING
@@ -103,7 +112,7 @@ class SlotTable:
 
     def sent(self, slot: int, count: int, now: float) -> bool:
         """`count` pending bytes went out; True when nothing is pending any more (the
-        slot is OPEN again)."""
+        slot is OPEN again, unless it is CLOSING)."""
         pending = self.pending[slot]
         pending.size -= count
         pending.since = now
@@ -120,7 +129,8 @@ class SlotTable:
                 buffers[0] = memoryview(buffers[0])[count:]
             return False
         del self.pending[slot]
-        self.state[slot] = OPEN
+        if self.state[slot] == BLOCKED:
+            self.state[slot] = OPEN
         return True
 
     def stalled(self, now: float, timeout: float) -> list[int]:

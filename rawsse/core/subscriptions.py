@@ -13,12 +13,18 @@ from __future__ import annotations
 
 from array import array
 
+from rawsse.core.slots import SSE
+
 
 class Group:
-    __slots__ = ("members", "topics")
+    """The streams of one framing (SSE or WebSocket: their bytes differ) on one set of
+    topics. A WebSocket stream may have no topic yet: its group has `topics == ()`."""
 
-    def __init__(self, topics: tuple[str, ...]) -> None:
+    __slots__ = ("framing", "members", "topics")
+
+    def __init__(self, topics: tuple[str, ...], framing: int) -> None:
         self.topics = topics
+        self.framing = framing
         self.members = array("i")
 
 
@@ -26,7 +32,7 @@ class Subscriptions:
     def __init__(self, capacity: int) -> None:
         self._group_of: list[Group | None] = [None] * capacity
         self._position = array("i", bytes(4 * capacity))
-        self._groups: dict[tuple[str, ...], Group] = {}
+        self._groups: dict[tuple[int, tuple[str, ...]], Group] = {}
         self._by_topic: dict[str, list[Group]] = {}
         self.count = 0
 
@@ -34,12 +40,13 @@ class Subscriptions:
     def capacity(self) -> int:
         return len(self._group_of)
 
-    def add(self, slot: int, topics: tuple[str, ...]) -> None:
-        key = topics if len(topics) == 1 else tuple(sorted(set(topics)))
+    def add(self, slot: int, topics: tuple[str, ...], framing: int = SSE) -> None:
+        names = topics if len(topics) == 1 else tuple(sorted(set(topics)))
+        key = (framing, names)
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = Group(key)
-            for topic in key:
+            group = self._groups[key] = Group(names, framing)
+            for topic in names:
                 self._by_topic.setdefault(topic, []).append(group)
         self._group_of[slot] = group
         self._position[slot] = len(group.members)
@@ -59,12 +66,16 @@ class Subscriptions:
             self._position[last] = position
         self.count -= 1
         if not members:
-            del self._groups[group.topics]
+            del self._groups[group.framing, group.topics]
             for topic in group.topics:
                 groups = self._by_topic[topic]
                 groups.remove(group)
                 if not groups:
                     del self._by_topic[topic]
+
+    def topics_of(self, slot: int) -> tuple[str, ...]:
+        group = self._group_of[slot]
+        return () if group is None else group.topics
 
     def groups_of_topic(self, topic: str) -> list[Group]:
         return self._by_topic.get(topic, [])

@@ -54,6 +54,11 @@ class FloodOptions:
         process i subscribes to the i-th (round-robin); publishing goes to the first."""
         return [u.strip() for u in self.url.split(",") if u.strip()]
 
+    @property
+    def websocket(self) -> bool:
+        """A ws:// URL floods WebSocket streams (rawsse's /ws) instead of SSE ones."""
+        return urlsplit(self.urls[0]).scheme in ("ws", "wss")
+
     def stream_path(self, topic: str) -> str:
         parts = urlsplit(self.urls[0])
         query = self.subscribe_query.format(topic=topic)
@@ -70,7 +75,8 @@ class FloodOptions:
 
     def template(self) -> PublishTemplate:
         parts = urlsplit(self.urls[0])
-        url = self.publish_url or f"{parts.scheme}://{parts.netloc}/publish"
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        url = self.publish_url or f"{scheme}://{parts.netloc}/publish"
         return PublishTemplate(url, self.publish_body, self.publish_type)
 
 
@@ -106,8 +112,9 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
             source=options.sources[worker % len(options.sources)],
             paths=[options.stream_path(options.topic_of(n)) for n in indices],
             keys=[BROADCAST_KEY if options.mode != "unicast" else options.topic_of(n) for n in indices],
-            headers={"Accept": "text/event-stream"},
+            headers={} if options.websocket else {"Accept": "text/event-stream"},
             connect_window=max(options.connect_window // workers, 1),
+            websocket=options.websocket,
         )
         ours, theirs = context.Pipe()
         process = context.Process(target=worker_entry, args=(spec, theirs), daemon=True)

@@ -55,6 +55,18 @@ COMPLETE_CHECK_INTERVAL = 0.1
 # newline before its next line (see on_body).
 PAYLOAD = re.compile(rb"\ndata: ?([A-Za-z0-9_-]+):([0-9]+):([0-9]+):")
 
+# Over WebSocket the same payloads sit in the events' JSON (rawsse.core.ws.messages); a
+# read is cut after the last whole event object (our payloads never hold a quote), and
+# the frame headers between them need no parsing to be skipped.
+WS_PAYLOAD = re.compile(rb'"data":"([A-Za-z0-9_-]+):([0-9]+):([0-9]+):')
+WS_EVENT_END = b'"}'
+WS_PING = b"\x89\x00"
+"""rawsse's keep-alive ping (empty). A read that holds one is answered with one pong; one
+that only seems to (two bytes of a frame length) gets an unasked pong, which is allowed."""
+WS_PONG = b"\x8a\x80\x00\x00\x00\x00"
+"""A masked, empty pong (a zero mask key is a valid key)."""
+WS_KEY = "Zmxvb2Rlci1rZXktMDAwMA=="
+"""Sec-WebSocket-Key: any 16 bytes in base64 will do; every stream sends the same."""
 
 class BrokenResponse(Exception):
     """The server's answer is not an HTTP response."""
@@ -72,6 +84,8 @@ class WorkerSpec:
     headers: dict[str, str]
     open_timeout: float = 60.0
     connect_window: int = CONNECT_WINDOW
+    websocket: bool = False
+    """Streams are WebSockets (an upgrade, 101, text frames) instead of SSE."""
 
 
 class _Stream:
@@ -79,11 +93,14 @@ class _Stream:
 
     __slots__ = (
         "first_byte", "head", "http", "key", "open", "opening", "partial", "sock", "started",
-        "status", "summary", "tally", "worker",
+        "status", "summary", "tally", "websocket", "worker",
     )  # fmt: skip
 
-    def __init__(self, sock: socket.socket, key: str, started: float, summary: Summary) -> None:
+    def __init__(
+        self, sock: socket.socket, key: str, started: float, summary: Summary, websocket: bool = False
+    ) -> None:
         self.sock = sock
+        self.websocket = websocket
         self.key = key
         self.started = started
         self.summary = summary
@@ -104,9 +121,16 @@ class _Stream:
         if self.http is not None:
             self.http.feed_data(data)
         elif self.first_byte:
-            self.on_body(data)
+            if self.websocket:
+                self.on_frames(data)
+            else:
+                self.on_body(data)
         else:
             self._head(data)
+
+    @property
+    def expected_status(self) -> int:
+        return 101 if self.websocket else 200
 
     def _head(self, data: bytes) -> None:
         head = self.head + data
@@ -131,9 +155,13 @@ class _Stream:
             elif name == b"x-rawsse-worker":
                 self.worker = value.strip().decode("latin-1")
         self.first_byte = time.monotonic()
-        if self.status != 200:
+        if self.status != self.expected_status:
             return
-        if chunked:
+        if self.websocket:
+            self.partial = b""
+            if end + 4 < len(head):
+                self.on_frames(head[end + 4 :])
+        elif chunked:
             # httptools frames the chunks from the start of the response; its on_body
             # is ours.
             self.http = httptools.HttpResponseParser(self)
@@ -151,7 +179,10 @@ class _Stream:
                 self.partial = buffer
                 return
         self.partial = buffer[cut - 1 :]  # from the newline that ends the blank line
-        found = PAYLOAD.findall(buffer, 0, cut)
+        self._count(PAYLOAD.findall(buffer, 0, cut))
+
+    def _count(self, found: list[tuple[bytes, bytes, bytes]]) -> None:
+        """Tally one read's payloads, and the latencies of those that are new."""
         if not found:
             return
         stamps = self.tally.add_read(found)
@@ -161,6 +192,21 @@ class _Stream:
             summary.received += len(stamps)
             summary.latency_of(self.worker).add_since(now_ns, stamps)
             summary.last_event_at = now_ns / 1e9
+
+
+    def on_frames(self, data: bytes) -> None:
+        buffer = self.partial + data if self.partial else data
+        if buffer.find(WS_PING) >= 0:
+            try:
+                self.sock.send(WS_PONG)
+            except OSError:
+                pass  # the read that finds the end drops the stream
+        cut = buffer.rfind(WS_EVENT_END) + 2
+        if cut < 2:
+            self.partial = buffer[-MAX_HEAD:]
+            return
+        self.partial = buffer[cut:]
+        self._count(WS_PAYLOAD.findall(buffer, 0, cut))
 
 
 class _Worker:
@@ -175,7 +221,13 @@ class _Worker:
         self.by_fd: dict[int, _Stream] = {}
         self.connecting: dict[int, bytes] = {}  # fd -> its request, until it can be sent
         self.opening = 0
-        extra = "".join(f"{name}: {value}\r\n" for name, value in spec.headers.items())
+        headers = dict(spec.headers)
+        if spec.websocket:
+            headers.update(
+                {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": WS_KEY,
+                 "Sec-WebSocket-Version": "13"}
+            )  # fmt: skip
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self._request = f"GET {{path}} HTTP/1.1\r\nHost: {spec.host}\r\n{extra}\r\n"
 
     # Opening
@@ -208,7 +260,7 @@ class _Worker:
             self.summary.connect_errors += 1
             sock.close()
             return
-        stream = _Stream(sock, spec.keys[index], time.monotonic(), self.summary)
+        stream = _Stream(sock, spec.keys[index], time.monotonic(), self.summary, spec.websocket)
         self.streams.append(stream)
         self.by_fd[sock.fileno()] = stream
         self.opening += 1
@@ -259,7 +311,7 @@ class _Worker:
             except (BrokenResponse, httptools.HttpParserError):
                 self._drop(stream, connect_error=True)
             else:
-                if stream.status and stream.status != 200:
+                if stream.status and stream.status != stream.expected_status:
                     self._drop(stream, connect_error=True)
                 elif stream.opening and stream.first_byte:
                     stream.opening = False

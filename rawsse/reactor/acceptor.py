@@ -174,11 +174,14 @@ class Acceptor:
             requests, error = [], exc
         loopback = bool(self._loopback[fd])
         effect: Effect | RawsseError | None = None
-        if len(requests) == 1 and count <= FEED_SLICE and reader.between_messages:
+        if len(requests) == 1 and count <= FEED_SLICE and (reader.between_messages or reader.upgraded):
             effect = self._decide(requests[0], loopback)
             if isinstance(effect, OpenStream):  # the common case: no core, no transport
+                early = reader.after_upgrade  # a WebSocket client's frames sent too soon
+                if reader.upgraded:
+                    reader.renew()
                 self._reader = reader  # the next connection's first request is read with it
-                context.streams.open_slot(fd, effect.preamble, effect.topics)
+                context.streams.open_slot(fd, effect, early)
                 return
         core = HttpConnection(context.limits, context.timeouts, accepted, reader=reader)
         core.receive_parsed(requests, error, bytes(self._view[FEED_SLICE:count]), now)

@@ -51,6 +51,18 @@ class EffectRunner:
                 return self._wait(sequence, timeout, then, reply)
         return None
 
+    def publish_for_stream(
+        self, items: list[PublishItem], done: Callable[[list[str] | RawsseError], None]
+    ) -> None:
+        """A WebSocket's publish command: the broker's path and checks, as POST /publish."""
+
+        def published(outcome: Outcome) -> None:
+            if not isinstance(outcome, RawsseError):
+                self._metrics.events_published += len(outcome)
+            done(outcome)
+
+        self._broker.publish(items, published)
+
     def publish_now(self, items: list[PublishItem]) -> list[str]:
         """Publish for embedding code, with a broker of this machine; raises what refused."""
         ids = publish_now(self._broker, items)

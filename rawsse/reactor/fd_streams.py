@@ -17,15 +17,19 @@ import socket
 from array import array
 from collections.abc import Callable
 
-from rawsse.core.slots import ARRIVING, BLOCKED, OPEN, SlotTable, Why
+from rawsse.core.slots import ARRIVING, BLOCKED, CLOSING, OPEN, WS, SlotTable, Why
 from rawsse.reactor.poller import HANGUP, READABLE, WRITABLE, Poller
 
 IOV_MAX = 1024
 """writev's buffer-count limit on Linux and the BSDs."""
 
 READ_CHUNK = 4096
-"""A stream's client has nothing to say after its request; what it sends is read away in
-small chunks and dropped, so it cannot make the poller spin."""
+"""An SSE stream's client has nothing to say after its request; what it sends is read
+away in small chunks and dropped, so it cannot make the poller spin."""
+
+WS_READ_CHUNK = 64 * 1024
+"""A WebSocket client's frames are read this much per readiness notice, into a bytes
+object that lives as long as the read's frames are being handled."""
 
 
 class FdBackend:
@@ -37,6 +41,7 @@ class FdBackend:
         self._drained: Callable[[], None] = lambda: None
         self.on_arrival: Callable[[int], None] = lambda fd: None
         """Called when an ARRIVING connection is readable (or hung up): its request."""
+        self.on_input: Callable[[int, bytes], None] = lambda fd, data: None
         loop.add_reader(poller.fileno(), self._on_ready)
 
     def bind(self, close: Callable[[int, Why], None], drained: Callable[[], None]) -> None:
@@ -100,7 +105,7 @@ class FdBackend:
         return len(slots) - missed
 
     def send(self, slot: int, data: bytes) -> None:
-        if self._table.state[slot] == BLOCKED:
+        if slot in self._table.pending:
             if not self._table.queue(slot, data):
                 self._slow(slot)
             return
@@ -140,11 +145,34 @@ class FdBackend:
     # Poller events
 
     def _on_ready(self) -> None:
-        state = self._table.state
+        table = self._table
+        state = table.state
+        framing = table.framing
         for fd, flags in self._poller.poll():
-            if state[fd] not in (OPEN, BLOCKED):
-                if state[fd] == ARRIVING:
+            status = state[fd]
+            if status not in (OPEN, BLOCKED):
+                if status == ARRIVING:
                     self.on_arrival(fd)  # read even on a hang-up: the request may be there
+                    continue
+                if status != CLOSING:
+                    continue
+            if framing[fd] == WS:
+                if flags & (READABLE | HANGUP):  # read first: a close frame may precede the end
+                    try:
+                        data = os.read(fd, WS_READ_CHUNK)
+                    except BlockingIOError:
+                        data = None
+                    except OSError:
+                        data = b""
+                    if data is not None:
+                        if not data:
+                            self._lost(fd)
+                            continue
+                        self.on_input(fd, data)
+                        if state[fd] not in (OPEN, BLOCKED, CLOSING):
+                            continue
+                if flags & WRITABLE and fd in table.pending:
+                    self._flush(fd)
                 continue
             if flags & HANGUP:
                 self._lost(fd)

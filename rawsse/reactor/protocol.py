@@ -299,10 +299,11 @@ class HttpProtocol(asyncio.Protocol):
             self._act()
             return
         try:
-            context.streams.open(transport, stream.preamble, stream.topics)
+            context.streams.open(transport, stream, core.after_upgrade)
         except OSError as exc:
             log.warning("cannot open stream: %s", exc)
-            core.refuse_stream(context.api.come_back_later(stream.head, OVERLOADED), context.clock())
+            refusal = context.api.come_back_later(stream.head, OVERLOADED, stream.framing)
+            core.refuse_stream(refusal, context.clock())
             self._act()
             return
         core.release()

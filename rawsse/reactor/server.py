@@ -25,6 +25,7 @@ from rawsse.core.publish import make_item
 from rawsse.core.slots import SlotTable
 from rawsse.core.sse import encode_retry
 from rawsse.core.subscriptions import Subscriptions
+from rawsse.core.ws.session import SessionLimits, Sessions, going_away
 from rawsse.dashboard.files import load_dashboard
 from rawsse.dashboard.stats import StatsPublisher
 from rawsse.preflight import check_environment
@@ -161,9 +162,11 @@ class Server:
         # The descriptors left above the limit, less what the listener, pollers and logs
         # need, hold the connections answered "come back later".
         spare = fd_limit - connection_limit - FD_RESERVE // 2
+        runner = EffectRunner(broker, self.hub, self.streams.close_topics, self.metrics, loop)
+        self.streams.publish = runner.publish_for_stream
         self.context = ConnectionContext(
             api=self.api,
-            runner=EffectRunner(broker, self.hub, self.streams.close_topics, self.metrics, loop),
+            runner=runner,
             streams=self.streams,
             metrics=self.metrics,
             limits=HttpLimits(config.max_header_bytes, config.max_url_bytes, config.max_body_bytes),
@@ -228,7 +231,9 @@ class Server:
             backend = TransportBackend(self.loop, table)
         else:
             backend = FdBackend(self.loop, table, make_poller(kind))
-        return Streams(self.loop, self.hub, self.metrics, limits, table, backend)
+        session_limits = SessionLimits(config.max_topics, config.max_topic_length, config.max_body_bytes)
+        sessions = Sessions(table.capacity, session_limits, self.loop.time, lambda: self.api.draining)
+        return Streams(self.loop, self.hub, self.metrics, limits, table, backend, sessions)
 
     @property
     def port(self) -> int:
@@ -265,6 +270,7 @@ class Server:
             self._sweeper.cancel()
         self.api.draining = True
         self.streams.announce(self.hub.spread(self._reconnect_advice(), self._rng.randrange))
+        self.streams.close_websockets(going_away())
         flushed = await self.streams.drain(self.config.shutdown_grace)
         if not flushed:
             log.warning("shutdown grace ran out with bytes still pending; closing anyway")

@@ -22,9 +22,24 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rawsse.config import FANOUT_SLICE, MAX_PENDING_BYTES, SEND_TIMEOUT
+from rawsse.core.effects import OpenStream
 from rawsse.core.hub import Delivery, Hub
 from rawsse.core.metrics import Metrics
-from rawsse.core.slots import SSE, SlotTable, Why
+from rawsse.core.publish import PublishItem
+from rawsse.core.slots import BLOCKED, CLOSING, WS, SlotTable, Why
+from rawsse.core.ws.frames import SERVICE_RESTART, close_frame
+from rawsse.core.ws.session import (
+    CLOSE_TIMEOUT,
+    BeginClose,
+    Finish,
+    PublishItems,
+    Send,
+    Sessions,
+    SetTopics,
+    failed,
+    published,
+)
+from rawsse.errors import RawsseError
 
 log = logging.getLogger("rawsse")
 
@@ -57,6 +72,9 @@ class Backend(Protocol):
         """Write to one stream, queueing what does not go out."""
         ...
 
+    on_input: Callable[[int, bytes], None]
+    """Where a WebSocket stream's input goes (SSE streams' input is read and dropped)."""
+
     def detach(self, slot: int, abort: bool) -> None:
         """Stop watching and writing the slot (`abort`: drop unsent bytes, tell the peer
         at once); its fd or place is freed by `free`, once no pass can see it."""
@@ -69,6 +87,13 @@ class Backend(Protocol):
         ...
 
 
+RECONNECT = close_frame(SERVICE_RESTART, "reconnect and resume")
+"""How a WebSocket stream is closed by /disconnect or a broker's gap: 1012 tells a client
+to come back, and its Last-Event-ID resumes it."""
+
+Publisher = Callable[[list[PublishItem], Callable[[list[str] | RawsseError], None]], None]
+
+
 class Streams:
     def __init__(
         self,
@@ -78,11 +103,22 @@ class Streams:
         limits: StreamLimits,
         table: SlotTable,
         backend: Backend,
+        sessions: Sessions,
     ) -> None:
         self._loop, self._hub, self._metrics, self._limits = loop, hub, metrics, limits
         self.table = table
         self.backend = backend
+        self.sessions = sessions
+        self.publish: Publisher = lambda items, done: done(RawsseError("no broker"))
+        """How a WebSocket's publish command is carried out (set by the server)."""
+        self._closing: dict[int, float] = {}
+        """WebSocket streams whose close frame is out, with when they are dropped if the
+        client's close has not come."""
+        self._serial = array("Q", bytes(8 * table.capacity))
+        """Which stream (its number in `streams_opened`) holds each slot, so a publish's
+        late answer never reaches a later stream on a reused slot."""
         backend.bind(self.close, self.drained)
+        backend.on_input = self.receive
         self.subscriptions = hub.subscriptions
         hub.on_queued = self.schedule
         self._scheduled = False
@@ -95,30 +131,49 @@ class Streams:
 
     @property
     def count(self) -> int:
-        return self.subscriptions.count
+        return self.subscriptions.count + len(self._closing)
 
     # A stream's life
 
-    def open(self, transport: asyncio.Transport, first_bytes: bytes, topics: tuple[str, ...]) -> None:
-        """Make the connection a stream that starts with `first_bytes`. Raises OSError
-        when no slot can be had; the connection is then untouched."""
-        self.open_slot(self.backend.adopt(transport), first_bytes, topics)
+    def open(self, transport: asyncio.Transport, stream: OpenStream, early: bytes = b"") -> None:
+        """Make the connection the stream the API decided on. Raises OSError when no
+        slot can be had; the connection is then untouched."""
+        self.open_slot(self.backend.adopt(transport), stream, early)
 
-    def open_slot(self, slot: int, first_bytes: bytes, topics: tuple[str, ...]) -> None:
+    def open_slot(self, slot: int, stream: OpenStream, early: bytes = b"") -> None:
         """Make the connection in `slot` — one the backend holds already (accepted on the
-        raw path) — a stream that starts with `first_bytes`."""
-        self.table.open(slot, SSE)
-        self.subscriptions.add(slot, topics)
+        raw path) — the stream the API decided on, starting with its preamble. A
+        WebSocket's `early` bytes are what its client sent before the 101 was out."""
+        topics, framing = stream.topics, stream.framing
+        self.table.open(slot, framing)
+        self.subscriptions.add(slot, topics, framing)
         metrics = self._metrics
         metrics.streams_open += 1
         metrics.streams_opened += 1
         metrics.stream_slots = self.table.used
-        self.backend.send(slot, first_bytes)
+        if framing == WS:
+            metrics.ws_streams_open += 1
+            self._serial[slot] = metrics.streams_opened
+            self.sessions.open(slot, stream.publisher)
+        self.backend.send(slot, stream.preamble)
+        if early and self.table.is_open(slot):
+            self.receive(slot, early)
 
     def close(self, slot: int, why: Why) -> None:
-        """Close one stream; safe to call twice and from inside a pass."""
-        if not self.table.is_open(slot):
+        """Close one stream; safe to call twice and from inside a pass. A WebSocket
+        closed by the server gets a close frame first (1012: reconnect and resume) and
+        its connection ends when the client answers (or CLOSE_TIMEOUT passes)."""
+        table = self.table
+        if not table.is_live(slot):
             return
+        framing = table.framing[slot]
+        if framing == WS:
+            if why is Why.SERVER and table.state[slot] != CLOSING:
+                self.begin_close(slot, RECONNECT)
+                return
+            self._closing.pop(slot, None)
+            self.sessions.forget(slot)
+            self._metrics.ws_streams_open -= 1
         self.subscriptions.remove(slot)
         metrics = self._metrics
         metrics.streams_open -= 1
@@ -132,6 +187,75 @@ class Streams:
             self.backend.free(slot)
         metrics.stream_slots = self.table.used
         self._wake_idle_waiters()
+
+    # WebSocket streams
+
+    def begin_close(self, slot: int, frame: bytes) -> None:
+        """Send a WebSocket stream's close frame (behind what it still owes its client)
+        and nothing after it; the connection ends when the client's close comes."""
+        table = self.table
+        if not table.is_open(slot):
+            return
+        self.subscriptions.remove(slot)  # no more events: they would follow the close frame
+        self.backend.send(slot, frame)
+        if table.is_open(slot):  # not cut as a slow consumer by that
+            table.begin_closing(slot)
+            self._closing[slot] = self._loop.time() + CLOSE_TIMEOUT
+
+    def close_websockets(self, frame: bytes) -> None:
+        """Begin the close handshake of every WebSocket stream (the shutdown's 1001)."""
+        for group in self.subscriptions.groups():
+            if group.framing == WS:
+                for slot in list(group.members):  # begin_close edits members
+                    self.begin_close(slot, frame)
+
+    def receive(self, slot: int, data: bytes) -> None:
+        """A WebSocket stream's client sent `data`: do what its frames ask."""
+        table = self.table
+        closing = table.state[slot] == CLOSING
+        topics = self.subscriptions.topics_of(slot)
+        for action in self.sessions.receive(slot, data, topics, closing):
+            if not table.is_live(slot):
+                return
+            match action:
+                case Send(frame):
+                    self.backend.send(slot, frame)
+                case SetTopics(after, answer):
+                    self.subscriptions.remove(slot)
+                    self.subscriptions.add(slot, after, WS)
+                    self.backend.send(slot, answer)
+                case PublishItems(items, ref):
+                    self._publish(slot, items, ref)
+                case BeginClose(frame):
+                    self.begin_close(slot, frame)
+                case Finish():
+                    self.close(slot, Why.PEER)
+
+    def _publish(self, slot: int, items: list[PublishItem], ref: object) -> None:
+        serial = self._serial[slot]
+
+        def done(outcome: list[str] | RawsseError) -> None:
+            if self._serial[slot] != serial or not self.table.is_open(slot):
+                return  # the stream is gone (its slot may serve another by now)
+            answer = failed(outcome, ref) if isinstance(outcome, RawsseError) else published(outcome, ref)
+            self.backend.send(slot, answer)
+
+        self.publish(items, done)
+
+    def _check_keepalive(self) -> None:
+        """Before a heartbeat's pings: drop the WebSocket streams that sent nothing (no
+        pong, no frame) since the last pings. Those behind on their bytes are left to the
+        send timeout: their pings may still be queued."""
+        table = self.table
+        slots = [
+            slot
+            for group in self.subscriptions.groups()
+            if group.framing == WS
+            for slot in group.members
+            if table.state[slot] != BLOCKED
+        ]
+        for slot in self.sessions.unanswered(slots):
+            self.close(slot, Why.PEER)
 
     def close_topics(self, topics: Iterable[str]) -> int:
         """Close every stream subscribed to one of `topics` (an admin's /disconnect);
@@ -154,13 +278,18 @@ class Streams:
         for group in self.subscriptions.groups():
             for slot in list(group.members):
                 self.close(slot, Why.SERVER)
+        for slot in list(self._closing):
+            self.close(slot, Why.SERVER)
         self.backend.dispose()
         self._wake_idle_waiters()
 
     def sweep(self, now: float) -> None:
-        """Once a second: close the streams whose pending bytes made no progress."""
+        """Once a second: close the streams whose pending bytes made no progress, and
+        the WebSocket streams whose client did not answer our close in time."""
         for slot in self.table.stalled(now, self._limits.send_timeout):
             self.close(slot, Why.STALLED)
+        for slot in [slot for slot, deadline in self._closing.items() if deadline <= now]:
+            self.close(slot, Why.PEER)
 
     # Fan-out passes
 
@@ -170,7 +299,9 @@ class Streams:
             self._loop.call_soon(self._start_pass)
 
     def heartbeat(self) -> None:
-        """A heartbeat is due: the next pass (at once, if none runs) carries it."""
+        """A heartbeat is due: the next pass (at once, if none runs) carries it; first
+        the WebSocket streams that did not answer the last pings are dropped."""
+        self._check_keepalive()
         self._heartbeat_due = True
         self.schedule()
 
@@ -248,9 +379,10 @@ class Streams:
         return bool(self.table.pending)
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until no pass runs and no stream has pending bytes; False on timeout."""
+        """Wait until no pass runs, no stream has pending bytes and no WebSocket awaits
+        its client's close; False on timeout."""
         deadline = self._loop.time() + timeout
-        while self._passing or self._scheduled or self.has_pending:
+        while self._passing or self._scheduled or self.has_pending or self._closing:
             remaining = deadline - self._loop.time()
             if remaining <= 0:
                 return False

@@ -16,7 +16,7 @@ import socket
 from array import array
 from collections.abc import Callable
 
-from rawsse.core.slots import BLOCKED, OPEN, SlotTable, Why
+from rawsse.core.slots import BLOCKED, OPEN, WS, SlotTable, Why
 
 
 class TransportBackend:
@@ -27,6 +27,7 @@ class TransportBackend:
         self._vacant = list(range(table.capacity - 1, -1, -1))
         self._close: Callable[[int, Why], None] = lambda slot, why: None
         self._drained: Callable[[], None] = lambda: None
+        self.on_input: Callable[[int, bytes], None] = lambda slot, data: None
 
     def bind(self, close: Callable[[int, Why], None], drained: Callable[[], None]) -> None:
         self._close = close
@@ -54,6 +55,10 @@ class TransportBackend:
         if self._transports[slot] is transport:
             self._close(slot, Why.PEER)
 
+    def received(self, slot: int, transport: asyncio.BaseTransport, data: bytes) -> None:
+        if self._table.framing[slot] == WS and self._transports[slot] is transport:
+            self.on_input(slot, data)
+
     # Writing
 
     def write_slice(self, slots: array[int], data: bytes, droppable: bool) -> int:
@@ -77,6 +82,10 @@ class TransportBackend:
         return len(slots) - missed
 
     def send(self, slot: int, data: bytes) -> None:
+        if slot in self._table.pending:  # behind, or closing behind a backlog
+            if not self._table.queue(slot, data):
+                self._close(slot, Why.SLOW)
+            return
         self.write_slice(array("i", [slot]), data, droppable=False)
 
     def resume(self, slot: int) -> None:
@@ -125,7 +134,9 @@ class _StreamProtocol(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        pass  # a stream's client has nothing to say after its request
+        # An SSE client has nothing to say after its request; a WebSocket client's frames
+        # go to the stream reactor.
+        self._backend.received(self._slot, self._transport, data)
 
     def eof_received(self) -> bool | None:
         return None  # the client is done: so is the stream

@@ -1,0 +1,64 @@
+"""What travels in WebSocket text frames: the server's events, encoded once per event
+from the very bytes SSE streams get, and the replies to the client's commands.
+
+An event is one text frame holding one JSON object:
+
+    {"id": "…", "topic": "news", "event": null, "data": "…"}
+
+- `id`, `event` and `data` are exactly what an EventSource on `/events` sees (`event` is
+  null for an unnamed event, which EventSource calls "message"; `data` is always a
+  string, its lines joined with "\\n"), in the same order, so a client can switch between
+  the transports and resume from the same id;
+- `topic` is the first topic the event was published to, and `topics` lists them all
+  when there are several (a client subscribed to several topics can tell them apart
+  without parsing `data`);
+- a reply to a command carries `type`; an event never does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rawsse.core.ws.frames import text_frame
+
+
+def event_frame(event_id: str | None, topics: tuple[str, ...], event: str | None, data: str) -> bytes:
+    fields: dict[str, Any] = {
+        "id": event_id,
+        "topic": topics[0] if topics else None,
+        "event": event,
+        "data": data,
+    }
+    if len(topics) > 1:
+        fields["topics"] = list(topics)
+    return text_frame(json.dumps(fields, ensure_ascii=False, separators=(",", ":")))
+
+
+def frame_from_sse(wire: bytes, topics: tuple[str, ...]) -> bytes:
+    """The WebSocket frame of an event, from its SSE encoding (rawsse.core.sse), which
+    holds its id, name and data exactly as a browser reads them."""
+    event_id: str | None = None
+    event: str | None = None
+    data: list[str] = []
+    for line in wire.decode().split("\n"):
+        if line.startswith("data: "):
+            data.append(line[6:])
+        elif line.startswith("id: "):
+            event_id = line[4:]
+        elif line.startswith("event: "):
+            event = line[7:]
+    return event_frame(event_id, topics, event, "\n".join(data))
+
+
+def reply(kind: str, ref: Any = None, **fields: Any) -> bytes:
+    """A command's answer: `{"type": kind, …, "ref": ref}` (`ref` only when the command
+    had one)."""
+    body: dict[str, Any] = {"type": kind, **fields}
+    if ref is not None:
+        body["ref"] = ref
+    return text_frame(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+
+
+def error_reply(code: str, message: str, ref: Any = None) -> bytes:
+    return reply("error", ref, code=code, message=message)

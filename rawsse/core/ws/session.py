@@ -1,0 +1,253 @@
+"""What a WebSocket stream's client says, and what follows: the sans-I/O side of every
+WebSocket connection, tested without sockets and with a fake clock.
+
+The reactor hands over each read of a connection's bytes (`receive`) and carries out the
+actions that come back: bytes to send, a new set of topics, events to publish, a close
+handshake to begin, the TCP connection to end. Per connection this keeps two bytes (has
+the client been heard from since the last ping; may it publish), a frame parser only
+while a frame is half-read, and a count of commands only while the client sends some.
+
+The client's commands are JSON objects in text frames, each with a `type` and an optional
+`ref` that the answer carries back:
+
+    {"type": "subscribe", "topics": ["a", "b"]}    -> {"type": "subscribed", "topics": [...]}
+    {"type": "unsubscribe", "topics": ["a"]}       -> {"type": "unsubscribed", "topics": [...]}
+    {"type": "ping"}                               -> {"type": "pong"}
+    {"type": "publish", "topic": "a", "data": "…"} -> {"type": "published", "id": "…"}
+
+A command that cannot be carried out is answered `{"type": "error", "code": …, "message":
+…}`; the connection stays open. The answers to subscribe and unsubscribe list every topic
+the connection is on afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from rawsse.core.publish import PublishItem, json_item
+from rawsse.core.topics import check_subscribe_topic
+from rawsse.core.ws.frames import (
+    GOING_AWAY,
+    POLICY_VIOLATION,
+    PONG,
+    UNSUPPORTED_DATA,
+    Binary,
+    Close,
+    Fault,
+    FrameParser,
+    Ping,
+    Text,
+    close_frame,
+    encode_frame,
+)
+from rawsse.core.ws.messages import error_reply, reply
+from rawsse.errors import RawsseError, TopicError
+
+COMMAND_BUDGET = 100
+"""Commands a connection may send in one second. Past it each command is answered with a
+`rate-limited` error and not carried out; past twice it the connection is closed (1008).
+Input is read a chunk per readiness notice, so a flood is never buffered either."""
+
+CLOSE_TIMEOUT = 5.0
+"""How long a connection we closed has to send its close frame back before the TCP
+connection is dropped."""
+
+
+class Send(NamedTuple):
+    data: bytes
+
+
+class SetTopics(NamedTuple):
+    """Put the stream on exactly `topics` from now on, then send `answer`."""
+
+    topics: tuple[str, ...]
+    answer: bytes
+
+
+class PublishItems(NamedTuple):
+    """Publish `items` as POST /publish does, and answer with `published(ids, ref)` or
+    `failed(error, ref)`."""
+
+    items: list[PublishItem]
+    ref: Any
+
+
+class BeginClose(NamedTuple):
+    """Send this close frame, write nothing more, and wait for the client's close."""
+
+    frame: bytes
+
+
+class Finish(NamedTuple):
+    """End the TCP connection now (after what was sent)."""
+
+
+Action = Send | SetTopics | PublishItems | BeginClose | Finish
+
+
+class SessionLimits(NamedTuple):
+    max_topics: int
+    max_topic_length: int
+    max_message: int
+    """The largest client message, in bytes: the publish body limit (--max-body-bytes)."""
+
+
+ERROR_CODES = {400: "invalid", 401: "forbidden", 403: "forbidden", 413: "too-large", 503: "unavailable"}
+
+
+def published(ids: list[str], ref: Any) -> bytes:
+    return reply("published", ref, id=ids[0]) if len(ids) == 1 else reply("published", ref, ids=ids)
+
+
+def failed(error: RawsseError, ref: Any) -> bytes:
+    return error_reply(ERROR_CODES.get(error.status or 500, "internal"), error.message, ref)
+
+
+class Sessions:
+    """The input side of every WebSocket stream of one process, by slot."""
+
+    def __init__(
+        self,
+        capacity: int,
+        limits: SessionLimits,
+        clock: Callable[[], float],
+        draining: Callable[[], bool],
+        budget: int = COMMAND_BUDGET,
+    ) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._draining = draining
+        self._budget = budget
+        self.heard = bytearray(capacity)
+        """1 when the client sent anything since the last keep-alive check."""
+        self.publisher = bytearray(capacity)
+        """1 when the connection may publish (decided once, at the handshake)."""
+        self._parsers: dict[int, FrameParser] = {}
+        self._spent: dict[int, int] = {}
+        self._window = clock()
+
+    def open(self, slot: int, may_publish: bool) -> None:
+        self.heard[slot] = 1
+        self.publisher[slot] = may_publish
+
+    def forget(self, slot: int) -> None:
+        """The connection is gone: drop what was kept for it."""
+        self._parsers.pop(slot, None)
+        self._spent.pop(slot, None)
+
+    def unanswered(self, slots: list[int]) -> list[int]:
+        """The keep-alive check, once a heartbeat interval, before the ping goes out:
+        which of `slots` sent nothing since the last check (their pings went
+        unanswered); the others are marked unheard for the next check."""
+        heard = self.heard
+        silent = [slot for slot in slots if not heard[slot]]
+        for slot in slots:
+            heard[slot] = 0
+        return silent
+
+    def receive(self, slot: int, data: bytes, topics: tuple[str, ...], closing: bool) -> list[Action]:
+        """One read of the client's bytes. `topics`: what the stream is on now;
+        `closing`: our close frame is out, only the client's close is awaited."""
+        self.heard[slot] = 1
+        parser = self._parsers.pop(slot, None) or FrameParser(self.limits.max_message)
+        incoming = parser.feed(data)
+        if not parser.idle:
+            self._parsers[slot] = parser
+        actions: list[Action] = []
+        for item in incoming:
+            if closing:
+                if isinstance(item, Close | Fault):
+                    self.forget(slot)
+                    return [*actions, Finish()]
+                continue
+            if isinstance(item, Text):
+                action = self._command(slot, item.text, topics)
+                if isinstance(action, SetTopics):
+                    topics = action.topics
+                actions.append(action)
+                if isinstance(action, BeginClose):
+                    closing = True
+            elif isinstance(item, Ping):
+                actions.append(Send(encode_frame(PONG, item.payload)))
+            elif isinstance(item, Close):
+                # The client closes: its code echoed (RFC 6455 5.5.1), then the TCP
+                # connection ends, which is the server's to end.
+                self.forget(slot)
+                actions.append(Send(close_frame(item.code, item.reason)))
+                actions.append(Finish())
+                return actions
+            elif isinstance(item, Fault):
+                actions.append(BeginClose(close_frame(item.code, item.reason)))
+                closing = True
+            elif isinstance(item, Binary):
+                actions.append(
+                    BeginClose(close_frame(UNSUPPORTED_DATA, "binary messages are not understood"))
+                )
+                closing = True
+        return actions
+
+    # Commands
+
+    def _command(self, slot: int, text: str, topics: tuple[str, ...]) -> Action:
+        now = self._clock()
+        if now - self._window >= 1.0:
+            self._window = now
+            self._spent.clear()
+        spent = self._spent[slot] = self._spent.get(slot, 0) + 1
+        if spent > 2 * self._budget:
+            return BeginClose(close_frame(POLICY_VIOLATION, "too many commands"))
+        try:
+            command = json.loads(text)
+        except (ValueError, RecursionError):
+            return Send(error_reply("invalid", "a command is a JSON object"))
+        if not isinstance(command, dict):
+            return Send(error_reply("invalid", "a command is a JSON object"))
+        ref = command.get("ref")
+        if spent > self._budget:
+            return Send(error_reply("rate-limited", f"at most {self._budget} commands a second", ref))
+        kind = command.get("type")
+        try:
+            if kind == "subscribe" or kind == "unsubscribe":
+                return self._subscription(kind, command, topics, ref)
+            if kind == "ping":
+                return Send(reply("pong", ref))
+            if kind == "publish":
+                return self._publish(slot, command, ref)
+        except RawsseError as error:
+            return Send(failed(error, ref))
+        except ValueError as error:  # TopicError, FieldError
+            return Send(error_reply("invalid", str(error), ref))
+        return Send(error_reply("invalid", "type must be subscribe, unsubscribe, ping or publish", ref))
+
+    def _subscription(self, kind: str, command: dict[str, Any], topics: tuple[str, ...], ref: Any) -> Action:
+        named = command.get("topics")
+        if not isinstance(named, list) or not named or not all(isinstance(t, str) for t in named):
+            return Send(error_reply("invalid", "topics must be a non-empty list of names", ref))
+        limits = self.limits
+        checked = [check_subscribe_topic(name, limits.max_topic_length) for name in named]  # TopicError
+        if kind == "subscribe":
+            after = tuple(dict.fromkeys((*topics, *checked)))
+            if len(after) > limits.max_topics:
+                raise TopicError(f"at most {limits.max_topics} topics per stream")
+            answer = "subscribed"
+        else:
+            gone = set(checked)
+            after = tuple(topic for topic in topics if topic not in gone)
+            answer = "unsubscribed"
+        return SetTopics(after, reply(answer, ref, topics=list(after)))
+
+    def _publish(self, slot: int, command: dict[str, Any], ref: Any) -> Action:
+        if not self.publisher[slot]:
+            return Send(
+                error_reply("forbidden", "this connection may not publish (see POST /publish's rules)", ref)
+            )
+        if self._draining():
+            return Send(error_reply("unavailable", "shutting down; publish to another server", ref))
+        entry = {key: value for key, value in command.items() if key not in ("type", "ref")}
+        return PublishItems([json_item(entry, self.limits.max_topic_length)], ref)
+
+
+def going_away() -> bytes:
+    return close_frame(GOING_AWAY, "server shutting down; reconnect and resume")

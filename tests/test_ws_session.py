@@ -1,0 +1,179 @@
+"""The client's command protocol and the per-connection budget, on the sans-I/O session
+with a fake clock."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rawsse.core.ws.frames import CLOSE, TEXT
+from rawsse.core.ws.session import BeginClose, PublishItems, Send, SessionLimits, Sessions, SetTopics
+from tests.ws_frames import client_frame, close_code, server_frames
+
+LIMITS = SessionLimits(max_topics=3, max_topic_length=16, max_message=4096)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def session(may_publish: bool = True, draining: bool = False, budget: int = 5) -> tuple[Sessions, Clock]:
+    clock = Clock()
+    sessions = Sessions(8, LIMITS, clock, lambda: draining, budget)
+    sessions.open(2, may_publish)
+    return sessions, clock
+
+
+def command(sessions: Sessions, body: Any, topics: tuple[str, ...] = ("a",)) -> list[Any]:
+    raw = body if isinstance(body, str) else json.dumps(body)
+    return sessions.receive(2, client_frame(TEXT, raw.encode()), topics, False)
+
+
+def answer(action: Any) -> dict[str, Any]:
+    data = action.answer if isinstance(action, SetTopics) else action.data
+    [(opcode, payload)] = server_frames(data)
+    assert opcode == TEXT
+    result: dict[str, Any] = json.loads(payload)
+    return result
+
+
+def test_subscribe_adds_topics_and_answers_with_all_of_them() -> None:
+    sessions, _ = session()
+    [action] = command(sessions, {"type": "subscribe", "topics": ["b", "a"], "ref": 7})
+    assert isinstance(action, SetTopics)
+    assert action.topics == ("a", "b")
+    assert answer(action) == {"type": "subscribed", "topics": ["a", "b"], "ref": 7}
+
+
+def test_unsubscribe_may_leave_no_topic() -> None:
+    sessions, _ = session()
+    [action] = command(sessions, {"type": "unsubscribe", "topics": ["a"]})
+    assert isinstance(action, SetTopics)
+    assert action.topics == ()
+    assert answer(action) == {"type": "unsubscribed", "topics": []}
+
+
+def test_subscribe_keeps_the_topic_limits_of_events() -> None:
+    sessions, _ = session()
+    [too_many] = command(sessions, {"type": "subscribe", "topics": ["b", "c", "d"], "ref": 1})
+    assert answer(too_many) == {
+        "type": "error",
+        "code": "invalid",
+        "message": "at most 3 topics per stream",
+        "ref": 1,
+    }
+    [bad] = command(sessions, {"type": "subscribe", "topics": ["no/slash"]})
+    assert answer(bad)["code"] == "invalid"
+    [long] = command(sessions, {"type": "subscribe", "topics": ["x" * 17]})
+    assert answer(long)["code"] == "invalid"
+    [reserved] = command(sessions, {"type": "subscribe", "topics": ["$other"]})
+    assert answer(reserved)["code"] == "invalid"
+    [stats] = command(sessions, {"type": "subscribe", "topics": ["$stats"]})
+    assert isinstance(stats, SetTopics)
+
+
+def test_malformed_commands_get_errors_and_the_connection_stays() -> None:
+    sessions, _ = session(budget=100)
+    for body in [
+        "not json",
+        "[1, 2]",
+        '"text"',
+        {"type": "dance"},
+        {"topics": ["a"]},
+        {"type": "subscribe"},
+        {"type": "subscribe", "topics": "a"},
+        {"type": "subscribe", "topics": []},
+    ]:
+        [action] = command(sessions, body)
+        assert isinstance(action, Send)
+        assert answer(action)["type"] == "error"
+        assert answer(action)["code"] == "invalid"
+
+
+def test_ping_command_answers_pong_with_its_ref() -> None:
+    sessions, _ = session()
+    [action] = command(sessions, {"type": "ping", "ref": "r1"})
+    assert answer(action) == {"type": "pong", "ref": "r1"}
+
+
+def test_publish_goes_to_the_publish_path_when_allowed() -> None:
+    sessions, _ = session(may_publish=True)
+    [action] = command(
+        sessions, {"type": "publish", "topic": "a", "data": {"n": 1}, "event": "tick", "ref": 3}
+    )
+    assert isinstance(action, PublishItems)
+    assert action.ref == 3
+    [item] = action.items
+    assert (item.topics, item.data, item.event) == (("a",), '{"n":1}', "tick")
+
+
+def test_publish_is_checked_as_post_publish_is() -> None:
+    sessions, _ = session(may_publish=True)
+    for body in [
+        {"type": "publish", "data": "x"},
+        {"type": "publish", "topic": "$stats", "data": "x"},
+        {"type": "publish", "topic": "a"},
+        {"type": "publish", "topic": "a", "data": "x", "extra": 1},
+        {"type": "publish", "topic": "a", "data": "x", "event": "two\nlines"},
+    ]:
+        [action] = command(sessions, body)
+        assert answer(action)["code"] == "invalid", body
+
+
+def test_publish_is_refused_without_the_right_and_while_draining() -> None:
+    sessions, _ = session(may_publish=False)
+    [action] = command(sessions, {"type": "publish", "topic": "a", "data": "x"})
+    assert answer(action)["code"] == "forbidden"
+    sessions, _ = session(may_publish=True, draining=True)
+    [action] = command(sessions, {"type": "publish", "topic": "a", "data": "x"})
+    assert answer(action)["code"] == "unavailable"
+
+
+def test_a_command_flood_is_throttled_then_closed_with_1008() -> None:
+    sessions, _clock = session(budget=5)
+    results = [command(sessions, {"type": "ping"})[0] for _ in range(10)]
+    assert [answer(r)["type"] for r in results[:5]] == ["pong"] * 5
+    assert [answer(r)["code"] for r in results[5:]] == ["rate-limited"] * 5
+    [closing] = command(sessions, {"type": "ping"})
+    assert isinstance(closing, BeginClose)
+    [(opcode, payload)] = server_frames(closing.frame)
+    assert (opcode, close_code(payload)) == (CLOSE, 1008)
+
+
+def test_the_budget_is_per_second() -> None:
+    sessions, clock = session(budget=5)
+    for _ in range(5):
+        assert answer(command(sessions, {"type": "ping"})[0])["type"] == "pong"
+    clock.now += 1.0
+    for _ in range(5):
+        assert answer(command(sessions, {"type": "ping"})[0])["type"] == "pong"
+
+
+def test_many_commands_in_one_read_are_each_answered_in_order() -> None:
+    sessions, _ = session(budget=100)
+    data = b"".join(client_frame(TEXT, json.dumps({"type": "ping", "ref": n}).encode()) for n in range(20))
+    actions = sessions.receive(2, data, ("a",), False)
+    assert [answer(a)["ref"] for a in actions] == list(range(20))
+
+
+def test_keepalive_marks_silent_connections() -> None:
+    sessions, _ = session()
+    sessions.open(3, False)
+    assert sessions.unanswered([2, 3]) == []  # just opened: heard
+    sessions.receive(2, client_frame(0xA), ("a",), False)  # a pong from 2 only
+    assert sessions.unanswered([2, 3]) == [3]
+
+
+def test_no_parser_is_kept_between_whole_frames() -> None:
+    sessions, _ = session()
+    command(sessions, {"type": "ping"})
+    assert not sessions._parsers
+    half = client_frame(TEXT, b'{"type": "ping"}')[:5]
+    sessions.receive(2, half, ("a",), False)
+    assert 2 in sessions._parsers
+    sessions.forget(2)
+    assert not sessions._parsers
