@@ -17,17 +17,25 @@ CONNECT_WINDOW = 512
 """Connections in flight at once while opening, so the server's backlog never overflows."""
 
 
+WEBSOCKET_HEADERS = (
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: YmVuY2gtcmVhZGVyLWtleQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n"
+)
+
+
 def run_readers(
     port: int,
     path: str,
     count: int,
     source: str,
     control: multiprocessing.connection.Connection,
+    websocket: bool = False,
 ) -> None:
     """Open `count` streams, say "ready", then read until "stop"; answer "bytes" with the
-    total read so far."""
+    total read so far. With `websocket`, each stream is a WebSocket upgrade."""
     selector = selectors.DefaultSelector()
-    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    upgrade = WEBSOCKET_HEADERS if websocket else ""
+    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n{upgrade}\r\n".encode()
     sockets: list[socket.socket] = []
     received = 0
     opening = 0
@@ -76,7 +84,7 @@ class Readers:
     address (127.0.N.2, 127.0.N.3, ... with N new for each run, so the ports left in
     TIME_WAIT by an earlier run are not in the way) so ephemeral ports never run out."""
 
-    def __init__(self, port: int, path: str, count: int, processes: int = 2) -> None:
+    def __init__(self, port: int, path: str, count: int, processes: int = 2, websocket: bool = False) -> None:
         self._links: list[multiprocessing.connection.Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
         context = multiprocessing.get_context("spawn")
@@ -85,7 +93,9 @@ class Readers:
         for n, part in enumerate(share):
             ours, theirs = context.Pipe()
             process = context.Process(
-                target=run_readers, args=(port, path, part, f"127.0.{network}.{n + 2}", theirs), daemon=True
+                target=run_readers,
+                args=(port, path, part, f"127.0.{network}.{n + 2}", theirs, websocket),
+                daemon=True,
             )
             process.start()
             self._links.append(ours)

@@ -3,6 +3,7 @@ subscriber against a bare os.write loop over the same sockets, in the same run.
 
     .venv/bin/python bench/streams.py idle --streams 15000
     .venv/bin/python bench/streams.py broadcast --streams 10000 --rounds 20
+    .venv/bin/python bench/streams.py broadcast --streams 10000 --rounds 20 --transport ws
     .venv/bin/python bench/streams.py all --json bench/results/streams.json
 
 `idle` runs `rawsse serve` as a separate process and reads its resident memory (VmRSS)
@@ -100,7 +101,9 @@ def bench_idle(streams: int, processes: int) -> dict[str, Any]:
     }
 
 
-def bench_broadcast(streams: int, rounds: int, size: int, processes: int) -> dict[str, Any]:
+def bench_broadcast(
+    streams: int, rounds: int, size: int, processes: int, transport: str = "sse"
+) -> dict[str, Any]:
     import uvloop
 
     result: dict[str, Any] = {}
@@ -110,7 +113,9 @@ def bench_broadcast(streams: int, rounds: int, size: int, processes: int) -> dic
         await server.start()
         streams_ = server.streams
         assert isinstance(streams_.backend, FdBackend), "the broadcast bench measures the epoll reactor"
-        readers = Readers(server.port, "/events?topic=bench", streams, processes)
+        websocket = transport == "ws"
+        path = "/ws?topic=bench" if websocket else "/events?topic=bench"
+        readers = Readers(server.port, path, streams, processes, websocket)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, readers.wait_ready)
         while server.metrics.streams_open < streams:
@@ -136,7 +141,8 @@ def bench_broadcast(streams: int, rounds: int, size: int, processes: int) -> dic
             bare.append(time.perf_counter() - started)
 
         await time_rawsse()  # warm-up round, also gives us the encoded event
-        data = server.hub.history.since(("bench",), 0, 10**9)[0][-1].wire
+        event = server.hub.history.since(("bench",), 0, 10**9)[0][-1]
+        data = event.frame if websocket else event.wire
         time_bare(data)
         ours.clear()
         bare.clear()
@@ -153,6 +159,7 @@ def bench_broadcast(streams: int, rounds: int, size: int, processes: int) -> dic
         ours_us = statistics.median(ours) / streams * 1e6
         bare_us = statistics.median(bare) / streams * 1e6
         result.update(
+            transport=transport,
             streams=streams,
             rounds=rounds,
             event_bytes=len(data),
@@ -195,6 +202,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20, help="broadcast rounds (the first is warm-up)")
     parser.add_argument("--size", type=int, default=128, help="event data bytes")
     parser.add_argument("--processes", type=int, default=2, help="reader processes")
+    parser.add_argument(
+        "--transport", choices=["sse", "ws"], default="sse", help="broadcast over /events or /ws"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": machine()}
@@ -210,10 +220,10 @@ def main() -> int:
         )
     if args.what in ("broadcast", "all"):
         cast = results["broadcast"] = bench_broadcast(
-            args.streams or 10000, args.rounds, args.size, args.processes
+            args.streams or 10000, args.rounds, args.size, args.processes, args.transport
         )
         print(
-            f"broadcast: {cast['streams']} readers, {cast['event_bytes']} B event: "
+            f"broadcast: {cast['streams']} {cast['transport']} readers, {cast['event_bytes']} B event: "
             f"rawsse {cast['rawsse_us_per_subscriber']:.2f} us/subscriber, "
             f"bare os.write {cast['bare_write_us_per_subscriber']:.2f} us/subscriber, "
             f"ratio {cast['ratio']:.2f}"

@@ -18,7 +18,7 @@ from rawsse.core.history import History
 from rawsse.core.hub import Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
-from rawsse.core.slots import BLOCKED, CLOSED, FREE, OPEN, SlotTable, Why
+from rawsse.core.slots import BLOCKED, CLOSED, CLOSING, FREE, OPEN, WS, SlotTable, Why
 from rawsse.core.subscriptions import Subscriptions
 from rawsse.core.ws.session import SessionLimits, Sessions
 from rawsse.reactor.fd_streams import FdBackend
@@ -212,3 +212,13 @@ def test_a_blocked_stream_without_progress_is_stalled() -> None:
     table.block(2, b"rest", now=10)
     assert table.stalled(now=69, timeout=60) == []
     assert table.stalled(now=71, timeout=60) == [2]
+
+
+def test_a_closing_websocket_stays_closing_while_its_bytes_drain() -> None:
+    table = SlotTable(8, 1024)
+    table.open(3, WS)
+    table.begin_closing(3)
+    table.block(3, b"rest", 0.0)  # its close frame did not go out whole
+    assert table.state[3] == CLOSING  # nothing more is written to it meanwhile
+    assert table.sent(3, 4, 1.0)
+    assert table.state[3] == CLOSING

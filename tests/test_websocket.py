@@ -141,6 +141,12 @@ def test_metrics_count_websocket_streams_apart() -> None:
             assert 'rawsse_streams{transport="sse"} 1' in text
             assert 'rawsse_streams{transport="ws"} 2' in text
             assert "rawsse_ws_streams_open 2" in text
+            async with connect(ws_url(server, "topic=$stats")) as stats:  # the dashboard's figures
+                for _ in range(5):  # a snapshot a second; one taken before this one opened is older
+                    figures = json.loads((await receive(stats))["data"])
+                    if figures["ws_streams_open"] == 3:
+                        break
+                assert (figures["streams_open"], figures["ws_streams_open"]) == (4, 3)
         sse.close()
 
     run_with_server(("uvloop", "epoll"), scenario)
@@ -205,7 +211,22 @@ def test_an_upgrade_asked_elsewhere_is_answered_as_http_and_closed() -> None:
         assert (answer.status, answer.body, closed) == (200, b"ok\n", True)  # nothing after it read as HTTP
         body = b"POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         answer, closed = await exchange(server.port, body + b"Content-Length: 2\r\n\r\nab")
-        assert answer.status in (400, 415) and closed
+        assert (answer.status, closed) == (400, True)  # never a publish without its body
+        # An SSE stream asked with an upgrade stays an SSE stream: what follows its head
+        # is dropped, never read as WebSocket frames.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        head = (
+            b"GET /events?topic=a HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+        )
+        subscribe = json.dumps({"type": "subscribe", "topics": ["b"]}).encode()
+        writer.write(head + client_frame(TEXT, subscribe) + b"XYZ")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        await wait_for(lambda: server.metrics.streams_open == 1, "the stream")
+        event_id = await publish(server.port, "a", "plain sse")
+        text = (await asyncio.wait_for(reader.readuntil(b"plain sse\n\n"), TIMEOUT)).decode()
+        assert f"id: {event_id}\ndata: plain sse" in text
+        assert server.metrics.ws_streams_open == 0 and server.streams.count == 1
+        writer.close()
 
     run_with_server(("uvloop", "epoll"), scenario)
 
@@ -280,11 +301,35 @@ def test_a_client_that_answers_no_ping_is_dropped_and_one_that_does_stays() -> N
             await wait_for(lambda: server.metrics.streams_open == 2, "both streams")
             frames = await read_frames(reader, 1)
             assert frames[0][0] == PING  # the sweep's ping, unanswered here
-            assert await asyncio.wait_for(reader.read(), 5 * TIMEOUT) == b""  # dropped
+            rest = await asyncio.wait_for(reader.read(), 5 * TIMEOUT)  # until the server ends it
+            assert {frame for frame in server_frames(rest)} <= {(PING, b"")}  # more pings, then dropped
             assert server.metrics.streams_open == 1
             await answering.send(json.dumps({"type": "ping"}))
             assert (await receive(answering))["type"] == "pong"
         writer.close()
+
+    run_with_server(("uvloop", "epoll"), scenario, heartbeat=1.0)
+
+
+def test_pings_go_out_and_quiet_clients_stay_while_events_never_stop() -> None:
+    async def scenario(server: Server) -> None:
+        async with connect(ws_url(server, "topic=a"), ping_interval=None) as quiet:  # answers pings only
+            await wait_for(lambda: server.metrics.streams_open == 1, "the stream")
+            received: list[str | bytes] = []
+
+            async def read() -> None:  # the client reads its events, and answers pings
+                async for message in quiet:
+                    received.append(message)
+
+            reading = asyncio.get_running_loop().create_task(read())
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 3.5  # three heartbeats, with an event every few ms throughout
+            while loop.time() < until:
+                server.publish("a", "busy")
+                await asyncio.sleep(0.005)
+            assert server.metrics.streams_open == 1  # not dropped as unanswered
+            assert received
+            reading.cancel()
 
     run_with_server(("uvloop", "epoll"), scenario, heartbeat=1.0)
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from rawsse.core.ws.frames import CLOSE, TEXT
-from rawsse.core.ws.session import BeginClose, PublishItems, Send, SessionLimits, Sessions, SetTopics
+from rawsse.core.ws.session import BeginClose, Finish, PublishItems, Send, SessionLimits, Sessions, SetTopics
 from tests.ws_frames import client_frame, close_code, server_frames
 
 LIMITS = SessionLimits(max_topics=3, max_topic_length=16, max_message=4096)
@@ -177,3 +177,39 @@ def test_no_parser_is_kept_between_whole_frames() -> None:
     assert 2 in sessions._parsers
     sessions.forget(2)
     assert not sessions._parsers
+
+
+def test_deeply_nested_json_is_refused_not_raised() -> None:
+    sessions, _ = session(budget=100)
+    deep = "[" * 2000 + "]" * 2000
+    [action] = command(sessions, '{"type": "ping", "ref": ' + deep + "}")
+    assert answer(action)["code"] == "invalid"
+    nested = '{"type": "publish", "topic": "a", "data": ' + "[" * 985 + "]" * 985 + "}"
+    [action] = command(sessions, nested)
+    assert answer(action)["code"] == "invalid" or isinstance(action, PublishItems)
+
+
+def test_the_right_to_publish_does_not_outlive_the_connection() -> None:
+    sessions, _ = session(may_publish=True)
+    sessions.forget(2)
+    [action] = command(sessions, {"type": "publish", "topic": "a", "data": "x"})
+    assert answer(action)["code"] == "forbidden"
+
+
+def test_after_a_message_over_the_limit_the_client_close_is_still_found() -> None:
+    sessions, _ = session()
+    frame = client_frame(TEXT, b"a" * 5000)  # the limit here is 4096
+    [closing] = sessions.receive(2, frame[:1000], ("a",), False)
+    assert isinstance(closing, BeginClose)
+    assert close_code(server_frames(closing.frame)[0][1]) == 1009
+    # The rest of the oversized frame is skipped unread; the close after it ends the stream.
+    rest = frame[1000:] + client_frame(CLOSE, b"\x03\xf1")
+    actions = [a for piece in (rest[:2000], rest[2000:]) for a in sessions.receive(2, piece, ("a",), True)]
+    assert actions == [Finish()]
+
+
+def test_a_protocol_error_keeps_the_stream_waiting_for_the_close_not_parsing_garbage() -> None:
+    sessions, _ = session()
+    [closing] = sessions.receive(2, client_frame(TEXT, b"x", rsv=4), ("a",), False)
+    assert isinstance(closing, BeginClose)
+    assert sessions.receive(2, b"garbage that is no frame", ("a",), True) == []

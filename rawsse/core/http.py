@@ -190,7 +190,8 @@ class RequestReader:
         except httptools.HttpParserUpgrade as upgrade:
             # The request asking for the upgrade is whole (its message completed): what
             # follows its head is the new protocol's, kept for whoever takes it on.
-            if not self._done:
+            last = self._done[-1] if self._done else None
+            if last is None or last.method != "GET" or last.body or _has_body(last.headers):
                 raise HttpError(400, "a protocol upgrade is asked only by a GET without a body") from None
             self.upgraded = True
             self.after_upgrade = bytes(data[upgrade.args[0] :])
@@ -303,6 +304,10 @@ class RequestReader:
     def _fail(self, error: HttpError) -> None:
         self._error = error
         raise error
+
+
+def _has_body(headers: dict[str, str]) -> bool:
+    return "transfer-encoding" in headers or headers.get("content-length", "0").strip() not in ("", "0")
 
 
 def _head_too_large() -> HttpError:

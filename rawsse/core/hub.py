@@ -152,10 +152,13 @@ class Hub:
             self._waiters = kept
 
     def heartbeat_batch(self) -> list[Delivery]:
-        """A heartbeat for every stream, for one pass (a comment for SSE, a ping frame for
-        WebSocket); skipped by those behind."""
+        """A heartbeat for every stream, for one pass: a comment for SSE, skipped by the
+        streams behind; a ping frame for WebSocket, queued behind what a stream owes (the
+        keep-alive check counts on every stream having been pinged)."""
         return [
-            Delivery(g.members[:], HEARTBEAT_COMMENT if g.framing == SSE else PING_FRAME, 0, True)
+            Delivery(g.members[:], HEARTBEAT_COMMENT, 0, True)
+            if g.framing == SSE
+            else Delivery(g.members[:], PING_FRAME, 0, False)
             for g in self.subscriptions.groups()
         ]
 

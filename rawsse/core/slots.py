@@ -97,7 +97,8 @@ class SlotTable:
     def block(self, slot: int, rest: memoryview | bytes, now: float) -> None:
         """One write did not go out whole: `rest` is the write in progress. However large
         (a coalesced pass, a replay page), it is never held against the cap."""
-        self.state[slot] = BLOCKED
+        if self.state[slot] != CLOSING:  # a closing stream stays closing while it drains
+            self.state[slot] = BLOCKED
         self.pending[slot] = Pending(rest, now)
 
     def queue(self, slot: int, data: bytes) -> bool:

@@ -39,7 +39,10 @@ COUNTERS = (
     "streams_opened",
     "streams_closed",
 )
-"""Cumulative counters, summed over workers; `streams_open` is the one gauge."""
+"""Cumulative counters, summed over workers."""
+
+GAUGES = ("streams_open", "ws_streams_open")
+"""Streams open now, all of them and the WebSocket ones among them; summed over workers."""
 
 Figures = dict[str, Any]
 
@@ -47,8 +50,7 @@ Figures = dict[str, Any]
 def worker_figures(metrics: Metrics, worker: int, pid: int, uptime: float) -> Figures:
     """This process's entry of the `workers` list."""
     figures: Figures = {"worker": worker, "pid": pid, "uptime": round(uptime, 3)}
-    figures["streams_open"] = metrics.streams_open
-    for name in COUNTERS:
+    for name in (*GAUGES, *COUNTERS):
         figures[name] = getattr(metrics, name)
     return figures
 
@@ -64,7 +66,7 @@ def shared_figures(values: Sequence[int], worker: int) -> Figures:
 def snapshot(workers: Sequence[Figures], uptime: float) -> Figures:
     """The whole server's figures: the workers' sums, and the workers themselves."""
     document: Figures = {"version": __version__, "uptime": round(uptime, 3)}
-    for name in ("streams_open", *COUNTERS):
+    for name in (*GAUGES, *COUNTERS):
         document[name] = sum(worker[name] for worker in workers)
     document["workers"] = list(workers)
     return document

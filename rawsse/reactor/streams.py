@@ -126,6 +126,8 @@ class Streams:
         self._work: deque[Delivery] = deque()
         self._offset = 0
         self._heartbeat_due = False
+        self._pinged = False
+        """A heartbeat pass (with its pings) was taken since the last keep-alive check."""
         self._closed = False
         self._idle_waiters: list[asyncio.Future[None]] = []
 
@@ -151,12 +153,12 @@ class Streams:
         metrics.streams_open += 1
         metrics.streams_opened += 1
         metrics.stream_slots = self.table.used
+        self._serial[slot] = metrics.streams_opened
         if framing == WS:
             metrics.ws_streams_open += 1
-            self._serial[slot] = metrics.streams_opened
             self.sessions.open(slot, stream.publisher)
         self.backend.send(slot, stream.preamble)
-        if early and self.table.is_open(slot):
+        if early and framing == WS and self.table.is_open(slot):
             self.receive(slot, early)
 
     def close(self, slot: int, why: Why) -> None:
@@ -166,8 +168,7 @@ class Streams:
         table = self.table
         if not table.is_live(slot):
             return
-        framing = table.framing[slot]
-        if framing == WS:
+        if table.framing[slot] == WS:
             if why is Why.SERVER and table.state[slot] != CLOSING:
                 self.begin_close(slot, RECONNECT)
                 return
@@ -210,7 +211,17 @@ class Streams:
                     self.begin_close(slot, frame)
 
     def receive(self, slot: int, data: bytes) -> None:
-        """A WebSocket stream's client sent `data`: do what its frames ask."""
+        """A WebSocket stream's client sent `data`: do what its frames ask. A fault here
+        closes this stream only."""
+        if self.table.framing[slot] != WS or not self.table.is_live(slot):
+            return
+        try:
+            self._receive(slot, data)
+        except Exception:
+            log.exception("handling a WebSocket client's input failed; closing its stream")
+            self.close(slot, Why.PEER)
+
+    def _receive(self, slot: int, data: bytes) -> None:
         table = self.table
         closing = table.state[slot] == CLOSING
         topics = self.subscriptions.topics_of(slot)
@@ -235,7 +246,8 @@ class Streams:
         serial = self._serial[slot]
 
         def done(outcome: list[str] | RawsseError) -> None:
-            if self._serial[slot] != serial or not self.table.is_open(slot):
+            table = self.table
+            if self._serial[slot] != serial or not table.is_open(slot) or table.framing[slot] != WS:
                 return  # the stream is gone (its slot may serve another by now)
             answer = failed(outcome, ref) if isinstance(outcome, RawsseError) else published(outcome, ref)
             self.backend.send(slot, answer)
@@ -244,8 +256,11 @@ class Streams:
 
     def _check_keepalive(self) -> None:
         """Before a heartbeat's pings: drop the WebSocket streams that sent nothing (no
-        pong, no frame) since the last pings. Those behind on their bytes are left to the
-        send timeout: their pings may still be queued."""
+        pong, no frame) since the last pings went out. Those behind on their bytes are left
+        to the send timeout: their pings may still be queued."""
+        if not self._pinged:
+            return  # the last pings have not gone out yet: nobody could answer them
+        self._pinged = False
         table = self.table
         slots = [
             slot
@@ -318,12 +333,12 @@ class Streams:
         self._scheduled = False
         if self._closed:
             return
-        if self._hub.has_queued:
-            work = self._hub.take_batch()
-        elif self._heartbeat_due:
-            self._heartbeat_due = False
-            work = self._hub.heartbeat_batch()
-        else:
+        work = self._hub.take_batch() if self._hub.has_queued else []
+        if self._heartbeat_due:  # with the events, if any: a steady stream of them must
+            self._heartbeat_due = False  # not hold back the pings the keep-alive relies on
+            self._pinged = True
+            work.extend(self._hub.heartbeat_batch())
+        if not work:
             self._wake_idle_waiters()
             return
         self._work.extend(work)

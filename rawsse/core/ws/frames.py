@@ -101,7 +101,7 @@ class Fault(NamedTuple):
 Incoming = Text | Binary | Ping | Pong | Close | Fault
 
 
-def unmask(payload: bytes | memoryview, mask: bytes) -> bytes:
+def unmask(payload: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
     """XOR the payload with the repeated 4-byte key, as one big-integer operation."""
     size = len(payload)
     if not size:
@@ -120,27 +120,42 @@ class FrameParser:
     text valid UTF-8, checked as fragments arrive; close codes and reasons valid.
     """
 
-    __slots__ = ("_buffer", "_decoder", "_failed", "_fragments", "_max_message", "_message_opcode", "_size")
+    __slots__ = ("_buffer", "_decoder", "_failed", "_max_message", "_message", "_message_opcode", "_skip")
 
     def __init__(self, max_message: int) -> None:
         self._max_message = max_message
-        self._buffer = b""
+        self._buffer = bytearray()
+        """A frame's bytes while it is incomplete (grown in place: a frame trickled in
+        many reads is not copied once per read)."""
         self._failed = False
+        """Nothing more is read as frames: after a close, or a fault the stream cannot be
+        followed past."""
+        self._skip = 0
+        """After a message over the limit: how much of its frame is still to come, to be
+        dropped unread, so the client's close frame after it can still be found."""
         # the fragmented message in progress
         self._message_opcode: int | None = None
-        self._fragments: list[bytes] = []
-        self._size = 0
+        self._message = bytearray()
         self._decoder: codecs.IncrementalDecoder | None = None
 
     @property
     def idle(self) -> bool:
-        """Nothing half-read: the parser can be dropped without losing anything."""
-        return not self._buffer and self._message_opcode is None
+        """Nothing half-read, nothing being skipped: the parser can be dropped without
+        losing anything. (A failed one is kept: it stands for the stream's state.)"""
+        return not self._buffer and self._message_opcode is None and not self._failed and not self._skip
 
     def feed(self, data: bytes) -> list[Incoming]:
-        if self._failed:
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
+        if self._failed or not data:
             return []
-        buffer = self._buffer + data if self._buffer else data
+        if self._buffer:
+            self._buffer += data
+            buffer: bytes | bytearray = self._buffer
+        else:
+            buffer = data
         found: list[Incoming] = []
         offset = 0
         end = len(buffer)
@@ -160,6 +175,12 @@ class FrameParser:
                 size = int.from_bytes(buffer[offset + 2 : offset + 10], "big")
             fault = self._check_head(first, second, size)
             if fault is not None:
+                if fault.code == TOO_LARGE and second & 0x80:  # its end is known: skip to it
+                    self._skip = max(offset + head + 4 + size - end, 0)
+                    self._reset_message()
+                    self._buffer = bytearray(buffer[offset + head + 4 + size :])
+                    found.append(fault)
+                    return found
                 return self._fail(found, fault)
             if end - offset < head + 4 + size:
                 break
@@ -174,20 +195,26 @@ class FrameParser:
                     return self._fail(found, None)
                 if isinstance(item, Close):
                     self._failed = True  # nothing is read after a close frame
-                    self._buffer = b""
+                    self._buffer = bytearray()
                     return found
-        self._buffer = buffer[offset:] if offset < end else b""
+        if buffer is self._buffer:
+            del self._buffer[:offset]
+        elif offset < end:
+            self._buffer = bytearray(buffer[offset:])
         return found
 
     def _fail(self, found: list[Incoming], fault: Fault | None) -> list[Incoming]:
         if fault is not None:
             found.append(fault)
         self._failed = True
-        self._buffer = b""
-        self._fragments = []
-        self._decoder = None
-        self._message_opcode = None
+        self._buffer = bytearray()
+        self._reset_message()
         return found
+
+    def _reset_message(self) -> None:
+        self._message_opcode = None
+        self._message = bytearray()
+        self._decoder = None
 
     def _check_head(self, first: int, second: int, size: int) -> Fault | None:
         """What is wrong with a frame, known from its header alone."""
@@ -211,7 +238,7 @@ class FrameParser:
                 return Fault(PROTOCOL_ERROR, "continuation frame without a message to continue")
         elif self._message_opcode is not None:
             return Fault(PROTOCOL_ERROR, "new message before the fragmented one ended")
-        if self._size + size > self._max_message:
+        if len(self._message) + size > self._max_message:
             return Fault(TOO_LARGE, f"message over {self._max_message} bytes")
         return None
 
@@ -234,8 +261,7 @@ class FrameParser:
                     return Fault(INVALID_DATA, "text message is not valid UTF-8")
             if opcode == TEXT:
                 self._decoder = codecs.getincrementaldecoder("utf-8")()
-        self._fragments.append(payload)
-        self._size += len(payload)
+        self._message += payload
         decoder = self._decoder
         if decoder is not None:
             try:  # fails as soon as the bytes so far cannot be UTF-8
@@ -244,9 +270,9 @@ class FrameParser:
                 return Fault(INVALID_DATA, "text message is not valid UTF-8")
         if not fin:
             return None
-        message = b"".join(self._fragments)
+        message = bytes(self._message)
         kind = self._message_opcode
-        self._message_opcode, self._fragments, self._size, self._decoder = None, [], 0, None
+        self._reset_message()
         return Text(message.decode()) if kind == TEXT else Binary(message)
 
 

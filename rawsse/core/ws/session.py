@@ -133,9 +133,12 @@ class Sessions:
         self.publisher[slot] = may_publish
 
     def forget(self, slot: int) -> None:
-        """The connection is gone: drop what was kept for it."""
+        """The connection is gone: drop what was kept for it (nothing of it may pass to
+        the next connection in the slot, least of all the right to publish)."""
         self._parsers.pop(slot, None)
         self._spent.pop(slot, None)
+        self.publisher[slot] = 0
+        self.heard[slot] = 0
 
     def unanswered(self, slots: list[int]) -> list[int]:
         """The keep-alive check, once a heartbeat interval, before the ping goes out:
@@ -205,6 +208,8 @@ class Sessions:
         if not isinstance(command, dict):
             return Send(error_reply("invalid", "a command is a JSON object"))
         ref = command.get("ref")
+        if not isinstance(ref, str | int | float | None) or isinstance(ref, bool):
+            return Send(error_reply("invalid", "ref must be a string or a number"))
         if spent > self._budget:
             return Send(error_reply("rate-limited", f"at most {self._budget} commands a second", ref))
         kind = command.get("type")
@@ -219,6 +224,8 @@ class Sessions:
             return Send(failed(error, ref))
         except ValueError as error:  # TopicError, FieldError
             return Send(error_reply("invalid", str(error), ref))
+        except RecursionError:  # data nested deeper than json can write back
+            return Send(error_reply("invalid", "nested too deeply", ref))
         return Send(error_reply("invalid", "type must be subscribe, unsubscribe, ping or publish", ref))
 
     def _subscription(self, kind: str, command: dict[str, Any], topics: tuple[str, ...], ref: Any) -> Action:

@@ -172,6 +172,12 @@ function onStats(event) {
   }
   show("version", stats.version ? "v" + stats.version : "");
   show("streams-open", integer.format(stats.streams_open), stats.streams_open);
+  const websockets = stats.ws_streams_open || 0;
+  show(
+    "streams-by-transport",
+    `${integer.format(stats.streams_open - websockets)} SSE · ${integer.format(websockets)} WebSocket`,
+    websockets,
+  );
   show("slow-consumers", integer.format(stats.slow_consumers), stats.slow_consumers);
   show("resumes", integer.format(stats.resumes), stats.resumes);
   show("published-total", integer.format(stats.events_published), stats.events_published);
