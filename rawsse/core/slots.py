@@ -20,6 +20,9 @@ ARRIVING: accepted on the raw path, its request not read yet (not a stream, not 
 in `used`). CLOSING: a WebSocket stream whose close frame is sent (or queued behind its
 pending bytes): nothing more is written to it, and it is read until the client's close."""
 
+LIVE = (OPEN, BLOCKED, CLOSING)
+"""The states of a slot whose connection is still the stream's: to read, flush and close."""
+
 SSE, WS = 0, 1
 """Framings: a Server-Sent Events stream, a WebSocket stream."""
 
@@ -72,7 +75,7 @@ class SlotTable:
 
     def is_live(self, slot: int) -> bool:
         """Open, or closing its WebSocket handshake: the connection is still ours."""
-        return self.state[slot] in (OPEN, BLOCKED, CLOSING)
+        return self.state[slot] in LIVE
 
     def begin_closing(self, slot: int) -> None:
         """A WebSocket stream's close frame is out or queued (see CLOSING)."""

@@ -17,7 +17,7 @@ import socket
 from array import array
 from collections.abc import Callable
 
-from rawsse.core.slots import ARRIVING, BLOCKED, CLOSING, OPEN, WS, SlotTable, Why
+from rawsse.core.slots import ARRIVING, BLOCKED, LIVE, OPEN, WS, SlotTable, Why
 from rawsse.reactor.poller import HANGUP, READABLE, WRITABLE, Poller
 
 IOV_MAX = 1024
@@ -150,12 +150,11 @@ class FdBackend:
         framing = table.framing
         for fd, flags in self._poller.poll():
             status = state[fd]
-            if status not in (OPEN, BLOCKED):
-                if status == ARRIVING:
-                    self.on_arrival(fd)  # read even on a hang-up: the request may be there
-                    continue
-                if status != CLOSING:
-                    continue
+            if status == ARRIVING:
+                self.on_arrival(fd)  # read even on a hang-up: the request may be there
+                continue
+            if status not in LIVE:
+                continue  # closed during this poll's batch
             if framing[fd] == WS:
                 if flags & (READABLE | HANGUP):  # read first: a close frame may precede the end
                     try:
@@ -169,7 +168,7 @@ class FdBackend:
                             self._lost(fd)
                             continue
                         self.on_input(fd, data)
-                        if state[fd] not in (OPEN, BLOCKED, CLOSING):
+                        if state[fd] not in LIVE:
                             continue
                 if flags & WRITABLE and fd in table.pending:
                     self._flush(fd)

@@ -25,7 +25,7 @@ from rawsse.core.publish import make_item
 from rawsse.core.slots import SlotTable
 from rawsse.core.sse import encode_retry
 from rawsse.core.subscriptions import Subscriptions
-from rawsse.core.ws.session import SessionLimits, Sessions, going_away
+from rawsse.core.ws.session import SHUTDOWN_FRAME, SessionLimits, Sessions
 from rawsse.dashboard.files import load_dashboard
 from rawsse.dashboard.stats import StatsPublisher
 from rawsse.preflight import check_environment
@@ -270,7 +270,7 @@ class Server:
             self._sweeper.cancel()
         self.api.draining = True
         self.streams.announce(self.hub.spread(self._reconnect_advice(), self._rng.randrange))
-        self.streams.close_websockets(going_away())
+        self.streams.close_websockets(SHUTDOWN_FRAME)
         flushed = await self.streams.drain(self.config.shutdown_grace)
         if not flushed:
             log.warning("shutdown grace ran out with bytes still pending; closing anyway")

@@ -27,9 +27,9 @@ from rawsse.core.hub import Delivery, Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import BLOCKED, CLOSING, WS, SlotTable, Why
-from rawsse.core.ws.frames import SERVICE_RESTART, close_frame
 from rawsse.core.ws.session import (
     CLOSE_TIMEOUT,
+    RECONNECT_FRAME,
     BeginClose,
     Finish,
     PublishItems,
@@ -86,10 +86,6 @@ class Backend(Protocol):
         """Release the backend's own resources (after every stream is closed)."""
         ...
 
-
-RECONNECT = close_frame(SERVICE_RESTART, "reconnect and resume")
-"""How a WebSocket stream is closed by /disconnect or a broker's gap: 1012 tells a client
-to come back, and its Last-Event-ID resumes it."""
 
 Publisher = Callable[[list[PublishItem], Callable[[list[str] | RawsseError], None]], None]
 
@@ -158,7 +154,7 @@ class Streams:
             metrics.ws_streams_open += 1
             self.sessions.open(slot, stream.publisher)
         self.backend.send(slot, stream.preamble)
-        if early and framing == WS and self.table.is_open(slot):
+        if early:
             self.receive(slot, early)
 
     def close(self, slot: int, why: Why) -> None:
@@ -170,7 +166,7 @@ class Streams:
             return
         if table.framing[slot] == WS:
             if why is Why.SERVER and table.state[slot] != CLOSING:
-                self.begin_close(slot, RECONNECT)
+                self.begin_close(slot, RECONNECT_FRAME)
                 return
             self._closing.pop(slot, None)
             self.sessions.forget(slot)

@@ -16,7 +16,7 @@ import socket
 from array import array
 from collections.abc import Callable
 
-from rawsse.core.slots import BLOCKED, OPEN, WS, SlotTable, Why
+from rawsse.core.slots import BLOCKED, OPEN, SlotTable, Why
 
 
 class TransportBackend:
@@ -56,7 +56,7 @@ class TransportBackend:
             self._close(slot, Why.PEER)
 
     def received(self, slot: int, transport: asyncio.BaseTransport, data: bytes) -> None:
-        if self._table.framing[slot] == WS and self._transports[slot] is transport:
+        if self._transports[slot] is transport:  # not a late notice for a reused slot
             self.on_input(slot, data)
 
     # Writing
@@ -134,8 +134,8 @@ class _StreamProtocol(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        # An SSE client has nothing to say after its request; a WebSocket client's frames
-        # go to the stream reactor.
+        # The stream reactor reads a WebSocket client's frames (and ignores an SSE
+        # client's bytes: it has nothing to say after its request).
         self._backend.received(self._slot, self._transport, data)
 
     def eof_received(self) -> bool | None:

@@ -32,6 +32,7 @@ from rawsse.core.ws.frames import (
     GOING_AWAY,
     POLICY_VIOLATION,
     PONG,
+    SERVICE_RESTART,
     UNSUPPORTED_DATA,
     Binary,
     Close,
@@ -256,5 +257,9 @@ class Sessions:
         return PublishItems([json_item(entry, self.limits.max_topic_length)], ref)
 
 
-def going_away() -> bytes:
-    return close_frame(GOING_AWAY, "server shutting down; reconnect and resume")
+RECONNECT_FRAME = close_frame(SERVICE_RESTART, "reconnect and resume")
+"""How the server closes a WebSocket stream for /disconnect or a broker's gap: 1012 tells
+the client to come back, and its last id resumes it."""
+
+SHUTDOWN_FRAME = close_frame(GOING_AWAY, "server shutting down; reconnect and resume")
+"""How the server closes every WebSocket stream when it stops (1001)."""
