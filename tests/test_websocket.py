@@ -311,6 +311,19 @@ def test_a_client_that_answers_no_ping_is_dropped_and_one_that_does_stays() -> N
     run_with_server(("uvloop", "epoll"), scenario, heartbeat=1.0)
 
 
+def test_a_frame_trickled_for_ever_is_closed_with_1008() -> None:
+    async def scenario(server: Server) -> None:
+        reader, writer, _ = await open_raw(server, upgrade())
+        frame = client_frame(TEXT, b"x" * 60000)
+        writer.write(frame[:1000])  # a large frame that never completes
+        frames = await read_frames(reader, 2)
+        closes = [close_code(payload) for opcode, payload in frames if opcode == CLOSE]
+        assert closes == [1008]
+        writer.close()
+
+    run_with_server(("uvloop", "epoll"), scenario, heartbeat=1.0)
+
+
 def test_pings_go_out_and_quiet_clients_stay_while_events_never_stop() -> None:
     async def scenario(server: Server) -> None:
         async with connect(ws_url(server, "topic=a"), ping_interval=None) as quiet:  # answers pings only

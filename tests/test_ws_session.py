@@ -213,3 +213,17 @@ def test_a_protocol_error_keeps_the_stream_waiting_for_the_close_not_parsing_gar
     [closing] = sessions.receive(2, client_frame(TEXT, b"x", rsv=4), ("a",), False)
     assert isinstance(closing, BeginClose)
     assert sessions.receive(2, b"garbage that is no frame", ("a",), True) == []
+
+
+def test_a_frame_half_read_across_two_checks_is_stuck() -> None:
+    sessions, _ = session()
+    sessions.open(3, False)
+    frame = client_frame(TEXT, b'{"type": "ping"}' + b" " * 3000)
+    sessions.receive(2, frame[:100], ("a",), False)
+    sessions.receive(3, frame[:100], ("a",), False)
+    assert sessions.stuck() == []  # half-read now, but not yet since the last check
+    sessions.receive(2, frame[100:2000], ("a",), False)  # trickling on: still not done
+    sessions.receive(3, frame[100:], ("a",), False)  # done in time
+    assert sessions.stuck() == [2]
+    sessions.forget(2)
+    assert sessions.stuck() == []

@@ -30,6 +30,7 @@ from rawsse.core.slots import BLOCKED, CLOSING, WS, SlotTable, Why
 from rawsse.core.ws.session import (
     CLOSE_TIMEOUT,
     RECONNECT_FRAME,
+    STUCK_FRAME,
     BeginClose,
     Finish,
     PublishItems,
@@ -311,8 +312,11 @@ class Streams:
 
     def heartbeat(self) -> None:
         """A heartbeat is due: the next pass (at once, if none runs) carries it; first
-        the WebSocket streams that did not answer the last pings are dropped."""
+        the WebSocket streams that did not answer the last pings are dropped, and those
+        whose frame stayed half-read since the last heartbeat are closed."""
         self._check_keepalive()
+        for slot in self.sessions.stuck():
+            self.begin_close(slot, STUCK_FRAME)
         self._heartbeat_due = True
         self.schedule()
 

@@ -126,6 +126,8 @@ class Sessions:
         self.publisher = bytearray(capacity)
         """1 when the connection may publish (decided once, at the handshake)."""
         self._parsers: dict[int, FrameParser] = {}
+        self._held: dict[int, FrameParser] = {}
+        """The parsers of half-read frames at the last check (see `stuck`)."""
         self._spent: dict[int, int] = {}
         self._window = clock()
 
@@ -137,6 +139,7 @@ class Sessions:
         """The connection is gone: drop what was kept for it (nothing of it may pass to
         the next connection in the slot, least of all the right to publish)."""
         self._parsers.pop(slot, None)
+        self._held.pop(slot, None)
         self._spent.pop(slot, None)
         self.publisher[slot] = 0
         self.heard[slot] = 0
@@ -150,6 +153,16 @@ class Sessions:
         for slot in slots:
             heard[slot] = 0
         return silent
+
+    def stuck(self) -> list[int]:
+        """Once a heartbeat interval: the connections whose frame or message was already
+        half-read at the last check and still is. They are closed, as an HTTP body that
+        does not come within --body-timeout is: a client trickling a large frame may not
+        hold its buffer for ever."""
+        parsers = self._parsers
+        stuck = [slot for slot, parser in self._held.items() if parsers.get(slot) is parser]
+        self._held = dict(parsers)
+        return stuck
 
     def receive(self, slot: int, data: bytes, topics: tuple[str, ...], closing: bool) -> list[Action]:
         """One read of the client's bytes. `topics`: what the stream is on now;
@@ -263,3 +276,6 @@ the client to come back, and its last id resumes it."""
 
 SHUTDOWN_FRAME = close_frame(GOING_AWAY, "server shutting down; reconnect and resume")
 """How the server closes every WebSocket stream when it stops (1001)."""
+
+STUCK_FRAME = close_frame(POLICY_VIOLATION, "message not completed in time")
+"""How a connection whose frame stays half-read is closed (see `Sessions.stuck`)."""
