@@ -19,6 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from rawsse.auth.access import AccessOptions, parse_networks
+from rawsse.auth.app import AnswerCache
+from rawsse.auth.keys import KeySources, load_keys
+from rawsse.auth.rules import SUB, RuleError, parse_rule_text
+from rawsse.auth.tokens import LEEWAY, TokenOptions
 from rawsse.core.api import ApiOptions
 from rawsse.core.cors import parse_origins
 from rawsse.core.history import HISTORY_AGE, HISTORY_BYTES, HISTORY_PER_TOPIC
@@ -82,6 +87,22 @@ FD_RESERVE = 64
 """File descriptors kept back from --max-connections for the listener, pollers, logs and
 the few connections that are answered "come back later" at the limit."""
 
+AUTH_TIMEOUT = 2.0
+"""Time the application has to answer --auth-url: a login check is a few ms, and a client
+that waits longer is better told 503 to come back (nchan's auth requests default to 5 s)."""
+
+AUTH_CONNECTIONS = 16
+"""Connections to the application per worker: enough for thousands of checks a second at
+a few ms each, few enough that a reconnect wave cannot swamp it."""
+
+AUTH_WAITING_PER_CONNECTION = 4
+"""Calls that may wait for a busy connection, per connection; past them a new stream gets
+503 at once."""
+
+AUTH_CACHE = 10.0
+"""Seconds an answer is reused for the same credential: a page's reconnects do not each
+reach the application."""
+
 TIMER_GRANULARITY = 1.0
 """Timeouts are checked by one sweep a second (rawsse.reactor.server), so shorter ones
 could not be kept; the timeout options start here."""
@@ -90,6 +111,7 @@ KIB, MIB, GIB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 DAY = 86_400.0
 
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
 """A bearer token travels in a header: visible ASCII, no spaces."""
 
@@ -262,6 +284,78 @@ class Config:
         "page origins (scheme://host:port, comma-separated, or *) allowed to open streams "
         "and publish from a browser; other origins get 403",
     )
+    jwt_secret: str | None = _option(
+        None,
+        "HS256 secret that signs client tokens (at least 32 bytes); set it in the environment, "
+        "not on the command line",
+        secret=True,
+    )
+    jwt_secret_file: str | None = _option(None, "file holding the HS256 secret (read again on SIGHUP)")
+    jwt_key_file: str | None = _option(
+        None, "PEM public key (RSA for RS256, P-256 EC for ES256) of client tokens (read again on SIGHUP)"
+    )
+    jwt_jwks_file: str | None = _option(
+        None, "JWKS file of the RS256/ES256 public keys of client tokens (read again on SIGHUP)"
+    )
+    jwt_issuer: str | None = _option(None, "the iss every client token must have")
+    jwt_audience: str | None = _option(None, "the aud every client token must have")
+    jwt_leeway: float = _option(
+        LEEWAY, "clock skew forgiven on a token's exp and nbf", low=0, high=300, unit="s"
+    )
+    token_cookie: str | None = _option(
+        None, "name of the cookie that carries a browser's token (EventSource sends it itself)"
+    )
+    token_query: bool = _option(
+        False, "also accept a token in the URL's token parameter (URLs end up in logs: see SECURITY.md)"
+    )
+    public_topics: str | None = _option(
+        None,
+        "topic patterns anyone may subscribe to once tokens are on (comma-separated: name, "
+        "prefix:*, *)",
+    )
+    max_streams_per_user: int = _option(
+        0, "streams one user (a token's sub) may hold; 0: no limit", low=1, high=1 << 20, off=0
+    )
+    max_streams_per_ip: int = _option(
+        0, "streams one client address may hold; 0: no limit", low=1, high=1 << 20, off=0
+    )
+    presence_events: str | None = _option(
+        None,
+        "topic patterns (comma-separated) whose streams' joins and leaves are published on "
+        "$presence:<topic>, for tokens that allow it",
+    )
+    auth_url: str | None = _option(
+        None,
+        "the application's URL that rawsse POSTs a new stream's topics and Cookie/Authorization "
+        "to; its JSON answer says what the client may subscribe to",
+    )
+    auth_timeout: float = _option(
+        AUTH_TIMEOUT, "time the application has to answer", low=0.05, high=60, unit="s"
+    )
+    auth_connections: int = _option(
+        AUTH_CONNECTIONS,
+        "keep-alive connections to the application at most (per worker)",
+        low=1,
+        high=1024,
+        unit="connections",
+    )
+    auth_cache: float = _option(
+        AUTH_CACHE,
+        "how long an answer is reused for the same credential (0: never)",
+        low=0,
+        high=3600,
+        unit="s",
+    )
+    auth_fallback: str = _option(
+        "refuse",
+        "when the application cannot answer: refuse new streams (503), or open their public topics only",
+        choices=("refuse", "public"),
+    )
+    trusted_proxy: str | None = _option(
+        None,
+        "addresses or networks (comma-separated) of proxies whose X-Forwarded-For names the "
+        "client, for --max-streams-per-ip",
+    )
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
@@ -276,6 +370,77 @@ class Config:
         _check_broker(self.broker)
         if self.publish_token is not None and not _TOKEN.fullmatch(self.publish_token):
             raise ConfigError("publish_token", "must be 1 to 4096 visible ASCII characters, without spaces")
+        self._check_access()
+
+    def _check_access(self) -> None:
+        if self.jwt_secret is not None and self.jwt_secret_file is not None:
+            raise ConfigError("jwt_secret", "and --jwt-secret-file are two ways to give one secret: pick one")
+        load_keys(self.key_sources())  # ConfigError for an unreadable file or an unusable key
+        try:
+            parse_rule_text(self.public_topics, self.max_topic_length)
+        except RuleError as exc:
+            raise ConfigError("public_topics", str(exc)) from None
+        try:
+            parse_rule_text(self.presence_events, self.max_topic_length)
+        except RuleError as exc:
+            raise ConfigError("presence_events", str(exc)) from None
+        if self.public_topics and SUB in self.public_topics:
+            raise ConfigError("public_topics", f"are the same for everyone: {SUB} has no meaning there")
+        if self.token_cookie is not None and not _COOKIE_NAME.fullmatch(self.token_cookie):
+            name = self.token_cookie[:64]
+            raise ConfigError("token_cookie", f"must be a cookie name (letters, digits, _ -), got {name!r}")
+        try:
+            parse_networks(self.trusted_proxy)
+        except ValueError:
+            raise ConfigError(
+                "trusted_proxy", f"must be addresses or networks, comma-separated, got {self.trusted_proxy!r}"
+            ) from None
+        if self.auth_url is not None:
+            parts = urlsplit(self.auth_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                url = self.auth_url[:100]
+                raise ConfigError("auth_url", f"must be an http:// or https:// URL, got {url!r}")
+            try:
+                _ = parts.port
+            except ValueError:
+                raise ConfigError("auth_url", f"has an invalid port: {self.auth_url[:100]!r}") from None
+        needs_tokens = [
+            name
+            for name in (
+                "token_cookie", "token_query", "public_topics", "max_streams_per_user", "presence_events"
+            )
+            if getattr(self, name)
+        ]
+        if needs_tokens and not self.tokens_on and self.auth_url is None:
+            raise ConfigError(
+                needs_tokens[0],
+                "needs a way to check credentials: --jwt-secret (RAWSSE_JWT_SECRET), --jwt-secret-file, "
+                "--jwt-key-file, --jwt-jwks-file or --auth-url",
+            )
+
+    @property
+    def tokens_on(self) -> bool:
+        """Whether topics need credentials (a way to check them is set)."""
+        return self.key_sources().configured
+
+    def key_sources(self) -> KeySources:
+        return KeySources(self.jwt_secret, self.jwt_secret_file, self.jwt_key_file, self.jwt_jwks_file)
+
+    def access_options(self) -> AccessOptions:
+        return AccessOptions(
+            public_topics=parse_rule_text(self.public_topics, self.max_topic_length),
+            token_cookie=self.token_cookie,
+            token_query=self.token_query,
+            max_streams_per_user=self.max_streams_per_user,
+            max_streams_per_ip=self.max_streams_per_ip,
+            trusted_proxies=parse_networks(self.trusted_proxy),
+            app_cache=AnswerCache(self.auth_cache) if self.auth_url else None,
+            app_fallback_public=self.auth_fallback == "public",
+            max_topic_length=self.max_topic_length,
+        )
+
+    def token_options(self) -> TokenOptions:
+        return TokenOptions(self.jwt_issuer, self.jwt_audience, self.jwt_leeway, self.max_topic_length)
 
     def worker_count(self) -> int:
         return min(os.cpu_count() or 1, MAX_WORKERS) if self.workers == "auto" else int(self.workers)
@@ -317,6 +482,7 @@ class Config:
             cors_origin=self.cors_origin,
             # Each worker takes its share (the kernel spreads connections evenly over them).
             accept_rate=self.max_accept_rate / self.worker_count(),
+            cors_credentials=self.token_cookie is not None or self.auth_url is not None,
         )
 
     def connection_limit(self, fd_limit: int) -> int:

@@ -47,6 +47,25 @@ BAD_VALUES: dict[str, list[str]] = {
     "broker_history": ["0", "-1"],
     "dashboard": ["maybe"],
     "cors_origin": ["example.com", "ftp://a.example", "*, http://a.example"],
+    "jwt_secret": ["short", "x" * 31],
+    "jwt_secret_file": ["/no/such/secret"],
+    "jwt_key_file": ["/no/such/key.pem", "/dev/null"],
+    "jwt_jwks_file": ["/no/such/jwks.json", "/dev/null"],
+    "jwt_issuer": [],  # any text is an issuer
+    "jwt_audience": [],
+    "jwt_leeway": ["-1", "301", "soon"],
+    "token_cookie": ["a b", "a;b", ""],
+    "token_query": ["maybe"],
+    "public_topics": ["news*x", "a,{sub}", "bad name"],
+    "max_streams_per_user": ["-1", "0.5"],
+    "max_streams_per_ip": ["-1", "many"],
+    "trusted_proxy": ["10.0.0.0/33", "not-an-address"],
+    "auth_url": ["ftp://app", "app.example/auth", "http://:80/x", "http://h:99999/"],
+    "auth_timeout": ["0", "61"],
+    "auth_connections": ["0", "5000"],
+    "auth_cache": ["-1", "4000"],
+    "auth_fallback": ["allow"],
+    "presence_events": ["bad name", "a*b"],
 }
 
 
@@ -66,7 +85,7 @@ def test_a_bad_flag_is_refused_in_one_line(
         raise AssertionError(f"a server started with {name}={value!r}")
 
     monkeypatch.setattr("rawsse.process.run.run", serving)
-    if name == "dashboard":  # a switch: only its environment variable takes a value
+    if name in ("dashboard", "token_query"):  # switches: only their variables take a value
         monkeypatch.setenv(env_name(name), value)
         expected = env_name(name)
         argv = ["serve"]

@@ -44,6 +44,10 @@ class Broker(ABC):
         """Each worker's shared counters, where there are workers (see Metrics.render)."""
         return None
 
+    def process_count(self) -> int:
+        """How many processes take this order (each answers a presence ask)."""
+        return 1
+
     worker_label: str | None = None
     """Which worker process this is, where there are several: sent to each stream in the
     `X-Rawsse-Worker` header, so a load client can tell the workers' latencies apart."""

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
 from collections.abc import Callable, Sequence
 from typing import cast
 
@@ -51,6 +53,13 @@ CONNECT_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 2.0
 """A publish fails (503) within this long when Redis stops answering."""
 
+NODES_KEY = "rawsse:nodes"
+"""The live nodes: a sorted set of node names, each scored with when its record expires.
+Every node renews its own once a second; a node that dies drops out when its record
+expires, and is no longer waited for when presence is counted."""
+
+NODE_TTL = 5.0
+
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 
@@ -73,6 +82,9 @@ class RedisBroker(Broker):
         self._sending: asyncio.Task[None] | None = None
         self._reading: asyncio.Task[None] | None = None
         self._last_id = b"0-0"
+        self._name = secrets.token_hex(8)
+        self._nodes = 1
+        self._registering: asyncio.Task[None] | None = None
         self.connected = False
         self.on_gap: Callable[[], None] = lambda: None
         """Called when events this node had not read are gone from Redis (the server
@@ -86,14 +98,19 @@ class RedisBroker(Broker):
     async def start(self) -> None:
         try:
             await self._load_history()
+            await self._register()
         except (RedisError, OSError) as exc:
             log.warning("redis unreachable at start (%s); serving streams and retrying", exc)
         self._reading = self._loop.create_task(self._read_forever())
 
     async def stop(self) -> None:
-        for task in (self._reading, self._sending):
+        for task in (self._reading, self._sending, self._registering):
             if task is not None:
                 task.cancel()
+        try:
+            await self._publisher.zrem(NODES_KEY, self._name)
+        except (RedisError, OSError):
+            pass  # its record expires by itself
         waiting, self._waiting = self._waiting, []
         for _, done in waiting:
             done(BrokerUnavailable("server stopping"))
@@ -114,6 +131,30 @@ class RedisBroker(Broker):
             self._last_id = entries[-1][0]
         self.hub.preload(events, dropped)
         self.connected = True
+
+    # The live nodes
+
+    def process_count(self) -> int:
+        return self._nodes
+
+    def sweep(self) -> None:
+        if self.connected and self._registering is None:
+            self._registering = self._loop.create_task(self._register())
+
+    async def _register(self) -> None:
+        """Renew this node's record, drop the expired ones, count the live ones."""
+        try:
+            now = time.time()
+            pipe = self._publisher.pipeline(transaction=False)
+            pipe.zadd(NODES_KEY, {self._name: now + NODE_TTL})
+            pipe.zremrangebyscore(NODES_KEY, "-inf", now)
+            pipe.zcard(NODES_KEY)
+            *_, count = await pipe.execute()
+            self._nodes = max(int(count), 1)
+        except (RedisError, OSError):
+            pass  # unreachable: the reader reports it, and the count stays as it was
+        finally:
+            self._registering = None
 
     # Publishing
 

@@ -35,9 +35,10 @@ from rawsse.config import MAX_WORKERS
 from rawsse.core.events import Event
 from rawsse.errors import EventTooLarge, Overloaded
 
-METRIC_FIELDS = 16
+METRIC_FIELDS = 24
 METRICS_AT = 64 + 8 * MAX_WORKERS
 DATA_AT = 16384
+assert METRICS_AT + 8 * METRIC_FIELDS * MAX_WORKERS <= DATA_AT
 NO_READER = (1 << 64) - 1
 
 _U64 = struct.Struct("<Q")

@@ -46,6 +46,9 @@ class WorkerBroker(Broker):
         self._wake_fd = context.wake_fds[context.index]
         self._others = [fd for i, fd in enumerate(context.wake_fds) if i != context.index]
 
+    def process_count(self) -> int:
+        return self._context.count
+
     async def start(self) -> None:
         """Join the log and load what it still holds into history, so a restarted worker
         serves resumes like the others; then go live from the tail."""

@@ -16,12 +16,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from rawsse.auth.access import Access, AccessOptions, Asking
+from rawsse.auth.app import AppUnavailable, grant_from_answer
+from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
+from rawsse.auth.tokens import MAX_SUB_LENGTH, Forbidden, Grant
 from rawsse.core.connection import BUSY
-from rawsse.core.cors import CorsPolicy, allow_headers
-from rawsse.core.effects import Answer, CloseStreams, Effect, OpenStream, Publish, Respond, WaitTaken
+from rawsse.core.cors import CorsPolicy
+from rawsse.core.effects import (
+    Answer,
+    AskApplication,
+    CloseStreams,
+    CountPresence,
+    DisconnectUser,
+    Effect,
+    OpenStream,
+    Publish,
+    Respond,
+    WaitTaken,
+)
 from rawsse.core.http import Request, error_response, parse_pairs, response, stream_head
 from rawsse.core.hub import RETRY_EVENT, Hub
 from rawsse.core.metrics import Metrics
+from rawsse.core.presence import Tally, answer_body
 from rawsse.core.publish import parse_publish
 from rawsse.core.slots import SSE, WS
 from rawsse.core.sse import encode_event, encode_retry
@@ -39,16 +55,17 @@ ROUTES = {
     "/ws": ("GET",),
     "/publish": ("POST",),
     "/disconnect": ("POST",),
+    "/presence": ("GET",),
     "/healthz": ("GET", "HEAD"),
     "/readyz": ("GET", "HEAD"),
     "/metrics": ("GET",),
 }
 """The dashboard's `/` and `/static/*` come on top, unless it is switched off."""
 
-BROWSER_PATHS = ("/events", "/publish", "/disconnect")
+BROWSER_PATHS = ("/events", "/publish", "/disconnect", "/presence")
 """Where pages of other origins may come (see rawsse.core.cors); OPTIONS answers here."""
 
-ADMIN_PATHS = ("/publish", "/disconnect")
+ADMIN_PATHS = ("/publish", "/disconnect", "/presence")
 
 STREAM_PATHS = ("/events", "/ws")
 """Requests for a stream: refused for load with a stream that says "come back later"."""
@@ -59,9 +76,11 @@ it the client gets a reset (unknown-id)."""
 
 OVERLOADED = "overloaded"
 SHUTTING_DOWN = "shutting-down"
+AUTH_UNAVAILABLE = "authorization-unavailable"
 """The reasons of a stream refused for load: the server is at its connection or
-accept-rate limit, or it is draining to stop. Nothing was missed: the client's
-Last-Event-ID is kept, and its reconnect resumes."""
+accept-rate limit, it is draining to stop, or the application of --auth-url cannot
+answer now. Nothing was missed: the client's Last-Event-ID is kept, and its reconnect
+resumes."""
 
 class AcceptBudget:
     """A token bucket for --max-accept-rate: `rate` streams a second, in bursts of up to a
@@ -96,6 +115,7 @@ class Opening(NamedTuple):
     """What the stream starts with before any replay (the head, and SSE's retry line)."""
     head: bytes
     publisher: bool
+    access: StreamAccess
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +131,8 @@ class ApiOptions:
     cors_origin: str | None
     accept_rate: float
     """This process's share of --max-accept-rate (0: no limit)."""
+    cors_credentials: bool = False
+    """Pages of listed origins may send cookies (a cookie carries the credential)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +162,10 @@ class Api:
         static: StaticFiles | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        access: Access | None = None,
     ) -> None:
         self._options, self._hub, self._metrics, self._view = options, hub, metrics, view
+        self.access = access or Access(AccessOptions(), None, Ledger(0))
         self._static = static
         self._clock = clock
         self._rng = rng or random.Random()
@@ -152,19 +176,25 @@ class Api:
         label = view.worker_label
         worker = [] if label is None else [("X-Rawsse-Worker", label)]
         self._worker_headers = tuple(worker)
-        self._cors = CorsPolicy(options.cors_origin)
+        self._cors = CorsPolicy(options.cors_origin, options.cors_credentials)
         # Stream heads (by the Access-Control-Allow-Origin they carry, None for none) are
         # built here, once, not per stream; a live stream's head comes with its retry line.
         self._heads: dict[str | None, bytes] = {None: stream_head(worker)}
         for allowed in self._cors.allowed_values():
-            self._heads[allowed] = stream_head([*worker, *allow_headers(allowed)])
+            self._heads[allowed] = stream_head([*worker, *self._cors.headers(allowed)])
         retry = encode_retry(options.retry)
         self._prefixes = {allowed: head + retry for allowed, head in self._heads.items()}
 
-    def handle(self, request: Request, from_loopback: Callable[[], bool]) -> Effect:
+    def handle(
+        self,
+        request: Request,
+        from_loopback: Callable[[], bool],
+        peer: Callable[[], str | None] = lambda: None,
+    ) -> Effect:
         """What answering `request` takes; raises RawsseError for anything refused.
         `from_loopback()` says whether the client connects from this machine (asked only
-        where it matters: publishing without a token)."""
+        where it matters: publishing without a token); `peer()` is its address (asked
+        only to count streams per address)."""
         methods = ROUTES.get(request.path)
         if methods is None:
             if self._static is not None and is_static_path(request.path):
@@ -174,16 +204,22 @@ class Api:
             if request.method == "OPTIONS" and request.path in BROWSER_PATHS:
                 return self._respond(request, self._cors.preflight(request, methods))
             raise HttpError(405, f"use {' or '.join(methods)}", [("Allow", ", ".join(methods))])
-        if request.path == "/events":
-            return self._events(request)
-        if request.path == "/ws":
-            return self._websocket(request, from_loopback)
+        try:
+            if request.path == "/events":
+                return self._events(request, peer)
+            if request.path == "/ws":
+                return self._websocket(request, from_loopback, peer)
+        except HttpError as error:
+            self._count_refusal(error)
+            raise
         if request.path in ADMIN_PATHS:
             allowed = self._cors.check(request)
-            cors = allow_headers(allowed) if allowed else ()
+            cors = self._cors.headers(allowed) if allowed else ()
             try:
                 if request.path == "/disconnect":
                     return self._disconnect(request, from_loopback, cors)
+                if request.path == "/presence":
+                    return self._presence(request, from_loopback, cors)
                 return self._publish(request, from_loopback, cors)
             except RawsseError as error:
                 if cors:  # so that a page of an allowed origin can read why
@@ -260,21 +296,61 @@ class Api:
         options = self._options
         return options.retry + round(self._rng.random() * options.retry_spread * 1000)
 
-    def _events(self, request: Request) -> Effect:
+    def _events(self, request: Request, peer: Callable[[], str | None]) -> Effect:
         allowed = self._cors.check(request)
         names, last_event_id = self._stream_query(request)
         if not names:
             raise HttpError(400, "name at least one topic: /events?topic=NAME")
         head = self._heads[allowed]
-        return self._stream(Opening(names, last_event_id, SSE, self._prefixes[allowed], head, False))
+        opening = Opening(names, last_event_id, SSE, self._prefixes[allowed], head, False, NO_ACCESS)
+        return self._authorized(request, opening, peer)
 
-    def _websocket(self, request: Request, from_loopback: Callable[[], bool]) -> Effect:
+    def _websocket(
+        self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None]
+    ) -> Effect:
         """A WebSocket stream: its topics are optional (it can subscribe later)."""
         self._cors.check(request)  # the CSWSH defence: pages of other origins need --cors-origin
         head = self._switching_head(check_upgrade(request))
         names, last_event_id = self._stream_query(request)
         publisher = self._may_publish(request, from_loopback)
-        return self._stream(Opening(names, last_event_id, WS, head, head, publisher))
+        opening = Opening(names, last_event_id, WS, head, head, publisher, NO_ACCESS)
+        return self._authorized(request, opening, peer)
+
+    def _authorized(self, request: Request, opening: Opening, peer: Callable[[], str | None]) -> Effect:
+        """The stream, once its client's credential allows its topics (asking the
+        application first, where --auth-url says so)."""
+        access = self.access
+        if not access.enabled and not access.options.max_streams_per_ip:
+            return self._stream(opening)  # the common case, without tokens or limits: nothing to ask
+        transport = "ws" if opening.framing == WS else "sse"
+        decided = access.for_stream(request, opening.topics, peer(), transport)
+        if isinstance(decided, Asking):
+            finish = decided.finish
+
+            def then(outcome: tuple[int, bytes] | str) -> Effect:
+                if isinstance(outcome, str):
+                    answer: Grant | RawsseError = AppUnavailable(outcome)
+                else:
+                    answer = grant_from_answer(*outcome, self._options.max_topic_length)
+                try:
+                    return self._stream(opening._replace(access=finish(answer)))
+                except AppUnavailable:
+                    if opening.framing == SSE and "text/event-stream" in request.headers.get("accept", ""):
+                        # An EventSource stops for good on a 503: it is told to come back.
+                        return Respond(self.come_back_later(opening.head, AUTH_UNAVAILABLE), close=True)
+                    raise
+                except HttpError as error:
+                    self._count_refusal(error)
+                    raise
+
+            return AskApplication(decided.call, then)
+        return self._stream(opening._replace(access=decided))
+
+    def _count_refusal(self, error: HttpError) -> None:
+        if error.status in (401, 403):
+            self._metrics.auth_refused += 1
+        elif error.status == 429:
+            self._metrics.streams_over_limit += 1
 
     def _stream_query(self, request: Request) -> tuple[tuple[str, ...], str | None]:
         """The topics and the id to resume after, of a stream request."""
@@ -313,39 +389,68 @@ class Api:
             if framing == WS:  # the page, then "reconnect for the next" (1012)
                 preamble += close_frame(SERVICE_RESTART, "replay continues on reconnect")
             return Respond(preamble, close=True)
-        return OpenStream(topics, preamble, opening.head, framing, opening.publisher)
+        return OpenStream(topics, preamble, opening.head, framing, opening.publisher, opening.access)
 
     def _switching_head(self, accept: str) -> bytes:
         return switching_head(accept, self._worker_headers)
 
     def _may_publish(self, request: Request, from_loopback: Callable[[], bool]) -> bool:
-        """Whether a WebSocket may publish: by the rules of POST /publish, at its handshake."""
+        """Whether a WebSocket may publish to any topic: by the admin rules of POST
+        /publish (the publish token, or loopback without one), at its handshake. A
+        token's `publish` patterns are checked per command instead."""
         try:
-            self._authorize(request, from_loopback)
+            return self._authorize(request, from_loopback) is None
         except HttpError:
             return False
-        return True
 
     def _topic(self, value: str) -> str:
         try:
-            return check_subscribe_topic(value, self._options.max_topic_length)
+            return check_subscribe_topic(value, self._options.max_topic_length, self.access.enabled)
         except TopicError as exc:
             raise HttpError(400, f"{exc}: {value[:64]!r}") from None
 
+    def _presence(
+        self, request: Request, from_loopback: Callable[[], bool], cors: tuple[tuple[str, str], ...]
+    ) -> CountPresence:
+        """Who is on a topic: authorized as publishing to it is."""
+        grant = self._authorize(request, from_loopback)
+        topics = [self._topic(value) for key, value in _query(request) if key == "topic"]
+        if len(topics) != 1:
+            raise HttpError(400, "name one topic: /presence?topic=NAME")
+        if grant is not None:
+            self.access.check_publish(topics, grant.sub, grant.publish)
+        topic = topics[0]
+
+        def answer(tally: Tally, complete: bool) -> Respond:
+            return _json(request, answer_body(topic, tally, complete), cors)
+
+        return CountPresence(topic, answer)
+
     def _disconnect(
         self, request: Request, from_loopback: Callable[[], bool], cors: tuple[tuple[str, str], ...]
-    ) -> CloseStreams:
-        self._authorize(request, from_loopback)
-        topics = tuple(dict.fromkeys(self._topic(v) for k, v in _query(request) if k == "topic"))
+    ) -> CloseStreams | DisconnectUser:
+        if self._authorize(request, from_loopback) is not None:
+            raise Forbidden("disconnecting needs the publish token (or loopback without one)")
+        pairs = _query(request)
+        users = [value for key, value in pairs if key == "user"]
+        if users:
+            if len(users) > 1 or any(key != "user" for key, _ in pairs):
+                raise HttpError(400, "disconnect one user at a time: /disconnect?user=SUB")
+            sub = users[0]
+            if not 0 < len(sub) <= MAX_SUB_LENGTH:
+                raise HttpError(400, f"user must be 1 to {MAX_SUB_LENGTH} characters")
+            body = json.dumps({"user": sub}).encode()
+            return DisconnectUser(sub, lambda: _json(request, body, cors))
+        topics = tuple(dict.fromkeys(self._topic(v) for k, v in pairs if k == "topic"))
         if not topics:
-            raise HttpError(400, "name at least one topic: /disconnect?topic=NAME")
+            raise HttpError(400, "name at least one topic or a user: /disconnect?topic=NAME or ?user=SUB")
 
         return CloseStreams(topics, lambda closed: _json(request, b'{"closed": %d}' % closed, cors))
 
     def _publish(
         self, request: Request, from_loopback: Callable[[], bool], cors: tuple[tuple[str, str], ...] = ()
     ) -> Publish:
-        self._authorize(request, from_loopback)
+        grant = self._authorize(request, from_loopback)
         if self.draining:
             raise HttpError(503, "shutting down; publish to another server", RETRY_AFTER)
         parsed = parse_publish(
@@ -354,6 +459,9 @@ class Api:
             request.body,
             self._options.max_topic_length,
         )
+        if grant is not None:  # a client token: each topic by its publish patterns
+            for item in parsed.items:
+                self.access.check_publish(item.topics, grant.sub, grant.publish)
 
         def answer(ids: list[str]) -> Respond:
             # Ids are letters, digits and '-': the JSON is written out, not encoded.
@@ -363,8 +471,20 @@ class Api:
 
         return Publish(parsed.items, answer)
 
-    def _authorize(self, request: Request, from_loopback: Callable[[], bool]) -> None:
+    def _authorize(self, request: Request, from_loopback: Callable[[], bool]) -> Grant | None:
+        """Who publishes: None for the operator (the publish token, or loopback when none
+        is set), who may publish to any topic; or the grant of a client token with
+        `publish` patterns. Raises 401 or 403."""
         token = self._options.publish_token
+        access = self.access
+        if access.verifier is not None:
+            credential = access.credential(request)
+            if credential is not None and not (token and _same(credential, token)):
+                grant = access.grant(request)
+                assert grant is not None
+                if not grant.publish:
+                    raise Forbidden("the token has no publish rights")
+                return grant
         if token is None:
             if not from_loopback():
                 raise HttpError(403, "publishing is allowed from loopback only (set a publish token)")
@@ -372,10 +492,15 @@ class Api:
                 # A page whose name was re-pointed at 127.0.0.1 (DNS rebinding) is "same
                 # origin" to the browser and arrives from loopback; only its Host gives it away.
                 raise HttpError(403, "without a publish token, Host must be 127.0.0.1, [::1] or localhost")
-            return
+            return None
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        if scheme.lower() != "bearer" or not _same(given.strip(), token):
             raise HttpError(401, "a valid bearer token is required", [("WWW-Authenticate", "Bearer")])
+        return None
+
+
+def _same(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode(), token.encode())
 
 
 def _json(request: Request, body: bytes, cors: tuple[tuple[str, str], ...]) -> Respond:

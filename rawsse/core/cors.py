@@ -40,18 +40,27 @@ def parse_origins(setting: str | None) -> frozenset[str]:
     return origins
 
 
-def allow_headers(allowed: str) -> tuple[tuple[str, str], ...]:
-    """The response headers that let a page of origin `allowed` (or any page, `*`) read."""
+def allow_headers(allowed: str, credentials: bool = False) -> tuple[tuple[str, str], ...]:
+    """The response headers that let a page of origin `allowed` (or any page, `*`) read;
+    with `credentials`, a listed origin may also send its cookies (`withCredentials`),
+    which browsers never allow for `*`."""
     if allowed == ANY:
         return (("Access-Control-Allow-Origin", ANY),)
-    return (("Access-Control-Allow-Origin", allowed), ("Vary", "Origin"))
+    headers = (("Access-Control-Allow-Origin", allowed), ("Vary", "Origin"))
+    return (*headers, ("Access-Control-Allow-Credentials", "true")) if credentials else headers
 
 
 class CorsPolicy:
-    def __init__(self, setting: str | None) -> None:
+    def __init__(self, setting: str | None, credentials: bool = False) -> None:
         origins = parse_origins(setting)
         self.any = ANY in origins
         self.origins = origins - {ANY}
+        self.credentials = credentials
+        """Listed origins may send cookies: set when a cookie carries the credential
+        (--token-cookie, --auth-url)."""
+
+    def headers(self, allowed: str) -> tuple[tuple[str, str], ...]:
+        return allow_headers(allowed, self.credentials)
 
     def allowed_values(self) -> list[str]:
         """Every value `check` can return, so callers can prepare their bytes once."""
@@ -77,7 +86,7 @@ class CorsPolicy:
         """The answer to `OPTIONS`: what a page of an allowed origin may send here."""
         allowed = self.check(request)
         headers = [
-            *(allow_headers(allowed) if allowed else ()),
+            *(self.headers(allowed) if allowed else ()),
             ("Allow", ", ".join((*methods, "OPTIONS"))),
             ("Access-Control-Allow-Methods", ", ".join(methods)),
             ("Access-Control-Allow-Headers", ALLOWED_REQUEST_HEADERS),

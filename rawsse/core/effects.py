@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from rawsse.auth.app import AppCall
+from rawsse.auth.ledger import NO_ACCESS, StreamAccess
+from rawsse.core.presence import Tally
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import SSE
 
@@ -25,13 +28,15 @@ class OpenStream(NamedTuple):
     """Make the connection a stream on `topics` that starts with `preamble` (the response
     head, the retry line or nothing, and any replay). `head` is the response head alone,
     to answer "come back later" instead if no stream can be opened after all. A WebSocket
-    stream (`framing` WS) may publish when `publisher` says so."""
+    stream (`framing` WS) may publish any topic when `publisher` says so; `access` is who
+    opened it and what its credential allows, until when."""
 
     topics: tuple[str, ...]
     preamble: bytes
     head: bytes
     framing: int = SSE
     publisher: bool = False
+    access: StreamAccess = NO_ACCESS
 
 
 class Publish(NamedTuple):
@@ -57,5 +62,38 @@ class CloseStreams(NamedTuple):
     answer: Callable[[int], Effect]
 
 
+class DisconnectUser(NamedTuple):
+    """Close every stream of user `sub`, in every process of the server (the order
+    carries the word to each); then `answer()`."""
+
+    sub: str
+    answer: Callable[[], Effect]
+
+
+class CountPresence(NamedTuple):
+    """Count the streams on `topic` and their users, in every process of the server;
+    then `answer(tally, complete)` (complete: every process answered in time)."""
+
+    topic: str
+    answer: Callable[[Tally, bool], Effect]
+
+
+class AskApplication(NamedTuple):
+    """Ask the application (--auth-url) what a credential allows; then `then(outcome)`
+    with its answer's status and body, or why there was none."""
+
+    call: AppCall
+    then: Callable[[tuple[int, bytes] | str], Effect]
+
+
 Answer = Respond | OpenStream
-Effect = Respond | OpenStream | Publish | WaitTaken | CloseStreams
+Effect = (
+    Respond
+    | OpenStream
+    | Publish
+    | WaitTaken
+    | CloseStreams
+    | DisconnectUser
+    | CountPresence
+    | AskApplication
+)

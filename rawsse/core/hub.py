@@ -8,7 +8,9 @@ import json
 import time
 from array import array
 from collections.abc import Callable, Iterable
+from typing import Any
 
+from rawsse.core.control import control_word, is_control
 from rawsse.core.events import Event, EventEncoder
 from rawsse.core.history import History
 from rawsse.core.ids import EpochIds, IdScheme
@@ -68,6 +70,8 @@ class Hub:
         self.ids: IdScheme = ids or EpochIds()
         self.encoder = EventEncoder(self.ids, max_event_bytes)
         self.on_queued: Callable[[], None] = lambda: None
+        self.on_control: Callable[[dict[str, Any]], None] = lambda word: None
+        """Where the word of a `$control` event goes (see rawsse.core.control)."""
         self.clock = clock
         self._max_queued_bytes = max_queued_bytes
         self._taken = 0
@@ -116,6 +120,9 @@ class Hub:
         self._taken = events[-1].sequence
         per_group: dict[Group, list[Event]] = {}
         for event in events:
+            if is_control(event.topics):
+                self.on_control(control_word(event.wire))
+                continue
             for topic in event.topics:
                 for group in self.subscriptions.groups_of_topic(topic):
                     queued = per_group.get(group)

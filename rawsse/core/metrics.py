@@ -16,9 +16,25 @@ class Metrics:
     says what each counts."""
 
     __slots__ = (
-        "bytes_written", "connections_dropped", "deliveries", "events_published", "rejected", "resets",
-        "resumes", "send_timeouts", "slow_consumers", "stream_slots", "streams_closed", "streams_open",
-        "streams_opened", "streams_refused", "ws_streams_open",
+        "auth_refused",
+        "bytes_written",
+        "connections_dropped",
+        "deliveries",
+        "events_published",
+        "rejected",
+        "resets",
+        "resumes",
+        "send_timeouts",
+        "slow_consumers",
+        "stream_slots",
+        "streams_closed",
+        "streams_open",
+        "streams_opened",
+        "streams_over_limit",
+        "streams_refused",
+        "tokens_expired",
+        "users_disconnected",
+        "ws_streams_open",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -26,8 +42,9 @@ class Metrics:
             self.streams_open, self.streams_opened, self.streams_closed, self.streams_refused,
             self.stream_slots, self.connections_dropped, self.events_published, self.deliveries,
             self.bytes_written, self.slow_consumers, self.send_timeouts, self.resumes, self.resets,
-            self.ws_streams_open,
-        ) = (0,) * 14  # fmt: skip
+            self.ws_streams_open, self.auth_refused, self.streams_over_limit, self.tokens_expired,
+            self.users_disconnected,
+        ) = (0,) * 18  # fmt: skip
         self.rejected: Counter[int] = Counter()
         """Requests refused, by the status they got."""
 
@@ -88,6 +105,10 @@ SERIES = _series(
     stream_slots         gauge    Stream slots taken: open streams, and closed ones awaiting the pass's end.
     connections_dropped  counter  Connections over the limit dropped unanswered (EventSource retries those).
     ws_streams_open      gauge    WebSocket streams open now (counted in streams_open too).
+    auth_refused         counter  Streams refused: no usable token (401), or one short of a topic (403).
+    streams_over_limit   counter  Stream requests refused at a per-user or per-address limit (429).
+    tokens_expired       counter  Streams closed because their token expired.
+    users_disconnected   counter  Streams closed by /disconnect?user=.
     """
 )
 """(attribute, type, help) of each series a worker shares; a counter's name ends in

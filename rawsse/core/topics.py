@@ -37,6 +37,18 @@ def check_topic(name: str, max_length: int = MAX_TOPIC_LENGTH) -> str:
     return name
 
 
-def check_subscribe_topic(name: str, max_length: int = MAX_TOPIC_LENGTH) -> str:
-    """Like check_topic, but also lets a stream name a system topic."""
-    return name if name in SYSTEM_TOPICS else check_topic(name, max_length)
+PRESENCE_PREFIX = "$presence:"
+"""The meta topic of a topic's join and leave events: `$presence:chat` for `chat`."""
+
+
+def check_subscribe_topic(name: str, max_length: int = MAX_TOPIC_LENGTH, meta: bool = False) -> str:
+    """Like check_topic, but also lets a stream name a system topic, and with `meta` (only
+    where tokens are checked) a `$presence:` topic."""
+    if name in SYSTEM_TOPICS:
+        return name
+    if name.startswith(PRESENCE_PREFIX):
+        if not meta:
+            raise TopicError("presence topics need tokens: set a token key or --auth-url")
+        check_topic(name[len(PRESENCE_PREFIX) :], max_length)
+        return name
+    return check_topic(name, max_length)

@@ -34,8 +34,8 @@ def loop_factory(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLo
 def serve(
     config: Config, worker: WorkerContext | None = None, ready: Callable[[], object] = lambda: None
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully; `ready()` once serving
-    (a worker tells its supervisor so)."""
+    """Serve until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reads the token
+    keys again; `ready()` once serving (a worker tells its supervisor so)."""
     name, factory = loop_factory(config.loop)
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(_serve(config, name, worker, ready))
@@ -56,6 +56,8 @@ async def _serve(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    if hasattr(signal, "SIGHUP"):  # rotate token keys without a restart
+        loop.add_signal_handler(signal.SIGHUP, server.reload_keys)
     log.info(
         "rawsse%s listening on http://%s:%d (%s loop, %s streams, up to %d connections)",
         "" if worker is None else f" worker {worker.index} (pid {os.getpid()})",

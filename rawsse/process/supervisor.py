@@ -2,7 +2,8 @@
 worker: see rawsse.reactor.listeners), creates the shared event log and the workers'
 eventfds, forks N workers that each serve their own listening socket with their own
 reactor, starts a new worker in place of one that dies, and on SIGTERM or SIGINT passes
-the signal on and waits for the workers' graceful shutdown.
+the signal on and waits for the workers' graceful shutdown; SIGHUP is passed on too
+(each worker reads the token keys again).
 
 A worker says "ready" over a pipe once it serves, or why it could not start. A worker that
 dies is restarted after a delay that doubles with each quick death (0.1 s up to 10 s); one
@@ -135,6 +136,7 @@ class Supervisor:
             signal.signal(signum, self._on_stop_signal)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to wake select()
         signal.signal(signal.SIGALRM, self._on_grace_over)
+        signal.signal(signal.SIGHUP, self._on_hangup)
         log.info("rawsse supervisor: %s on port %d", _plural(self.count, "worker"), self.port)
         try:
             for worker in self._workers:
@@ -154,6 +156,7 @@ class Supervisor:
             signal.alarm(0)
             signal.set_wakeup_fd(previous_wakeup)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
             os.close(wake_read)
             os.close(wake_write)
             for worker in self._workers:
@@ -267,6 +270,12 @@ class Supervisor:
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop_signal = self._stop_signal or signum
 
+    def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
+        """SIGHUP is for the workers: each reads the token keys again."""
+        for worker in self._workers:
+            if worker.pid and not self._stopping:
+                os.kill(worker.pid, signal.SIGHUP)
+
     def _on_grace_over(self, signum: int, frame: FrameType | None) -> None:
         self._grace_over = True
 
@@ -331,6 +340,7 @@ class Supervisor:
             signal.set_wakeup_fd(-1)
             for signum in (*_SIGNALS, signal.SIGALRM, signal.SIGCHLD):
                 signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop takes it
             _stop_with(supervisor)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
             for index, sockets in enumerate(self._listeners):

@@ -71,6 +71,7 @@ class Acceptor:
         order of insertion), which the sweep relies on."""
         self._loopback = bytearray(self._table.capacity)
         self._family = bytearray(self._table.capacity)  # AF_INET or AF_INET6, by fd
+        self._address: list[str | None] = [None] * self._table.capacity  # while arriving
         self._reader: RequestReader | None = None
         """The one reader of first requests, waiting between messages (None: make one)."""
         self._buffer = bytearray(READ_BUFFER)
@@ -137,6 +138,7 @@ class Acceptor:
             loopback = is_loopback_address(address[0])
             self._loopback[fd] = loopback
             self._family[fd] = family
+            self._address[fd] = address[0]
             arrived[fd] = now
             context.arriving += 1
 
@@ -173,9 +175,11 @@ class Acceptor:
         except HttpError as exc:
             requests, error = [], exc
         loopback = bool(self._loopback[fd])
+        address = self._address[fd]
+        self._address[fd] = None
         effect: Effect | RawsseError | None = None
         if len(requests) == 1 and count <= FEED_SLICE and (reader.between_messages or reader.upgraded):
-            effect = self._decide(requests[0], loopback)
+            effect = self._decide(requests[0], loopback, address)
             if isinstance(effect, OpenStream):  # the common case: no core, no transport
                 early = reader.after_upgrade  # a WebSocket client's frames sent too soon
                 if reader.upgraded:
@@ -195,9 +199,9 @@ class Acceptor:
                 handover.request, handover.effect = request, effect
         self._hand_over(fd, self._family[fd], handover)
 
-    def _decide(self, request: Request, loopback: bool) -> Effect | RawsseError:
+    def _decide(self, request: Request, loopback: bool, address: str | None) -> Effect | RawsseError:
         try:
-            return self._context.api.handle(request, lambda: loopback)
+            return self._context.api.handle(request, lambda: loopback, lambda: address)
         except RawsseError as error:
             return error
         except Exception:

@@ -9,12 +9,18 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from rawsse.auth.app import AppCall
 from rawsse.broker.base import Broker, Outcome, publish_now
-from rawsse.core.effects import Answer, CloseStreams, Effect, OpenStream, Publish, Respond, WaitTaken
+from rawsse.core import effects as fx
+from rawsse.core.control import disconnect_item
+from rawsse.core.effects import Answer, Effect
 from rawsse.core.hub import Hub
 from rawsse.core.metrics import Metrics
+from rawsse.core.presence import Tally
 from rawsse.core.publish import PublishItem
 from rawsse.errors import HttpError, RawsseError
+from rawsse.reactor.app_client import AppClient
+from rawsse.reactor.presence import PresenceBoard
 
 log = logging.getLogger("rawsse")
 
@@ -32,23 +38,39 @@ class EffectRunner:
         close_topics: Callable[[tuple[str, ...]], int],
         metrics: Metrics,
         loop: asyncio.AbstractEventLoop,
+        app: AppClient | None = None,
     ) -> None:
         self._broker, self._hub, self._metrics, self._loop = broker, hub, metrics, loop
+        self._app = app
+        self.presence: PresenceBoard | None = None
+        """Counts presence across processes (set by the server)."""
         self._close_topics = close_topics
 
     def run(self, effect: Effect, reply: Reply) -> Cancel | None:
         """Carry `effect` out; `reply` gets how it ended (at once, or later). Returns a
         way to give up on it when its connection goes away first, if it waits."""
         match effect:
-            case Respond() | OpenStream():
+            case fx.Respond() | fx.OpenStream():
                 reply(effect)
-            case Publish(items, answer_ids):
+            case fx.Publish(items, answer_ids):
                 self._broker.publish(items, lambda outcome: self._published(outcome, answer_ids, reply))
-            case CloseStreams(topics, answer_count):
+            case fx.CloseStreams(topics, answer_count):
                 closed = self._close_topics(topics)
                 self._then(lambda: answer_count(closed), reply)
-            case WaitTaken(sequence, timeout, then):
+            case fx.DisconnectUser(sub, answer):
+                item = disconnect_item(sub)
+                self._broker.publish([item], lambda outcome: self._told(outcome, answer, reply))
+            case fx.WaitTaken(sequence, timeout, then):
                 return self._wait(sequence, timeout, then, reply)
+            case fx.AskApplication(call, then):
+                return self._ask(call, then, reply)
+            case fx.CountPresence(topic, answer_tally):
+                assert self.presence is not None, "the server sets the presence board"
+
+                def counted(tally: Tally, complete: bool) -> None:
+                    self._then(lambda: answer_tally(tally, complete), reply)
+
+                return self.presence.ask(topic, counted)
         return None
 
     def publish_for_stream(
@@ -75,6 +97,34 @@ class EffectRunner:
             return
         self._metrics.events_published += len(outcome)  # a publisher's events, once accepted
         self._then(lambda: answer(outcome), reply)
+
+    def _ask(
+        self, call: AppCall, then: Callable[[tuple[int, bytes] | str], Effect], reply: Reply
+    ) -> Cancel:
+        """Put `call` to the application, then carry on with its answer (unless the
+        connection went away meanwhile)."""
+        waiting = [True]
+
+        def answered(outcome: tuple[int, bytes] | str) -> None:
+            if waiting[0]:
+                waiting[0] = False
+                self._then(lambda: then(outcome), reply)
+
+        if self._app is None:
+            answered("no --auth-url")
+        else:
+            self._app.ask(call, answered)
+
+        def forget() -> None:
+            waiting[0] = False
+
+        return forget
+
+    def _told(self, outcome: Outcome, answer: Callable[[], Effect], reply: Reply) -> None:
+        if isinstance(outcome, RawsseError):
+            reply(outcome)
+            return
+        self._then(answer, reply)
 
     def _then(self, next_effect: Callable[[], Effect], reply: Reply) -> None:
         """Carry out what an effect leads to; what goes wrong on the way is the answer

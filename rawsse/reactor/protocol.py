@@ -188,7 +188,7 @@ class HttpProtocol(asyncio.Protocol):
                 if self._shedding:
                     core.respond(request, context.api.shed(request), True, context.clock())
                     return
-                effect = context.api.handle(request, self._from_loopback)
+                effect = context.api.handle(request, self._from_loopback, self._peer)
 
             def reply(outcome: Answer | RawsseError) -> None:
                 self._answered(request, outcome)
@@ -277,6 +277,10 @@ class HttpProtocol(asyncio.Protocol):
             for cancel in self._cancels.values():
                 cancel()
         self._cancels = None
+
+    def _peer(self) -> str | None:
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        return str(peer[0]) if peer else None
 
     def _from_loopback(self) -> bool:
         if self._loopback is None:

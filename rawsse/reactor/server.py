@@ -11,9 +11,14 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from rawsse.auth.access import Access
+from rawsse.auth.keys import KeyRing
+from rawsse.auth.ledger import Ledger
+from rawsse.auth.rules import parse_rule_text
+from rawsse.auth.tokens import TokenVerifier
 from rawsse.broker.base import Broker
 from rawsse.broker.memory import MemoryBroker
-from rawsse.config import FD_RESERVE, Config
+from rawsse.config import AUTH_WAITING_PER_CONNECTION, FD_RESERVE, Config
 from rawsse.core.api import Api, ServerView
 from rawsse.core.connection import Timeouts
 from rawsse.core.history import History
@@ -28,13 +33,16 @@ from rawsse.core.subscriptions import Subscriptions
 from rawsse.core.ws.session import SHUTDOWN_FRAME, SessionLimits, Sessions
 from rawsse.dashboard.files import load_dashboard
 from rawsse.dashboard.stats import StatsPublisher
+from rawsse.errors import ConfigError
 from rawsse.preflight import check_environment
 from rawsse.reactor.allocator import Trimmer
+from rawsse.reactor.app_client import AppClient
 from rawsse.reactor.context import ConnectionContext
 from rawsse.reactor.effects import EffectRunner
 from rawsse.reactor.fd_streams import FdBackend
 from rawsse.reactor.listeners import listen
 from rawsse.reactor.poller import available_poller, make_poller
+from rawsse.reactor.presence import PresenceBoard
 from rawsse.reactor.protocol import HttpProtocol
 from rawsse.reactor.streams import Backend, StreamLimits, Streams
 from rawsse.reactor.transport_streams import TransportBackend
@@ -109,6 +117,7 @@ class Server:
         self._next_heartbeat = 0.0
         self._rng = random.Random()
         self._trimmer = Trimmer()
+        self._app_client: AppClient | None = None
 
     # Start and stop
 
@@ -152,17 +161,29 @@ class Server:
             max_event_bytes=config.max_pending_bytes,
             ids=ids,
         )
+        self.access = self._make_access(self.hub.subscriptions.capacity)
         self.streams = self._make_streams()
         self.broker = broker = self._make_broker()
         await broker.start()
         view = ServerView(broker.worker_label, broker.shares_order, broker.unready_reason, self._metrics_text)
         static = load_dashboard() if config.dashboard else None
-        self.api = Api(config.api_options(), self.hub, self.metrics, view, static, loop.time, self._rng)
+        self.api = Api(
+            config.api_options(), self.hub, self.metrics, view, static, loop.time, self._rng, self.access
+        )
         connection_limit = config.connection_limit(fd_limit)
         # The descriptors left above the limit, less what the listener, pollers and logs
         # need, hold the connections answered "come back later".
         spare = fd_limit - connection_limit - FD_RESERVE // 2
-        runner = EffectRunner(broker, self.hub, self.streams.close_topics, self.metrics, loop)
+        self._app_client = self._make_app_client()
+        close_topics = self.streams.close_topics
+        runner = EffectRunner(broker, self.hub, close_topics, self.metrics, loop, self._app_client)
+        runner.presence = presence = PresenceBoard(loop, broker, self.streams.presence)
+
+        def on_control(word: dict[str, Any]) -> None:
+            self.streams.on_control(word)
+            presence.on_word(word)
+
+        self.hub.on_control = on_control
         self.streams.publish = runner.publish_for_stream
         self.context = ConnectionContext(
             api=self.api,
@@ -232,8 +253,42 @@ class Server:
         else:
             backend = FdBackend(self.loop, table, make_poller(kind))
         session_limits = SessionLimits(config.max_topics, config.max_topic_length, config.max_body_bytes)
-        sessions = Sessions(table.capacity, session_limits, self.loop.time, lambda: self.api.draining)
-        return Streams(self.loop, self.hub, self.metrics, limits, table, backend, sessions)
+        access = self.access if self.access.enabled else None
+        sessions = Sessions(
+            table.capacity, session_limits, self.loop.time, lambda: self.api.draining, access=access
+        )
+        ledger = self.access.ledger
+        streams = Streams(self.loop, self.hub, self.metrics, limits, table, backend, sessions, ledger)
+        streams.presence_events = parse_rule_text(config.presence_events, config.max_topic_length)
+        return streams
+
+    def _make_access(self, capacity: int) -> Access:
+        config = self.config
+        options = config.access_options()
+        verifier = None
+        if config.tokens_on:
+            verifier = TokenVerifier(KeyRing(config.key_sources()), config.token_options())
+        ledger = Ledger(capacity, bool(options.max_streams_per_user), bool(options.max_streams_per_ip))
+        return Access(options, verifier, ledger)
+
+    def _make_app_client(self) -> AppClient | None:
+        config = self.config
+        if config.auth_url is None:
+            return None
+        waiting = config.auth_connections * AUTH_WAITING_PER_CONNECTION
+        return AppClient(config.auth_url, config.auth_connections, config.auth_timeout, waiting)
+
+    def reload_keys(self) -> None:
+        """Read the token keys again (SIGHUP); the keys in force stay if that fails."""
+        verifier = self.access.verifier
+        if verifier is None:
+            return
+        try:
+            verifier.reload()
+        except ConfigError as exc:
+            log.error("keeping the token keys in force: %s", exc)
+            return
+        log.info("token keys reloaded")
 
     @property
     def port(self) -> int:
@@ -280,6 +335,8 @@ class Server:
         for connection in list(self.context.connections):
             connection.close_now()
         await self.broker.stop()
+        if self._app_client is not None:
+            await self._app_client.close()
         assert self._stopped is not None
         self._stopped.set()
 

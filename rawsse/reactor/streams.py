@@ -14,20 +14,28 @@ in order, in one write per stream.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from rawsse.auth.ledger import NO_ACCESS, Ledger
+from rawsse.auth.rules import NO_TOPICS
 from rawsse.config import FANOUT_SLICE, MAX_PENDING_BYTES, SEND_TIMEOUT
 from rawsse.core.effects import OpenStream
-from rawsse.core.hub import Delivery, Hub
+from rawsse.core.hub import RESET_EVENT, Delivery, Hub
 from rawsse.core.metrics import Metrics
+from rawsse.core.presence import Tally, local_tally, presence_event
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import BLOCKED, CLOSING, WS, SlotTable, Why
+from rawsse.core.sse import encode_event
+from rawsse.core.topics import PRESENCE_PREFIX
 from rawsse.core.ws.session import (
+    ACCESS_ENDED_FRAMES,
     CLOSE_TIMEOUT,
     RECONNECT_FRAME,
     STUCK_FRAME,
@@ -90,6 +98,13 @@ class Backend(Protocol):
 
 Publisher = Callable[[list[PublishItem], Callable[[list[str] | RawsseError], None]], None]
 
+ACCESS_ENDED_EVENTS = {
+    reason: encode_event(json.dumps({"reason": reason}), None, RESET_EVENT)
+    for reason in ACCESS_ENDED_FRAMES
+}
+"""The last event of an SSE stream whose authorization ended: a `rawsse-reset` without
+an id, so the client's Last-Event-ID still resumes it once it has a fresh credential."""
+
 
 class Streams:
     def __init__(
@@ -101,8 +116,15 @@ class Streams:
         table: SlotTable,
         backend: Backend,
         sessions: Sessions,
+        ledger: Ledger | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._loop, self._hub, self._metrics, self._limits = loop, hub, metrics, limits
+        self.ledger = ledger or Ledger(table.capacity)
+        self.presence_events = NO_TOPICS
+        """The topics whose streams' joins and leaves are published (--presence-events)."""
+        """Who holds each authorized stream, until when (rawsse.auth.ledger)."""
+        self._wall = wall
         self.table = table
         self.backend = backend
         self.sessions = sessions
@@ -146,11 +168,15 @@ class Streams:
         topics, framing = stream.topics, stream.framing
         self.table.open(slot, framing)
         self.subscriptions.add(slot, topics, framing)
+        if self.presence_events:
+            self._announce("join", stream.access.sub, topics)
         metrics = self._metrics
         metrics.streams_open += 1
         metrics.streams_opened += 1
         metrics.stream_slots = self.table.used
         self._serial[slot] = metrics.streams_opened
+        if stream.access is not NO_ACCESS:
+            self.ledger.add(slot, stream.access, keep_rules=framing == WS)
         if framing == WS:
             metrics.ws_streams_open += 1
             self.sessions.open(slot, stream.publisher)
@@ -172,7 +198,8 @@ class Streams:
             self._closing.pop(slot, None)
             self.sessions.forget(slot)
             self._metrics.ws_streams_open -= 1
-        self.subscriptions.remove(slot)
+        self._unsubscribe(slot)
+        self.ledger.remove(slot)
         metrics = self._metrics
         metrics.streams_open -= 1
         metrics.streams_closed += 1
@@ -194,7 +221,7 @@ class Streams:
         table = self.table
         if not table.is_open(slot):
             return
-        self.subscriptions.remove(slot)  # no more events: they would follow the close frame
+        self._unsubscribe(slot)  # no more events: they would follow the close frame
         self.backend.send(slot, frame)
         if table.is_open(slot):  # not cut as a slow consumer by that
             table.begin_closing(slot)
@@ -229,8 +256,13 @@ class Streams:
                 case Send(frame):
                     self.backend.send(slot, frame)
                 case SetTopics(after, answer):
+                    before = self.subscriptions.topics_of(slot)
                     self.subscriptions.remove(slot)
                     self.subscriptions.add(slot, after, WS)
+                    if self.presence_events:
+                        sub = self.ledger.sub[slot]
+                        self._announce("leave", sub, [t for t in before if t not in after])
+                        self._announce("join", sub, [t for t in after if t not in before])
                     self.backend.send(slot, answer)
                 case PublishItems(items, ref):
                     self._publish(slot, items, ref)
@@ -269,6 +301,56 @@ class Streams:
         for slot in self.sessions.unanswered(slots):
             self.close(slot, Why.PEER)
 
+    # Authorization
+
+    def end_access(self, slot: int, reason: str) -> None:
+        """The stream's authorization is over (`token-expired`, `disconnected`): it gets
+        a last word — a `rawsse-reset` event, or a WebSocket close 3000 or 3003 — and is
+        closed."""
+        table = self.table
+        if not table.is_open(slot):
+            return
+        if table.framing[slot] == WS:
+            self.ledger.remove(slot)  # no later subscribe or publish by this credential
+            self.begin_close(slot, ACCESS_ENDED_FRAMES[reason])
+            return
+        self.backend.send(slot, ACCESS_ENDED_EVENTS[reason])
+        self.close(slot, Why.SERVER)
+
+    def disconnect_user(self, sub: str) -> int:
+        """Close every stream of user `sub` held here; returns how many."""
+        slots = self.ledger.streams_of(sub)
+        for slot in slots:
+            self.end_access(slot, "disconnected")
+        self._metrics.users_disconnected += len(slots)
+        return len(slots)
+
+    def _unsubscribe(self, slot: int) -> None:
+        if self.presence_events:
+            self._announce("leave", self.ledger.sub[slot], self.subscriptions.topics_of(slot))
+        self.subscriptions.remove(slot)
+
+    def _announce(self, kind: str, sub: str | None, topics: Iterable[str]) -> None:
+        """Join or leave events on `$presence:<topic>`, for the topics that ask for them."""
+        rules = self.presence_events
+        items = [
+            presence_event(kind, topic, sub)
+            for topic in topics
+            if rules.allows(topic) and not topic.startswith(PRESENCE_PREFIX)  # none of its own
+        ]
+        if items:
+            self.publish(items, lambda outcome: None)  # best effort: a refused one is not retried
+
+    def presence(self, topic: str) -> Tally:
+        """The streams on `topic` here, and their users."""
+        return local_tally(self.subscriptions, self.ledger.sub, topic)
+
+    def on_control(self, word: dict[str, object]) -> None:
+        """A word to every process (rawsse.core.control)."""
+        sub = word.get("disconnect")
+        if isinstance(sub, str):
+            self.disconnect_user(sub)
+
     def close_topics(self, topics: Iterable[str]) -> int:
         """Close every stream subscribed to one of `topics` (an admin's /disconnect);
         their clients reconnect and resume. Returns how many were closed."""
@@ -296,12 +378,17 @@ class Streams:
         self._wake_idle_waiters()
 
     def sweep(self, now: float) -> None:
-        """Once a second: close the streams whose pending bytes made no progress, and
-        the WebSocket streams whose client did not answer our close in time."""
+        """Once a second: close the streams whose pending bytes made no progress, the
+        WebSocket streams whose client did not answer our close in time, and the streams
+        whose token expired."""
         for slot in self.table.stalled(now, self._limits.send_timeout):
             self.close(slot, Why.STALLED)
         for slot in [slot for slot, deadline in self._closing.items() if deadline <= now]:
             self.close(slot, Why.PEER)
+        expired = self.ledger.expired(self._wall())
+        for slot in expired:
+            self.end_access(slot, "token-expired")
+        self._metrics.tokens_expired += len(expired)
 
     # Fan-out passes
 

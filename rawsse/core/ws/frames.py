@@ -19,7 +19,7 @@ CONTROL_OPCODES = frozenset({CLOSE, PING, PONG})
 
 MAX_CONTROL_PAYLOAD = 125
 
-# Close codes (RFC 6455 7.4.1; 1012 and 1013 from the IANA registry)
+# Close codes (RFC 6455 7.4.1; 1012, 1013, 3000 and 3003 from the IANA registry)
 GOING_AWAY = 1001
 PROTOCOL_ERROR = 1002
 UNSUPPORTED_DATA = 1003
@@ -28,6 +28,10 @@ POLICY_VIOLATION = 1008
 TOO_LARGE = 1009
 SERVICE_RESTART = 1012
 TRY_AGAIN_LATER = 1013
+UNAUTHORIZED = 3000
+"""The stream's token expired: reconnect with a fresh one."""
+FORBIDDEN = 3003
+"""The stream's user was disconnected (/disconnect?user=): its session is over."""
 
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 """Codes a peer may put in a close frame below 3000; 1004-1006 and 1015 never travel."""

@@ -26,13 +26,16 @@ import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from rawsse.auth.access import Access
 from rawsse.core.publish import PublishItem, json_item
 from rawsse.core.topics import check_subscribe_topic
 from rawsse.core.ws.frames import (
+    FORBIDDEN,
     GOING_AWAY,
     POLICY_VIOLATION,
     PONG,
     SERVICE_RESTART,
+    UNAUTHORIZED,
     UNSUPPORTED_DATA,
     Binary,
     Close,
@@ -95,7 +98,7 @@ class SessionLimits(NamedTuple):
     """The largest client message, in bytes: the publish body limit (--max-body-bytes)."""
 
 
-ERROR_CODES = {400: "invalid", 401: "forbidden", 403: "forbidden", 413: "too-large", 503: "unavailable"}
+ERROR_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 413: "too-large", 503: "unavailable"}
 
 
 def published(ids: list[str], ref: Any) -> bytes:
@@ -116,15 +119,20 @@ class Sessions:
         clock: Callable[[], float],
         draining: Callable[[], bool],
         budget: int = COMMAND_BUDGET,
+        access: Access | None = None,
     ) -> None:
         self.limits = limits
+        self._access = access
+        """What a stream's credential allows (its later subscribes and publishes); None
+        when topics need no credential."""
         self._clock = clock
         self._draining = draining
         self._budget = budget
         self.heard = bytearray(capacity)
         """1 when the client sent anything since the last keep-alive check."""
         self.publisher = bytearray(capacity)
-        """1 when the connection may publish (decided once, at the handshake)."""
+        """1 when the connection may publish to any topic (decided once, at the handshake;
+        a token's publish patterns are checked per command)."""
         self._parsers: dict[int, FrameParser] = {}
         self._held: dict[int, FrameParser] = {}
         """The parsers of half-read frames at the last check (see `stuck`)."""
@@ -229,7 +237,7 @@ class Sessions:
         kind = command.get("type")
         try:
             if kind == "subscribe" or kind == "unsubscribe":
-                return self._subscription(kind, command, topics, ref)
+                return self._subscription(slot, kind, command, topics, ref)
             if kind == "ping":
                 return Send(reply("pong", ref))
             if kind == "publish":
@@ -242,13 +250,18 @@ class Sessions:
             return Send(error_reply("invalid", "nested too deeply", ref))
         return Send(error_reply("invalid", "type must be subscribe, unsubscribe, ping or publish", ref))
 
-    def _subscription(self, kind: str, command: dict[str, Any], topics: tuple[str, ...], ref: Any) -> Action:
+    def _subscription(
+        self, slot: int, kind: str, command: dict[str, Any], topics: tuple[str, ...], ref: Any
+    ) -> Action:
         named = command.get("topics")
         if not isinstance(named, list) or not named or not all(isinstance(t, str) for t in named):
             return Send(error_reply("invalid", "topics must be a non-empty list of names", ref))
         limits = self.limits
-        checked = [check_subscribe_topic(name, limits.max_topic_length) for name in named]  # TopicError
+        meta = self._access is not None
+        checked = [check_subscribe_topic(name, limits.max_topic_length, meta) for name in named]  # TopicError
         if kind == "subscribe":
+            if self._access is not None:
+                self._access.check_stream_subscribe(slot, checked)  # 401, 403
             after = tuple(dict.fromkeys((*topics, *checked)))
             if len(after) > limits.max_topics:
                 raise TopicError(f"at most {limits.max_topics} topics per stream")
@@ -260,14 +273,21 @@ class Sessions:
         return SetTopics(after, reply(answer, ref, topics=list(after)))
 
     def _publish(self, slot: int, command: dict[str, Any], ref: Any) -> Action:
-        if not self.publisher[slot]:
+        access = self._access
+        by_token = not self.publisher[slot] and access is not None and bool(access.ledger.publish[slot])
+        if not self.publisher[slot] and not by_token:
             return Send(
                 error_reply("forbidden", "this connection may not publish (see POST /publish's rules)", ref)
             )
         if self._draining():
             return Send(error_reply("unavailable", "shutting down; publish to another server", ref))
         entry = {key: value for key, value in command.items() if key not in ("type", "ref")}
-        return PublishItems([json_item(entry, self.limits.max_topic_length)], ref)
+        item = json_item(entry, self.limits.max_topic_length)
+        if by_token:
+            assert access is not None
+            ledger = access.ledger
+            access.check_publish(item.topics, ledger.sub[slot], ledger.publish[slot])  # 403
+        return PublishItems([item], ref)
 
 
 RECONNECT_FRAME = close_frame(SERVICE_RESTART, "reconnect and resume")
@@ -278,4 +298,11 @@ SHUTDOWN_FRAME = close_frame(GOING_AWAY, "server shutting down; reconnect and re
 """How the server closes every WebSocket stream when it stops (1001)."""
 
 STUCK_FRAME = close_frame(POLICY_VIOLATION, "message not completed in time")
+
+ACCESS_ENDED_FRAMES = {
+    "token-expired": close_frame(UNAUTHORIZED, '{"reason": "token-expired"}'),
+    "disconnected": close_frame(FORBIDDEN, '{"reason": "disconnected"}'),
+}
+"""How a WebSocket stream whose authorization ended is closed: 3000 when its token
+expired (reconnect with a fresh one), 3003 when its user was disconnected."""
 """How a connection whose frame stays half-read is closed (see `Sessions.stuck`)."""

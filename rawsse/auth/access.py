@@ -1,0 +1,266 @@
+"""Who may subscribe and publish to what: the decisions, without I/O.
+
+Once a token option is set (a JWT key, or --auth-url), a topic needs a credential that
+allows it, unless `--public-topics` lists it. A credential allows a topic when
+
+- its `subscribe` patterns match it (see rawsse.auth.rules), or
+- the topic is the user's own: a name with an `@` is private to the `sub` after its first
+  `@` (`notifications@42`, `chat@42`, `@42` all belong to user 42), and only a credential
+  of that `sub` (or with a pattern that matches the topic) may subscribe to it.
+
+A client brings its credential in `Authorization: Bearer`, in the cookie named by
+--token-cookie, or, where --token-query allows it, in a `token` query parameter.
+Refusals are 401 (no credential, or one that cannot be used) and 403 (a valid one that
+does not allow a topic), with a one-line reason; the per-user and per-address stream
+limits answer 429.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import NamedTuple, Union
+
+from rawsse.auth.app import AnswerCache, AppCall, AppUnavailable, app_call
+from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
+from rawsse.auth.rules import NO_TOPICS, TopicRules
+from rawsse.auth.tokens import AuthError, Forbidden, Grant, TokenVerifier
+from rawsse.core.http import Request, parse_pairs
+from rawsse.core.topics import PRESENCE_PREFIX
+from rawsse.errors import HttpError, RawsseError
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]  # noqa: UP007 (a runtime alias)
+
+USER_MARK = "@"
+"""What binds a topic to a user: the `sub` follows the first `@` of the name."""
+
+MAX_FORWARDED_HOPS = 16
+"""X-Forwarded-For entries read, from the right: a chain of proxies is short."""
+
+
+class TooMany(HttpError):
+    """A per-user or per-address stream limit: 429, to try again once streams close."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(429, reason, [("Retry-After", "10")])
+
+
+@dataclass(frozen=True)
+class AccessOptions:
+    public_topics: TopicRules = NO_TOPICS
+    token_cookie: str | None = None
+    token_query: bool = False
+    max_streams_per_user: int = 0
+    max_streams_per_ip: int = 0
+    trusted_proxies: tuple[Network, ...] = ()
+    app_cache: AnswerCache | None = None
+    """Set with --auth-url: the application decides for credentials that are no token."""
+    app_fallback_public: bool = False
+    """When the application cannot answer, open streams of public topics only (instead
+    of 503)."""
+    max_topic_length: int = 255
+
+
+class Asking(NamedTuple):
+    """The decision waits for the application: put `call`, then `finish(answer)`."""
+
+    call: AppCall
+    finish: Callable[[Grant | RawsseError], StreamAccess]
+
+
+def owner_of(topic: str) -> str | None:
+    """The user a topic is private to (`chat@42` -> `42`), or None for a shared topic."""
+    _, mark, sub = topic.partition(USER_MARK)
+    return sub if mark and sub else None
+
+
+class Access:
+    def __init__(
+        self,
+        options: AccessOptions,
+        verifier: TokenVerifier | None,
+        ledger: Ledger,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.options = options
+        self.verifier = verifier
+        self.ledger = ledger
+        self.wall = wall
+
+    @property
+    def enabled(self) -> bool:
+        """Whether topics need credentials at all (a token key or --auth-url is set)."""
+        return self.verifier is not None or self.options.app_cache is not None
+
+    # Credentials
+
+    def credential(self, request: Request) -> str | None:
+        """The token a request carries (header, then cookie, then URL); raises AuthError
+        for a URL token where --token-query does not allow one."""
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        cookie_name = self.options.token_cookie
+        if cookie_name is not None:
+            cookie = _cookie(request.headers.get("cookie", ""), cookie_name)
+            if cookie:
+                return cookie
+        if "token=" in request.query:
+            query_token = next((v for k, v in _pairs(request.query) if k == "token"), None)
+            if query_token:
+                if not self.options.token_query:
+                    raise AuthError("tokens in the URL are not accepted here (see --token-query)")
+                return query_token
+        return None
+
+    def grant(self, request: Request) -> Grant | None:
+        """The verified grant of the request's credential, None without one."""
+        if self.verifier is None:
+            return None
+        token = self.credential(request)
+        return None if token is None else self.verifier.verify(token, self.wall())
+
+    # Streams
+
+    def for_stream(
+        self, request: Request, topics: tuple[str, ...], peer: str | None, transport: str = "sse"
+    ) -> StreamAccess | Asking:
+        """Whether a stream on `topics` may open, and what it holds if so; raises 401,
+        403, 429, or 503 when the application cannot answer. Asking when the application
+        must be asked first."""
+        options = self.options
+        address = self.client_address(request, peer) if options.max_streams_per_ip else None
+        if address is not None and self.ledger.held_by_address(address) >= options.max_streams_per_ip:
+            raise TooMany(f"at most {options.max_streams_per_ip} streams per client address")
+        cache = options.app_cache
+        if cache is not None and (self.verifier is None or self.credential(request) is None):
+            cookie, authorization = (
+                request.headers.get("cookie", ""),
+                request.headers.get("authorization", ""),
+            )
+            if cookie or authorization:
+                call = app_call(cookie, authorization, topics, transport)
+                cached = cache.get(call.key, self.wall())
+                if cached is not None:
+                    return self._granted(cached, topics, address)
+
+                def finish(answer: Grant | RawsseError) -> StreamAccess:
+                    cache.put(call.key, answer, self.wall())
+                    return self._granted(answer, topics, address)
+
+                return Asking(call, finish)
+            return self._granted(None, topics, address)
+        return self._granted(self.grant(request), topics, address)
+
+    def _granted(
+        self, grant: Grant | RawsseError | None, topics: tuple[str, ...], address: str | None
+    ) -> StreamAccess:
+        if isinstance(grant, AppUnavailable) and self.options.app_fallback_public:
+            grant = None  # only public topics, then (check_subscribe says 401 for others)
+        if isinstance(grant, RawsseError):
+            raise grant
+        self.check_subscribe(topics, grant)
+        if grant is None:
+            return NO_ACCESS if address is None else NO_ACCESS._replace(address=address)
+        sub = grant.sub
+        limit = self.options.max_streams_per_user
+        if sub is not None and limit and self.ledger.held_by_user(sub) >= limit:
+            raise TooMany(f"at most {limit} streams per user")
+        return StreamAccess(sub, grant.subscribe, grant.publish, grant.expires, address)
+
+    def check_subscribe(self, topics: Iterable[str], grant: Grant | None) -> None:
+        """Raise 401 (no credential) or 403 for the first topic `grant` does not allow."""
+        if not self.enabled:
+            return
+        public = self.options.public_topics
+        for topic in topics:
+            if public.allows(topic) and not topic.startswith(PRESENCE_PREFIX):
+                continue
+            if grant is None:
+                raise AuthError(f"topic {topic[:64]!r} needs a token")
+            if not self._allows(grant.sub, grant.subscribe, topic):
+                raise Forbidden(f"the token does not allow subscribing to {topic[:64]!r}")
+
+    def check_stream_subscribe(self, slot: int, topics: Iterable[str]) -> None:
+        """A WebSocket's later subscribe, by what its stream was granted at its start."""
+        if not self.enabled:
+            return
+        ledger = self.ledger
+        sub, rules = ledger.sub[slot], ledger.subscribe[slot]
+        public = self.options.public_topics
+        for topic in topics:
+            if public.allows(topic) and not topic.startswith(PRESENCE_PREFIX):
+                continue
+            if sub is None and not rules:
+                raise AuthError(f"topic {topic[:64]!r} needs a token")
+            if not self._allows(sub, rules, topic):
+                raise Forbidden(f"the token does not allow subscribing to {topic[:64]!r}")
+
+    @staticmethod
+    def _allows(sub: str | None, rules: TopicRules, topic: str) -> bool:
+        owner = owner_of(topic)
+        if owner is not None and owner == sub:
+            return True
+        return rules.allows(topic, sub)
+
+    # Publishing
+
+    @staticmethod
+    def check_publish(topics: Iterable[str], sub: str | None, rules: TopicRules) -> None:
+        """Raise 403 for the first topic the publish patterns do not allow."""
+        for topic in topics:
+            if not rules.allows(topic, sub):
+                raise Forbidden(f"the token does not allow publishing to {topic[:64]!r}")
+
+    # Client addresses
+
+    def client_address(self, request: Request, peer: str | None) -> str | None:
+        """The client's address: the peer's, or, when the peer is a --trusted-proxy, the
+        nearest X-Forwarded-For entry that is not a trusted proxy itself."""
+        if peer is None:
+            return None
+        proxies = self.options.trusted_proxies
+        if not proxies or not _within(peer, proxies):
+            return peer
+        forwarded = request.headers.get("x-forwarded-for", "")
+        hops = [hop.strip() for hop in forwarded.split(",")[-MAX_FORWARDED_HOPS:]]
+        for hop in reversed(hops):
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                return peer  # a malformed chain: count the proxy, not a made-up client
+            if not _within(hop, proxies):
+                return hop
+        return peer
+
+
+def _within(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.removeprefix("::ffff:"))
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def parse_networks(text: str | None) -> tuple[Network, ...]:
+    """`--trusted-proxy`: addresses or CIDR networks, comma-separated; raises ValueError."""
+    if not text:
+        return ()
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip().strip('"') or None
+    return None
+
+
+def _pairs(query: str) -> list[tuple[str, str]]:
+    try:
+        return parse_pairs(query, 200)
+    except (UnicodeDecodeError, ValueError):
+        raise HttpError(400, "malformed query string") from None

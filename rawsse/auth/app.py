@@ -1,0 +1,119 @@
+"""Authorization by the application (`--auth-url`), the decisions without I/O: what rawsse
+asks, how the answer becomes a grant, and the brief cache of answers per credential.
+
+For a new stream whose client brings a `Cookie` or an `Authorization` that is not a token
+rawsse checks itself, rawsse POSTs to the application, with those two headers:
+
+    {"topics": ["notes@42", "news"], "transport": "sse"}
+
+and the application answers 200 with the client's grant, in the claims' syntax:
+
+    {"sub": "42", "subscribe": ["news", "chat:*"], "publish": [], "until": 1767225600}
+
+(`sub`, `subscribe`, `publish` and `until` all optional; `until` is when the grant ends,
+in Unix seconds, as a token's `exp`). A 401 or 403 answer refuses the client with that
+status. Anything else — another status, a malformed answer, a timeout, a connection
+refused — means the application cannot answer now: the stream gets 503 with Retry-After
+(or, with --auth-fallback public, only its public topics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import OrderedDict
+from typing import NamedTuple
+
+from rawsse.auth.tokens import AuthError, Forbidden, Grant, grant_from_claims
+from rawsse.errors import HttpError, RawsseError
+
+CACHE_ENTRIES = 10_000
+"""Answers remembered at once (oldest dropped first): a reconnect wave of that many clients
+costs the application one call each, not one per reconnect."""
+
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+class AppUnavailable(HttpError):
+    """The application did not answer in time, or not sensibly: 503, come back soon."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(503, f"authorization unavailable: {reason}", [("Retry-After", "2")])
+
+
+class AppCall(NamedTuple):
+    """One question to the application: the body, and the client's headers to pass on."""
+
+    key: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+
+
+def credential_key(cookie: str, authorization: str) -> str:
+    """The cache key of a credential: a digest, so the cache holds no session secrets."""
+    return hashlib.blake2b(f"{cookie}\n{authorization}".encode(), digest_size=16).hexdigest()
+
+
+def app_call(cookie: str, authorization: str, topics: tuple[str, ...], transport: str) -> AppCall:
+    headers = tuple(
+        (name, value) for name, value in (("Cookie", cookie), ("Authorization", authorization)) if value
+    )
+    body = json.dumps({"topics": list(topics), "transport": transport}).encode()
+    return AppCall(credential_key(cookie, authorization), body, headers)
+
+
+def grant_from_answer(status: int, body: bytes, max_topic_length: int) -> Grant | RawsseError:
+    """What an application's answer means: a grant, a refusal (401, 403), or AppUnavailable."""
+    if status in (401, 403):
+        reason = "the application refused the credential"
+        return AuthError(reason) if status == 401 else Forbidden(reason)
+    if status != 200:
+        return AppUnavailable(f"the application answered {status}")
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return AppUnavailable("the application's answer is not JSON")
+    if not isinstance(answer, dict):
+        return AppUnavailable("the application's answer is not a JSON object")
+    until = answer.get("until")
+    if until is not None and (not isinstance(until, int | float) or isinstance(until, bool)):
+        return AppUnavailable("until must be a number of Unix seconds")
+    claims = {key: answer.get(key) for key in ("sub", "subscribe", "publish")}
+    claims["exp"] = math.inf if until is None else until
+    try:
+        return grant_from_claims(claims, max_topic_length)
+    except AuthError as error:
+        return AppUnavailable(error.message.replace("token", "answer", 1))
+
+
+class AnswerCache:
+    """Answers by credential key, each kept `ttl` seconds (and never past its grant's end);
+    refusals too, so a wave of clients without rights does not reach the application
+    either. The application's unavailability is never cached."""
+
+    def __init__(self, ttl: float, entries: int = CACHE_ENTRIES) -> None:
+        self.ttl = ttl
+        self._entries = entries
+        self._answers: OrderedDict[str, tuple[float, Grant | RawsseError]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> Grant | RawsseError | None:
+        found = self._answers.get(key)
+        if found is None:
+            return None
+        until, answer = found
+        if until <= now:
+            del self._answers[key]
+            return None
+        return answer
+
+    def put(self, key: str, answer: Grant | RawsseError, now: float) -> None:
+        if isinstance(answer, AppUnavailable) or not self.ttl:
+            return
+        until = now + self.ttl
+        if isinstance(answer, Grant):
+            until = min(until, answer.expires)
+        self._answers[key] = (until, answer)
+        self._answers.move_to_end(key)
+        if len(self._answers) > self._entries:
+            self._answers.popitem(last=False)

@@ -1,0 +1,137 @@
+"""The keys that may have signed a token, and the one algorithm each is good for.
+
+A key never takes its algorithm from the token: an HS256 secret verifies HS256 only, an
+RSA public key RS256 only, an EC P-256 key ES256 only. So `alg: none` is refused (no key
+is for it), and a token signed with HMAC using the RSA public key as the "secret" (key
+confusion, RFC 8725 2.1) is refused too: no HMAC key is an RSA key.
+
+The files are read when the server starts and again on SIGHUP (`reload`), so keys rotate
+without a restart; a reload that fails keeps the keys in force and says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from rawsse.auth.tokens import Key
+from rawsse.errors import ConfigError
+
+MIN_SECRET_BYTES = 32
+"""An HS256 secret at least as long as its hash (RFC 7518 3.2)."""
+
+MAX_KEY_FILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KeySources:
+    """Where the keys come from (the options): any mix of an HS256 secret, a PEM public
+    key file and a JWKS file."""
+
+    secret: str | None = None
+    secret_file: str | None = None
+    key_file: str | None = None
+    jwks_file: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return any((self.secret, self.secret_file, self.key_file, self.jwks_file))
+
+
+class KeyRing:
+    """The keys in force, read from their files (the I/O side of rawsse.auth.tokens)."""
+
+    def __init__(self, sources: KeySources) -> None:
+        self.sources = sources
+        self.keys: tuple[Key, ...] = load_keys(sources)
+
+    def reload(self) -> None:
+        """Read the files again; raises ConfigError (the keys in force stay) if one is
+        missing or unusable."""
+        self.keys = load_keys(self.sources)
+
+    def candidates(self, token: str) -> list[Key]:
+        """The keys that may verify `token`: those of the algorithm its header names
+        (and of its `kid`, when it names one that some key has)."""
+        header = jwt.get_unverified_header(token)  # raises jwt.DecodeError
+        algorithm, kid = header.get("alg"), header.get("kid")
+        keys = [key for key in self.keys if key.algorithm == algorithm]
+        if isinstance(kid, str) and any(key.kid == kid for key in keys):
+            keys = [key for key in keys if key.kid == kid]
+        return keys
+
+
+def load_keys(sources: KeySources) -> tuple[Key, ...]:
+    keys: list[Key] = []
+    secret = sources.secret
+    if sources.secret_file:
+        secret = _read(sources.secret_file, "jwt_secret_file").strip()
+    if secret:
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError("jwt_secret", f"must be at least {MIN_SECRET_BYTES} bytes long")
+        keys.append(Key(secret.encode(), "HS256"))
+    if sources.key_file:
+        keys.append(_pem_key(_read(sources.key_file, "jwt_key_file")))
+    if sources.jwks_file:
+        keys.extend(_jwks(_read(sources.jwks_file, "jwt_jwks_file")))
+    return tuple(keys)
+
+
+def _read(path: str, option: str) -> str:
+    try:
+        if os.path.getsize(path) > MAX_KEY_FILE_BYTES:
+            raise ConfigError(option, f"is larger than {MAX_KEY_FILE_BYTES} bytes: {path}")
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(option, f"cannot be read: {path}: {getattr(exc, 'strerror', exc)}") from None
+
+
+def _pem_key(text: str) -> Key:
+    try:
+        public = load_pem_public_key(text.encode())
+    except ValueError:
+        raise ConfigError("jwt_key_file", "holds no PEM public key") from None
+    if isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < 2048:
+            raise ConfigError("jwt_key_file", "RSA keys must have at least 2048 bits")
+        return Key(public, "RS256")
+    if isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, ec.SECP256R1):
+        return Key(public, "ES256")
+    raise ConfigError("jwt_key_file", "must hold an RSA (RS256) or P-256 EC (ES256) public key")
+
+
+_JWK_ALGORITHMS = {"RSA": "RS256", "EC": "ES256"}
+
+
+def _jwks(text: str) -> list[Key]:
+    try:
+        entries = json.loads(text).get("keys")
+    except (ValueError, AttributeError):
+        entries = None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("jwt_jwks_file", 'must be a JSON object with a non-empty "keys" list')
+    keys = []
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue  # an encryption key, say: not for us
+        algorithm = entry.get("alg") or _JWK_ALGORITHMS.get(entry.get("kty", ""))
+        if "d" in entry:  # a private key: it has no business on this server
+            raise ConfigError("jwt_jwks_file", "must hold public keys only (a key has a private part)")
+        if algorithm not in ("RS256", "ES256") or entry.get("kty") == "oct":
+            raise ConfigError("jwt_jwks_file", "keys must be RSA (RS256) or P-256 EC (ES256) public keys")
+        try:
+            parsed = jwt.PyJWK.from_dict(entry, algorithm)
+        except (jwt.PyJWTError, ValueError, KeyError):
+            raise ConfigError(
+                "jwt_jwks_file", f"holds a key that cannot be read: {entry.get('kid')!r}"
+            ) from None
+        keys.append(Key(parsed.key, algorithm, entry.get("kid")))
+    if not keys:
+        raise ConfigError("jwt_jwks_file", "holds no signing key")
+    return keys

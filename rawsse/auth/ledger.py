@@ -1,0 +1,130 @@
+"""Who holds each authorized stream, until when, and how many streams each user and each
+client address holds: what expiry, kicks, per-user and per-IP limits and presence read.
+
+Per slot this keeps a place in three preallocated lists (the user, the rules a WebSocket
+may still subscribe and publish by, the address) and a float (the expiry); an authorized
+stream adds its `sub` string (shared by the user's other streams) and 4 bytes in the
+expiry wheel. No object, timer or dict entry per stream: the per-user and per-address
+counts are kept only when a limit asks for them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from array import array
+from typing import NamedTuple
+
+from rawsse.auth.rules import NO_TOPICS, TopicRules
+
+
+class StreamAccess(NamedTuple):
+    """What the API decided about who opens a stream (carried by OpenStream)."""
+
+    sub: str | None
+    subscribe: TopicRules
+    """What a WebSocket may subscribe to later, beyond public and own topics."""
+    publish: TopicRules
+    expires: float
+    """Wall-clock seconds; inf when nothing expires."""
+    address: str | None
+    """The client's address, when a per-address limit counts it."""
+
+
+NO_ACCESS = StreamAccess(None, NO_TOPICS, NO_TOPICS, math.inf, None)
+
+
+class ExpiryWheel:
+    """Slots by the second their access expires: one array per second that has some, and
+    a heap of those seconds (not of streams). An entry of a stream that closed meanwhile is
+    recognised when its second comes (its slot's expiry no longer matches) and skipped."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, array[int]] = {}
+        self._seconds: list[int] = []
+
+    def add(self, slot: int, when: float) -> None:
+        second = math.ceil(when)
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            bucket = self._buckets[second] = array("i")
+            heapq.heappush(self._seconds, second)
+        bucket.append(slot)
+
+    def due(self, now: float) -> list[int]:
+        """Slots whose second has come (some may be stale: the caller checks)."""
+        slots: list[int] = []
+        while self._seconds and self._seconds[0] <= now:
+            slots.extend(self._buckets.pop(heapq.heappop(self._seconds)))
+        return slots
+
+    def __len__(self) -> int:
+        return sum(len(bucket) for bucket in self._buckets.values())
+
+
+class Ledger:
+    def __init__(self, capacity: int, count_users: bool = False, count_addresses: bool = False) -> None:
+        self.sub: list[str | None] = [None] * capacity
+        self.subscribe: list[TopicRules] = [NO_TOPICS] * capacity
+        self.publish: list[TopicRules] = [NO_TOPICS] * capacity
+        self._address: list[str | None] = [None] * capacity
+        self._expires = array("d", [math.inf]) * capacity
+        self._wheel = ExpiryWheel()
+        self.users: dict[str, int] | None = {} if count_users else None
+        self.addresses: dict[str, int] | None = {} if count_addresses else None
+
+    def add(self, slot: int, access: StreamAccess, keep_rules: bool) -> None:
+        """A stream opens in `slot`; `keep_rules` for one that may subscribe later."""
+        sub = access.sub
+        if sub is not None:
+            if self.users is not None:
+                self.users[sub] = self.users.get(sub, 0) + 1
+            self.sub[slot] = sub
+        if keep_rules:
+            self.subscribe[slot] = access.subscribe
+            self.publish[slot] = access.publish
+        address = access.address
+        if address is not None and self.addresses is not None:
+            self.addresses[address] = self.addresses.get(address, 0) + 1
+            self._address[slot] = address
+        if access.expires != math.inf:
+            self._expires[slot] = access.expires
+            self._wheel.add(slot, access.expires)
+
+    def remove(self, slot: int) -> None:
+        """The stream in `slot` is gone: nothing of it stays for the slot's next stream."""
+        sub = self.sub[slot]
+        if sub is not None:
+            self.sub[slot] = None
+            _decrement(self.users, sub)
+        self.subscribe[slot] = self.publish[slot] = NO_TOPICS
+        address = self._address[slot]
+        if address is not None:
+            self._address[slot] = None
+            _decrement(self.addresses, address)
+        self._expires[slot] = math.inf
+
+    def expired(self, now: float) -> list[int]:
+        """Slots whose access ran out by `now` (wall-clock), each once."""
+        expires = self._expires
+        return [slot for slot in dict.fromkeys(self._wheel.due(now)) if expires[slot] <= now]
+
+    def streams_of(self, sub: str) -> list[int]:
+        """Every slot held by user `sub` (a scan of the slot list: kicks are rare)."""
+        return [slot for slot, holder in enumerate(self.sub) if holder == sub]
+
+    def held_by_user(self, sub: str) -> int:
+        return self.users.get(sub, 0) if self.users is not None else 0
+
+    def held_by_address(self, address: str) -> int:
+        return self.addresses.get(address, 0) if self.addresses is not None else 0
+
+
+def _decrement(counts: dict[str, int] | None, key: str) -> None:
+    if counts is None:
+        return
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

@@ -1,0 +1,185 @@
+"""Signed tokens (JWTs, checked by PyJWT) turned into grants: who the client is and what
+it may subscribe and publish to.
+
+The claims rawsse reads:
+
+    sub         the user (a string); binds the user's private topics to it
+    exp         required: a stream is closed when its token expires
+    subscribe   topic patterns the token may subscribe to (see rawsse.auth.rules)
+    publish     topic patterns the token may publish to
+    nbf, iss, aud   checked when present, or when --jwt-issuer / --jwt-audience say so
+
+A failure is a 401 with a one-line reason that never says which key was tried.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jwt
+
+from rawsse.auth.rules import NO_TOPICS, RuleError, TopicRules, parse_rules
+from rawsse.errors import HttpError
+
+LEEWAY = 5.0
+"""Seconds of clock skew forgiven on exp and nbf (PyJWT's default is none; a few seconds
+covers hosts kept by NTP)."""
+
+MAX_TOKEN_BYTES = 8192
+"""A token travels in a header, a cookie or a URL: larger is no token a client sends."""
+
+MAX_SUB_LENGTH = 255
+
+CACHE_SIZE = 4096
+"""Verified tokens remembered (a reconnect wave brings the same tokens back); bounded, and
+each one's expiry is checked again on every use."""
+
+
+@dataclass(frozen=True)
+class Key:
+    key: Any
+    """What PyJWT verifies with: the secret's bytes, or a public key object."""
+    algorithm: str
+    """The one algorithm this key verifies (see rawsse.auth.keys)."""
+    kid: str | None = None
+
+
+class Keys(Protocol):
+    """Where the keys come from (rawsse.auth.keys.KeyRing reads them from files)."""
+
+    def candidates(self, token: str) -> list[Key]: ...
+
+    def reload(self) -> None: ...
+
+
+class AuthError(HttpError):
+    """No token, or one that cannot be used: 401, with the reason on one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(401, reason, [("WWW-Authenticate", 'Bearer realm="rawsse"')])
+
+
+class Forbidden(HttpError):
+    """A valid client that may not do what it asked: 403."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(403, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What one credential allows, until `expires` (wall-clock seconds; inf for never)."""
+
+    sub: str | None
+    subscribe: TopicRules
+    publish: TopicRules
+    expires: float
+
+
+@dataclass(frozen=True)
+class TokenOptions:
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: float = LEEWAY
+    max_topic_length: int = 255
+
+
+_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.ExpiredSignatureError, "token expired"),
+    (jwt.ImmatureSignatureError, "token not valid yet"),
+    (jwt.InvalidAudienceError, "token is for another audience"),
+    (jwt.InvalidIssuerError, "token is from another issuer"),
+    (jwt.MissingRequiredClaimError, "token lacks a required claim (exp, iss or aud)"),
+    (jwt.exceptions.InvalidSubjectError, "token sub must be a string"),
+)
+
+
+class TokenVerifier:
+    def __init__(self, keys: Keys, options: TokenOptions) -> None:
+        self.keys = keys
+        self._options = options
+        self._cache: OrderedDict[str, Grant] = OrderedDict()
+
+    def reload(self) -> None:
+        """New keys (SIGHUP): tokens verified with the old ones are verified again."""
+        self.keys.reload()
+        self._cache.clear()
+
+    def verify(self, token: str, now: float) -> Grant:
+        """The grant of `token` at wall-clock time `now`; raises AuthError."""
+        cached = self._cache.get(token)
+        if cached is not None:
+            if cached.expires + self._options.leeway <= now:
+                del self._cache[token]
+                raise AuthError("token expired")
+            self._cache.move_to_end(token)
+            return cached
+        grant = self._decode(token)
+        self._cache[token] = grant
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return grant
+
+    def _decode(self, token: str) -> Grant:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise AuthError("token too large")
+        options = self._options
+        require = ["exp"] + (["iss"] if options.issuer else []) + (["aud"] if options.audience else [])
+        try:
+            keys = self.keys.candidates(token)
+            if not keys:
+                raise AuthError("token algorithm not accepted")
+            claims: dict[str, Any] | None = None
+            for index, key in enumerate(keys):
+                try:
+                    claims = jwt.decode(
+                        token,
+                        key.key,
+                        algorithms=[key.algorithm],
+                        audience=options.audience,
+                        issuer=options.issuer,
+                        leeway=options.leeway,
+                        options={"require": require, "verify_aud": options.audience is not None},
+                    )
+                    break
+                except jwt.InvalidSignatureError:
+                    if index == len(keys) - 1:
+                        raise
+        except jwt.PyJWTError as exc:
+            raise AuthError(_reason(exc)) from None
+        assert claims is not None
+        return grant_from_claims(claims, options.max_topic_length)
+
+
+def grant_from_claims(claims: dict[str, Any], max_topic_length: int) -> Grant:
+    """A grant from verified claims (a token's, or an --auth-url answer's); raises
+    AuthError for claims of the wrong shape."""
+    sub = claims.get("sub")
+    if sub is not None and (not isinstance(sub, str) or not 0 < len(sub) <= MAX_SUB_LENGTH):
+        raise AuthError(f"token sub must be a string of 1 to {MAX_SUB_LENGTH} characters")
+    rules = []
+    for claim in ("subscribe", "publish"):
+        value = claims.get(claim)
+        if value is None:
+            rules.append(NO_TOPICS)
+            continue
+        if not isinstance(value, list):
+            raise AuthError(f"token {claim} claim must be a list of topic patterns")
+        try:
+            rules.append(parse_rules(value, max_topic_length))
+        except RuleError as exc:
+            raise AuthError(f"token {claim} claim: {exc}") from None
+    expires = claims.get("exp")
+    until = (
+        float(expires) if isinstance(expires, int | float) and not isinstance(expires, bool) else float("inf")
+    )
+    return Grant(sub, rules[0], rules[1], until)
+
+
+def _reason(exc: Exception) -> str:
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
+    return "token signature or format is invalid"

@@ -1,0 +1,291 @@
+"""Tokens, topic rules, credentials and the ledger of authorized streams, without sockets:
+every accept and refuse path of the checks, with a fake clock where time matters."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from rawsse.auth.access import Access, AccessOptions, owner_of, parse_networks
+from rawsse.auth.keys import KeyRing, KeySources
+from rawsse.auth.ledger import ExpiryWheel, Ledger, StreamAccess
+from rawsse.auth.rules import MAX_PATTERNS, NO_TOPICS, RuleError, parse_rule_text, parse_rules
+from rawsse.auth.tokens import AuthError, Forbidden, TokenOptions, TokenVerifier
+from rawsse.core.http import Request
+from rawsse.errors import ConfigError
+
+SECRET = "a-test-secret-that-is-long-enough-for-hs256"
+
+
+def token(claims: dict[str, object], key: object = SECRET, algorithm: str = "HS256", **headers: str) -> str:
+    return jwt.encode({"exp": time.time() + 60, **claims}, key, algorithm=algorithm, headers=headers or None)  # type: ignore[arg-type]
+
+
+def verifier(options: TokenOptions | None = None, **sources: str) -> TokenVerifier:
+    return TokenVerifier(KeyRing(KeySources(**sources)), options or TokenOptions())
+
+
+def request(query: str = "", **headers: str) -> Request:
+    return Request("GET", "/events", query, {k.replace("_", "-"): v for k, v in headers.items()}, b"", True)
+
+
+# Topic rules
+
+
+def test_exact_prefix_and_own_sub_patterns() -> None:
+    rules = parse_rules(["news", "sport:*", "orders:{sub}", "team:{sub}:*"])
+    assert rules.allows("news") and not rules.allows("news2") and not rules.allows("new")
+    assert rules.allows("sport:") and rules.allows("sport:golf") and not rules.allows("sport")
+    assert rules.allows("orders:42", "42") and not rules.allows("orders:43", "42")
+    assert not rules.allows("orders:42")  # no sub, no own topics
+    assert not rules.allows("orders:", "")
+    assert rules.allows("team:42:chat", "42") and not rules.allows("team:43:chat", "42")
+    assert parse_rules(["*"]).allows("anything:at@all")
+    assert not NO_TOPICS.allows("news") and not NO_TOPICS
+
+
+def test_patterns_are_bounded_and_checked() -> None:
+    with pytest.raises(RuleError, match="at most 64"):
+        parse_rules([f"t{n}" for n in range(MAX_PATTERNS + 1)])
+    for bad in ["", "a*b", "**", "{sub}{sub}", "bad name", "a/b", "x" * 300, 5]:
+        with pytest.raises(RuleError):
+            parse_rules([bad])
+    assert parse_rule_text(" a , b:* ,").allows("b:c")
+
+
+def test_a_pathological_topic_costs_one_pass() -> None:
+    # A regular-expression matcher could backtrack on these; the rules only compare strings.
+    rules = parse_rules(["a" * 200 + "*", "{sub}" + "a" * 200 + "*"])
+    assert not rules.allows("a" * 199 + "b", "a")
+    assert rules.allows("a" * 250)
+
+
+def test_a_topic_with_an_at_sign_belongs_to_the_user_after_it() -> None:
+    assert owner_of("notes@42") == "42"
+    assert owner_of("@42") == "42"
+    assert owner_of("chat@a@b.example") == "a@b.example"
+    assert owner_of("news") is None and owner_of("trailing@") is None
+
+
+# Tokens
+
+
+def test_a_good_hs256_token_gives_its_grant() -> None:
+    grant = verifier(secret=SECRET).verify(
+        token({"sub": "42", "subscribe": ["news"], "publish": ["chat:*"]}), time.time()
+    )
+    assert grant.sub == "42"
+    assert grant.subscribe.allows("news") and grant.publish.allows("chat:x")
+    assert grant.expires > time.time()
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"exp": time.time() - 60}, "token expired"),
+        ({"nbf": time.time() + 60}, "token not valid yet"),
+        ({"subscribe": "news"}, "must be a list"),
+        ({"subscribe": ["bad name"]}, "not a topic pattern"),
+        ({"sub": 42}, "sub must be a string"),
+    ],
+)
+def test_unusable_tokens_are_refused_with_their_reason(claims: dict[str, object], reason: str) -> None:
+    with pytest.raises(AuthError, match=reason) as caught:
+        verifier(secret=SECRET).verify(token(claims), time.time())
+    assert caught.value.status == 401
+
+
+def test_a_token_without_exp_is_refused() -> None:
+    no_exp = jwt.encode({"sub": "42"}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="required claim"):
+        verifier(secret=SECRET).verify(no_exp, time.time())
+
+
+def test_a_wrong_signature_says_nothing_of_the_key() -> None:
+    with pytest.raises(AuthError) as caught:
+        verifier(secret=SECRET).verify(token({}, "another-secret-of-enough-length-for-hs256"), time.time())
+    assert caught.value.message == "token signature or format is invalid"
+    assert SECRET not in caught.value.message
+
+
+def test_alg_none_is_refused() -> None:
+    header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    body = base64.urlsafe_b64encode(json.dumps({"sub": "42", "exp": time.time() + 60}).encode()).rstrip(b"=")
+    unsigned = f"{header}.{body.decode()}."
+    with pytest.raises(AuthError, match="algorithm not accepted"):
+        verifier(secret=SECRET).verify(unsigned, time.time())
+
+
+def rsa_files(tmp_path: Path) -> tuple[rsa.RSAPrivateKey, str]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    path = tmp_path / "public.pem"
+    path.write_bytes(pem)
+    return private, str(path)
+
+
+def test_rs256_and_the_key_confusion_attack(tmp_path: Path) -> None:
+    private, key_file = rsa_files(tmp_path)
+    check = verifier(secret=SECRET, key_file=key_file)
+    assert check.verify(token({"sub": "1"}, private, "RS256"), time.time()).sub == "1"
+    # HS256 "signed" with the public key's PEM as the secret: no HMAC key is that PEM.
+    public_pem = Path(key_file).read_text()
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps({"sub": "1", "exp": time.time() + 60}).encode()).rstrip(b"=")
+    signature = hmac.new(public_pem.encode(), header + b"." + body, hashlib.sha256).digest()
+    confused = (header + b"." + body + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+    with pytest.raises(AuthError):
+        check.verify(confused, time.time())
+    with pytest.raises(AuthError):
+        verifier(key_file=key_file).verify(confused, time.time())
+
+
+def test_es256_from_a_jwks_file_by_kid(tmp_path: Path) -> None:
+    first, second = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    keys = []
+    for kid, private in (("one", first), ("two", second)):
+        entry = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
+        keys.append({**entry, "kid": kid, "use": "sig", "alg": "ES256"})
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": keys}))
+    check = verifier(jwks_file=str(path))
+    assert check.verify(token({"sub": "2"}, second, "ES256", kid="two"), time.time()).sub == "2"
+    assert check.verify(token({"sub": "1"}, first, "ES256"), time.time()).sub == "1"  # no kid: each key
+    with pytest.raises(AuthError):
+        check.verify(token({"sub": "1"}, first, "ES256", kid="two"), time.time())
+
+
+def test_keys_rotate_on_reload_and_a_broken_file_keeps_the_old_ones(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    check = verifier(secret_file=str(secret_file))
+    old = token({"sub": "1"})
+    assert check.verify(old, time.time()).sub == "1"
+    new_secret = "the-next-secret-after-rotation-is-long-too"
+    secret_file.write_text(new_secret)
+    check.reload()
+    with pytest.raises(AuthError):
+        check.verify(old, time.time())  # the cache went with the old key
+    assert check.verify(token({"sub": "1"}, new_secret), time.time()).sub == "1"
+    secret_file.write_text("short")
+    with pytest.raises(ConfigError):
+        check.reload()
+    assert check.verify(token({"sub": "1"}, new_secret), time.time()).sub == "1"
+
+
+def test_issuer_and_audience_when_configured() -> None:
+    check = verifier(TokenOptions(issuer="app", audience="rawsse"), secret=SECRET)
+    assert check.verify(token({"iss": "app", "aud": "rawsse"}), time.time())
+    for claims, reason in [
+        ({"iss": "other", "aud": "rawsse"}, "issuer"),
+        ({"iss": "app", "aud": "x"}, "audience"),
+        ({}, "required claim"),
+    ]:
+        with pytest.raises(AuthError, match=reason):
+            check.verify(token(claims), time.time())
+
+
+def test_a_cached_token_still_expires() -> None:
+    check = verifier(TokenOptions(leeway=0), secret=SECRET)
+    short = token({"exp": time.time() + 30})
+    assert check.verify(short, time.time())
+    with pytest.raises(AuthError, match="expired"):
+        check.verify(short, time.time() + 31)
+
+
+def test_bad_key_files_are_refused_at_start(tmp_path: Path) -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private))  # with its private part
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [jwk]}))
+    with pytest.raises(ConfigError, match="public keys only"):
+        KeyRing(KeySources(jwks_file=str(path)))
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        KeyRing(KeySources(secret="short"))
+
+
+# Credentials and decisions
+
+
+def access(**options: object) -> Access:
+    return Access(AccessOptions(**options), verifier(secret=SECRET), Ledger(16))  # type: ignore[arg-type]
+
+
+def test_a_credential_comes_from_the_header_the_cookie_or_where_allowed_the_url() -> None:
+    check = access(token_cookie="session")
+    assert check.credential(request(authorization="Bearer abc")) == "abc"
+    assert check.credential(request(cookie="theme=dark; session=xyz")) == "xyz"
+    assert check.credential(request()) is None
+    with pytest.raises(AuthError, match="not accepted"):
+        check.credential(request("topic=a&token=abc"))
+    assert access(token_query=True).credential(request("topic=a&token=abc")) == "abc"
+
+
+def test_public_topics_need_nothing_and_private_ones_a_token_that_allows_them() -> None:
+    check = access(public_topics=parse_rule_text("news,public:*"))
+    check.check_subscribe(["news", "public:x"], None)
+    with pytest.raises(AuthError, match="needs a token"):
+        check.check_subscribe(["news", "secret"], None)
+    grant = check.verifier.verify(token({"sub": "42", "subscribe": ["secret"]}), time.time())  # type: ignore[union-attr]
+    check.check_subscribe(["secret", "notes@42", "news"], grant)
+    with pytest.raises(Forbidden, match="notes@43"):
+        check.check_subscribe(["notes@43"], grant)
+    with pytest.raises(Forbidden):
+        check.check_subscribe(["other"], grant)
+
+
+def test_limits_count_users_and_addresses_and_trust_only_listed_proxies() -> None:
+    check = Access(
+        AccessOptions(
+            max_streams_per_user=1, max_streams_per_ip=2, trusted_proxies=parse_networks("10.0.0.0/8")
+        ),
+        verifier(secret=SECRET),
+        Ledger(16, count_users=True, count_addresses=True),
+    )
+    forwarded = request(x_forwarded_for="203.0.113.9, 10.1.1.1")
+    assert check.client_address(forwarded, "10.0.0.1") == "203.0.113.9"
+    assert check.client_address(forwarded, "198.51.100.1") == "198.51.100.1"  # not a trusted proxy
+    assert check.client_address(request(x_forwarded_for="junk"), "10.0.0.1") == "10.0.0.1"
+    ticket = request(authorization="Bearer " + token({"sub": "42", "subscribe": ["t"]}))
+    first = check.for_stream(ticket, ["t"], "127.0.0.1")
+    check.ledger.add(1, first, keep_rules=False)
+    with pytest.raises(Exception, match="per user") as caught:
+        check.for_stream(ticket, ["t"], "127.0.0.2")
+    assert getattr(caught.value, "status", None) == 429
+    check.ledger.remove(1)
+    assert check.for_stream(ticket, ["t"], "127.0.0.1").sub == "42"
+
+
+# The ledger and its expiry wheel, on a fake clock
+
+
+def test_expiries_come_due_by_the_second_and_closed_streams_are_skipped() -> None:
+    ledger = Ledger(8)
+    for slot, expires in [(1, 100.2), (2, 100.9), (3, 105.0)]:
+        ledger.add(slot, StreamAccess("u", NO_TOPICS, NO_TOPICS, expires, None), keep_rules=False)
+    assert ledger.expired(100.5) == []
+    assert ledger.expired(101.0) == [1, 2]
+    ledger.remove(3)
+    ledger.add(3, StreamAccess("v", NO_TOPICS, NO_TOPICS, 200.0, None), keep_rules=False)  # slot reused
+    assert ledger.expired(150.0) == []  # the first stream's entry is stale
+    assert ledger.expired(200.0) == [3]
+    assert ledger.streams_of("v") == [3] and ledger.streams_of("u") == [1, 2]
+
+
+def test_nothing_expires_for_streams_without_an_expiry() -> None:
+    wheel = ExpiryWheel()
+    ledger = Ledger(4)
+    ledger.add(0, StreamAccess("u", NO_TOPICS, NO_TOPICS, math.inf, None), keep_rules=False)
+    assert ledger.expired(1e12) == [] and len(wheel) == 0

@@ -1,0 +1,202 @@
+"""`--auth-url`: an application written here, on a loopback port, decides who may
+subscribe from its own session cookies. It answers, refuses, is slow, fails and is down;
+rawsse caches its answers briefly, shares one call among a credential's waiting streams,
+never queues more calls than its bound, and answers 503 (or public topics only) when the
+application cannot answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rawsse.auth.app import AnswerCache, AppUnavailable, grant_from_answer
+from rawsse.auth.tokens import AuthError, Forbidden, Grant
+from rawsse.reactor.server import Server
+from tests.helpers import TIMEOUT, StreamClient, free_port, publish, run_with_server
+
+DEFAULT = ("uvloop", "epoll")
+SESSIONS = {"alice-session": "alice", "bob-session": "bob"}
+
+
+class Application:
+    """A tiny HTTP/1.1 application: POST /auth with a `sid` cookie; keeps its connections
+    alive and counts the calls. `behaviour` can make it slow or failing."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.connections = 0
+        self.behaviour = "answer"
+        self.delay = 0.0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, port: int = 0) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        """Down: the port refuses, and the kept-alive connections are cut."""
+        assert self.server is not None
+        self.server.close()
+        for writer in self._writers:
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/auth"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                headers = dict(
+                    line.split(": ", 1) for line in head.decode().split("\r\n")[1:] if ": " in line
+                )
+                body = json.loads(await reader.readexactly(int(headers["Content-Length"])))
+                self.calls.append({"body": body, "cookie": headers.get("Cookie", "")})
+                if self.delay:
+                    await asyncio.sleep(self.delay)  # the slow application under test
+                status, answer = self._answer(headers.get("Cookie", ""))
+                writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(answer), answer))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client left, or the test ended
+        finally:
+            writer.close()
+
+    def _answer(self, cookie: str) -> tuple[int, bytes]:
+        if self.behaviour == "fail":
+            return 500, b"oops"
+        sid = cookie.partition("sid=")[2].split(";")[0]
+        user = SESSIONS.get(sid)
+        if user is None:
+            return 401, b""
+        grant = {"sub": user, "subscribe": ["team:*"], "until": time.time() + 600}
+        return 200, json.dumps(grant).encode()
+
+
+async def status_of(port: int, query: str, cookie: str | None) -> int:
+    client = await StreamClient.open(port, query, {"Cookie": cookie} if cookie else {})
+    client.close()
+    return client.status
+
+
+def with_application(scenario: Callable[[Server, Application], Awaitable[None]], **options: Any) -> Server:
+    application = Application()
+    port = free_port()
+
+    async def run(server: Server) -> None:
+        await application.start(port)
+        try:
+            await scenario(server, application)
+        finally:
+            application.close()
+
+    defaults = {"auth_url": f"http://127.0.0.1:{port}/auth", "public_topics": "news", "auth_timeout": 0.5}
+    return run_with_server(DEFAULT, run, **{**defaults, **options})
+
+
+def test_the_application_decides_from_its_session_cookie() -> None:
+    async def scenario(server: Server, app: Application) -> None:
+        port = server.port
+        alice = await StreamClient.open(
+            port, "topic=notes@alice&topic=team:red", {"Cookie": "sid=alice-session"}
+        )
+        assert alice.status == 200
+        assert app.calls[0] == {
+            "body": {"topics": ["notes@alice", "team:red"], "transport": "sse"},
+            "cookie": "sid=alice-session",
+        }
+        event_id = await publish(port, "notes@alice", "for alice")
+        assert (await alice.next_event()).id == event_id
+        alice.close()
+        assert await status_of(port, "topic=notes@alice", "sid=bob-session") == 403
+        assert await status_of(port, "topic=team:red", "sid=stolen") == 401
+        assert await status_of(port, "topic=news", None) == 200  # public: the application is not asked
+        assert await status_of(port, "topic=team:red", None) == 401
+        calls = len(app.calls)
+        for _ in range(5):  # reconnects within the cache's time reuse the answer
+            assert await status_of(port, "topic=team:blue", "sid=alice-session") == 200
+        assert len(app.calls) == calls
+        assert app.connections == 1  # one kept-alive connection served every call
+
+    with_application(scenario)
+
+
+def test_one_call_for_a_credentials_waiting_streams_and_a_bound_on_the_rest() -> None:
+    async def scenario(server: Server, app: Application) -> None:
+        app.delay = 0.2
+        same = await asyncio.gather(
+            *(status_of(server.port, "topic=team:a", "sid=alice-session") for _ in range(10))
+        )
+        assert same == [200] * 10 and len(app.calls) == 1
+        # 1 connection and 4 waiting calls: of 12 distinct credentials, the rest get 503 at once.
+        cookies = [f"sid=unknown-{n}" for n in range(12)]
+        started = time.monotonic()
+        statuses = await asyncio.gather(*(status_of(server.port, "topic=team:a", c) for c in cookies))
+        assert statuses.count(503) >= 12 - 5 and set(statuses) <= {401, 503}
+        assert len(app.calls) <= 1 + 5
+        assert time.monotonic() - started < TIMEOUT
+
+    with_application(scenario, auth_connections=1, auth_cache=0)
+
+
+def test_a_slow_failing_or_absent_application_means_503_and_never_a_hang() -> None:
+    async def scenario(server: Server, app: Application) -> None:
+        port = server.port
+        app.delay = 2.0  # beyond --auth-timeout
+        client = await StreamClient.open(port, "topic=team:a", {"Cookie": "sid=alice-session"})
+        assert (client.status, client.headers.get("retry-after")) == (503, "2")
+        body = await asyncio.wait_for(client.reader.read(), TIMEOUT)
+        assert body == b"authorization unavailable: no answer within 0.5 s\n"
+        # An EventSource would stop for good on a 503: it is told to come back instead.
+        headers = {"Cookie": "sid=bob-session", "Accept": "text/event-stream"}
+        browser = await StreamClient.open(port, "topic=team:a", headers)
+        retry = await browser.next_event()
+        assert (browser.status, retry.event) == (200, "rawsse-retry")
+        assert json.loads(retry.data)["reason"] == "authorization-unavailable"
+        browser.close()
+        app.delay = 0
+        app.behaviour = "fail"
+        assert await status_of(port, "topic=team:a", "sid=bob-session") == 503
+        app.close()
+        app.behaviour = "answer"
+        assert await status_of(port, "topic=team:a", "sid=other") == 503  # down: nothing listens
+
+    with_application(scenario, auth_cache=0)
+
+
+def test_with_the_public_fallback_a_down_application_still_serves_public_topics() -> None:
+    async def scenario(server: Server, app: Application) -> None:
+        app.close()
+        assert await status_of(server.port, "topic=news", "sid=alice-session") == 200
+        assert await status_of(server.port, "topic=team:a", "sid=alice-session") == 401
+
+    with_application(scenario, auth_fallback="public")
+
+
+def test_answers_and_their_cache_without_sockets() -> None:
+    grant = grant_from_answer(200, b'{"sub": "7", "subscribe": ["a:*"], "until": 100}', 255)
+    assert isinstance(grant, Grant) and grant.sub == "7" and grant.expires == 100
+    assert isinstance(grant_from_answer(401, b"", 255), AuthError)
+    assert isinstance(grant_from_answer(403, b"", 255), Forbidden)
+    for status, body in [
+        (500, b""),
+        (200, b"not json"),
+        (200, b"[]"),
+        (200, b'{"until": "soon"}'),
+        (200, b'{"subscribe": "a"}'),
+    ]:
+        assert isinstance(grant_from_answer(status, body, 255), AppUnavailable), body
+    cache = AnswerCache(ttl=10)
+    cache.put("k", grant, now=50)
+    assert cache.get("k", 55) is grant
+    assert cache.get("k", 100) is None  # the grant's own end comes before the cache's
+    cache.put("u", AppUnavailable("down"), now=50)
+    assert cache.get("u", 51) is None  # unavailability is never cached
