@@ -61,6 +61,10 @@ class ServerKind:
     """Where a stream is asked for; a ws:// URL floods WebSocket streams."""
     publish_ports: int = 0
     """1 for a server that takes publishes on a port of its own (the last it is given)."""
+    token_secret: str = ""
+    """The flood signs a token for each stream with this secret (see rawsse flood --token-secret)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment variables of the server's process (secrets stay out of the process list)."""
 
 
 def _module_missing(*modules: str) -> Callable[[], str | None]:
@@ -110,6 +114,8 @@ IDLE_SETTLE = 2.5
 
 PYTHON = sys.executable
 RAWSSE = [PYTHON, "-m", "rawsse", "serve", "--log-level", "warning", "--port"]
+
+BENCH_SECRET = "the-bench-secret-that-signs-every-flood-token"
 SERVERS = {
     "rawsse": ServerKind("rawsse", lambda ports, _: [*RAWSSE, str(ports[0])]),
     "rawsse-transport": ServerKind(
@@ -142,6 +148,14 @@ SERVERS = {
         available=_nchan_missing,
     ),
     # WebSocket streams (not in the default set): rawsse's /ws, and two Python peers.
+    # Every stream with a token of its own (a user of its own), checked at its start and
+    # held in the ledger until it expires: the cost of private topics beside "rawsse".
+    "rawsse-tokens": ServerKind(
+        "rawsse-tokens",
+        lambda ports, _: [*RAWSSE, str(ports[0])],
+        token_secret=BENCH_SECRET,
+        env={"RAWSSE_JWT_SECRET": BENCH_SECRET},
+    ),
     "rawsse-ws": ServerKind(
         "rawsse-ws", lambda ports, _: [*RAWSSE, str(ports[0])], stream_url="ws://127.0.0.1:{port}/ws"
     ),
@@ -174,6 +188,7 @@ class RunningServer:
         self.process = subprocess.Popen(
             kind.command(self.ports, self._workdir),
             cwd=ROOT,
+            env={**os.environ, **kind.env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -293,6 +308,7 @@ def run_workload(
             publish_url=kind.publish_url.format(port=server.port),
             publish_body=kind.publish_body,
             publish_type=kind.publish_type,
+            token_secret=kind.token_secret,
             settle=5.0,
             max_wait=max_wait,
             max_publish_seconds=max_wait,

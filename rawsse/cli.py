@@ -190,6 +190,13 @@ def add_flood_parser(commands: Any) -> None:
         default=0.0,
         help="stop publishing after this long (0: no limit); unsent events are reported",
     )
+    flood.add_argument(
+        "--token-secret",
+        default="",
+        help="sign a token of its own for each stream with this HS256 secret (the server's "
+        "RAWSSE_JWT_SECRET), sent as Authorization: Bearer: the streams of distinct users "
+        "(default: none, no tokens)",
+    )
     flood.add_argument("--json", type=Path, help="write the full result here")
     flood.add_argument("--quiet", action="store_true", help="print only the final summary")
 

@@ -395,6 +395,12 @@ class Config:
             raise ConfigError(
                 "trusted_proxy", f"must be addresses or networks, comma-separated, got {self.trusted_proxy!r}"
             ) from None
+        if (self.token_cookie or self.auth_url) and self.cors_origin and self.cors_origin.strip() == "*":
+            raise ConfigError(
+                "cors_origin",
+                "cannot be '*' when a cookie carries the credential (--token-cookie, --auth-url): "
+                "every web site could use a visitor's cookie; list the page origins",
+            )
         if self.auth_url is not None:
             parts = urlsplit(self.auth_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -289,3 +289,41 @@ def test_nothing_expires_for_streams_without_an_expiry() -> None:
     ledger = Ledger(4)
     ledger.add(0, StreamAccess("u", NO_TOPICS, NO_TOPICS, math.inf, None), keep_rules=False)
     assert ledger.expired(1e12) == [] and len(wheel) == 0
+
+
+# Found in review: the edges of each rule
+
+
+def test_public_patterns_never_open_a_users_topic_nor_a_server_topic() -> None:
+    check = access(public_topics=parse_rule_text("*"))
+    check.check_subscribe(["news", "a:b"], None)
+    for private in ["notes@42", "@42", "$presence:news"]:
+        with pytest.raises(AuthError):
+            check.check_subscribe([private], None)
+    everything = parse_rules(["*", "news:*"])
+    assert not everything.allows("$presence:news") and not everything.allows("$stats")
+    assert parse_rules(["$presence:*"]).allows("$presence:news")
+    assert owner_of("$presence:chat@42") is None  # user 42 does not own the presence of its topic
+
+
+def test_a_header_nested_to_exhaust_the_parser_is_a_401() -> None:
+    nested = base64.urlsafe_b64encode(b"[" * 1500 + b"]" * 1500).rstrip(b"=").decode()
+    for header in (nested, "A" * 5000):
+        with pytest.raises(AuthError, match="signature or format"):
+            verifier(secret=SECRET).verify(f"{header}.e30.sig", time.time())
+
+
+def test_a_tokens_grant_lasts_as_long_as_the_leeway_that_accepted_it() -> None:
+    expires = time.time() + 30
+    grant = verifier(TokenOptions(leeway=5), secret=SECRET).verify(token({"exp": expires}), time.time())
+    assert grant.expires == pytest.approx(int(expires) + 5, abs=1)
+
+
+def test_the_wheel_is_rebuilt_when_closed_streams_fill_it() -> None:
+    ledger = Ledger(4)
+    for _ in range(5000):  # one client reconnecting over and over, on the same slot
+        ledger.add(1, StreamAccess("u", NO_TOPICS, NO_TOPICS, 1e9, None), keep_rules=False)
+        ledger.remove(1)
+    ledger.add(1, StreamAccess("u", NO_TOPICS, NO_TOPICS, 1e9, None), keep_rules=False)
+    assert len(ledger._wheel) <= 2 * 4 + 1024 + 1
+    assert ledger.expired(1e9) == [1]

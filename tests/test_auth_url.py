@@ -12,8 +12,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from rawsse.auth.app import AnswerCache, AppUnavailable, grant_from_answer
+from websockets.asyncio.client import connect
+
+from rawsse.auth.app import AnswerCache, AppUnavailable, app_call, grant_from_answer
 from rawsse.auth.tokens import AuthError, Forbidden, Grant
+from rawsse.reactor.app_client import AppClient
 from rawsse.reactor.server import Server
 from tests.helpers import TIMEOUT, StreamClient, free_port, publish, run_with_server
 
@@ -62,7 +65,7 @@ class Application:
                 self.calls.append({"body": body, "cookie": headers.get("Cookie", "")})
                 if self.delay:
                     await asyncio.sleep(self.delay)  # the slow application under test
-                status, answer = self._answer(headers.get("Cookie", ""))
+                status, answer = self._answer(headers.get("Cookie", ""), body["topics"])
                 writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(answer), answer))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
@@ -70,14 +73,19 @@ class Application:
         finally:
             writer.close()
 
-    def _answer(self, cookie: str) -> tuple[int, bytes]:
+    def _answer(self, cookie: str, topics: list[str]) -> tuple[int, bytes]:
+        """A user may read the team topics and the topics named after them; the answer
+        lists exactly those of the topics asked about."""
         if self.behaviour == "fail":
             return 500, b"oops"
         sid = cookie.partition("sid=")[2].split(";")[0]
         user = SESSIONS.get(sid)
         if user is None:
             return 401, b""
-        grant = {"sub": user, "subscribe": ["team:*"], "until": time.time() + 600}
+        allowed = [topic for topic in topics if topic.startswith(("team:", f"{user}:", "swap:", "brief:"))]
+        lasting = 2 if any(topic.startswith("brief:") for topic in topics) else 600
+        sub = "mallory" if any(topic.startswith("swap:") for topic in topics) else user
+        grant = {"sub": sub, "subscribe": allowed, "until": time.time() + lasting}
         return 200, json.dumps(grant).encode()
 
 
@@ -120,6 +128,7 @@ def test_the_application_decides_from_its_session_cookie() -> None:
         assert await status_of(port, "topic=team:red", "sid=stolen") == 401
         assert await status_of(port, "topic=news", None) == 200  # public: the application is not asked
         assert await status_of(port, "topic=team:red", None) == 401
+        assert await status_of(port, "topic=team:blue", "sid=alice-session") == 200
         calls = len(app.calls)
         for _ in range(5):  # reconnects within the cache's time reuse the answer
             assert await status_of(port, "topic=team:blue", "sid=alice-session") == 200
@@ -127,6 +136,59 @@ def test_the_application_decides_from_its_session_cookie() -> None:
         assert app.connections == 1  # one kept-alive connection served every call
 
     with_application(scenario)
+
+
+def test_a_websockets_later_subscribes_are_asked_about_too() -> None:
+    async def scenario(server: Server, app: Application) -> None:
+        url = f"ws://127.0.0.1:{server.port}/ws?topic=team:red"
+        async with connect(url, additional_headers={"Cookie": "sid=alice-session"}) as ws:
+            assert app.calls[-1]["body"] == {"topics": ["team:red"], "transport": "ws"}
+            await ws.send(json.dumps({"type": "subscribe", "topics": ["alice:inbox"], "ref": 1}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)) == {
+                "type": "subscribed",
+                "topics": ["team:red", "alice:inbox"],
+                "ref": 1,
+            }
+            assert app.calls[-1]["body"] == {"topics": ["alice:inbox"], "transport": "ws"}
+            await ws.send(json.dumps({"type": "subscribe", "topics": ["bob:inbox"], "ref": 2}))
+            refused = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            assert (refused["type"], refused["code"], refused["ref"]) == ("error", "forbidden", 2)
+            # An answer for another user is no answer for this connection.
+            await ws.send(json.dumps({"type": "subscribe", "topics": ["swap:x"], "ref": 3}))
+            refused = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            assert refused["message"] == "the application named another user for this connection"
+            event_id = await publish(server.port, "alice:inbox", "for alice")
+            assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["id"] == event_id
+
+    with_application(scenario)
+
+
+def test_a_stream_ends_when_the_applications_until_passes() -> None:
+    async def scenario(server: Server, app: Application) -> None:
+        client = await StreamClient.open(server.port, "topic=brief:a", {"Cookie": "sid=alice-session"})
+        assert client.status == 200
+        events = await client.until_closed()
+        assert [(e.event, json.loads(e.data)) for e in events] == [
+            ("rawsse-reset", {"reason": "token-expired"})
+        ]
+
+    with_application(scenario)
+
+
+def test_the_pools_bound_holds_for_calls_made_in_one_tick() -> None:
+    async def scenario() -> None:
+        client = AppClient(f"http://127.0.0.1:{free_port()}/auth", connections=1, timeout=1.0, max_waiting=2)
+        outcomes: list[object] = []
+        for n in range(20):  # one accept batch: no call has run yet when the next is made
+            client.ask(app_call(f"sid={n}", "", ("t",), "sse"), outcomes.append)
+        assert outcomes == ["too many calls waiting for the application"] * 17
+        assert client.in_flight == 3
+        while len(outcomes) < 20:
+            await asyncio.sleep(0.01)  # the three calls fail to connect: nothing listens
+        assert client.in_flight == 0
+        await client.close()
+
+    asyncio.run(scenario())
 
 
 def test_one_call_for_a_credentials_waiting_streams_and_a_bound_on_the_rest() -> None:

@@ -198,3 +198,12 @@ def test_every_help_line_shows_its_default(command: str) -> None:
         if option in no_default or option == "-h":
             continue
         assert "default" in " ".join(entry), f"{option} shows no default"
+
+
+def test_any_origin_is_refused_where_a_cookie_carries_the_credential() -> None:
+    secret = "x" * 40
+    with pytest.raises(ConfigError, match=r"^cors_origin cannot be '\*' when a cookie"):
+        Config(cors_origin="*", token_cookie="session", jwt_secret=secret)
+    with pytest.raises(ConfigError, match=r"^cors_origin cannot be"):
+        Config(cors_origin="*", auth_url="http://127.0.0.1:9/auth")
+    Config(cors_origin="*", jwt_secret=secret)  # tokens in headers only: no cookie to misuse

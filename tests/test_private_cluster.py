@@ -10,6 +10,7 @@ import json
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +58,16 @@ async def users_topic_and_kick(ports: list[int], spread: str) -> None:
     still = await publish(ports[0], "feed@43", "still here")
     assert (await other.next_event()).id == still
     other.close()
+
+
+def test_sighup_reaches_every_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAWSSE_JWT_SECRET")
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    with Served("--workers", "2", "--jwt-secret-file", str(secret_file), ready_lines=2) as served:
+        served.process.send_signal(signal.SIGHUP)
+        served.wait_for_lines("token keys reloaded", 2)
+        assert served.process.poll() is None
 
 
 def test_across_two_workers() -> None:

@@ -6,8 +6,10 @@ and key rotation on SIGHUP."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from rawsse.core.publish import PublishItem
 from rawsse.errors import ConfigError
 from rawsse.reactor.server import Server
 from tests.helpers import TIMEOUT, StreamClient, get, post, publish, run_with_server, wait_for
@@ -119,6 +122,10 @@ def test_websocket_accept_and_refuse_paths(backend: tuple[str, str]) -> None:
         with pytest.raises(websockets.InvalidStatus) as caught:
             await ws_connect(server, "topic=secret", **bearer(token("1")))
         assert caught.value.response.status_code == 403
+        by_cookie = await ws_connect(
+            server, "topic=secret", Cookie=f"session={token('1', subscribe=['secret'])}"
+        )
+        await by_cookie.close()  # what a browser's WebSocket sends by itself
         rights = token("7", subscribe=["room:*"], publish=["room:{sub}"])
         ws = await ws_connect(server, "topic=news", **bearer(rights))
         await ws.send(json.dumps({"type": "subscribe", "topics": ["secret"], "ref": 1}))
@@ -186,7 +193,7 @@ def test_a_token_that_expires_while_connected_ends_its_streams(backend: tuple[st
         lasting.close()
         assert server.metrics.tokens_expired == 2
 
-    run_with_server(backend, scenario, **TOKENS)
+    run_with_server(backend, scenario, **TOKENS, jwt_leeway=0)
 
 
 def test_disconnecting_a_user_closes_every_stream_of_that_user() -> None:
@@ -239,6 +246,25 @@ def test_per_user_and_per_address_limits() -> None:
     )
 
 
+def test_tokens_in_the_url_where_allowed_and_forged_ones_over_the_wire() -> None:
+    async def scenario(server: Server) -> None:
+        port = server.port
+        allowed = await stream(port, f"topic=secret&token={token('1', subscribe=['secret'])}")
+        assert allowed.status == 200
+        allowed.close()
+        ws = await ws_connect(server, f"topic=secret&token={token('1', subscribe=['secret'])}")
+        await ws.close()
+        header = base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=").decode()
+        claims = {"sub": "1", "subscribe": ["secret"], "exp": int(time.time()) + 60}
+        body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+        assert await refusal(port, "topic=secret", **bearer(f"{header}.{body}.")) == (
+            401,
+            "token algorithm not accepted\n",
+        )
+
+    run_with_server(DEFAULT, scenario, jwt_secret=SECRET, token_query=True)
+
+
 def test_keys_rotate_on_sighup(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET)
@@ -267,3 +293,36 @@ def test_keys_rotate_on_sighup(tmp_path: Path) -> None:
 def test_a_token_option_without_a_key_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match=r"^public_topics needs a way to check credentials"):
         Server(public_topics="news")
+
+
+def test_reserved_topics_stay_closed_to_clients_and_a_stale_kick_is_dropped() -> None:
+    async def scenario(server: Server) -> None:
+        port = server.port
+        rights = token("42", subscribe=["*"], publish=["*"])
+        ws = await ws_connect(server, "topic=news", **bearer(rights))
+        for topic in ("$control", "$presence:news"):
+            await ws.send(json.dumps({"type": "subscribe", "topics": [topic], "ref": 1}))
+            assert (await receive(ws))["type"] == "error"
+            await ws.send(json.dumps({"type": "publish", "topic": topic, "data": "x", "ref": 2}))
+            assert (await receive(ws))["code"] == "invalid"
+        assert (await refusal(port, "topic=$control", **bearer(rights)))[0] == 400
+        # A kick read long after it was put (a node catching up) closes nothing.
+        stale = PublishItem(("$control",), json.dumps({"disconnect": "42", "at": time.time() - 60}))
+        server.broker.publish([stale], lambda outcome: None)
+        await ws.send(json.dumps({"type": "ping", "ref": 3}))
+        assert await receive(ws) == {"type": "pong", "ref": 3}  # still open, after the word passed
+        await ws.close()
+
+    run_with_server(DEFAULT, scenario, **TOKENS)
+
+
+def test_listed_origins_may_send_cookies_when_a_cookie_carries_the_token() -> None:
+    async def scenario(server: Server) -> None:
+        headers = {"Origin": "http://page.example", "Cookie": f"session={token('1', subscribe=['secret'])}"}
+        client = await stream(server.port, "topic=secret", **headers)
+        assert client.status == 200
+        assert client.headers["access-control-allow-origin"] == "http://page.example"
+        assert client.headers["access-control-allow-credentials"] == "true"
+        client.close()
+
+    run_with_server(DEFAULT, scenario, **TOKENS, cors_origin="http://page.example")

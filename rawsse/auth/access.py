@@ -71,7 +71,10 @@ class Asking(NamedTuple):
 
 
 def owner_of(topic: str) -> str | None:
-    """The user a topic is private to (`chat@42` -> `42`), or None for a shared topic."""
+    """The user a topic is private to (`chat@42` -> `42`), or None for a shared topic (and
+    for the server's `$` topics, which a user's `sub` never opens)."""
+    if topic.startswith("$"):
+        return None
     _, mark, sub = topic.partition(USER_MARK)
     return sub if mark and sub else None
 
@@ -132,8 +135,7 @@ class Access:
         must be asked first."""
         options = self.options
         address = self.client_address(request, peer) if options.max_streams_per_ip else None
-        if address is not None and self.ledger.held_by_address(address) >= options.max_streams_per_ip:
-            raise TooMany(f"at most {options.max_streams_per_ip} streams per client address")
+        self._check_address(address)
         cache = options.app_cache
         if cache is not None and (self.verifier is None or self.credential(request) is None):
             cookie, authorization = (
@@ -144,11 +146,14 @@ class Access:
                 call = app_call(cookie, authorization, topics, transport)
                 cached = cache.get(call.key, self.wall())
                 if cached is not None:
-                    return self._granted(cached, topics, address)
+                    kept = (cookie, authorization) if transport == "ws" else None
+                    return self._granted(cached, topics, address)._replace(credential=kept)
+
+                kept = (cookie, authorization) if transport == "ws" else None  # for later subscribes
 
                 def finish(answer: Grant | RawsseError) -> StreamAccess:
                     cache.put(call.key, answer, self.wall())
-                    return self._granted(answer, topics, address)
+                    return self._granted(answer, topics, address)._replace(credential=kept)
 
                 return Asking(call, finish)
             return self._granted(None, topics, address)
@@ -159,8 +164,9 @@ class Access:
     ) -> StreamAccess:
         if isinstance(grant, AppUnavailable) and self.options.app_fallback_public:
             grant = None  # only public topics, then (check_subscribe says 401 for others)
-        if isinstance(grant, RawsseError):
-            raise grant
+        if isinstance(grant, RawsseError):  # a cached refusal too: a fresh traceback each time
+            raise grant.with_traceback(None) from None
+        self._check_address(address)  # again, after a wait for the application
         self.check_subscribe(topics, grant)
         if grant is None:
             return NO_ACCESS if address is None else NO_ACCESS._replace(address=address)
@@ -170,33 +176,71 @@ class Access:
             raise TooMany(f"at most {limit} streams per user")
         return StreamAccess(sub, grant.subscribe, grant.publish, grant.expires, address)
 
+    def _check_address(self, address: str | None) -> None:
+        limit = self.options.max_streams_per_ip
+        if address is not None and self.ledger.held_by_address(address) >= limit:
+            raise TooMany(f"at most {limit} streams per client address")
+
     def check_subscribe(self, topics: Iterable[str], grant: Grant | None) -> None:
         """Raise 401 (no credential) or 403 for the first topic `grant` does not allow."""
         if not self.enabled:
             return
-        public = self.options.public_topics
         for topic in topics:
-            if public.allows(topic) and not topic.startswith(PRESENCE_PREFIX):
+            if self._public(topic):
                 continue
             if grant is None:
                 raise AuthError(f"topic {topic[:64]!r} needs a token")
             if not self._allows(grant.sub, grant.subscribe, topic):
                 raise Forbidden(f"the token does not allow subscribing to {topic[:64]!r}")
 
-    def check_stream_subscribe(self, slot: int, topics: Iterable[str]) -> None:
-        """A WebSocket's later subscribe, by what its stream was granted at its start."""
+    def check_stream_subscribe(self, slot: int, topics: tuple[str, ...]) -> Asking | None:
+        """A WebSocket's later subscribe, by what its stream was granted at its start;
+        raises 401 or 403. For a stream --auth-url authorized, topics beyond its grant are
+        asked about (Asking; `finish` raises, or updates the stream's grant)."""
+        try:
+            self._check_granted(slot, topics)
+            return None
+        except (AuthError, Forbidden):
+            credential = self.ledger.credentials.get(slot)
+            cache = self.options.app_cache
+            if credential is None or cache is None:
+                raise
+        call = app_call(*credential, topics, "ws")
+
+        def finish(answer: Grant | RawsseError) -> StreamAccess:
+            cache.put(call.key, answer, self.wall())
+            if isinstance(answer, RawsseError):
+                raise answer.with_traceback(None) from None
+            if answer.sub != self.ledger.sub[slot]:
+                raise Forbidden("the application named another user for this connection")
+            self.check_subscribe(topics, answer)
+            self.ledger.regrant(slot, answer.subscribe, answer.publish, answer.expires)
+            return NO_ACCESS  # what the stream holds now is in the ledger
+
+        cached = cache.get(call.key, self.wall())
+        if cached is not None:
+            finish(cached)  # raises if it does not allow them either
+            return None
+        return Asking(call, finish)
+
+    def _check_granted(self, slot: int, topics: Iterable[str]) -> None:
         if not self.enabled:
             return
         ledger = self.ledger
         sub, rules = ledger.sub[slot], ledger.subscribe[slot]
-        public = self.options.public_topics
         for topic in topics:
-            if public.allows(topic) and not topic.startswith(PRESENCE_PREFIX):
+            if self._public(topic):
                 continue
             if sub is None and not rules:
                 raise AuthError(f"topic {topic[:64]!r} needs a token")
             if not self._allows(sub, rules, topic):
                 raise Forbidden(f"the token does not allow subscribing to {topic[:64]!r}")
+
+    def _public(self, topic: str) -> bool:
+        """Public patterns never open a user's own topic, nor a `$presence:` one."""
+        if topic.startswith(PRESENCE_PREFIX) or owner_of(topic) is not None:
+            return False
+        return self.options.public_topics.allows(topic)
 
     @staticmethod
     def _allows(sub: str | None, rules: TopicRules, topic: str) -> bool:

@@ -50,17 +50,16 @@ class AppCall(NamedTuple):
     headers: tuple[tuple[str, str], ...]
 
 
-def credential_key(cookie: str, authorization: str) -> str:
-    """The cache key of a credential: a digest, so the cache holds no session secrets."""
-    return hashlib.blake2b(f"{cookie}\n{authorization}".encode(), digest_size=16).hexdigest()
-
-
 def app_call(cookie: str, authorization: str, topics: tuple[str, ...], transport: str) -> AppCall:
+    """The question about a credential and the topics it asks for; its cache key is a
+    digest of both (the cache holds no session secrets, and an answer the application
+    tailored to some topics is never reused for others)."""
     headers = tuple(
         (name, value) for name, value in (("Cookie", cookie), ("Authorization", authorization)) if value
     )
     body = json.dumps({"topics": list(topics), "transport": transport}).encode()
-    return AppCall(credential_key(cookie, authorization), body, headers)
+    key = hashlib.blake2b(b"%s\n%s\n%s" % (cookie.encode(), authorization.encode(), body), digest_size=16)
+    return AppCall(key.hexdigest(), body, headers)
 
 
 def grant_from_answer(status: int, body: bytes, max_topic_length: int) -> Grant | RawsseError:
@@ -72,7 +71,7 @@ def grant_from_answer(status: int, body: bytes, max_topic_length: int) -> Grant 
         return AppUnavailable(f"the application answered {status}")
     try:
         answer = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return AppUnavailable("the application's answer is not JSON")
     if not isinstance(answer, dict):
         return AppUnavailable("the application's answer is not a JSON object")
@@ -87,10 +86,18 @@ def grant_from_answer(status: int, body: bytes, max_topic_length: int) -> Grant 
         return AppUnavailable(error.message.replace("token", "answer", 1))
 
 
+def answer_of(outcome: tuple[int, bytes] | str, max_topic_length: int) -> Grant | RawsseError:
+    """A call's outcome (the status and body, or why there was none) as a grant or error."""
+    if isinstance(outcome, str):
+        return AppUnavailable(outcome)
+    return grant_from_answer(*outcome, max_topic_length)
+
+
 class AnswerCache:
-    """Answers by credential key, each kept `ttl` seconds (and never past its grant's end);
-    refusals too, so a wave of clients without rights does not reach the application
-    either. The application's unavailability is never cached."""
+    """Answers by the key of their question (credential and topics), each kept `ttl`
+    seconds (and never past its grant's end); refusals too, so a wave of clients without
+    rights does not reach the application either. The application's unavailability is
+    never cached."""
 
     def __init__(self, ttl: float, entries: int = CACHE_ENTRIES) -> None:
         self.ttl = ttl

@@ -29,9 +29,16 @@ class StreamAccess(NamedTuple):
     """Wall-clock seconds; inf when nothing expires."""
     address: str | None
     """The client's address, when a per-address limit counts it."""
+    credential: tuple[str, str] | None = None
+    """The Cookie and Authorization of a WebSocket that --auth-url authorized: its later
+    subscribes beyond its grant are asked about with them."""
 
 
 NO_ACCESS = StreamAccess(None, NO_TOPICS, NO_TOPICS, math.inf, None)
+
+
+COMPACT_SLACK = 1024
+"""Stale wheel entries allowed beyond twice the slots before the wheel is rebuilt."""
 
 
 class ExpiryWheel:
@@ -42,6 +49,7 @@ class ExpiryWheel:
     def __init__(self) -> None:
         self._buckets: dict[int, array[int]] = {}
         self._seconds: list[int] = []
+        self._entries = 0
 
     def add(self, slot: int, when: float) -> None:
         second = math.ceil(when)
@@ -50,16 +58,18 @@ class ExpiryWheel:
             bucket = self._buckets[second] = array("i")
             heapq.heappush(self._seconds, second)
         bucket.append(slot)
+        self._entries += 1
 
     def due(self, now: float) -> list[int]:
         """Slots whose second has come (some may be stale: the caller checks)."""
         slots: list[int] = []
         while self._seconds and self._seconds[0] <= now:
             slots.extend(self._buckets.pop(heapq.heappop(self._seconds)))
+        self._entries -= len(slots)
         return slots
 
     def __len__(self) -> int:
-        return sum(len(bucket) for bucket in self._buckets.values())
+        return self._entries
 
 
 class Ledger:
@@ -68,10 +78,17 @@ class Ledger:
         self.subscribe: list[TopicRules] = [NO_TOPICS] * capacity
         self.publish: list[TopicRules] = [NO_TOPICS] * capacity
         self._address: list[str | None] = [None] * capacity
+        self.credentials: dict[int, tuple[str, str]] = {}
+        """By slot, for the WebSockets whose later subscribes go to --auth-url."""
         self._expires = array("d", [math.inf]) * capacity
         self._wheel = ExpiryWheel()
         self.users: dict[str, int] | None = {} if count_users else None
         self.addresses: dict[str, int] | None = {} if count_addresses else None
+
+    @property
+    def capacity(self) -> int:
+        """Slots held; 0 where nothing needs a ledger (no credentials, no limits)."""
+        return len(self.sub)
 
     def add(self, slot: int, access: StreamAccess, keep_rules: bool) -> None:
         """A stream opens in `slot`; `keep_rules` for one that may subscribe later."""
@@ -83,13 +100,15 @@ class Ledger:
         if keep_rules:
             self.subscribe[slot] = access.subscribe
             self.publish[slot] = access.publish
+            if access.credential is not None:
+                self.credentials[slot] = access.credential
         address = access.address
         if address is not None and self.addresses is not None:
             self.addresses[address] = self.addresses.get(address, 0) + 1
             self._address[slot] = address
         if access.expires != math.inf:
             self._expires[slot] = access.expires
-            self._wheel.add(slot, access.expires)
+            self._add_expiry(slot, access.expires)
 
     def remove(self, slot: int) -> None:
         """The stream in `slot` is gone: nothing of it stays for the slot's next stream."""
@@ -98,11 +117,29 @@ class Ledger:
             self.sub[slot] = None
             _decrement(self.users, sub)
         self.subscribe[slot] = self.publish[slot] = NO_TOPICS
+        self.credentials.pop(slot, None)
         address = self._address[slot]
         if address is not None:
             self._address[slot] = None
             _decrement(self.addresses, address)
         self._expires[slot] = math.inf
+
+    def regrant(self, slot: int, subscribe: TopicRules, publish: TopicRules, expires: float) -> None:
+        """A WebSocket's credential was asked about again: its new rules and expiry."""
+        self.subscribe[slot], self.publish[slot] = subscribe, publish
+        self._expires[slot] = expires
+        if expires != math.inf:
+            self._add_expiry(slot, expires)
+
+    def _add_expiry(self, slot: int, expires: float) -> None:
+        self._wheel.add(slot, expires)
+        if len(self._wheel) > 2 * len(self.sub) + COMPACT_SLACK:
+            # Mostly entries of streams that closed before their second came (a client that
+            # reconnects all the time): start again from the expiries in force.
+            self._wheel = ExpiryWheel()
+            for held, when in enumerate(self._expires):
+                if when != math.inf:
+                    self._wheel.add(held, when)
 
     def expired(self, now: float) -> list[int]:
         """Slots whose access ran out by `now` (wall-clock), each once."""

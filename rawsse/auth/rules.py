@@ -62,16 +62,20 @@ class TopicRules:
 
     def allows(self, topic: str, sub: str | None = None) -> bool:
         """Whether one of the patterns matches `topic`; `{sub}` patterns match only for a
-        subject (and never for an empty one)."""
+        subject (and never for an empty one). The server's `$` topics are matched only by
+        patterns that name them (`*` is not one)."""
         if topic in self._exact:
             return True
+        system = topic.startswith("$")
         for prefix in self._prefixes:
-            if topic.startswith(prefix):
+            if topic.startswith(prefix) and (prefix.startswith("$") or not system):
                 return True
         if sub:
             for before, after, wild in self._templates:
                 own = before + sub + after
-                if topic == own or (wild and topic.startswith(own)):
+                if (topic == own or (wild and topic.startswith(own))) and (
+                    before.startswith("$") or not system
+                ):
                     return True
         return False
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from rawsse.auth.access import Access, AccessOptions, Asking
-from rawsse.auth.app import AppUnavailable, grant_from_answer
+from rawsse.auth.app import AppUnavailable, answer_of
 from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
 from rawsse.auth.tokens import MAX_SUB_LENGTH, Forbidden, Grant
 from rawsse.core.connection import BUSY
@@ -328,10 +328,7 @@ class Api:
             finish = decided.finish
 
             def then(outcome: tuple[int, bytes] | str) -> Effect:
-                if isinstance(outcome, str):
-                    answer: Grant | RawsseError = AppUnavailable(outcome)
-                else:
-                    answer = grant_from_answer(*outcome, self._options.max_topic_length)
+                answer = answer_of(outcome, self._options.max_topic_length)
                 try:
                     return self._stream(opening._replace(access=finish(answer)))
                 except AppUnavailable:

@@ -4,7 +4,11 @@ publisher may write. Every process's hub takes it as it takes events — from me
 workers' shared log or the Redis stream — so a word reaches every worker and every node,
 in order with the events around it, with no channel of its own.
 
-    {"disconnect": "<sub>"}   close every stream of that user
+    {"disconnect": "<sub>", "at": <unix seconds>}   close every stream of that user
+
+Each word says when it was put (`at`). A process that reads it much later — a Redis node
+catching up after an outage — drops it: a kick of then must not close a stream the user
+opened since, nor a presence question long given up be answered.
 """
 
 from __future__ import annotations
@@ -16,9 +20,18 @@ from rawsse.core.publish import PublishItem
 
 CONTROL_TOPIC = "$control"
 
+MAX_WORD_AGE = 10.0
+"""Seconds after which a word is dropped unread; clocks of a cluster's nodes kept by NTP
+agree far better than that."""
 
-def disconnect_item(sub: str) -> PublishItem:
-    return PublishItem((CONTROL_TOPIC,), json.dumps({"disconnect": sub}))
+
+def disconnect_item(sub: str, now: float) -> PublishItem:
+    return PublishItem((CONTROL_TOPIC,), json.dumps({"disconnect": sub, "at": now}))
+
+
+def is_fresh(word: dict[str, Any], now: float) -> bool:
+    at = word.get("at")
+    return isinstance(at, int | float) and now - at <= MAX_WORD_AGE
 
 
 def is_control(topics: tuple[str, ...]) -> bool:

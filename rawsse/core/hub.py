@@ -95,7 +95,8 @@ class Hub:
     def accept(self, events: list[Event]) -> None:
         """Take numbered events, in order, for history and the next fan-out pass."""
         for event in events:
-            self.history.add(event)
+            if not is_control(event.topics):  # word for the processes, not for resumes
+                self.history.add(event)
             self._queued_bytes += len(event.wire)
         self._queue.extend(events)
         if events:
@@ -107,7 +108,8 @@ class Hub:
         the highest sequence known to be gone."""
         self.history.mark_dropped(dropped_before)
         for event in events:
-            self.history.add(event)
+            if not is_control(event.topics):
+                self.history.add(event)
             self._taken = event.sequence
 
     def take_batch(self) -> list[Delivery]:

@@ -67,7 +67,8 @@ def local_tally(subscriptions: Subscriptions, holders: Sequence[str | None], top
     tally = Tally()
     for group in subscriptions.groups_of_topic(topic):
         tally.streams += len(group.members)
-        tally.add_users(holder for slot in group.members if (holder := holders[slot]) is not None)
+        if holders:  # none without credentials: streams have no users then
+            tally.add_users(holder for slot in group.members if (holder := holders[slot]) is not None)
     return tally
 
 
@@ -83,14 +84,14 @@ def answer_body(topic: str, tally: Tally, complete: bool) -> bytes:
     ).encode()
 
 
-def ask_item(ask_id: str, topic: str, asker: str) -> PublishItem:
-    return PublishItem(
-        (CONTROL_TOPIC,), json.dumps({"presence-ask": {"id": ask_id, "topic": topic, "from": asker}})
-    )
+def ask_item(ask_id: str, topic: str, asker: str, now: float) -> PublishItem:
+    word = {"presence-ask": {"id": ask_id, "topic": topic, "from": asker}, "at": now}
+    return PublishItem((CONTROL_TOPIC,), json.dumps(word))
 
 
-def answer_item(ask_id: str, tally: Tally) -> PublishItem:
-    return PublishItem((CONTROL_TOPIC,), json.dumps({"presence-answer": {"id": ask_id, **tally.word()}}))
+def answer_item(ask_id: str, tally: Tally, now: float) -> PublishItem:
+    word = {"presence-answer": {"id": ask_id, **tally.word()}, "at": now}
+    return PublishItem((CONTROL_TOPIC,), json.dumps(word))
 
 
 def presence_event(kind: str, topic: str, sub: str | None) -> PublishItem:

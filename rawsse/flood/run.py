@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+import jwt
 import uvloop
 
 from rawsse.flood.publisher import PublishResult, PublishTemplate, publish_all
@@ -46,6 +47,8 @@ class FloodOptions:
     settle: float = 10.0
     max_wait: float = 60.0
     max_publish_seconds: float = 0.0
+    token_secret: str = ""
+    """Sign a token for each stream (sub `flood-<n>`, allowed the flood's topics)."""
     progress: bool = True
 
     @property
@@ -80,6 +83,12 @@ class FloodOptions:
         return PublishTemplate(url, self.publish_body, self.publish_type)
 
 
+def stream_token(options: FloodOptions, stream: int) -> str:
+    """Stream `stream`'s own token: a user of its own, allowed the flood's topics, for an hour."""
+    claims = {"sub": f"flood-{stream}", "subscribe": [f"{options.topic}*"], "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, options.token_secret, algorithm="HS256")
+
+
 def parse_sources(text: str) -> list[str]:
     """`127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.5`: the loopback addresses to connect from."""
     sources: list[str] = []
@@ -112,6 +121,7 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
             source=options.sources[worker % len(options.sources)],
             paths=[options.stream_path(options.topic_of(n)) for n in indices],
             keys=[BROADCAST_KEY if options.mode != "unicast" else options.topic_of(n) for n in indices],
+            tokens=[stream_token(options, n) for n in indices] if options.token_secret else [],
             headers={} if options.websocket else {"Accept": "text/event-stream"},
             connect_window=max(options.connect_window // workers, 1),
             websocket=options.websocket,
@@ -125,7 +135,9 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
         opened = Summary()
         for link in links:
             opened.merge(Summary.from_json(_expect(link, "ready")[1]))
-        result: dict[str, Any] = {"mode": options.mode, "options": asdict(options)}
+        # The result may be shared: it says whether a secret signed the tokens, never which.
+        shown = {**asdict(options), "token_secret": "(set)" if options.token_secret else ""}
+        result: dict[str, Any] = {"mode": options.mode, "options": shown}
         result["opening"] = {
             "streams": opened.streams,
             "errors": opened.connect_errors,

@@ -23,7 +23,7 @@ import re
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httptools
@@ -82,6 +82,8 @@ class WorkerSpec:
     keys: list[str]
     """The payload key each stream expects (the broadcast key, or its own topic)."""
     headers: dict[str, str]
+    tokens: list[str] = field(default_factory=list)
+    """Each stream's bearer token, by its place in `paths` (none: no Authorization)."""
     open_timeout: float = 60.0
     connect_window: int = CONNECT_WINDOW
     websocket: bool = False
@@ -265,6 +267,8 @@ class _Worker:
         self.by_fd[sock.fileno()] = stream
         self.opening += 1
         request = self._request.format(path=spec.paths[index]).encode()
+        if spec.tokens:  # its own Authorization, before the blank line that ends the head
+            request = request[:-2] + b"Authorization: Bearer %s\r\n\r\n" % spec.tokens[index].encode()
         try:
             sock.send(request)  # on loopback the handshake is done by now
         except BlockingIOError:

@@ -80,7 +80,9 @@ class AppClient:
         if sharing is not None:
             sharing.append(answered)
             return
-        if self._busy >= self._connections and len(self._waiting) >= self._max_waiting:
+        if len(self._in_flight) >= self._connections + self._max_waiting:
+            # Counted by the calls begun, not by those already waiting: a whole accept
+            # batch arrives in one tick, before any of its calls has run.
             answered("too many calls waiting for the application")
             return
         self._in_flight[call.key] = [answered]
@@ -89,14 +91,19 @@ class AppClient:
         task.add_done_callback(self._tasks.discard)
 
     async def _call(self, call: AppCall) -> None:
-        outcome: tuple[int, bytes] | str
+        outcome: tuple[int, bytes] | str = "the call was given up"
         try:
             outcome = await asyncio.wait_for(self._exchange(call), self._timeout)
         except TimeoutError:
             outcome = f"no answer within {self._timeout:g} s"
         except (OSError, asyncio.IncompleteReadError, httptools.HttpParserError) as exc:
             outcome = f"cannot reach the application ({type(exc).__name__})"
-        for answered in self._in_flight.pop(call.key, []):
+        except Exception:
+            log.exception("calling the application failed")
+            outcome = "calling the application failed"
+        finally:
+            waiting = self._in_flight.pop(call.key, [])  # whatever happened: none left behind
+        for answered in waiting:
             try:
                 answered(outcome)
             except Exception:
@@ -143,6 +150,10 @@ class AppClient:
             self._waiting.append(waiter)
             try:
                 await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken, then timed out: pass the turn on
+                raise
             finally:
                 if waiter in self._waiting:
                     self._waiting.remove(waiter)

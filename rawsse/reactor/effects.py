@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from rawsse.auth.app import AppCall
@@ -58,7 +59,7 @@ class EffectRunner:
                 closed = self._close_topics(topics)
                 self._then(lambda: answer_count(closed), reply)
             case fx.DisconnectUser(sub, answer):
-                item = disconnect_item(sub)
+                item = disconnect_item(sub, time.time())
                 self._broker.publish([item], lambda outcome: self._told(outcome, answer, reply))
             case fx.WaitTaken(sequence, timeout, then):
                 return self._wait(sequence, timeout, then, reply)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
 from rawsse.broker.base import Broker
+from rawsse.core.control import is_fresh
 from rawsse.core.presence import PRESENCE_WAIT, Tally, answer_item, ask_item
 
 Done = Callable[[Tally, bool], None]
@@ -17,43 +19,63 @@ Done = Callable[[Tally, bool], None]
 
 
 class _Asking:
-    __slots__ = ("done", "expected", "tally", "timer")
+    __slots__ = ("dones", "expected", "tally", "timer", "topic")
 
-    def __init__(self, tally: Tally, expected: int, done: Done, timer: asyncio.TimerHandle) -> None:
-        self.tally, self.expected, self.done, self.timer = tally, expected, done, timer
+    def __init__(self, topic: str, tally: Tally, expected: int, timer: asyncio.TimerHandle) -> None:
+        self.topic, self.tally, self.expected, self.timer = topic, tally, expected, timer
+        self.dones: list[Done] = []
 
 
 class PresenceBoard:
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, broker: Broker, local: Callable[[str], Tally]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        broker: Broker,
+        local: Callable[[str], Tally],
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._loop = loop
         self._broker = broker
         self._local = local
+        self._wall = wall
         self._asking: dict[str, _Asking] = {}
+        self._by_topic: dict[str, str] = {}
+        """The ask in flight for each topic: a second ask for it waits for the same answers
+        (so a client asking in a loop cannot make every process answer each time)."""
         self.name = secrets.token_hex(8)
         """This process's name in the asks it puts (so it does not answer its own)."""
 
     def ask(self, topic: str, done: Done) -> Callable[[], None]:
         """Count `topic` here and in every other process; `done` once all answered or
         PRESENCE_WAIT passed. Returns a way to give up (the asker went away)."""
-        tally = self._local(topic)
         others = self._broker.process_count() - 1
         if others <= 0:
-            done(tally, True)
+            done(self._local(topic), True)
             return lambda: None
-        ask_id = secrets.token_hex(8)
-        timer = self._loop.call_later(PRESENCE_WAIT, self._finish, ask_id, False)
-        self._asking[ask_id] = _Asking(tally, others, done, timer)
+        ask_id = self._by_topic.get(topic)
+        if ask_id is None:
+            ask_id = secrets.token_hex(8)
+            timer = self._loop.call_later(PRESENCE_WAIT, self._finish, ask_id, False)
+            self._asking[ask_id] = _Asking(topic, self._local(topic), others, timer)
+            self._by_topic[topic] = ask_id
 
-        def published(outcome: object) -> None:
-            if isinstance(outcome, Exception):  # the order would not take the ask
-                self._finish(ask_id, False)
+            def published(outcome: object) -> None:
+                if isinstance(outcome, Exception):  # the order would not take the ask
+                    self._finish(ask_id, False)
 
-        self._broker.publish([ask_item(ask_id, topic, self.name)], published)
-        return lambda: self._forget(ask_id)
+            self._broker.publish([ask_item(ask_id, topic, self.name, self._wall())], published)
+        asking = self._asking[ask_id]
+        asking.dones.append(done)
+
+        def forget() -> None:
+            if done in asking.dones:
+                asking.dones.remove(done)
+
+        return forget
 
     def on_word(self, word: dict[str, Any]) -> None:
+        if not is_fresh(word, self._wall()):
+            return  # read late (a node catching up): its asker gave up long ago
         ask = word.get("presence-ask")
         if isinstance(ask, dict):
             if (
@@ -61,9 +83,8 @@ class PresenceBoard:
                 and isinstance(ask.get("topic"), str)
                 and isinstance(ask.get("id"), str)
             ):
-                self._broker.publish(
-                    [answer_item(ask["id"], self._local(ask["topic"]))], lambda outcome: None
-                )
+                tally = self._local(ask["topic"])
+                self._broker.publish([answer_item(ask["id"], tally, self._wall())], lambda outcome: None)
             return
         answer = word.get("presence-answer")
         if isinstance(answer, dict):
@@ -77,10 +98,7 @@ class PresenceBoard:
     def _finish(self, ask_id: str, complete: bool) -> None:
         asking = self._asking.pop(ask_id, None)
         if asking is not None:
+            self._by_topic.pop(asking.topic, None)
             asking.timer.cancel()
-            asking.done(asking.tally, complete)
-
-    def _forget(self, ask_id: str) -> None:
-        asking = self._asking.pop(ask_id, None)
-        if asking is not None:
-            asking.timer.cancel()
+            for done in asking.dones:
+                done(asking.tally, complete)

@@ -175,6 +175,8 @@ class Server:
         # need, hold the connections answered "come back later".
         spare = fd_limit - connection_limit - FD_RESERVE // 2
         self._app_client = self._make_app_client()
+        if self._app_client is not None:
+            self.streams.ask_app = self._app_client.ask
         close_topics = self.streams.close_topics
         runner = EffectRunner(broker, self.hub, close_topics, self.metrics, loop, self._app_client)
         runner.presence = presence = PresenceBoard(loop, broker, self.streams.presence)
@@ -268,7 +270,11 @@ class Server:
         verifier = None
         if config.tokens_on:
             verifier = TokenVerifier(KeyRing(config.key_sources()), config.token_options())
-        ledger = Ledger(capacity, bool(options.max_streams_per_user), bool(options.max_streams_per_ip))
+        # Without credentials or limits nothing is held per stream: the ledger stays empty.
+        needed = verifier is not None or options.app_cache is not None or bool(options.max_streams_per_ip)
+        ledger = Ledger(
+            capacity if needed else 0, bool(options.max_streams_per_user), bool(options.max_streams_per_ip)
+        )
         return Access(options, verifier, ledger)
 
     def _make_app_client(self) -> AppClient | None:

@@ -23,9 +23,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from rawsse.auth.access import Asking
+from rawsse.auth.app import AppCall, answer_of
 from rawsse.auth.ledger import NO_ACCESS, Ledger
 from rawsse.auth.rules import NO_TOPICS
 from rawsse.config import FANOUT_SLICE, MAX_PENDING_BYTES, SEND_TIMEOUT
+from rawsse.core.control import is_fresh
 from rawsse.core.effects import OpenStream
 from rawsse.core.hub import RESET_EVENT, Delivery, Hub
 from rawsse.core.metrics import Metrics
@@ -39,6 +42,7 @@ from rawsse.core.ws.session import (
     CLOSE_TIMEOUT,
     RECONNECT_FRAME,
     STUCK_FRAME,
+    AskToSubscribe,
     BeginClose,
     Finish,
     PublishItems,
@@ -47,8 +51,9 @@ from rawsse.core.ws.session import (
     SetTopics,
     failed,
     published,
+    subscribed,
 )
-from rawsse.errors import RawsseError
+from rawsse.errors import RawsseError, TopicError
 
 log = logging.getLogger("rawsse")
 
@@ -130,6 +135,10 @@ class Streams:
         self.sessions = sessions
         self.publish: Publisher = lambda items, done: done(RawsseError("no broker"))
         """How a WebSocket's publish command is carried out (set by the server)."""
+        self.ask_app: Callable[[AppCall, Callable[[tuple[int, bytes] | str], None]], None] = (
+            lambda call, answered: answered("no --auth-url")
+        )
+        """How the application of --auth-url is asked (set by the server)."""
         self._closing: dict[int, float] = {}
         """WebSocket streams whose close frame is out, with when they are dropped if the
         client's close has not come."""
@@ -199,7 +208,8 @@ class Streams:
             self.sessions.forget(slot)
             self._metrics.ws_streams_open -= 1
         self._unsubscribe(slot)
-        self.ledger.remove(slot)
+        if self.ledger.capacity:
+            self.ledger.remove(slot)
         metrics = self._metrics
         metrics.streams_open -= 1
         metrics.streams_closed += 1
@@ -256,20 +266,48 @@ class Streams:
                 case Send(frame):
                     self.backend.send(slot, frame)
                 case SetTopics(after, answer):
-                    before = self.subscriptions.topics_of(slot)
-                    self.subscriptions.remove(slot)
-                    self.subscriptions.add(slot, after, WS)
-                    if self.presence_events:
-                        sub = self.ledger.sub[slot]
-                        self._announce("leave", sub, [t for t in before if t not in after])
-                        self._announce("join", sub, [t for t in after if t not in before])
-                    self.backend.send(slot, answer)
+                    self._set_topics(slot, after, answer)
                 case PublishItems(items, ref):
                     self._publish(slot, items, ref)
+                case AskToSubscribe(asking, topics, ref):
+                    self._ask_to_subscribe(slot, asking, topics, ref)
                 case BeginClose(frame):
                     self.begin_close(slot, frame)
                 case Finish():
                     self.close(slot, Why.PEER)
+
+    def _set_topics(self, slot: int, after: tuple[str, ...], answer: bytes) -> None:
+        before = self.subscriptions.topics_of(slot)
+        self.subscriptions.remove(slot)
+        self.subscriptions.add(slot, after, WS)
+        if self.presence_events:
+            sub = self.ledger.sub[slot]
+            self._announce("leave", sub, [t for t in before if t not in after])
+            self._announce("join", sub, [t for t in after if t not in before])
+        self.backend.send(slot, answer)
+
+    def _ask_to_subscribe(self, slot: int, asking: Asking, topics: tuple[str, ...], ref: object) -> None:
+        """A subscribe beyond the stream's grant, put to the application: on its answer
+        the stream is on those topics too, or is told why not."""
+        serial = self._serial[slot]
+
+        def answered(outcome: tuple[int, bytes] | str) -> None:
+            table = self.table
+            if self._serial[slot] != serial or not table.is_open(slot) or table.framing[slot] != WS:
+                return  # the stream is gone (its slot may serve another by now)
+            try:
+                asking.finish(answer_of(outcome, self.sessions.limits.max_topic_length))
+            except RawsseError as error:
+                self.backend.send(slot, failed(error, ref))
+                return
+            after = tuple(dict.fromkeys((*self.subscriptions.topics_of(slot), *topics)))
+            limit = self.sessions.limits.max_topics
+            if len(after) > limit:  # other subscribes were answered meanwhile
+                self.backend.send(slot, failed(TopicError(f"at most {limit} topics per stream"), ref))
+                return
+            self._set_topics(slot, after, subscribed(after, ref))
+
+        self.ask_app(asking.call, answered)
 
     def _publish(self, slot: int, items: list[PublishItem], ref: object) -> None:
         serial = self._serial[slot]
@@ -303,27 +341,26 @@ class Streams:
 
     # Authorization
 
-    def end_access(self, slot: int, reason: str) -> None:
+    def end_access(self, slot: int, reason: str) -> bool:
         """The stream's authorization is over (`token-expired`, `disconnected`): it gets
         a last word — a `rawsse-reset` event, or a WebSocket close 3000 or 3003 — and is
-        closed."""
+        closed. False for a stream already closing."""
         table = self.table
         if not table.is_open(slot):
-            return
+            return False
         if table.framing[slot] == WS:
-            self.ledger.remove(slot)  # no later subscribe or publish by this credential
             self.begin_close(slot, ACCESS_ENDED_FRAMES[reason])
-            return
+            self.ledger.remove(slot)  # no later subscribe or publish by this credential
+            return True
         self.backend.send(slot, ACCESS_ENDED_EVENTS[reason])
         self.close(slot, Why.SERVER)
+        return True
 
     def disconnect_user(self, sub: str) -> int:
         """Close every stream of user `sub` held here; returns how many."""
-        slots = self.ledger.streams_of(sub)
-        for slot in slots:
-            self.end_access(slot, "disconnected")
-        self._metrics.users_disconnected += len(slots)
-        return len(slots)
+        ended = sum(self.end_access(slot, "disconnected") for slot in self.ledger.streams_of(sub))
+        self._metrics.users_disconnected += ended
+        return ended
 
     def _unsubscribe(self, slot: int) -> None:
         if self.presence_events:
@@ -347,6 +384,8 @@ class Streams:
 
     def on_control(self, word: dict[str, object]) -> None:
         """A word to every process (rawsse.core.control)."""
+        if not is_fresh(word, self._wall()):
+            return
         sub = word.get("disconnect")
         if isinstance(sub, str):
             self.disconnect_user(sub)
@@ -386,9 +425,7 @@ class Streams:
         for slot in [slot for slot, deadline in self._closing.items() if deadline <= now]:
             self.close(slot, Why.PEER)
         expired = self.ledger.expired(self._wall())
-        for slot in expired:
-            self.end_access(slot, "token-expired")
-        self._metrics.tokens_expired += len(expired)
+        self._metrics.tokens_expired += sum(self.end_access(slot, "token-expired") for slot in expired)
 
     # Fan-out passes
 

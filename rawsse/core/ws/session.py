@@ -26,7 +26,7 @@ import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from rawsse.auth.access import Access
+from rawsse.auth.access import Access, Asking
 from rawsse.core.publish import PublishItem, json_item
 from rawsse.core.topics import check_subscribe_topic
 from rawsse.core.ws.frames import (
@@ -78,6 +78,15 @@ class PublishItems(NamedTuple):
     ref: Any
 
 
+class AskToSubscribe(NamedTuple):
+    """Ask the application (--auth-url) about `topics`, beyond what the stream was
+    granted; then subscribe to them too (answered as SetTopics is), or answer why not."""
+
+    asking: Asking
+    topics: tuple[str, ...]
+    ref: Any
+
+
 class BeginClose(NamedTuple):
     """Send this close frame, write nothing more, and wait for the client's close."""
 
@@ -88,7 +97,7 @@ class Finish(NamedTuple):
     """End the TCP connection now (after what was sent)."""
 
 
-Action = Send | SetTopics | PublishItems | BeginClose | Finish
+Action = Send | SetTopics | PublishItems | AskToSubscribe | BeginClose | Finish
 
 
 class SessionLimits(NamedTuple):
@@ -103,6 +112,10 @@ ERROR_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 413: "too-
 
 def published(ids: list[str], ref: Any) -> bytes:
     return reply("published", ref, id=ids[0]) if len(ids) == 1 else reply("published", ref, ids=ids)
+
+
+def subscribed(topics: tuple[str, ...], ref: Any) -> bytes:
+    return reply("subscribed", ref, topics=list(topics))
 
 
 def failed(error: RawsseError, ref: Any) -> bytes:
@@ -260,11 +273,13 @@ class Sessions:
         meta = self._access is not None
         checked = [check_subscribe_topic(name, limits.max_topic_length, meta) for name in named]  # TopicError
         if kind == "subscribe":
-            if self._access is not None:
-                self._access.check_stream_subscribe(slot, checked)  # 401, 403
             after = tuple(dict.fromkeys((*topics, *checked)))
             if len(after) > limits.max_topics:
                 raise TopicError(f"at most {limits.max_topics} topics per stream")
+            if self._access is not None:
+                asking = self._access.check_stream_subscribe(slot, tuple(checked))  # 401, 403
+                if asking is not None:
+                    return AskToSubscribe(asking, tuple(checked), ref)
             answer = "subscribed"
         else:
             gone = set(checked)
