@@ -285,10 +285,12 @@ def test_expiries_come_due_by_the_second_and_closed_streams_are_skipped() -> Non
 
 
 def test_nothing_expires_for_streams_without_an_expiry() -> None:
-    wheel = ExpiryWheel()
     ledger = Ledger(4)
     ledger.add(0, StreamAccess("u", NO_TOPICS, NO_TOPICS, math.inf, None), keep_rules=False)
-    assert ledger.expired(1e12) == [] and len(wheel) == 0
+    assert ledger.expired(1e12) == [] and len(ledger._wheel) == 0
+    wheel = ExpiryWheel()
+    wheel.add(3, 10.5)
+    assert (len(wheel), wheel.due(10.9), wheel.due(11.0), len(wheel)) == (1, [], [3], 0)
 
 
 # Found in review: the edges of each rule

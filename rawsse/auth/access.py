@@ -144,12 +144,10 @@ class Access:
             )
             if cookie or authorization:
                 call = app_call(cookie, authorization, topics, transport)
+                kept = (cookie, authorization) if transport == "ws" else None  # for later subscribes
                 cached = cache.get(call.key, self.wall())
                 if cached is not None:
-                    kept = (cookie, authorization) if transport == "ws" else None
                     return self._granted(cached, topics, address)._replace(credential=kept)
-
-                kept = (cookie, authorization) if transport == "ws" else None  # for later subscribes
 
                 def finish(answer: Grant | RawsseError) -> StreamAccess:
                     cache.put(call.key, answer, self.wall())

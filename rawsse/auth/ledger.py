@@ -1,11 +1,13 @@
 """Who holds each authorized stream, until when, and how many streams each user and each
 client address holds: what expiry, kicks, per-user and per-IP limits and presence read.
 
-Per slot this keeps a place in three preallocated lists (the user, the rules a WebSocket
-may still subscribe and publish by, the address) and a float (the expiry); an authorized
-stream adds its `sub` string (shared by the user's other streams) and 4 bytes in the
-expiry wheel. No object, timer or dict entry per stream: the per-user and per-address
-counts are kept only when a limit asks for them.
+Per slot this keeps a place in four preallocated lists (the user, the rules a WebSocket
+may still subscribe and publish by, the address) and a float (the expiry), allocated only
+when a credential option or a per-address limit is set; an authorized stream adds its
+`sub` string and 4 bytes in the expiry wheel. No object, timer or dict entry per stream:
+the per-user and per-address counts are kept only when a limit asks for them, and only a
+WebSocket that --auth-url authorized keeps its Cookie and Authorization (its later
+subscribes are asked about with them).
 """
 
 from __future__ import annotations
