@@ -196,6 +196,31 @@ def test_a_token_that_expires_while_connected_ends_its_streams(backend: tuple[st
     run_with_server(backend, scenario, **TOKENS, jwt_leeway=0)
 
 
+def test_expiry_by_the_sweep_on_a_fake_clock() -> None:
+    """The ledger reads the wall clock it is given: moved past a token's exp, the next
+    sweep ends the stream, with no timer of its own."""
+
+    async def scenario(server: Server) -> None:
+        clock = [time.time()]
+        server.streams._wall = lambda: clock[0]
+        client = await stream(
+            server.port, "topic=secret", **bearer(token("9", ttl=600, subscribe=["secret"]))
+        )
+        event_id = await publish(server.port, "secret", "live")
+        assert (await client.next_event()).id == event_id
+        clock[0] += 599  # not yet: exp and the leeway are still ahead
+        await asyncio.sleep(1.2)  # a sweep passes (once a second) and leaves it open
+        assert server.metrics.tokens_expired == 0
+        clock[0] += 10
+        events = await client.until_closed()
+        assert [(e.event, json.loads(e.data)) for e in events] == [
+            ("rawsse-reset", {"reason": "token-expired"})
+        ]
+        assert server.metrics.tokens_expired == 1
+
+    run_with_server(DEFAULT, scenario, **TOKENS)
+
+
 def test_disconnecting_a_user_closes_every_stream_of_that_user() -> None:
     async def scenario(server: Server) -> None:
         port = server.port
