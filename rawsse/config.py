@@ -395,7 +395,7 @@ class Config:
             raise ConfigError(
                 "trusted_proxy", f"must be addresses or networks, comma-separated, got {self.trusted_proxy!r}"
             ) from None
-        if (self.token_cookie or self.auth_url) and self.cors_origin and self.cors_origin.strip() == "*":
+        if (self.token_cookie or self.auth_url) and "*" in parse_origins(self.cors_origin):
             raise ConfigError(
                 "cors_origin",
                 "cannot be '*' when a cookie carries the credential (--token-cookie, --auth-url): "
@@ -410,19 +410,14 @@ class Config:
                 _ = parts.port
             except ValueError:
                 raise ConfigError("auth_url", f"has an invalid port: {self.auth_url[:100]!r}") from None
-        needs_tokens = [
-            name
-            for name in (
-                "token_cookie", "token_query", "public_topics", "max_streams_per_user", "presence_events"
-            )
-            if getattr(self, name)
-        ]
-        if needs_tokens and not self.tokens_on and self.auth_url is None:
-            raise ConfigError(
-                needs_tokens[0],
-                "needs a way to check credentials: --jwt-secret (RAWSSE_JWT_SECRET), --jwt-secret-file, "
-                "--jwt-key-file, --jwt-jwks-file or --auth-url",
-            )
+        keys = "--jwt-secret (RAWSSE_JWT_SECRET), --jwt-secret-file, --jwt-key-file, --jwt-jwks-file"
+        for name in ("token_cookie", "token_query"):  # where a JWT is found: nothing without keys
+            if getattr(self, name) and not self.tokens_on:
+                raise ConfigError(name, f"needs a key to check tokens with: {keys}")
+        needing = ("public_topics", "max_streams_per_user", "presence_events")
+        needs_credentials = [name for name in needing if getattr(self, name)]
+        if needs_credentials and not self.tokens_on and self.auth_url is None:
+            raise ConfigError(needs_credentials[0], f"needs a way to check credentials: {keys} or --auth-url")
 
     @property
     def tokens_on(self) -> bool:

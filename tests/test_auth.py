@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from rawsse.auth.access import Access, AccessOptions, owner_of, parse_networks
+from rawsse.auth.app import AppUnavailable, grant_from_answer
 from rawsse.auth.keys import KeyRing, KeySources
 from rawsse.auth.ledger import ExpiryWheel, Ledger, StreamAccess
 from rawsse.auth.rules import MAX_PATTERNS, NO_TOPICS, RuleError, parse_rule_text, parse_rules
@@ -50,14 +51,18 @@ def test_exact_prefix_and_own_sub_patterns() -> None:
     assert not rules.allows("orders:42")  # no sub, no own topics
     assert not rules.allows("orders:", "")
     assert rules.allows("team:42:chat", "42") and not rules.allows("team:43:chat", "42")
-    assert parse_rules(["*"]).allows("anything:at@all")
+    assert parse_rules(["*"]).allows("anything:at:all")
+    # Users' @ topics: only a wildcard that names an @ reaches them.
+    assert not parse_rules(["*", "notes*", "team:{sub}:*"]).allows("notes@43", "4")
+    assert not parse_rules(["team:{sub}:*"]).allows("team:4:x@43", "4")
+    assert parse_rules(["notes@*"]).allows("notes@43")
     assert not NO_TOPICS.allows("news") and not NO_TOPICS
 
 
 def test_patterns_are_bounded_and_checked() -> None:
     with pytest.raises(RuleError, match="at most 64"):
         parse_rules([f"t{n}" for n in range(MAX_PATTERNS + 1)])
-    for bad in ["", "a*b", "**", "{sub}{sub}", "bad name", "a/b", "x" * 300, 5]:
+    for bad in ["", "a*b", "**", "{sub}{sub}", "bad name", "a/b", "x" * 300, 5, "notes@{sub}*"]:
         with pytest.raises(RuleError):
             parse_rules([bad])
     assert parse_rule_text(" a , b:* ,").allows("b:c")
@@ -313,6 +318,30 @@ def test_a_header_nested_to_exhaust_the_parser_is_a_401() -> None:
     for header in (nested, "A" * 5000):
         with pytest.raises(AuthError, match="signature or format"):
             verifier(secret=SECRET).verify(f"{header}.e30.sig", time.time())
+
+
+@pytest.mark.parametrize("exp", [float("nan"), float("inf"), 10**400])
+def test_an_exp_that_is_no_finite_time_is_a_401(exp: object) -> None:
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps({"sub": "1", "exp": exp}).encode()).rstrip(b"=")
+    signature = hmac.new(SECRET.encode(), header + b"." + body, hashlib.sha256).digest()
+    signed = (header + b"." + body + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+    with pytest.raises(AuthError):
+        verifier(secret=SECRET).verify(signed, time.time())
+    for until in ("NaN", "Infinity", "1" + "0" * 400):
+        answer = grant_from_answer(200, b'{"sub": "1", "until": %s}' % until.encode(), 255)
+        assert isinstance(answer, AppUnavailable)
+
+
+def test_a_jwks_key_is_held_to_the_pem_rules(tmp_path: Path) -> None:
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+    p384 = ec.generate_private_key(ec.SECP384R1()).public_key()
+    for key, algorithm, reason in [(weak, "RS256", "2048 bits"), (p384, "ES256", "P-256")]:
+        entry = json.loads(jwt.algorithms.get_default_algorithms()[algorithm].to_jwk(key))
+        path = tmp_path / "jwks.json"
+        path.write_text(json.dumps({"keys": [{**entry, "alg": algorithm, "use": "sig"}]}))
+        with pytest.raises(ConfigError, match=reason):
+            KeyRing(KeySources(jwks_file=str(path)))
 
 
 def test_a_tokens_grant_lasts_as_long_as_the_leeway_that_accepted_it() -> None:

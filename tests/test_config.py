@@ -206,4 +206,8 @@ def test_any_origin_is_refused_where_a_cookie_carries_the_credential() -> None:
         Config(cors_origin="*", token_cookie="session", jwt_secret=secret)
     with pytest.raises(ConfigError, match=r"^cors_origin cannot be"):
         Config(cors_origin="*", auth_url="http://127.0.0.1:9/auth")
+    with pytest.raises(ConfigError, match=r"^cors_origin cannot be"):
+        Config(cors_origin=" *, ", token_cookie="session", jwt_secret=secret)  # still any origin
     Config(cors_origin="*", jwt_secret=secret)  # tokens in headers only: no cookie to misuse
+    with pytest.raises(ConfigError, match=r"^token_query needs a key"):
+        Config(token_query=True, auth_url="http://127.0.0.1:9/auth")  # the application reads no JWT

@@ -25,7 +25,7 @@ from typing import NamedTuple, Union
 
 from rawsse.auth.app import AnswerCache, AppCall, AppUnavailable, app_call
 from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
-from rawsse.auth.rules import NO_TOPICS, TopicRules
+from rawsse.auth.rules import NO_TOPICS, USER_MARK, TopicRules
 from rawsse.auth.tokens import AuthError, Forbidden, Grant, TokenVerifier
 from rawsse.core.http import Request, parse_pairs
 from rawsse.core.topics import PRESENCE_PREFIX
@@ -33,8 +33,6 @@ from rawsse.errors import HttpError, RawsseError
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]  # noqa: UP007 (a runtime alias)
 
-USER_MARK = "@"
-"""What binds a topic to a user: the `sub` follows the first `@` of the name."""
 
 MAX_FORWARDED_HOPS = 16
 """X-Forwarded-For entries read, from the right: a chain of proxies is short."""
@@ -160,10 +158,13 @@ class Access:
     def _granted(
         self, grant: Grant | RawsseError | None, topics: tuple[str, ...], address: str | None
     ) -> StreamAccess:
-        if isinstance(grant, AppUnavailable) and self.options.app_fallback_public:
-            grant = None  # only public topics, then (check_subscribe says 401 for others)
+        fallback = isinstance(grant, AppUnavailable) and self.options.app_fallback_public
+        if fallback and all(self._public(topic) for topic in topics):
+            grant = None  # public topics only, then; others are told to come back later
         if isinstance(grant, RawsseError):  # a cached refusal too: a fresh traceback each time
             raise grant.with_traceback(None) from None
+        if grant is not None and grant.expires <= self.wall():
+            raise AuthError("the grant has ended (its exp or until is past)")
         self._check_address(address)  # again, after a wait for the application
         self.check_subscribe(topics, grant)
         if grant is None:
@@ -211,6 +212,8 @@ class Access:
                 raise answer.with_traceback(None) from None
             if answer.sub != self.ledger.sub[slot]:
                 raise Forbidden("the application named another user for this connection")
+            if answer.expires <= self.wall():
+                raise AuthError("the grant has ended (its until is past)")
             self.check_subscribe(topics, answer)
             self.ledger.regrant(slot, answer.subscribe, answer.publish, answer.expires)
             return NO_ACCESS  # what the stream holds now is in the ledger

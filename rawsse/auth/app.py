@@ -76,8 +76,10 @@ def grant_from_answer(status: int, body: bytes, max_topic_length: int) -> Grant 
     if not isinstance(answer, dict):
         return AppUnavailable("the application's answer is not a JSON object")
     until = answer.get("until")
-    if until is not None and (not isinstance(until, int | float) or isinstance(until, bool)):
-        return AppUnavailable("until must be a number of Unix seconds")
+    if until is not None and (
+        not isinstance(until, int | float) or isinstance(until, bool) or not _finite(until)
+    ):
+        return AppUnavailable("until must be a finite number of Unix seconds")
     claims = {key: answer.get(key) for key in ("sub", "subscribe", "publish")}
     claims["exp"] = math.inf if until is None else until
     try:
@@ -91,6 +93,13 @@ def answer_of(outcome: tuple[int, bytes] | str, max_topic_length: int) -> Grant 
     if isinstance(outcome, str):
         return AppUnavailable(outcome)
     return grant_from_answer(*outcome, max_topic_length)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 class AnswerCache:

@@ -118,13 +118,19 @@ def _pem_key(text: str) -> Key:
         public = load_pem_public_key(text.encode())
     except ValueError:
         raise ConfigError("jwt_key_file", "holds no PEM public key") from None
+    return Key(public, _algorithm_of(public, "jwt_key_file"))
+
+
+def _algorithm_of(public: object, option: str) -> str:
+    """The one algorithm a public key verifies; ConfigError for a key too weak or of
+    another kind (the same rules for a PEM file and for every key of a JWKS file)."""
     if isinstance(public, rsa.RSAPublicKey):
         if public.key_size < 2048:
-            raise ConfigError("jwt_key_file", "RSA keys must have at least 2048 bits")
-        return Key(public, "RS256")
+            raise ConfigError(option, "RSA keys must have at least 2048 bits")
+        return "RS256"
     if isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, ec.SECP256R1):
-        return Key(public, "ES256")
-    raise ConfigError("jwt_key_file", "must hold an RSA (RS256) or P-256 EC (ES256) public key")
+        return "ES256"
+    raise ConfigError(option, "must hold RSA (RS256) or P-256 EC (ES256) public keys")
 
 
 _JWK_ALGORITHMS = {"RSA": "RS256", "EC": "ES256"}
@@ -152,6 +158,8 @@ def _jwks(text: str) -> list[Key]:
             raise ConfigError(
                 "jwt_jwks_file", f"holds a key that cannot be read: {entry.get('kid')!r}"
             ) from None
+        if _algorithm_of(parsed.key, "jwt_jwks_file") != algorithm:
+            raise ConfigError("jwt_jwks_file", f"key {entry.get('kid')!r} is not a key for {algorithm}")
         keys.append(Key(parsed.key, algorithm, entry.get("kid")))
     if not keys:
         raise ConfigError("jwt_jwks_file", "holds no signing key")

@@ -28,6 +28,10 @@ as the topics a stream may hold (--max-topics' default)."""
 SUB = "{sub}"
 """The placeholder for the token's subject."""
 
+USER_MARK = "@"
+"""What binds a topic to a user (see rawsse.auth.access): wildcards reach such topics only
+when they name an `@` themselves."""
+
 _PATTERN = re.compile(r"[A-Za-z0-9_.:@$-]*(\{sub\}[A-Za-z0-9_.:@-]*)?\*?")
 """Checked once per pattern when a rule list is built; never used to match a topic."""
 
@@ -67,14 +71,15 @@ class TopicRules:
         if topic in self._exact:
             return True
         system = topic.startswith("$")
+        owned = not system and USER_MARK in topic
         for prefix in self._prefixes:
-            if topic.startswith(prefix) and (prefix.startswith("$") or not system):
+            if topic.startswith(prefix) and _reaches(prefix, system, owned):
                 return True
         if sub:
             for before, after, wild in self._templates:
                 own = before + sub + after
-                if (topic == own or (wild and topic.startswith(own))) and (
-                    before.startswith("$") or not system
+                if (topic == own or (wild and topic.startswith(own))) and _reaches(
+                    before + after, system, owned
                 ):
                     return True
         return False
@@ -84,6 +89,14 @@ class TopicRules:
 
     def __repr__(self) -> str:
         return f"TopicRules({list(self.text)!r})"
+
+
+def _reaches(stem: str, system: bool, owned: bool) -> bool:
+    """Whether a wildcard pattern's literal text may match a server topic (it names `$`)
+    or a user's topic (it names an `@`): `*` and `news:*` open neither."""
+    if system:
+        return stem.startswith("$")
+    return USER_MARK in stem if owned else True
 
 
 NO_TOPICS = TopicRules(())
@@ -108,6 +121,8 @@ def _compiled(patterns: tuple[str, ...], max_length: int) -> TopicRules:
     for pattern in patterns:
         if not pattern or len(pattern) > max_length + len(SUB):
             raise RuleError(f"a topic pattern must be 1 to {max_length} characters: {pattern[:64]!r}")
+        if SUB + "*" in pattern:  # `notes@{sub}*` for sub 4 would match user 42's topics
+            raise RuleError(f"a * may not follow {SUB} directly: {pattern[:64]!r}")
         if not _PATTERN.fullmatch(pattern):
             raise RuleError(
                 f"not a topic pattern (letters, digits, _ . : @ -, one {{sub}}, a final *): {pattern[:64]!r}"

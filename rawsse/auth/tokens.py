@@ -7,7 +7,8 @@ The claims rawsse reads:
     exp         required: a stream is closed when its token expires
     subscribe   topic patterns the token may subscribe to (see rawsse.auth.rules)
     publish     topic patterns the token may publish to
-    nbf, iss, aud   checked when present, or when --jwt-issuer / --jwt-audience say so
+    nbf         checked when present
+    iss, aud    checked when --jwt-issuer / --jwt-audience say so (required then)
 
 A failure is a 401 with a one-line reason that never says which key was tried.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -181,9 +183,14 @@ def grant_from_claims(claims: dict[str, Any], max_topic_length: int) -> Grant:
         except RuleError as exc:
             raise AuthError(f"token {claim} claim: {exc}") from None
     expires = claims.get("exp")
-    until = (
-        float(expires) if isinstance(expires, int | float) and not isinstance(expires, bool) else float("inf")
-    )
+    until = math.inf
+    if isinstance(expires, int | float) and not isinstance(expires, bool):
+        try:
+            until = float(expires)
+        except OverflowError:  # an integer beyond any float
+            until = math.nan
+        if not math.isfinite(until):
+            raise AuthError("token exp must be a finite number of Unix seconds")
     return Grant(sub, rules[0], rules[1], until)
 
 

@@ -182,8 +182,11 @@ class Server:
         runner.presence = presence = PresenceBoard(loop, broker, self.streams.presence)
 
         def on_control(word: dict[str, Any]) -> None:
-            self.streams.on_control(word)
-            presence.on_word(word)
+            try:
+                self.streams.on_control(word)
+                presence.on_word(word)
+            except Exception:  # the pass that carries the word must go on
+                log.exception("acting on a control word failed")
 
         self.hub.on_control = on_control
         self.streams.publish = runner.publish_for_stream

@@ -37,6 +37,7 @@ from rawsse.core.publish import PublishItem
 from rawsse.core.slots import BLOCKED, CLOSING, WS, SlotTable, Why
 from rawsse.core.sse import encode_event
 from rawsse.core.topics import PRESENCE_PREFIX
+from rawsse.core.ws.messages import error_reply
 from rawsse.core.ws.session import (
     ACCESS_ENDED_FRAMES,
     CLOSE_TIMEOUT,
@@ -139,6 +140,8 @@ class Streams:
             lambda call, answered: answered("no --auth-url")
         )
         """How the application of --auth-url is asked (set by the server)."""
+        self._asking: dict[int, int] = {}
+        """WebSocket streams (their serial) whose subscribe waits for --auth-url's answer."""
         self._closing: dict[int, float] = {}
         """WebSocket streams whose close frame is out, with when they are dropped if the
         client's close has not come."""
@@ -270,7 +273,11 @@ class Streams:
                 case PublishItems(items, ref):
                     self._publish(slot, items, ref)
                 case AskToSubscribe(asking, topics, ref):
-                    self._ask_to_subscribe(slot, asking, topics, ref)
+                    if slot in self._asking:  # one question at a time per connection
+                        busy = error_reply("rate-limited", "a subscribe is being authorized", ref)
+                        self.backend.send(slot, busy)
+                    else:
+                        self._ask_to_subscribe(slot, asking, topics, ref)
                 case BeginClose(frame):
                     self.begin_close(slot, frame)
                 case Finish():
@@ -290,8 +297,11 @@ class Streams:
         """A subscribe beyond the stream's grant, put to the application: on its answer
         the stream is on those topics too, or is told why not."""
         serial = self._serial[slot]
+        self._asking[slot] = serial
 
         def answered(outcome: tuple[int, bytes] | str) -> None:
+            if self._asking.get(slot) == serial:
+                del self._asking[slot]
             table = self.table
             if self._serial[slot] != serial or not table.is_open(slot) or table.framing[slot] != WS:
                 return  # the stream is gone (its slot may serve another by now)

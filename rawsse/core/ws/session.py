@@ -313,6 +313,7 @@ SHUTDOWN_FRAME = close_frame(GOING_AWAY, "server shutting down; reconnect and re
 """How the server closes every WebSocket stream when it stops (1001)."""
 
 STUCK_FRAME = close_frame(POLICY_VIOLATION, "message not completed in time")
+"""How a connection whose frame stays half-read is closed (see `Sessions.stuck`)."""
 
 ACCESS_ENDED_FRAMES = {
     "token-expired": close_frame(UNAUTHORIZED, '{"reason": "token-expired"}'),
@@ -320,4 +321,3 @@ ACCESS_ENDED_FRAMES = {
 }
 """How a WebSocket stream whose authorization ended is closed: 3000 when its token
 expired (reconnect with a fresh one), 3003 when its user was disconnected."""
-"""How a connection whose frame stays half-read is closed (see `Sessions.stuck`)."""
