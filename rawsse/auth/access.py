@@ -27,7 +27,7 @@ from rawsse.auth.app import AnswerCache, AppCall, AppUnavailable, app_call
 from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
 from rawsse.auth.rules import NO_TOPICS, USER_MARK, TopicRules
 from rawsse.auth.tokens import AuthError, Forbidden, Grant, TokenVerifier
-from rawsse.core.http import Request, parse_pairs
+from rawsse.core.http import Request, query_pairs
 from rawsse.core.topics import PRESENCE_PREFIX
 from rawsse.errors import HttpError, RawsseError
 
@@ -109,7 +109,7 @@ class Access:
             if cookie:
                 return cookie
         if "token=" in request.query:
-            query_token = next((v for k, v in _pairs(request.query) if k == "token"), None)
+            query_token = next((v for k, v in query_pairs(request) if k == "token"), None)
             if query_token:
                 if not self.options.token_query:
                     raise AuthError("tokens in the URL are not accepted here (see --token-query)")
@@ -182,15 +182,10 @@ class Access:
 
     def check_subscribe(self, topics: Iterable[str], grant: Grant | None) -> None:
         """Raise 401 (no credential) or 403 for the first topic `grant` does not allow."""
-        if not self.enabled:
-            return
-        for topic in topics:
-            if self._public(topic):
-                continue
-            if grant is None:
-                raise AuthError(f"topic {topic[:64]!r} needs a token")
-            if not self._allows(grant.sub, grant.subscribe, topic):
-                raise Forbidden(f"the token does not allow subscribing to {topic[:64]!r}")
+        if grant is None:
+            self._check_topics(topics, None, NO_TOPICS, held=False)
+        else:
+            self._check_topics(topics, grant.sub, grant.subscribe, held=True)
 
     def check_stream_subscribe(self, slot: int, topics: tuple[str, ...]) -> Asking | None:
         """A WebSocket's later subscribe, by what its stream was granted at its start;
@@ -225,14 +220,18 @@ class Access:
         return Asking(call, finish)
 
     def _check_granted(self, slot: int, topics: Iterable[str]) -> None:
+        sub, rules = self.ledger.sub[slot], self.ledger.subscribe[slot]
+        self._check_topics(topics, sub, rules, held=sub is not None or bool(rules))
+
+    def _check_topics(self, topics: Iterable[str], sub: str | None, rules: TopicRules, held: bool) -> None:
+        """Raise 401 (`held`: whether there is a credential at all) or 403 for the first
+        topic that is neither public nor allowed to `sub` by `rules`."""
         if not self.enabled:
             return
-        ledger = self.ledger
-        sub, rules = ledger.sub[slot], ledger.subscribe[slot]
         for topic in topics:
             if self._public(topic):
                 continue
-            if sub is None and not rules:
+            if not held:
                 raise AuthError(f"topic {topic[:64]!r} needs a token")
             if not self._allows(sub, rules, topic):
                 raise Forbidden(f"the token does not allow subscribing to {topic[:64]!r}")
@@ -303,9 +302,3 @@ def _cookie(header: str, name: str) -> str | None:
             return value.strip().strip('"') or None
     return None
 
-
-def _pairs(query: str) -> list[tuple[str, str]]:
-    try:
-        return parse_pairs(query, 200)
-    except (UnicodeDecodeError, ValueError):
-        raise HttpError(400, "malformed query string") from None

@@ -34,7 +34,7 @@ from rawsse.core.effects import (
     Respond,
     WaitTaken,
 )
-from rawsse.core.http import Request, error_response, parse_pairs, response, stream_head
+from rawsse.core.http import Request, error_response, query_pairs, response, stream_head
 from rawsse.core.hub import RETRY_EVENT, Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.presence import Tally, answer_body
@@ -46,9 +46,6 @@ from rawsse.core.topics import check_subscribe_topic
 from rawsse.core.ws.frames import SERVICE_RESTART, TRY_AGAIN_LATER, close_frame
 from rawsse.core.ws.handshake import check_upgrade, switching_head
 from rawsse.errors import RETRY_AFTER, HttpError, RawsseError, TopicError
-
-MAX_QUERY_FIELDS = 200
-"""Bounds the work of parsing one /events query string."""
 
 ROUTES = {
     "/events": ("GET",),
@@ -353,7 +350,7 @@ class Api:
         """The topics and the id to resume after, of a stream request."""
         topics: dict[str, None] = {}
         last_event_id = request.headers.get("last-event-id") or None
-        for name, value in _query(request):
+        for name, value in query_pairs(request):
             if name == "topic":
                 topics[self._topic(value)] = None
             elif name == "lastEventId" and last_event_id is None:
@@ -411,7 +408,7 @@ class Api:
     ) -> CountPresence:
         """Who is on a topic: authorized as publishing to it is."""
         grant = self._authorize(request, from_loopback)
-        topics = [self._topic(value) for key, value in _query(request) if key == "topic"]
+        topics = [self._topic(value) for key, value in query_pairs(request) if key == "topic"]
         if len(topics) != 1:
             raise HttpError(400, "name one topic: /presence?topic=NAME")
         if grant is not None:
@@ -428,7 +425,7 @@ class Api:
     ) -> CloseStreams | DisconnectUser:
         if self._authorize(request, from_loopback) is not None:
             raise Forbidden("disconnecting needs the publish token (or loopback without one)")
-        pairs = _query(request)
+        pairs = query_pairs(request)
         users = [value for key, value in pairs if key == "user"]
         if users:
             if len(users) > 1 or any(key != "user" for key, _ in pairs):
@@ -513,13 +510,6 @@ def _json_head(cors: tuple[tuple[str, str], ...], keep_alive: bool) -> tuple[byt
     head = response(200, b"", "application/json", cors, keep_alive)
     before, _, after = head.partition(b"Content-Length: 0\r\n")
     return before + b"Content-Length: ", b"\r\n" + after
-
-
-def _query(request: Request) -> list[tuple[str, str]]:
-    try:
-        return parse_pairs(request.query, MAX_QUERY_FIELDS)
-    except (UnicodeDecodeError, ValueError):
-        raise HttpError(400, "malformed query string") from None
 
 
 @functools.lru_cache(maxsize=1024)  # a publisher sends the same Host on every request

@@ -323,6 +323,18 @@ def _target(url: bytes) -> tuple[str, str]:
     )
 
 
+MAX_QUERY_FIELDS = 200
+"""Bounds the work of parsing one request's query string."""
+
+
+def query_pairs(request: Request) -> list[tuple[str, str]]:
+    """The request's query parameters; HttpError(400) for a malformed or flooded one."""
+    try:
+        return parse_pairs(request.query, MAX_QUERY_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        raise HttpError(400, "malformed query string") from None
+
+
 def parse_pairs(text: str, max_fields: int) -> list[tuple[str, str]]:
     """The name=value pairs of a query string or a form body, as urllib's parse_qsl gives
     them (blank values kept, escapes decoded as strict UTF-8), without its cost in the
