@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from rawsse.auth.access import AccessOptions, parse_networks
+from rawsse.auth.access import AccessOptions, parse_networks, reaches_loopback
 from rawsse.auth.app import AnswerCache
 from rawsse.auth.keys import KeySources, load_keys
 from rawsse.auth.rules import SUB, RuleError, parse_rule_text
@@ -390,11 +390,19 @@ class Config:
             name = self.token_cookie[:64]
             raise ConfigError("token_cookie", f"must be a cookie name (letters, digits, _ -), got {name!r}")
         try:
-            parse_networks(self.trusted_proxy)
+            proxies = parse_networks(self.trusted_proxy)
         except ValueError:
             raise ConfigError(
                 "trusted_proxy", f"must be addresses or networks, comma-separated, got {self.trusted_proxy!r}"
             ) from None
+        if self.publish_token is None and any(reaches_loopback(network) for network in proxies):
+            # A proxy on this machine connects from loopback with every client's request,
+            # so loopback can no longer stand for the operator who may publish.
+            raise ConfigError(
+                "trusted_proxy",
+                "names a proxy on this machine: every request it forwards comes from loopback, "
+                "so publishing needs --publish-token (RAWSSE_PUBLISH_TOKEN)",
+            )
         if (self.token_cookie or self.auth_url) and "*" in parse_origins(self.cors_origin):
             raise ConfigError(
                 "cors_origin",

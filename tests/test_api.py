@@ -54,6 +54,14 @@ def make_api(**options: Any) -> Harness:
     return Harness(**options)
 
 
+WS_UPGRADE = {
+    "upgrade": "websocket",
+    "connection": "Upgrade",
+    "sec_websocket_version": "13",
+    "sec_websocket_key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
+
 def request(method: str, path: str, query: str = "", body: bytes = b"", **headers: str) -> Request:
     return Request(method, path, query, {k.replace("_", "-"): v for k, v in headers.items()}, body, True)
 
@@ -119,6 +127,42 @@ def test_without_a_token_a_loopback_peer_must_also_name_a_loopback_host() -> Non
         request("POST", "/publish", "topic=a", b"x", host="push.example", authorization="Bearer s3cret"),
         False,
     )
+
+
+@pytest.mark.parametrize(
+    "proxy_header",
+    [
+        ("x_forwarded_for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+        ("x_real_ip", "203.0.113.9"),
+        ("x_forwarded_host", "push.example"),
+        ("x_forwarded_proto", "https"),
+        ("via", "1.1 nginx"),
+    ],
+    ids=lambda header: header[0],
+)
+def test_a_request_a_proxy_relayed_is_not_the_operator(proxy_header: tuple[str, str]) -> None:
+    """Behind a proxy on this machine every request comes from loopback, with whatever
+    Host the client sent: without a publish token, a relayed request may not publish,
+    disconnect or ask for presence, nor open a WebSocket that publishes."""
+    name, value = proxy_header
+    api = make_api()
+    relayed = {"host": "127.0.0.1", name: value}
+    for method, path, query in [
+        ("POST", "/publish", "topic=a"),
+        ("POST", "/disconnect", "user=42"),
+        ("GET", "/presence", "topic=a"),
+    ]:
+        with pytest.raises(HttpError) as refused:
+            api.handle(request(method, path, query, b"x", **relayed), True)
+        assert refused.value.status == 403 and "proxy" in refused.value.message
+    ws = request("GET", "/ws", "topic=a", **relayed, **WS_UPGRADE)
+    opened = api.handle(ws, True)
+    assert isinstance(opened, OpenStream) and not opened.publisher
+    # With the publish token the token decides, relayed or not.
+    token_api = make_api(publish_token="s3cret")
+    publish = request("POST", "/publish", "topic=a", b"x", **relayed, authorization="Bearer s3cret")
+    assert token_api.handle(publish, True)
 
 
 def test_loopback_peers_are_recognised_without_parsing() -> None:

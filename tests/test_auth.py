@@ -15,6 +15,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rawsse.auth.access import Access, AccessOptions, owner_of, parse_networks
 from rawsse.auth.app import AppUnavailable, grant_from_answer
@@ -358,3 +360,136 @@ def test_the_wheel_is_rebuilt_when_closed_streams_fill_it() -> None:
     ledger.add(1, StreamAccess("u", NO_TOPICS, NO_TOPICS, 1e9, None), keep_rules=False)
     assert len(ledger._wheel) <= 2 * 4 + 1024 + 1
     assert ledger.expired(1e9) == [1]
+
+
+# Time claims: one reading of each, and only JSON numbers
+
+
+def signed(claims: dict[str, object], **headers: object) -> str:
+    """An HS256 token of exactly `claims` (no exp added), signed with the tests' secret."""
+    return jwt.encode(claims, SECRET, algorithm="HS256", headers=headers or None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("shape", [str, lambda seconds: [seconds], lambda seconds: {"t": seconds}])
+def test_a_time_claim_that_is_no_json_number_is_a_401(claim: str, shape: object) -> None:
+    """PyJWT's own checks take a numeric string as a time; RFC 7519 says a NumericDate is
+    a JSON number. An exp of "<now + 2>" would otherwise give a grant without end."""
+    now = time.time()
+    claims: dict[str, object] = {"sub": "42", "exp": int(now) + 2}
+    claims[claim] = shape(int(now) + 2 if claim == "exp" else int(now) - 10)  # type: ignore[operator]
+    check = verifier(TokenOptions(leeway=0), secret=SECRET)
+    for _ in range(2):  # and never from the cache either
+        with pytest.raises(AuthError, match=f"{claim} must be a number of Unix seconds") as caught:
+            check.verify(signed(claims), now)
+        assert caught.value.status == 401
+    with pytest.raises(AuthError, match="exp must be a number"):
+        check.verify(signed({"sub": "42", "exp": True}), now)  # a bool is no number either
+
+
+def test_the_grant_expires_when_the_checked_exp_says_on_the_clock_it_is_given() -> None:
+    check = verifier(TokenOptions(leeway=0), secret=SECRET)
+    value = signed({"sub": "42", "exp": 1_000_002})
+    grant = check.verify(value, 1_000_000.0)
+    assert grant.expires == 1_000_002.0
+    with pytest.raises(AuthError, match="token expired"):
+        check.verify(value, 1_000_002.0)  # from the cache: its expiry is the exp
+    with pytest.raises(AuthError, match="token expired"):
+        verifier(TokenOptions(leeway=0), secret=SECRET).verify(value, 1_000_002.0)  # decoded afresh
+    future = signed({"exp": 1_000_100, "nbf": 1_000_050})
+    with pytest.raises(AuthError, match="not valid yet"):
+        check.verify(future, 1_000_000.0)
+    assert check.verify(future, 1_000_051.0).expires == 1_000_100.0
+
+
+# A NumericDate, and shapes that are not one: strings of numbers, bools, null, lists,
+# objects, NaN and the infinities, integers beyond any float.
+EXP_SHAPES = st.one_of(
+    st.integers(min_value=-(10**6), max_value=10**6).map(lambda offset: int(time.time()) + offset),
+    st.floats(min_value=-(10**6), max_value=10**6).map(lambda offset: time.time() + offset),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(),
+    st.just(10**400),
+    st.integers(min_value=-(10**6), max_value=10**6).map(lambda offset: str(int(time.time()) + offset)),
+    st.floats().map(str),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+def finite_json_number(value: object) -> float | None:
+    """The test's own reading of a NumericDate, to judge a refusal by."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        return float(value) if math.isfinite(value) else None
+    except OverflowError:
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(exp=EXP_SHAPES, leeway=st.sampled_from([0.0, 5.0]))
+def test_any_accepted_claim_set_expires_when_its_exp_says(exp: object, leeway: float) -> None:
+    """Whatever shape exp takes: refused, or a grant whose expiry is exp (a JSON
+    number) and the leeway, finite, and a token PyJWT's own check accepts too."""
+    now = time.time()
+    value = signed({"sub": "1", "exp": exp})
+    try:
+        grant = verifier(TokenOptions(leeway=leeway), secret=SECRET).verify(value, now)
+    except AuthError:
+        seconds = finite_json_number(exp)
+        assert seconds is None or seconds <= now - leeway  # not a time, or past: rightly refused
+        return
+    assert isinstance(exp, int | float) and not isinstance(exp, bool)
+    assert math.isfinite(grant.expires) and grant.expires == float(exp) + leeway
+    if exp > now - leeway + 2:  # clear of the second PyJWT's integer reading may round away
+        jwt.decode(value, SECRET, algorithms=["HS256"], leeway=leeway)  # raises if it would refuse
+
+
+# Key ids
+
+
+def test_a_kid_no_key_has_is_refused_where_keys_have_ids(tmp_path: Path) -> None:
+    """A token really signed by a trusted key, but naming another kid: refused, so that
+    removing a key from the JWKS file revokes it whatever its tokens claim."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    entry = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [{**entry, "kid": "one", "use": "sig", "alg": "ES256"}]}))
+    check = verifier(jwks_file=str(path))
+    assert check.verify(token({"sub": "1"}, private, "ES256", kid="one"), time.time()).sub == "1"
+    for kid in ("../../etc/passwd", "two", "ONE", ""):
+        with pytest.raises(AuthError, match="names a key id this server does not know") as caught:
+            check.verify(token({"sub": "1"}, private, "ES256", kid=kid), time.time())
+        assert "one" not in caught.value.message
+    # Keys without ids (a secret, a PEM file): a kid chooses nothing and refuses nothing,
+    # but a kid must still be a string (RFC 7515 4.1.4).
+    assert verifier(secret=SECRET).verify(token({"sub": "2"}, kid="any"), time.time()).sub == "2"
+    claims = {"sub": "2", "exp": time.time() + 60}
+    for kid in (7, None, ["one"]):
+        with pytest.raises(AuthError, match="signature or format"):
+            verifier(secret=SECRET).verify(hs256_by_hand({"alg": "HS256", "kid": kid}, claims), time.time())
+
+
+def hs256_by_hand(header: dict[str, object], claims: dict[str, object]) -> str:
+    """A token with any header at all (PyJWT's encoder refuses some), signed with SECRET."""
+    head = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+    signature = hmac.new(SECRET.encode(), head + b"." + body, hashlib.sha256).digest()
+    return (head + b"." + body + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+
+
+# Credentials in the URL
+
+
+@pytest.mark.parametrize("name", ["token", "tok%65n", "%74%6F%6B%65%6E", "t%6fken"])
+def test_a_url_token_is_found_by_its_decoded_name_however_it_is_spelt(name: str) -> None:
+    value = token({"sub": "1"})
+    refusing = Access(AccessOptions(), verifier(secret=SECRET), Ledger(0))
+    with pytest.raises(AuthError, match="tokens in the URL are not accepted"):
+        refusing.credential(request(f"topic=news&{name}={value}"))
+    allowing = Access(AccessOptions(token_query=True), verifier(secret=SECRET), Ledger(0))
+    assert allowing.credential(request(f"topic=news&{name}={value}")) == value
+    assert refusing.credential(request("topic=news&tokens=x&tok=y&token=")) is None  # no token there

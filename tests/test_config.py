@@ -211,3 +211,14 @@ def test_any_origin_is_refused_where_a_cookie_carries_the_credential() -> None:
     Config(cors_origin="*", jwt_secret=secret)  # tokens in headers only: no cookie to misuse
     with pytest.raises(ConfigError, match=r"^token_query needs a key"):
         Config(token_query=True, auth_url="http://127.0.0.1:9/auth")  # the application reads no JWT
+
+
+def test_a_trusted_proxy_on_this_machine_needs_the_publish_token() -> None:
+    """Through a proxy on loopback every request comes from loopback: loopback can no
+    longer stand for the operator, so publishing must take the token."""
+    on_loopback = ("127.0.0.1", "127.0.0.0/8", "::1", "10.0.0.0/8,127.0.0.5", "0.0.0.0/0", "::ffff:127.0.0.9")
+    for proxies in on_loopback:
+        with pytest.raises(ConfigError, match=r"^trusted_proxy names a proxy on this machine.*publish-token"):
+            Config(trusted_proxy=proxies)
+        Config(trusted_proxy=proxies, publish_token="s3cret")
+    Config(trusted_proxy="10.0.0.0/8, 192.0.2.7, 2001:db8::/32")  # proxies elsewhere: loopback is ours

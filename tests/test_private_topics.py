@@ -267,7 +267,13 @@ def test_per_user_and_per_address_limits() -> None:
         assert metrics['rawsse_rejected_requests_total{status="429"}'] >= 2
 
     run_with_server(
-        DEFAULT, scenario, **TOKENS, max_streams_per_user=1, max_streams_per_ip=2, trusted_proxy="127.0.0.0/8"
+        DEFAULT,
+        scenario,
+        **TOKENS,
+        max_streams_per_user=1,
+        max_streams_per_ip=2,
+        trusted_proxy="127.0.0.0/8",
+        publish_token="s3cret",  # a proxy on this machine: loopback is no operator
     )
 
 

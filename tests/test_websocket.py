@@ -17,9 +17,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from rawsse.core.ws.frames import CLOSE, PING, PONG, TEXT
+from rawsse.core.ws.session import CLOSE_TIMEOUT
 from rawsse.reactor.server import Server
 from tests.helpers import TIMEOUT, StreamClient, exchange, get, post, publish, run_with_server, wait_for
-from tests.ws_frames import client_frame, close_code, close_payload, server_frames
+from tests.ws_frames import client_frame, close_code, server_frames
 
 
 def ws_url(server: Server, query: str = "") -> str:
@@ -274,7 +275,13 @@ def test_allowed_origins_extensions_and_early_frames() -> None:
 
 
 @pytest.mark.parametrize("pieces", [1, 3], ids=["one-read", "head-in-pieces"])
-def test_protocol_errors_close_with_1002_and_the_client_close_ends_it(pieces: int) -> None:
+def test_a_protocol_error_fails_the_connection_from_the_server_side(
+    backend: tuple[str, str], pieces: int
+) -> None:
+    """RFC 6455 7.1.7: after its 1002 the server processes nothing more and ends the TCP
+    connection itself, at once: the client reads the close frame and then the end,
+    without sending a close of its own (before, the slot was held until CLOSE_TIMEOUT)."""
+
     async def scenario(server: Server) -> None:
         raw = upgrade()
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -284,12 +291,32 @@ def test_protocol_errors_close_with_1002_and_the_client_close_ends_it(pieces: in
             await writer.drain()
             await asyncio.sleep(0.05)
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-        writer.write(client_frame(TEXT, b"{}", masked=False))
-        [(opcode, payload)] = await read_frames(reader, 1)
+        # An unmasked frame, then a ping that must not be answered: nothing after the
+        # fault is processed.
+        writer.write(client_frame(TEXT, b"{}", masked=False) + client_frame(PING, b"after"))
+        rest = await asyncio.wait_for(reader.read(), CLOSE_TIMEOUT / 2)  # until the server's end
+        [(opcode, payload)] = server_frames(rest)
         assert (opcode, close_code(payload)) == (CLOSE, 1002)
-        writer.write(client_frame(CLOSE, close_payload(1002)))
-        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # the server ends TCP
+        writer.close()
         await wait_for(lambda: server.metrics.streams_open == 0, "the stream closed")
+        assert server.metrics.ws_streams_open == 0
+
+    run_with_server(backend, scenario)
+
+
+def test_a_failed_connection_whose_client_never_closes_is_dropped_after_the_linger() -> None:
+    """A client that keeps its side open (and keeps sending) after the server failed
+    its connection costs the slot FAIL_LINGER and a sweep at most, not CLOSE_TIMEOUT."""
+
+    async def scenario(server: Server) -> None:
+        reader, writer, _ = await open_raw(server, upgrade())
+        writer.write(client_frame(TEXT, b"\xff\xfe", masked=True))  # invalid UTF-8: 1007
+        [(opcode, payload)] = await read_frames(reader, 1)
+        assert (opcode, close_code(payload)) == (CLOSE, 1007)
+        assert await asyncio.wait_for(reader.read(), CLOSE_TIMEOUT / 2) == b""  # our end came with it
+        writer.write(b"garbage the server reads and drops")
+        await wait_for(lambda: server.metrics.streams_open == 0, "the lingering slot freed")
+        writer.close()
 
     run_with_server(("uvloop", "epoll"), scenario)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from rawsse.core.ws.frames import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, close_frame, encode_frame
-from rawsse.core.ws.session import BeginClose, Finish, Send, SessionLimits, Sessions
+from rawsse.core.ws.session import BeginClose, Fail, Finish, Send, SessionLimits, Sessions
 from tests.ws_frames import client_frame, close_code, close_payload, server_frames
 
 MAX_MESSAGE = 64 * 1024
@@ -36,7 +36,8 @@ def outcome(data: bytes, chunk: int | None = None) -> tuple[list[tuple[int, byte
             elif isinstance(action, BeginClose):
                 sent += action.frame
                 closing = True
-            elif isinstance(action, Finish):
+            elif isinstance(action, Fail | Finish):
+                sent += action.frame if isinstance(action, Fail) else b""
                 finished = True
     frames = server_frames(sent)
     for opcode, payload in frames:
@@ -168,12 +169,13 @@ def test_frames_in_exact_outcome_out(data: bytes, code: int | None, answers: int
     non_close = [f for f in frames if f[0] != CLOSE]
     assert len(non_close) == answers
     assert sent_code == code
-    # A close we begin waits for the client's; a close the client began ends the
-    # connection once it is echoed.
+    # A protocol fault fails the connection: the server ends it with its close frame
+    # (RFC 6455 7.1.7), without waiting for the client's; a close the client began ends
+    # the connection once it is echoed.
     client_closed = code is not None and data.find(b"\x88") >= 0 and code not in (1002, 1003, 1007, 1009)
     if code is None:
         assert not finished
-    elif client_closed:
+    elif code in (1002, 1007) or client_closed:
         assert finished
 
 
@@ -193,3 +195,12 @@ def test_close_frame_reasons_are_cut_to_fit_a_control_frame() -> None:
     assert len(frame) <= 127
     assert frame[1] <= 125
     assert encode_frame(PING, b"")[:2] == b"\x89\x00"
+
+
+def test_nothing_after_a_protocol_fault_is_processed() -> None:
+    """A failed connection's later input, even well-formed commands, is dropped."""
+    sessions = Sessions(8, LIMITS, lambda: 0.0, lambda: False)
+    sessions.open(3, may_publish=False)
+    actions = sessions.receive(3, text(PING_JSON, masked=False) + text(PING_JSON), ("t",), False)
+    assert [type(action) for action in actions] == [Fail]
+    assert sessions.receive(3, text(PING_JSON) + client_frame(PING), ("t",), True) == []

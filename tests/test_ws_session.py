@@ -7,8 +7,17 @@ import json
 from typing import Any
 
 from rawsse.core.ws.frames import CLOSE, TEXT
-from rawsse.core.ws.session import BeginClose, Finish, PublishItems, Send, SessionLimits, Sessions, SetTopics
-from tests.ws_frames import client_frame, close_code, server_frames
+from rawsse.core.ws.session import (
+    BeginClose,
+    Fail,
+    Finish,
+    PublishItems,
+    Send,
+    SessionLimits,
+    Sessions,
+    SetTopics,
+)
+from tests.ws_frames import client_frame, close_code, close_payload, server_frames
 
 LIMITS = SessionLimits(max_topics=3, max_topic_length=16, max_message=4096)
 
@@ -208,10 +217,12 @@ def test_after_a_message_over_the_limit_the_client_close_is_still_found() -> Non
     assert actions == [Finish()]
 
 
-def test_a_protocol_error_keeps_the_stream_waiting_for_the_close_not_parsing_garbage() -> None:
+def test_a_protocol_error_fails_the_connection_and_parses_no_garbage_after_it() -> None:
     sessions, _ = session()
-    [closing] = sessions.receive(2, client_frame(TEXT, b"x", rsv=4), ("a",), False)
-    assert isinstance(closing, BeginClose)
+    [failing] = sessions.receive(2, client_frame(TEXT, b"x", rsv=4), ("a",), False)
+    assert isinstance(failing, Fail)
+    reason = b"reserved bits set; no extension was agreed"
+    assert server_frames(failing.frame) == [(CLOSE, close_payload(1002, reason))]
     assert sessions.receive(2, b"garbage that is no frame", ("a",), True) == []
 
 

@@ -27,7 +27,7 @@ from rawsse.auth.app import AnswerCache, AppCall, AppUnavailable, app_call
 from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
 from rawsse.auth.rules import NO_TOPICS, USER_MARK, TopicRules
 from rawsse.auth.tokens import AuthError, Forbidden, Grant, TokenVerifier
-from rawsse.core.http import Request, query_pairs
+from rawsse.core.http import Request, query_value
 from rawsse.core.topics import PRESENCE_PREFIX
 from rawsse.errors import HttpError, RawsseError
 
@@ -108,12 +108,11 @@ class Access:
             cookie = _cookie(request.headers.get("cookie", ""), cookie_name)
             if cookie:
                 return cookie
-        if "token=" in request.query:
-            query_token = next((v for k, v in query_pairs(request) if k == "token"), None)
-            if query_token:
-                if not self.options.token_query:
-                    raise AuthError("tokens in the URL are not accepted here (see --token-query)")
-                return query_token
+        query_token = query_value(request, "token")
+        if query_token:
+            if not self.options.token_query:
+                raise AuthError("tokens in the URL are not accepted here (see --token-query)")
+            return query_token
         return None
 
     def grant(self, request: Request) -> Grant | None:
@@ -286,6 +285,21 @@ def _within(address: str, networks: tuple[Network, ...]) -> bool:
     except ValueError:
         return False
     return any(ip in network for network in networks)
+
+
+_LOOPBACK = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+    ipaddress.ip_network("::ffff:127.0.0.0/104"),
+)
+
+
+def reaches_loopback(network: Network) -> bool:
+    """Whether `network` holds a loopback address (a proxy on this machine)."""
+    return any(
+        network.version == loopback.version and network.overlaps(loopback)
+        for loopback in _LOOPBACK
+    )
 
 
 def parse_networks(text: str | None) -> tuple[Network, ...]:

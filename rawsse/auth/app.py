@@ -25,7 +25,7 @@ import math
 from collections import OrderedDict
 from typing import NamedTuple
 
-from rawsse.auth.tokens import AuthError, Forbidden, Grant, grant_from_claims
+from rawsse.auth.tokens import AuthError, Forbidden, Grant, grant_from_claims, numeric_date
 from rawsse.errors import HttpError, RawsseError
 
 CACHE_ENTRIES = 10_000
@@ -75,17 +75,13 @@ def grant_from_answer(status: int, body: bytes, max_topic_length: int) -> Grant 
         return AppUnavailable("the application's answer is not JSON")
     if not isinstance(answer, dict):
         return AppUnavailable("the application's answer is not a JSON object")
-    until = answer.get("until")
-    if until is not None and (
-        not isinstance(until, int | float) or isinstance(until, bool) or not _finite(until)
-    ):
+    until = math.inf if answer.get("until") is None else numeric_date(answer["until"])
+    if until is None:
         return AppUnavailable("until must be a finite number of Unix seconds")
-    claims = {key: answer.get(key) for key in ("sub", "subscribe", "publish")}
-    claims["exp"] = math.inf if until is None else until
     try:
-        return grant_from_claims(claims, max_topic_length)
+        return grant_from_claims(answer, until, max_topic_length, source="answer")
     except AuthError as error:
-        return AppUnavailable(error.message.replace("token", "answer", 1))
+        return AppUnavailable(error.message)
 
 
 def answer_of(outcome: tuple[int, bytes] | str, max_topic_length: int) -> Grant | RawsseError:
@@ -93,13 +89,6 @@ def answer_of(outcome: tuple[int, bytes] | str, max_topic_length: int) -> Grant 
     if isinstance(outcome, str):
         return AppUnavailable(outcome)
     return grant_from_answer(*outcome, max_topic_length)
-
-
-def _finite(value: float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer beyond any float
-        return False
 
 
 class AnswerCache:

@@ -21,7 +21,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from rawsse.auth.tokens import Key
+from rawsse.auth.tokens import Key, UnknownKeyId
 from rawsse.errors import ConfigError
 
 MIN_SECRET_BYTES = 32
@@ -61,14 +61,25 @@ class KeyRing:
         self.keys = load_keys(self.sources)
 
     def candidates(self, token: str) -> list[Key]:
-        """The keys that may verify `token`: those of the algorithm its header names
-        (and of its `kid`, when it names one that some key has)."""
+        """The keys that may verify `token`: those of the algorithm its header names.
+        A token that names a `kid` where keys of that algorithm have ids is verified by
+        the key of that id alone, and by none when no key has it: a key removed from a
+        JWKS file (rotated out, revoked) verifies nothing any more. Raises
+        jwt.DecodeError for a `kid` that is not a string (RFC 7515 4.1.4)."""
         header = token_header(token)
-        algorithm, kid = header.get("alg"), header.get("kid")
+        algorithm = header.get("alg")
         keys = [key for key in self.keys if key.algorithm == algorithm]
-        if isinstance(kid, str) and any(key.kid == kid for key in keys):
-            keys = [key for key in keys if key.kid == kid]
-        return keys
+        if "kid" not in header:
+            return keys
+        kid = header["kid"]
+        if not isinstance(kid, str):
+            raise jwt.DecodeError("kid must be a string")
+        if any(key.kid is not None for key in keys):
+            chosen = [key for key in keys if key.kid == kid]
+            if not chosen:
+                raise UnknownKeyId(kid)
+            return chosen
+        return keys  # keys without ids (a secret, a PEM file): the kid chooses nothing
 
 
 def token_header(token: str) -> dict[str, Any]:

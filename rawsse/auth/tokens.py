@@ -15,7 +15,6 @@ A failure is a 401 with a one-line reason that never says which key was tried.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -59,6 +58,10 @@ class Keys(Protocol):
     def reload(self) -> None: ...
 
 
+class UnknownKeyId(jwt.InvalidTokenError):
+    """A token names a `kid` that no key of its algorithm has."""
+
+
 class AuthError(HttpError):
     """No token, or one that cannot be used: 401, with the reason on one line."""
 
@@ -93,8 +96,7 @@ class TokenOptions:
 
 
 _REASONS: tuple[tuple[type[Exception], str], ...] = (
-    (jwt.ExpiredSignatureError, "token expired"),
-    (jwt.ImmatureSignatureError, "token not valid yet"),
+    (UnknownKeyId, "token names a key id this server does not know"),
     (jwt.InvalidAudienceError, "token is for another audience"),
     (jwt.InvalidIssuerError, "token is from another issuer"),
     (jwt.MissingRequiredClaimError, "token lacks a required claim (exp, iss or aud)"),
@@ -122,17 +124,27 @@ class TokenVerifier:
                 del self._cache[key]
                 raise AuthError("token expired")
             return cached
-        grant = self._decode(token)
+        grant = self._decode(token, now)
         if len(self._cache) >= CACHE_SIZE:
             del self._cache[next(iter(self._cache))]  # the oldest: dicts keep their order
         self._cache[key] = grant
         return grant
 
-    def _decode(self, token: str) -> Grant:
+    def _decode(self, token: str, now: float) -> Grant:
         if len(token) > MAX_TOKEN_BYTES:
             raise AuthError("token too large")
         options = self._options
         require = ["exp"] + (["iss"] if options.issuer else []) + (["aud"] if options.audience else [])
+        # PyJWT checks the signature, iss and aud; the times are checked below, from the
+        # same reading of each claim that the grant's expiry comes from (PyJWT's own time
+        # checks take any string int() reads as a time).
+        checks = {
+            "require": require,
+            "verify_aud": options.audience is not None,
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+        }
         try:
             keys = self.keys.candidates(token)
             if not keys:
@@ -146,8 +158,7 @@ class TokenVerifier:
                         algorithms=[key.algorithm],
                         audience=options.audience,
                         issuer=options.issuer,
-                        leeway=options.leeway,
-                        options={"require": require, "verify_aud": options.audience is not None},
+                        options=checks,  # type: ignore[arg-type]
                     )
                     break
                 except jwt.InvalidSignatureError:
@@ -158,18 +169,53 @@ class TokenVerifier:
         except RecursionError:  # claims nested deeper than json reads
             raise AuthError("token signature or format is invalid") from None
         assert claims is not None
-        grant = grant_from_claims(claims, options.max_topic_length)
+        expires = check_times(claims, now, options.leeway)
         # Accepted up to `leeway` past its exp, so kept that long too: a stream closed any
         # sooner would reconnect with the same token, be accepted, and be closed again.
-        return dataclasses.replace(grant, expires=grant.expires + options.leeway)
+        return grant_from_claims(claims, expires + options.leeway, options.max_topic_length)
 
 
-def grant_from_claims(claims: dict[str, Any], max_topic_length: int) -> Grant:
-    """A grant from verified claims (a token's, or an --auth-url answer's); raises
-    AuthError for claims of the wrong shape."""
+def numeric_date(value: object) -> float | None:
+    """A NumericDate (RFC 7519 2): a JSON number of Unix seconds, as a finite float; None
+    for anything else (a string, a bool, null, a list, NaN, an infinity, an integer
+    beyond any float)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def check_times(claims: dict[str, Any], now: float, leeway: float) -> float:
+    """A token's exp, after checking it and nbf and iat (each a NumericDate when present)
+    at wall-clock time `now`, forgiving `leeway` seconds; raises AuthError."""
+    times: dict[str, float] = {}
+    for claim in ("exp", "nbf", "iat"):
+        if claim in claims:
+            seconds = numeric_date(claims[claim])
+            if seconds is None:
+                raise AuthError(f"token {claim} must be a number of Unix seconds (RFC 7519 NumericDate)")
+            times[claim] = seconds
+    expires = times.get("exp")
+    if expires is None:
+        raise AuthError("token lacks a required claim (exp, iss or aud)")
+    if expires <= now - leeway:
+        raise AuthError("token expired")
+    if times.get("nbf", -math.inf) > now + leeway or times.get("iat", -math.inf) > now + leeway:
+        raise AuthError("token not valid yet")
+    return expires
+
+
+def grant_from_claims(
+    claims: dict[str, Any], expires: float, max_topic_length: int, source: str = "token"
+) -> Grant:
+    """A grant, until `expires`, from verified claims (a token's, or an --auth-url
+    answer's, as `source` says); raises AuthError for claims of the wrong shape."""
     sub = claims.get("sub")
     if sub is not None and (not isinstance(sub, str) or not 0 < len(sub) <= MAX_SUB_LENGTH):
-        raise AuthError(f"token sub must be a string of 1 to {MAX_SUB_LENGTH} characters")
+        raise AuthError(f"{source} sub must be a string of 1 to {MAX_SUB_LENGTH} characters")
     rules = []
     for claim in ("subscribe", "publish"):
         value = claims.get(claim)
@@ -177,21 +223,12 @@ def grant_from_claims(claims: dict[str, Any], max_topic_length: int) -> Grant:
             rules.append(NO_TOPICS)
             continue
         if not isinstance(value, list):
-            raise AuthError(f"token {claim} claim must be a list of topic patterns")
+            raise AuthError(f"{source} {claim} claim must be a list of topic patterns")
         try:
             rules.append(parse_rules(value, max_topic_length))
         except RuleError as exc:
-            raise AuthError(f"token {claim} claim: {exc}") from None
-    expires = claims.get("exp")
-    until = math.inf
-    if isinstance(expires, int | float) and not isinstance(expires, bool):
-        try:
-            until = float(expires)
-        except OverflowError:  # an integer beyond any float
-            until = math.nan
-        if not math.isfinite(until):
-            raise AuthError("token exp must be a finite number of Unix seconds")
-    return Grant(sub, rules[0], rules[1], until)
+            raise AuthError(f"{source} {claim} claim: {exc}") from None
+    return Grant(sub, rules[0], rules[1], expires)
 
 
 def _reason(exc: Exception) -> str:

@@ -486,6 +486,11 @@ class Api:
                 # A page whose name was re-pointed at 127.0.0.1 (DNS rebinding) is "same
                 # origin" to the browser and arrives from loopback; only its Host gives it away.
                 raise HttpError(403, "without a publish token, Host must be 127.0.0.1, [::1] or localhost")
+            if relayed(request):
+                # A proxy on this machine connects from loopback whoever its client is (and
+                # passes on whatever Host that client sent): a request it relayed is not the
+                # operator's. The headers are any proxy's mark, trusted or not.
+                raise HttpError(403, "a request relayed by a proxy needs the publish token to publish")
             return None
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not _same(given.strip(), token):
@@ -510,6 +515,18 @@ def _json_head(cors: tuple[tuple[str, str], ...], keep_alive: bool) -> tuple[byt
     head = response(200, b"", "application/json", cors, keep_alive)
     before, _, after = head.partition(b"Content-Length: 0\r\n")
     return before + b"Content-Length: ", b"\r\n" + after
+
+
+PROXY_HEADERS = frozenset(
+    ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host", "x-forwarded-proto", "via")
+)
+"""Headers a reverse proxy adds to what it relays (RFC 7239, the X-Forwarded-* family,
+nginx's X-Real-IP, RFC 9110's Via)."""
+
+
+def relayed(request: Request) -> bool:
+    """Whether a proxy says it relayed `request` (for a client it names or not)."""
+    return not request.headers.keys().isdisjoint(PROXY_HEADERS)
 
 
 @functools.lru_cache(maxsize=1024)  # a publisher sends the same Host on every request

@@ -194,7 +194,12 @@ class FdBackend:
     def detach(self, slot: int, abort: bool) -> None:
         self._poller.unregister(slot)
         if abort:  # tell a slow client at once, even if its fd closes only after the pass
-            _shutdown_socket(slot)
+            _shutdown_socket(slot, socket.SHUT_RDWR)
+
+    def end_writing(self, slot: int) -> None:
+        """Send the end of our side of the connection (after what was written); reading
+        goes on."""
+        _shutdown_socket(slot, socket.SHUT_WR)
 
     def free(self, slot: int) -> None:
         try:
@@ -207,13 +212,13 @@ class FdBackend:
         self._poller.close()
 
 
-def _shutdown_socket(fd: int) -> None:
+def _shutdown_socket(fd: int, how: int) -> None:
     try:
         sock = socket.socket(fileno=fd)
     except OSError:
         return
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        sock.shutdown(how)
     except OSError:
         pass
     finally:

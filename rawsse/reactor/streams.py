@@ -41,10 +41,12 @@ from rawsse.core.ws.messages import error_reply
 from rawsse.core.ws.session import (
     ACCESS_ENDED_FRAMES,
     CLOSE_TIMEOUT,
+    FAIL_LINGER,
     RECONNECT_FRAME,
     STUCK_FRAME,
     AskToSubscribe,
     BeginClose,
+    Fail,
     Finish,
     PublishItems,
     Send,
@@ -89,6 +91,11 @@ class Backend(Protocol):
 
     on_input: Callable[[int, bytes], None]
     """Where a WebSocket stream's input goes (SSE streams' input is read and dropped)."""
+
+    def end_writing(self, slot: int) -> None:
+        """End our side of the connection after what was written (a TCP FIN); the slot
+        is still read until the client ends its side."""
+        ...
 
     def detach(self, slot: int, abort: bool) -> None:
         """Stop watching and writing the slot (`abort`: drop unsent bytes, tell the peer
@@ -240,6 +247,26 @@ class Streams:
             table.begin_closing(slot)
             self._closing[slot] = self._loop.time() + CLOSE_TIMEOUT
 
+    def fail(self, slot: int, frame: bytes) -> None:
+        """Fail a WebSocket stream for a protocol fault (RFC 6455 7.1.7): its close frame
+        goes out and our end of the TCP connection right after it, so the client reads
+        both at once and closes; what it sends meanwhile is read and dropped, for
+        FAIL_LINGER at most. A client that is behind gets no close frame (it would wait
+        behind bytes the client is not reading): its connection just ends."""
+        table = self.table
+        if not table.is_open(slot):
+            self.close(slot, Why.PEER)
+            return
+        self._unsubscribe(slot)
+        if slot not in table.pending:
+            self.backend.send(slot, frame)
+        if not table.is_open(slot) or slot in table.pending:
+            self.close(slot, Why.PEER)
+            return
+        table.begin_closing(slot)
+        self.backend.end_writing(slot)
+        self._closing[slot] = self._loop.time() + FAIL_LINGER
+
     def close_websockets(self, frame: bytes) -> None:
         """Begin the close handshake of every WebSocket stream (the shutdown's 1001)."""
         for group in self.subscriptions.groups():
@@ -280,6 +307,8 @@ class Streams:
                         self._ask_to_subscribe(slot, asking, topics, ref)
                 case BeginClose(frame):
                     self.begin_close(slot, frame)
+                case Fail(frame):
+                    self.fail(slot, frame)
                 case Finish():
                     self.close(slot, Why.PEER)
 

@@ -115,6 +115,13 @@ class TransportBackend:
             else:
                 transport.close()
 
+    def end_writing(self, slot: int) -> None:
+        """Send the end of our side of the connection once the transport has written
+        what it holds; reading goes on."""
+        transport = self._transports[slot]
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+
     def free(self, slot: int) -> None:
         self._vacant.append(slot)
 

@@ -35,6 +35,7 @@ from rawsse.core.ws.frames import (
     POLICY_VIOLATION,
     PONG,
     SERVICE_RESTART,
+    TOO_LARGE,
     UNAUTHORIZED,
     UNSUPPORTED_DATA,
     Binary,
@@ -57,6 +58,14 @@ Input is read a chunk per readiness notice, so a flood is never buffered either.
 CLOSE_TIMEOUT = 5.0
 """How long a connection we closed has to send its close frame back before the TCP
 connection is dropped."""
+
+FAIL_LINGER = 1.0
+"""How long a connection failed for a protocol fault is still read (and its input
+dropped) after our close frame and our end of the TCP connection went out, so that
+input it sent meanwhile cannot make the kernel reset the connection before the client
+has read why (nginx's lingering close, shorter: the client was told twice). A client
+closes at once on the end it reads, so the slot is usually free within milliseconds; the
+sweep that enforces this runs once a second."""
 
 
 class Send(NamedTuple):
@@ -93,11 +102,18 @@ class BeginClose(NamedTuple):
     frame: bytes
 
 
+class Fail(NamedTuple):
+    """Fail the connection (RFC 6455 7.1.7): send this close frame, end our side of the
+    TCP connection at once, and process nothing more the client sends."""
+
+    frame: bytes
+
+
 class Finish(NamedTuple):
     """End the TCP connection now (after what was sent)."""
 
 
-Action = Send | SetTopics | PublishItems | AskToSubscribe | BeginClose | Finish
+Action = Send | SetTopics | PublishItems | AskToSubscribe | BeginClose | Fail | Finish
 
 
 class SessionLimits(NamedTuple):
@@ -217,6 +233,11 @@ class Sessions:
                 actions.append(Finish())
                 return actions
             elif isinstance(item, Fault):
+                if item.code != TOO_LARGE:  # the stream cannot be followed past the fault
+                    actions.append(Fail(close_frame(item.code, item.reason)))
+                    return actions  # the parser reads nothing more: neither do we
+                # A message over the limit is skipped unread: the client's close after our
+                # 1009 can still be found, so this is an ordinary close handshake.
                 actions.append(BeginClose(close_frame(item.code, item.reason)))
                 closing = True
             elif isinstance(item, Binary):
