@@ -33,7 +33,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import answers, free_port, tcp_kernel_memory
 
-from rawsse.flood.run import FloodOptions, run_flood
+from rawsse.flood.options import FloodOptions
+from rawsse.flood.run import run_flood
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -18,12 +18,20 @@ from typing import Any
 from rawsse import __version__
 from rawsse.config import Config, describe_range, env_name, field_kind, flag_name
 from rawsse.errors import ConfigError, PortInUse, WorkersFailed
+from rawsse.flood.options import DEFAULT_SOURCES, FloodOptions, parse_sources
+from rawsse.flood.tally import PAYLOAD_HEAD_BYTES
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
+FLOOD = FloodOptions(mode="idle", url="")
+"""The flood's defaults, which the command line's flags show and use."""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rawsse", description="A Server-Sent Events push server.")
+    parser = argparse.ArgumentParser(
+        prog="rawsse",
+        description="A Server-Sent Events and WebSocket push server, and a load tester for such servers.",
+    )
     parser.add_argument("--version", action="version", version=f"rawsse {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -132,16 +140,16 @@ def add_flood_parser(commands: Any) -> None:
         "several comma-separated (a cluster's nodes): worker processes take them in turn, "
         "publishing goes to the first",
     )
-    flood.add_argument("--streams", type=_at_least(1), default=1000, help="streams to open")
+    flood.add_argument("--streams", type=_at_least(1), default=FLOOD.streams, help="streams to open")
     flood.add_argument(
         "--processes",
         type=_at_least(1),
-        default=2,
+        default=FLOOD.processes,
         help="worker processes; each must stay under its open-files cap",
     )
     flood.add_argument(
         "--source-addresses",
-        default="127.0.0.2-127.0.0.9",
+        default=DEFAULT_SOURCES,
         help="loopback addresses to connect from, one per process in turn",
     )
     flood.add_argument(
@@ -150,44 +158,52 @@ def add_flood_parser(commands: Any) -> None:
         help="idle, storm: how long to hold the streams once open (default: idle 10, storm 0)",
     )
     flood.add_argument(
-        "--connect-window", type=_at_least(1), default=1024,
+        "--connect-window", type=_at_least(1), default=FLOOD.connect_window,
         help="connections in flight at once while opening, shared by the processes",
     )  # fmt: skip
     flood.add_argument(
-        "--events", type=_at_least(1), default=100, help="broadcast/unicast: events to publish"
+        "--events", type=_at_least(1), default=FLOOD.events, help="broadcast/unicast: events to publish"
     )
-    flood.add_argument("--size", type=_at_least(40), default=128, help="payload bytes per event")
     flood.add_argument(
-        "--rate", type=_at_least(0, float), default=0.0, help="events/s to publish; 0: as fast as accepted"
+        "--size", type=_at_least(PAYLOAD_HEAD_BYTES), default=FLOOD.size, help="payload bytes per event"
     )
-    flood.add_argument("--topic", default="flood", help="topic (unicast: prefix of topic-N)")
-    flood.add_argument("--subscribe-query", default="topic={topic}", help="query of each stream URL")
+    flood.add_argument(
+        "--rate",
+        type=_at_least(0, float),
+        default=FLOOD.rate,
+        help="events/s to publish; 0: as fast as accepted",
+    )
+    flood.add_argument("--topic", default=FLOOD.topic, help="topic (unicast: prefix of topic-N)")
+    flood.add_argument("--subscribe-query", default=FLOOD.subscribe_query, help="query of each stream URL")
     flood.add_argument(
         "--publish-url", default="", help="publish URL template (default: the server's /publish)"
     )
-    flood.add_argument("--publish-body", default="topic={topic}&data={data}", help="publish body template")
+    flood.add_argument("--publish-body", default=FLOOD.publish_body, help="publish body template")
     flood.add_argument(
-        "--publish-type", default="application/x-www-form-urlencoded", help="publish Content-Type"
+        "--publish-type", default=FLOOD.publish_type, help="publish Content-Type"
     )
     flood.add_argument(
-        "--publish-connections", type=_at_least(1), default=1, help="parallel publish connections"
+        "--publish-connections",
+        type=_at_least(1),
+        default=FLOOD.publish_connections,
+        help="parallel publish connections",
     )
     flood.add_argument(
         "--settle",
         type=_at_least(0, float),
-        default=10.0,
+        default=FLOOD.settle,
         help="seconds without new events before the missing count as lost",
     )
     flood.add_argument(
         "--max-wait",
         type=_at_least(0, float),
-        default=60.0,
+        default=FLOOD.max_wait,
         help="seconds after publishing to wait at most for the last events",
     )
     flood.add_argument(
         "--max-publish-seconds",
         type=_at_least(0, float),
-        default=0.0,
+        default=FLOOD.max_publish_seconds,
         help="stop publishing after this long (0: no limit); unsent events are reported",
     )
     flood.add_argument(
@@ -211,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def flood(args: argparse.Namespace) -> int:
-    from rawsse.flood.run import FloodOptions, parse_sources, run_flood, write_json
+    from rawsse.flood.run import run_flood, write_json
 
     # The flood options share their names with the command-line flags.
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FloodOptions) if hasattr(args, f.name)}

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from rawsse.auth.access import AccessOptions, parse_networks, reaches_loopback
 from rawsse.auth.app import AnswerCache
 from rawsse.auth.keys import KeySources, load_keys
-from rawsse.auth.rules import SUB, RuleError, parse_rule_text
+from rawsse.auth.rules import SUB, parse_rule_text
 from rawsse.auth.tokens import LEEWAY, TokenOptions
 from rawsse.core.api import ApiOptions
 from rawsse.core.cors import parse_origins
@@ -30,7 +30,7 @@ from rawsse.core.history import HISTORY_AGE, HISTORY_BYTES, HISTORY_PER_TOPIC
 from rawsse.core.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES
 from rawsse.core.hub import MAX_QUEUED_BYTES
 from rawsse.core.topics import MAX_TOPIC_LENGTH
-from rawsse.errors import ConfigError
+from rawsse.errors import ConfigError, RuleError
 
 FANOUT_SLICE = 2048
 """Writes per slice: at the ~5-8 us of a loopback write, about 10-15 ms, short enough that

@@ -32,6 +32,14 @@ class HttpError(RawsseError):
         self.headers = tuple(headers)
 
 
+class RuleError(RawsseError, ValueError):
+    """A topic pattern list that cannot be used (a token's claim, --public-topics): the
+    message says which pattern and why. Where a request brings it, the request is a 401
+    (rawsse.auth.tokens.AuthError); an option is refused at start."""
+
+    status = 400
+
+
 class TopicError(RawsseError, ValueError):
     """A topic name that is not allowed."""
 

@@ -22,10 +22,10 @@ from rawsse.auth.access import Access, AccessOptions, owner_of, parse_networks
 from rawsse.auth.app import AppUnavailable, grant_from_answer
 from rawsse.auth.keys import KeyRing, KeySources
 from rawsse.auth.ledger import ExpiryWheel, Ledger, StreamAccess
-from rawsse.auth.rules import MAX_PATTERNS, NO_TOPICS, RuleError, parse_rule_text, parse_rules
+from rawsse.auth.rules import MAX_PATTERNS, NO_TOPICS, parse_rule_text, parse_rules
 from rawsse.auth.tokens import AuthError, Forbidden, TokenOptions, TokenVerifier
 from rawsse.core.http import Request
-from rawsse.errors import ConfigError
+from rawsse.errors import ConfigError, RuleError
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 

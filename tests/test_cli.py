@@ -104,3 +104,29 @@ def test_flood_help_explains_modes() -> None:
     text = subprocess.run([*RAWSSE, "flood", "--help"], capture_output=True, text=True, check=True).stdout
     for word in ("idle", "storm", "broadcast", "unicast", "--source-addresses", "--publish-body", "--json"):
         assert word in text
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_address_is_told_at_any_log_level(workers: str) -> None:
+    """With --port 0 the port is the server's to pick: it says which even when the log
+    says only warnings, in one process and as a supervisor of workers."""
+    process = subprocess.Popen(
+        [*RAWSSE, "serve", "--port", "0", "--log-level", "warning", "--workers", workers, "--no-dashboard"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert line.startswith("rawsse listening on http://127.0.0.1:"), line
+        port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+            assert answer.read() == b"ok\n"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_the_top_help_names_both_transports() -> None:
+    text = subprocess.run([*RAWSSE, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "Server-Sent Events and WebSocket" in text

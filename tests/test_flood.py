@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from rawsse.flood.run import FloodOptions, parse_sources, run_flood
+from rawsse.flood.options import FloodOptions, parse_sources
+from rawsse.flood.run import run_flood
 from rawsse.flood.tally import LatencyHistogram, StreamTally, Summary, make_payload
 from rawsse.flood.worker import PAYLOAD
 from rawsse.reactor.server import Server

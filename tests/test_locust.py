@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from rawsse.flood.run import FloodOptions, run_flood
+from rawsse.flood.options import FloodOptions
+from rawsse.flood.run import run_flood
 from tests.processes import Served
 
 ROOT = Path(__file__).resolve().parent.parent

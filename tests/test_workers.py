@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from rawsse.core.hub import RESET_EVENT
-from rawsse.flood.run import FloodOptions, run_flood
+from rawsse.flood.options import FloodOptions
+from rawsse.flood.run import run_flood
 from tests.helpers import StreamClient, publish
 from tests.processes import Served, parse_metrics, wait_until
 

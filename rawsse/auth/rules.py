@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable
 
 from rawsse.core.topics import MAX_TOPIC_LENGTH
+from rawsse.errors import RuleError
 
 MAX_PATTERNS = 64
 """Patterns per list (a token's `subscribe`, its `publish`, `--public-topics`): as many
@@ -34,10 +35,6 @@ when they name an `@` themselves."""
 
 _PATTERN = re.compile(r"[A-Za-z0-9_.:@$-]*(\{sub\}[A-Za-z0-9_.:@-]*)?\*?")
 """Checked once per pattern when a rule list is built; never used to match a topic."""
-
-
-class RuleError(ValueError):
-    """A pattern list that cannot be used: the message says which pattern and why."""
 
 
 class TopicRules:

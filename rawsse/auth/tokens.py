@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import jwt
 
-from rawsse.auth.rules import NO_TOPICS, RuleError, TopicRules, parse_rules
-from rawsse.errors import HttpError
+from rawsse.auth.rules import NO_TOPICS, TopicRules, parse_rules
+from rawsse.errors import HttpError, RuleError
 
 LEEWAY = 5.0
 """Seconds of clock skew forgiven on exp and nbf (PyJWT's default is none; a few seconds

@@ -64,9 +64,6 @@ BROWSER_PATHS = ("/events", "/publish", "/disconnect", "/presence")
 
 ADMIN_PATHS = ("/publish", "/disconnect", "/presence")
 
-STREAM_PATHS = ("/events", "/ws")
-"""Requests for a stream: refused for load with a stream that says "come back later"."""
-
 RESUME_WAIT = 1.0
 """How long a resume waits for an id another worker or node has already delivered; past
 it the client gets a reset (unknown-id)."""

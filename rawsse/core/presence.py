@@ -99,7 +99,3 @@ def presence_event(kind: str, topic: str, sub: str | None) -> PublishItem:
     data = json.dumps({"type": kind, "topic": topic, "sub": sub})
     return PublishItem((PRESENCE_PREFIX + topic,), data, kind)
 
-
-def meta_topic_of(name: str) -> str | None:
-    """The topic a `$presence:` topic is about, or None for any other name."""
-    return name[len(PRESENCE_PREFIX) :] if name.startswith(PRESENCE_PREFIX) else None

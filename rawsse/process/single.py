@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -58,15 +59,15 @@ async def _serve(
         loop.add_signal_handler(signum, on_signal, signum)
     if hasattr(signal, "SIGHUP"):  # rotate token keys without a restart
         loop.add_signal_handler(signal.SIGHUP, server.reload_keys)
-    log.info(
-        "rawsse%s listening on http://%s:%d (%s loop, %s streams, up to %d connections)",
-        "" if worker is None else f" worker {worker.index} (pid {os.getpid()})",
-        config.host,
-        server.port,
-        loop_name,
-        server.streams_kind,
-        server.connection_limit,
+    who = "" if worker is None else f" worker {worker.index} (pid {os.getpid()})"
+    line = (
+        f"rawsse{who} listening on http://{config.host}:{server.port} ({loop_name} loop, "
+        f"{server.streams_kind} streams, up to {server.connection_limit} connections)"
     )
+    if log.isEnabledFor(logging.INFO):
+        log.info(line)
+    elif worker is None:  # the address a user needs (the port picked for --port 0), whatever the level
+        print(line, file=sys.stderr, flush=True)
     ready()
     await server.serve_forever()
     if stopping:

@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import signal
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -137,7 +138,11 @@ class Supervisor:
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to wake select()
         signal.signal(signal.SIGALRM, self._on_grace_over)
         signal.signal(signal.SIGHUP, self._on_hangup)
-        log.info("rawsse supervisor: %s on port %d", _plural(self.count, "worker"), self.port)
+        if log.isEnabledFor(logging.INFO):
+            log.info("rawsse supervisor: %s on port %d", _plural(self.count, "worker"), self.port)
+        else:  # the address a user needs (the port picked for --port 0), whatever the level
+            where = f"http://{self.config.host}:{self.port} ({_plural(self.count, 'worker')})"
+            print(f"rawsse listening on {where}", file=sys.stderr, flush=True)
         try:
             for worker in self._workers:
                 self._spawn(worker)

@@ -134,9 +134,9 @@ class Streams:
     ) -> None:
         self._loop, self._hub, self._metrics, self._limits = loop, hub, metrics, limits
         self.ledger = ledger or Ledger(table.capacity)
+        """Who holds each authorized stream, until when (rawsse.auth.ledger)."""
         self.presence_events = NO_TOPICS
         """The topics whose streams' joins and leaves are published (--presence-events)."""
-        """Who holds each authorized stream, until when (rawsse.auth.ledger)."""
         self._wall = wall
         self.table = table
         self.backend = backend

@@ -130,8 +130,9 @@ class TransportBackend:
 
 
 class _StreamProtocol(asyncio.Protocol):
-    """A stream's connection once it is a stream: input is dropped, the end is reported,
-    and so is a drained write buffer."""
+    """A stream's connection once it is a stream: its input goes to the stream reactor
+    (which reads a WebSocket client's frames and drops an SSE client's bytes), and its end
+    and a drained write buffer are reported."""
 
     __slots__ = ("_backend", "_slot", "_transport")
 

@@ -1,0 +1,87 @@
+"""What a flood is asked to do: its options, with their defaults (the command line's
+too), and the loopback source addresses it connects from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from rawsse.flood.publisher import PublishTemplate
+
+DEFAULT_SOURCES = "127.0.0.2-127.0.0.9"
+"""Loopback addresses to connect from, one per process in turn: each source address has
+its own range of ephemeral ports, so many processes can hold many streams."""
+
+
+def parse_sources(text: str) -> list[str]:
+    """`127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.5`: the loopback addresses to connect from."""
+    sources: list[str] = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if not last:
+            sources.append(first)
+            continue
+        prefix, _, start = first.rpartition(".")
+        end = last.rpartition(".")[2]
+        sources.extend(f"{prefix}.{n}" for n in range(int(start), int(end) + 1))
+    return sources
+
+
+
+@dataclass
+class FloodOptions:
+    mode: str
+    url: str
+    streams: int = 1000
+    processes: int = 2
+    sources: list[str] = field(default_factory=lambda: parse_sources(DEFAULT_SOURCES))
+    seconds: float | None = None
+    """How long idle and storm hold the streams once open (default: idle 10 s, storm 0)."""
+    connect_window: int = 1024
+    """Connections in flight at once while opening, shared by the processes."""
+    events: int = 100
+    size: int = 128
+    rate: float = 0.0
+    topic: str = "flood"
+    subscribe_query: str = "topic={topic}"
+    publish_url: str = ""
+    publish_body: str = "topic={topic}&data={data}"
+    publish_type: str = "application/x-www-form-urlencoded"
+    publish_connections: int = 1
+    settle: float = 10.0
+    max_wait: float = 60.0
+    max_publish_seconds: float = 0.0
+    token_secret: str = ""
+    """Sign a token for each stream (sub `flood-<n>`, allowed the flood's topics)."""
+    progress: bool = True
+
+    @property
+    def urls(self) -> list[str]:
+        """`url` may name several servers (a cluster's nodes), comma-separated: worker
+        process i subscribes to the i-th (round-robin); publishing goes to the first."""
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
+    @property
+    def websocket(self) -> bool:
+        """A ws:// URL floods WebSocket streams (rawsse's /ws) instead of SSE ones."""
+        return urlsplit(self.urls[0]).scheme in ("ws", "wss")
+
+    def stream_path(self, topic: str) -> str:
+        parts = urlsplit(self.urls[0])
+        query = self.subscribe_query.format(topic=topic)
+        return (parts.path or "/") + (f"?{query}" if query else "")
+
+    def topic_of(self, stream: int) -> str:
+        return self.topic if self.mode != "unicast" else f"{self.topic}-{stream}"
+
+    @property
+    def hold_seconds(self) -> float:
+        if self.seconds is not None:
+            return self.seconds
+        return 10.0 if self.mode == "idle" else 0.0
+
+    def template(self) -> PublishTemplate:
+        parts = urlsplit(self.urls[0])
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        url = self.publish_url or f"{scheme}://{parts.netloc}/publish"
+        return PublishTemplate(url, self.publish_body, self.publish_type)
