@@ -16,6 +16,29 @@ if TYPE_CHECKING:
 BROWSER_TIMEOUT_MS = 10_000
 """Upper bound for any one condition a browser test awaits; a passing test never waits for it."""
 
+KINDS = ("unit", "integration", "cluster", "browser", "bench")
+"""What a test needs, and so how fast it runs; select with `scripts/test -m unit` (or
+`-m "not browser and not cluster"`):
+
+    unit         the sans-I/O core and pure helpers: no socket, no process, no real time
+    integration  a server on loopback sockets, in this process or in child processes
+    cluster      redis-server (started by the test) behind several nodes
+    browser      headless Chromium
+    bench        the benchmark and load tools at toy size
+
+A module says its kind with `KIND = "..."`; a test of another kind in it says its own
+with `@pytest.mark.kind("...")`."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by the markers given here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        own = item.get_closest_marker("kind")
+        kind = own.args[0] if own is not None else getattr(getattr(item, "module", None), "KIND", None)
+        if kind not in KINDS:
+            raise pytest.UsageError(f"{item.nodeid}: say its kind (KIND = one of {', '.join(KINDS)})")
+        item.add_marker(kind)
+
 
 
 @pytest.fixture(params=BACKENDS, ids=["-".join(b) for b in BACKENDS])

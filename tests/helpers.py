@@ -6,6 +6,7 @@ import asyncio
 import codecs
 import json
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -30,16 +31,20 @@ def free_port() -> int:
 
 
 def run_with_server(
-    backend: tuple[str, str], scenario: Callable[[Server], Awaitable[None]], **options: Any
+    backend: tuple[str, str],
+    scenario: Callable[[Server], Awaitable[None]],
+    wall: Callable[[], float] = time.time,
+    **options: Any,
 ) -> Server:
-    """Start a server on a free port with the given loop and stream backend, run the
-    scenario against it, stop it; returns the stopped server for checks on its metrics."""
+    """Start a server on a free port with the given loop and stream backend (and wall
+    clock), run the scenario against it, stop it; returns the stopped server for checks
+    on its metrics."""
     loop_name, streams = backend
     factory = loop_factory(loop_name)[1]
     holder: list[Server] = []
 
     async def main() -> None:
-        server = Server(Config(port=0, streams=streams, **options))
+        server = Server(Config(port=0, streams=streams, **options), wall=wall)
         holder.append(server)
         await server.start()
         try:
@@ -199,10 +204,33 @@ async def open_slow_reader(port: int) -> tuple[asyncio.StreamReader, asyncio.Str
     return await asyncio.open_connection(sock=sock)
 
 
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Wait until a server-side condition holds (the loop runs the server meanwhile)."""
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
+# Waiting for a condition: one rule (look again until it holds or `timeout` passes), in
+# the loop's form and in a thread's.
+
+
+class Deadline:
+    def __init__(self, what: str, timeout: float) -> None:
+        self.what = what
+        self.at = time.monotonic() + timeout
+
+    def check(self) -> None:
+        if time.monotonic() > self.at:
+            raise AssertionError(f"timed out waiting for {self.what}")
+
+
+async def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """Wait until a condition holds that the loop's own work makes true (a server in this
+    process runs on the loop meanwhile)."""
+    deadline = Deadline(what, timeout)
     while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+        deadline.check()
         await asyncio.sleep(0.005)  # the server runs on this loop: give it a turn, then look again
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """Wait until a condition holds that another process makes true (asked again each
+    time: its metrics, its fds)."""
+    deadline = Deadline(what, timeout)
+    while not condition():
+        deadline.check()
+        time.sleep(0.02)

@@ -24,6 +24,8 @@ from tests.helpers import (
     wait_for,
 )
 
+KIND = "integration"
+
 RAW = [("uvloop", "epoll"), ("asyncio", "epoll")]
 
 

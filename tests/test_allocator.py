@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from rawsse.reactor.allocator import TRIM_AFTER, TRIM_INTERVAL, TRIM_QUIET, Trimmer
 
+KIND = "unit"
+
 
 def make() -> tuple[Trimmer, list[int]]:
     calls: list[int] = []

@@ -20,6 +20,8 @@ from rawsse.dashboard.files import load_dashboard
 from rawsse.errors import HttpError, RawsseError
 from rawsse.reactor.effects import EffectRunner
 
+KIND = "unit"
+
 
 class Harness:
     """The API with an in-memory broker and the real effect runner, without a loop: what a

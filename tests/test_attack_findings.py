@@ -22,6 +22,8 @@ from tests.helpers import exchange, run_with_server
 from tests.test_private_topics import refusal, stream, ws_connect
 from tests.tokens import SECRET, bearer, token
 
+KIND = "integration"
+
 DEFAULT = ("uvloop", "epoll")
 
 

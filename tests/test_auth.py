@@ -27,6 +27,8 @@ from rawsse.auth.tokens import AuthError, Forbidden, TokenOptions, TokenVerifier
 from rawsse.core.http import Request
 from rawsse.errors import ConfigError, RuleError
 
+KIND = "unit"
+
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 
 

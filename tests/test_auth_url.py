@@ -18,7 +18,9 @@ from rawsse.auth.app import AnswerCache, AppUnavailable, app_call, grant_from_an
 from rawsse.auth.tokens import AuthError, Forbidden, Grant
 from rawsse.reactor.app_client import AppClient
 from rawsse.reactor.server import Server
-from tests.helpers import TIMEOUT, StreamClient, free_port, publish, run_with_server
+from tests.helpers import TIMEOUT, StreamClient, free_port, publish, run_with_server, wait_for
+
+KIND = "integration"
 
 DEFAULT = ("uvloop", "epoll")
 SESSIONS = {"alice-session": "alice", "bob-session": "bob"}
@@ -187,8 +189,7 @@ def test_the_pools_bound_holds_for_calls_made_in_one_tick() -> None:
             client.ask(app_call(f"sid={n}", "", ("t",), "sse"), outcomes.append)
         assert outcomes == ["too many calls waiting for the application"] * 17
         assert client.in_flight == 3
-        while len(outcomes) < 20:
-            await asyncio.sleep(0.01)  # the three calls fail to connect: nothing listens
+        await wait_for(lambda: len(outcomes) == 20, "the three calls to fail: nothing listens")
         assert client.in_flight == 0
         await client.close()
 

@@ -21,6 +21,8 @@ from tests.helpers import (
     wait_for,
 )
 
+KIND = "integration"
+
 HOST = "Host: 127.0.0.1\r\n"
 
 BAD_REQUESTS = {

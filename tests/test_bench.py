@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+KIND = "bench"
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 

@@ -18,6 +18,8 @@ import pytest
 from tests.browser_helpers import RawsseProcess, missing
 from tests.tokens import SECRET, token
 
+KIND = "browser"
+
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
 

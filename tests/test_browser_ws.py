@@ -16,6 +16,8 @@ import pytest
 from tests.browser_helpers import RawsseProcess, missing
 from tests.test_browser import cut_and_publish, metric, publish
 
+KIND = "browser"
+
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
 

@@ -17,6 +17,8 @@ import pytest
 from tests.helpers import free_port
 from tests.sse_client import EventParser
 
+KIND = "integration"
+
 RAWSSE = [sys.executable, "-m", "rawsse"]
 
 

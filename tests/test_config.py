@@ -13,6 +13,8 @@ from rawsse.cli import main
 from rawsse.config import Config, env_name, flag_name
 from rawsse.errors import ConfigError
 
+KIND = "unit"
+
 BAD_VALUES: dict[str, list[str]] = {
     "host": ["a b", "-x", ""],
     "port": ["70000", "65536", "-1", "http", "80.5"],
@@ -133,6 +135,7 @@ def test_edge_values_and_special_values_are_accepted() -> None:
     assert (config.port, config.history, config.max_connections, config.workers) == (65535, 0, 0, "auto")
 
 
+@pytest.mark.kind("integration")  # a child process
 def test_the_process_exits_2_with_one_line() -> None:
     finished = subprocess.run(
         [sys.executable, "-m", "rawsse", "serve", "--port", "70000"],
@@ -145,6 +148,7 @@ def test_the_process_exits_2_with_one_line() -> None:
     assert finished.stderr == "rawsse: --port must be an integer from 0 to 65535, got 70000\n"
 
 
+@pytest.mark.kind("integration")  # a child process
 def test_a_missing_extra_names_what_to_install() -> None:
     """A plain `pip install rawsse` has no redis-py: the Redis broker says so in one line."""
     code = (
@@ -159,6 +163,7 @@ def test_a_missing_extra_names_what_to_install() -> None:
     )
 
 
+@pytest.mark.kind("integration")  # a child process
 def test_a_missing_extra_is_named_by_the_variable_that_asked_for_it() -> None:
     code = (
         "import os, sys; sys.modules['redis'] = None\n"
@@ -171,6 +176,7 @@ def test_a_missing_extra_is_named_by_the_variable_that_asked_for_it() -> None:
     assert finished.stderr.startswith("rawsse: RAWSSE_BROKER redis:// needs the redis extra"), finished.stderr
 
 
+@pytest.mark.kind("integration")  # a child process
 def test_version() -> None:
     from rawsse import __version__
 
@@ -180,6 +186,7 @@ def test_version() -> None:
     assert finished.stdout == f"rawsse {__version__}\n"
 
 
+@pytest.mark.kind("integration")  # a child process
 @pytest.mark.parametrize("command", ["serve", "flood"])
 def test_every_help_line_shows_its_default(command: str) -> None:
     text = subprocess.run(

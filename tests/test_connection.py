@@ -19,6 +19,8 @@ from rawsse.core.effects import OpenStream
 from rawsse.core.http import HttpLimits, Request, RequestReader
 from rawsse.errors import HttpError
 
+KIND = "unit"
+
 GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 STREAM = b"GET /events?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"
 POST = b"POST /publish?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"

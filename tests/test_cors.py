@@ -12,6 +12,8 @@ from rawsse.reactor.server import Server
 from tests.helpers import StreamClient, exchange, run_with_server
 from tests.test_api import make_api, request
 
+KIND = "integration"
+
 PAGE = "http://127.0.0.1:9000"
 
 

@@ -25,6 +25,8 @@ from rawsse.reactor.server import Server
 from tests.helpers import StreamClient, get, post, run_with_server
 from tests.test_api import make_api, request
 
+KIND = "integration"
+
 
 def make_hub() -> tuple[Hub, Metrics]:
     metrics = Metrics()

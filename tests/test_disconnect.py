@@ -9,6 +9,8 @@ from rawsse.reactor.server import Server
 from tests.helpers import StreamClient, post, publish, run_with_server, wait_for
 from tests.test_api import make_api, request
 
+KIND = "integration"
+
 
 def test_disconnect_is_authorized_like_publish_and_names_topics() -> None:
     harness = make_api()

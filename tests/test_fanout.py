@@ -25,6 +25,8 @@ from rawsse.reactor.fd_streams import FdBackend
 from rawsse.reactor.poller import make_poller
 from rawsse.reactor.streams import StreamLimits, Streams
 
+KIND = "integration"
+
 
 class FakeLoop:
     """call_soon queues; `step()` runs the oldest callback (one loop iteration's worth)."""

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TIMEOUT, StreamClient, post, read_head
-from tests.processes import REDIS_SERVER, RedisServer, Served, parse_metrics, wait_until
+from tests.helpers import TIMEOUT, StreamClient, post, read_head, wait_until
+from tests.processes import REDIS_SERVER, RedisServer, Served, parse_metrics
+
+KIND = "integration"
 
 # Helpers
 

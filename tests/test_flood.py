@@ -14,6 +14,8 @@ from rawsse.flood.worker import PAYLOAD
 from rawsse.reactor.server import Server
 from tests.helpers import run_with_server
 
+KIND = "integration"
+
 
 def test_payloads_are_found_by_the_worker_and_others_are_not() -> None:
     data = make_payload("topic-7", 42, 123456789, 128)

@@ -22,6 +22,8 @@ from rawsse.errors import HttpError, RawsseError
 from tests.processes import Served
 from tests.test_api import Harness
 
+KIND = "integration"
+
 READER_STATUSES = {400, 413, 414, 431}
 """What the request reader may refuse with (README, "Errors")."""
 

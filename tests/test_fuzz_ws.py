@@ -25,6 +25,8 @@ from rawsse.core.ws.frames import (
 )
 from tests.ws_frames import client_frame
 
+KIND = "unit"
+
 LIMIT = 4096
 DOCUMENTED = (Text, Binary, Ping, Pong, Close, Fault)
 FAULT_CODES = {1002, 1007, 1009}

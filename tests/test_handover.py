@@ -10,6 +10,8 @@ import pytest
 
 from rawsse.process.single import loop_factory
 
+KIND = "integration"
+
 
 @pytest.mark.parametrize("loop_name", ["uvloop", "asyncio"])
 def test_duplicate_then_abort_keeps_the_connection(loop_name: str) -> None:

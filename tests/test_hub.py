@@ -17,6 +17,8 @@ from rawsse.core.subscriptions import Subscriptions
 from rawsse.errors import EventTooLarge, Overloaded
 from tests.sse_client import EventParser
 
+KIND = "unit"
+
 
 class Clock:
     def __init__(self) -> None:
@@ -26,13 +28,16 @@ class Clock:
         return self.now
 
 
-_brokers: dict[Hub, MemoryBroker] = {}
+class BrokeredHub(Hub):
+    """A hub with the in-memory broker that numbers what is published to it."""
+
+    def __init__(self, history: History, clock: Clock, **options: int) -> None:
+        super().__init__(Subscriptions(64), history, Metrics(), clock=clock, **options)  # type: ignore[arg-type]
+        self.broker = MemoryBroker(self)
 
 
-def make_hub(history: History | None = None, clock: Clock | None = None, **options: int) -> Hub:
-    hub = Hub(Subscriptions(64), history or History(), Metrics(), clock=clock or Clock(), **options)
-    _brokers[hub] = MemoryBroker(hub)
-    return hub
+def make_hub(history: History | None = None, clock: Clock | None = None, **options: int) -> BrokeredHub:
+    return BrokeredHub(history or History(), clock or Clock(), **options)
 
 
 def epoch(hub: Hub) -> str:
@@ -40,8 +45,8 @@ def epoch(hub: Hub) -> str:
     return hub.ids.epoch
 
 
-def publish(hub: Hub, topics: str, data: str) -> str:
-    return publish_now(_brokers[hub], [PublishItem(tuple(topics.split(",")), data)])[0]
+def publish(hub: BrokeredHub, topics: str, data: str) -> str:
+    return publish_now(hub.broker, [PublishItem(tuple(topics.split(",")), data)])[0]
 
 
 def catch_up(hub: Hub, topics: tuple[str, ...], last_id: str | None) -> bytes:
@@ -196,7 +201,7 @@ def test_a_long_replay_comes_in_pages_of_whole_events() -> None:
 def test_an_event_larger_than_the_limit_is_refused_and_takes_no_id() -> None:
     hub = make_hub(max_event_bytes=100)
     with pytest.raises(EventTooLarge):
-        publish_now(_brokers[hub], [PublishItem(("a",), "small"), PublishItem(("a",), "x" * 200)])
+        publish_now(hub.broker, [PublishItem(("a",), "small"), PublishItem(("a",), "x" * 200)])
     assert publish(hub, "a", "small").endswith("-1")  # the refused batch used no ids
 
 

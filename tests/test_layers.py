@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+KIND = "unit"
+
 PACKAGE = Path(__file__).resolve().parent.parent / "rawsse"
 
 IO_MODULES = {

@@ -17,6 +17,8 @@ from rawsse.flood.options import FloodOptions
 from rawsse.flood.run import run_flood
 from tests.processes import Served
 
+KIND = "bench"
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = shutil.which("locust", path=str(Path(sys.executable).parent))
 

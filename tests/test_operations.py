@@ -14,6 +14,8 @@ import pytest
 from tests.helpers import free_port
 from tests.processes import RAWSSE, Served
 
+KIND = "integration"
+
 
 def refused(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

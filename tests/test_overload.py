@@ -24,6 +24,8 @@ from tests.helpers import (
     wait_for,
 )
 
+KIND = "integration"
+
 RETRY_RANGE = range(3000, 13001)
 """[--retry, --retry + --retry-spread] with the defaults, in ms."""
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+KIND = "integration"
+
 STAGED = """
 import sys
 import select

@@ -16,6 +16,8 @@ from tests.helpers import TIMEOUT, StreamClient, exchange, run_with_server
 from tests.tokens import SECRET, token
 from tests.tokens import bearer as as_bearer
 
+KIND = "integration"
+
 DEFAULT = ("uvloop", "epoll")
 
 

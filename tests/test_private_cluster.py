@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TIMEOUT, StreamClient, post, publish
-from tests.processes import REDIS_SERVER, RedisServer, Served, wait_until
+from tests.helpers import TIMEOUT, StreamClient, post, publish, wait_until
+from tests.processes import REDIS_SERVER, RedisServer, Served
 from tests.test_presence import presence
 from tests.tokens import SECRET, token
 from tests.tokens import bearer as as_bearer
+
+KIND = "cluster"
 
 
 def bearer(sub: str) -> dict[str, str]:

@@ -17,6 +17,8 @@ from rawsse.core.http import (
     response,
 )
 
+KIND = "unit"
+
 GET = b"GET /events?topic=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: e-1\r\n\r\n"
 POST = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
 CHUNKED = b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"

@@ -9,6 +9,8 @@ import pytest
 from rawsse.core.publish import PublishItem, PublishRequest, parse_publish
 from rawsse.errors import RawsseError
 
+KIND = "unit"
+
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 

@@ -10,6 +10,8 @@ from rawsse.core.topics import check_topic
 from rawsse.errors import FieldError, TopicError, UnusableId
 from tests.sse_client import EventParser
 
+KIND = "unit"
+
 
 def test_event_wire_format() -> None:
     assert encode_event("hello", "e-1", "greet") == b"id: e-1\nevent: greet\ndata: hello\n\n"

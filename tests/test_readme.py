@@ -19,6 +19,8 @@ import pytest
 from rawsse.cli import build_parser
 from tests.helpers import free_port
 
+KIND = "integration"
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 TIMEOUT = 30.0

@@ -13,6 +13,8 @@ from rawsse.core.hub import RESET_EVENT
 from tests.helpers import StreamClient, post, publish, read_response
 from tests.processes import REDIS_SERVER, RedisServer, Served
 
+KIND = "cluster"
+
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None, reason="no redis-server binary (Debian: apt install redis-server; .ci/run does)"
 )

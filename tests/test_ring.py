@@ -10,6 +10,8 @@ import pytest
 from rawsse.broker.ring import SharedLog
 from rawsse.errors import Overloaded
 
+KIND = "integration"
+
 
 @pytest.fixture
 def log_path(tmp_path: Path) -> str:

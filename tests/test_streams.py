@@ -10,6 +10,8 @@ from rawsse import RESET_EVENT
 from rawsse.reactor.server import Server
 from tests.helpers import StreamClient, get, post, publish, run_with_server, wait_for
 
+KIND = "integration"
+
 
 def test_stream_head_and_first_event(backend: tuple[str, str]) -> None:
     async def scenario(server: Server) -> None:

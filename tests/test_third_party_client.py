@@ -8,6 +8,8 @@ import httpx_sse
 from rawsse.reactor.server import Server
 from tests.helpers import publish, run_with_server
 
+KIND = "integration"
+
 PAYLOADS = ["plain", "two\nlines", "crlf\r\nline", "cr\ronly", "  leading spaces", "", "ünïcödé ✓ 🎉"]
 
 

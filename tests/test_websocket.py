@@ -22,6 +22,8 @@ from rawsse.reactor.server import Server
 from tests.helpers import TIMEOUT, StreamClient, exchange, get, post, publish, run_with_server, wait_for
 from tests.ws_frames import client_frame, close_code, server_frames
 
+KIND = "integration"
+
 
 def ws_url(server: Server, query: str = "") -> str:
     return f"ws://127.0.0.1:{server.port}/ws" + (f"?{query}" if query else "")

@@ -14,8 +14,10 @@ import pytest
 from rawsse.core.hub import RESET_EVENT
 from rawsse.flood.options import FloodOptions
 from rawsse.flood.run import run_flood
-from tests.helpers import StreamClient, publish
-from tests.processes import Served, parse_metrics, wait_until
+from tests.helpers import StreamClient, publish, wait_until
+from tests.processes import START_TIMEOUT, Served, parse_metrics
+
+KIND = "integration"
 
 WORKERS = 2
 
@@ -127,7 +129,7 @@ def test_workers_stop_when_the_supervisor_is_killed(served: Served) -> None:
     served.process.kill()
     served.process.wait()
     gone = lambda: not any(os.path.exists(f"/proc/{pid}") for pid in children)  # noqa: E731
-    wait_until(gone, "the workers to exit")
+    wait_until(gone, "the workers to exit", timeout=START_TIMEOUT)
 
 
 def test_the_flooder_reports_each_workers_latency(served: Served) -> None:

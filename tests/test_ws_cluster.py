@@ -14,6 +14,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from tests.helpers import TIMEOUT, StreamClient, publish
 from tests.processes import REDIS_SERVER, RedisServer, Served
 
+KIND = "cluster"
+
 
 async def ws_events(ws: ClientConnection, count: int) -> list[tuple[str, str]]:
     events = []

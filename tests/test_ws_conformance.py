@@ -13,6 +13,8 @@ from rawsse.core.ws.frames import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT,
 from rawsse.core.ws.session import BeginClose, Fail, Finish, Send, SessionLimits, Sessions
 from tests.ws_frames import client_frame, close_code, close_payload, server_frames
 
+KIND = "unit"
+
 MAX_MESSAGE = 64 * 1024
 LIMITS = SessionLimits(max_topics=4, max_topic_length=32, max_message=MAX_MESSAGE)
 

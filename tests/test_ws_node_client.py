@@ -16,6 +16,8 @@ import pytest
 from rawsse.reactor.server import Server
 from tests.helpers import TIMEOUT, post, publish, run_with_server
 
+KIND = "integration"
+
 ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = ROOT / ".node" / "node_modules"
 NODE = shutil.which("node")

@@ -19,6 +19,8 @@ from rawsse.core.ws.session import (
 )
 from tests.ws_frames import client_frame, close_code, close_payload, server_frames
 
+KIND = "unit"
+
 LIMITS = SessionLimits(max_topics=3, max_topic_length=16, max_message=4096)
 
 

@@ -8,7 +8,8 @@ import concurrent.futures
 import logging
 import random
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rawsse.auth.access import Access
@@ -103,10 +104,17 @@ class Server:
     """
 
     def __init__(
-        self, config: Config | None = None, worker: WorkerContext | None = None, **options: Any
+        self,
+        config: Config | None = None,
+        worker: WorkerContext | None = None,
+        *,
+        wall: Callable[[], float] = time.time,
+        **options: Any,
     ) -> None:
         self.config = Config(**options) if config is None else config
         self.worker = worker
+        self._wall = wall
+        """The wall clock that token expiry is read on (a test gives a fake one)."""
         self.metrics = Metrics()
         self._listeners: list[asyncio.Server | Acceptor] = []
         """What accepts: the raw path for the fd backend, the loop's servers for transports."""
@@ -263,7 +271,9 @@ class Server:
             table.capacity, session_limits, self.loop.time, lambda: self.api.draining, access=access
         )
         ledger = self.access.ledger
-        streams = Streams(self.loop, self.hub, self.metrics, limits, table, backend, sessions, ledger)
+        streams = Streams(
+            self.loop, self.hub, self.metrics, limits, table, backend, sessions, ledger, self._wall
+        )
         streams.presence_events = parse_rule_text(config.presence_events, config.max_topic_length)
         return streams
 
@@ -278,7 +288,7 @@ class Server:
         ledger = Ledger(
             capacity if needed else 0, bool(options.max_streams_per_user), bool(options.max_streams_per_ip)
         )
-        return Access(options, verifier, ledger)
+        return Access(options, verifier, ledger, self._wall)
 
     def _make_app_client(self) -> AppClient | None:
         config = self.config
