@@ -16,6 +16,7 @@ import websockets
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from rawsse.config import Config
+from rawsse.core.api import RELAYED
 from rawsse.errors import ConfigError
 from rawsse.reactor.server import Server
 from tests.helpers import exchange, run_with_server
@@ -70,7 +71,7 @@ def test_a_request_relayed_by_a_proxy_on_this_machine_is_no_operator() -> None:
         for raw in operator_requests():
             answer, closed = await exchange(server.port, raw)
             assert answer.status == 403, raw
-            assert answer.body == b"a request relayed by a proxy needs the publish token to publish\n"
+            assert answer.body == RELAYED.encode() + b"\n"
             assert closed
 
     run_with_server(DEFAULT, scenario, jwt_secret=SECRET)

@@ -466,6 +466,23 @@ def test_a_kid_no_key_has_is_refused_where_keys_have_ids(tmp_path: Path) -> None
         with pytest.raises(AuthError, match="names a key id this server does not know") as caught:
             check.verify(token({"sub": "1"}, private, "ES256", kid=kid), time.time())
         assert "one" not in caught.value.message
+    # A key without an id beside them (a PEM file during a move to JWKS) is still tried.
+    pem_private = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "old.pem"
+    pem.write_bytes(
+        pem_private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    mixed = verifier(jwks_file=str(path), key_file=str(pem))
+    assert mixed.verify(token({"sub": "3"}, pem_private, "ES256", kid="old"), time.time()).sub == "3"
+    assert mixed.verify(token({"sub": "1"}, private, "ES256", kid="one"), time.time()).sub == "1"
+    with pytest.raises(AuthError, match="signature or format"):  # tried with the PEM key: wrong
+        mixed.verify(token({"sub": "1"}, private, "ES256", kid="two"), time.time())
+    # A JWKS key id that is no string could never be named: refused at start.
+    path.write_text(json.dumps({"keys": [{**entry, "kid": 7, "use": "sig", "alg": "ES256"}]}))
+    with pytest.raises(ConfigError, match="key ids must be strings"):
+        verifier(jwks_file=str(path))
     # Keys without ids (a secret, a PEM file): a kid chooses nothing and refuses nothing,
     # but a kid must still be a string (RFC 7515 4.1.4).
     assert verifier(secret=SECRET).verify(token({"sub": "2"}, kid="any"), time.time()).sub == "2"
@@ -495,3 +512,9 @@ def test_a_url_token_is_found_by_its_decoded_name_however_it_is_spelt(name: str)
     allowing = Access(AccessOptions(token_query=True), verifier(secret=SECRET), Ledger(0))
     assert allowing.credential(request(f"topic=news&{name}={value}")) == value
     assert refusing.credential(request("topic=news&tokens=x&tok=y&token=")) is None  # no token there
+    # Not hidden behind an empty one, nor behind a header that carries another token.
+    for query in (f"token=&{name}={value}", f"token&{name}={value}"):
+        with pytest.raises(AuthError, match="tokens in the URL"):
+            refusing.credential(request(query))
+    with pytest.raises(AuthError, match="tokens in the URL"):
+        refusing.credential(request(f"{name}={value}", authorization=f"Bearer {value}"))

@@ -14,16 +14,19 @@ import pytest
 
 from rawsse.broker.base import publish_now
 from rawsse.broker.memory import MemoryBroker
+from rawsse.core.effects import OpenStream
 from rawsse.core.history import History
 from rawsse.core.hub import Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import BLOCKED, CLOSED, CLOSING, FREE, OPEN, WS, SlotTable, Why
 from rawsse.core.subscriptions import Subscriptions
-from rawsse.core.ws.session import SessionLimits, Sessions
+from rawsse.core.ws.frames import TEXT
+from rawsse.core.ws.session import FAIL_LINGER, SessionLimits, Sessions
 from rawsse.reactor.fd_streams import FdBackend
 from rawsse.reactor.poller import make_poller
 from rawsse.reactor.streams import StreamLimits, Streams
+from tests.ws_frames import client_frame
 
 KIND = "integration"
 
@@ -65,6 +68,8 @@ class RecordingBackend:
         self.table = table
         self.written: dict[int, list[bytes]] = {}
         self.freed: list[int] = []
+        self.aborted: list[int] = []
+        self.ended: list[int] = []
 
     def bind(self, close: Callable[[int, Why], None], drained: Callable[[], None]) -> None:
         pass
@@ -80,8 +85,12 @@ class RecordingBackend:
     def send(self, slot: int, data: bytes) -> None:
         pass
 
+    def end_writing(self, slot: int) -> None:
+        self.ended.append(slot)
+
     def detach(self, slot: int, abort: bool) -> None:
-        pass
+        if abort:
+            self.aborted.append(slot)
 
     def free(self, slot: int) -> None:
         self.freed.append(slot)
@@ -224,3 +233,24 @@ def test_a_closing_websocket_stays_closing_while_its_bytes_drain() -> None:
     assert table.state[3] == CLOSING  # nothing more is written to it meanwhile
     assert table.sent(3, 4, 1.0)
     assert table.state[3] == CLOSING
+
+
+def test_a_websocket_failed_for_a_fault_ends_its_side_or_is_cut_when_behind() -> None:
+    """A protocol fault: a stream that keeps up gets its close frame and our end of the
+    connection at once, lingers in CLOSING, and is dropped by the sweep after FAIL_LINGER;
+    one that is behind on its bytes (no close frame could reach it) is cut at once."""
+    loop, _, _, streams, backend, metrics = make(slice_size=64)
+    for slot in (5, 6):
+        streams.open_slot(slot, OpenStream(("t",), b"", b"", WS))
+    streams.table.block(6, b"unsent", 0.0)  # slot 6 is behind
+    unmasked = client_frame(TEXT, b"{}", masked=False)
+    streams.receive(5, unmasked)
+    streams.receive(6, unmasked)
+    assert backend.ended == [5] and streams.table.state[5] == CLOSING
+    assert backend.aborted == [6] and streams.table.state[6] == FREE
+    assert metrics.streams_open == 1 and metrics.ws_streams_open == 1
+    streams.sweep(loop.time() + FAIL_LINGER / 2)
+    assert streams.table.state[5] == CLOSING  # still read (and dropped) for the linger
+    streams.sweep(loop.time() + FAIL_LINGER)
+    assert streams.table.state[5] == FREE and not backend.aborted[1:]
+    assert metrics.streams_open == 0 and metrics.ws_streams_open == 0

@@ -27,7 +27,7 @@ from rawsse.auth.app import AnswerCache, AppCall, AppUnavailable, app_call
 from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
 from rawsse.auth.rules import NO_TOPICS, USER_MARK, TopicRules
 from rawsse.auth.tokens import AuthError, Forbidden, Grant, TokenVerifier
-from rawsse.core.http import Request, query_value
+from rawsse.core.http import Request, query_values
 from rawsse.core.topics import PRESENCE_PREFIX
 from rawsse.errors import HttpError, RawsseError
 
@@ -99,7 +99,11 @@ class Access:
 
     def credential(self, request: Request) -> str | None:
         """The token a request carries (header, then cookie, then URL); raises AuthError
-        for a URL token where --token-query does not allow one."""
+        for a URL token where --token-query does not allow one, whatever else the request
+        carries, so that a token put in a URL (and so in logs) is noticed."""
+        url_tokens = [value for value in query_values(request, "token") if value]
+        if url_tokens and not self.options.token_query:
+            raise AuthError("tokens in the URL are not accepted here (see --token-query)")
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
@@ -108,12 +112,7 @@ class Access:
             cookie = _cookie(request.headers.get("cookie", ""), cookie_name)
             if cookie:
                 return cookie
-        query_token = query_value(request, "token")
-        if query_token:
-            if not self.options.token_query:
-                raise AuthError("tokens in the URL are not accepted here (see --token-query)")
-            return query_token
-        return None
+        return url_tokens[0] if url_tokens else None
 
     def grant(self, request: Request) -> Grant | None:
         """The verified grant of the request's credential, None without one."""

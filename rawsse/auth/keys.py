@@ -62,10 +62,11 @@ class KeyRing:
 
     def candidates(self, token: str) -> list[Key]:
         """The keys that may verify `token`: those of the algorithm its header names.
-        A token that names a `kid` where keys of that algorithm have ids is verified by
-        the key of that id alone, and by none when no key has it: a key removed from a
-        JWKS file (rotated out, revoked) verifies nothing any more. Raises
-        jwt.DecodeError for a `kid` that is not a string (RFC 7515 4.1.4)."""
+        A token that names a `kid` is verified by the key of that id and by the keys that
+        have no id (a secret, a PEM file), and refused (UnknownKeyId) when there are none:
+        a key removed from a JWKS file (rotated out, revoked) verifies nothing once the
+        file is read again. Raises jwt.DecodeError for a `kid` that is not a string (RFC
+        7515 4.1.4)."""
         header = token_header(token)
         algorithm = header.get("alg")
         keys = [key for key in self.keys if key.algorithm == algorithm]
@@ -74,12 +75,10 @@ class KeyRing:
         kid = header["kid"]
         if not isinstance(kid, str):
             raise jwt.DecodeError("kid must be a string")
-        if any(key.kid is not None for key in keys):
-            chosen = [key for key in keys if key.kid == kid]
-            if not chosen:
-                raise UnknownKeyId(kid)
-            return chosen
-        return keys  # keys without ids (a secret, a PEM file): the kid chooses nothing
+        chosen = [key for key in keys if key.kid is None or key.kid == kid]
+        if not chosen and keys:
+            raise UnknownKeyId(kid)
+        return chosen
 
 
 def token_header(token: str) -> dict[str, Any]:
@@ -171,7 +170,10 @@ def _jwks(text: str) -> list[Key]:
             ) from None
         if _algorithm_of(parsed.key, "jwt_jwks_file") != algorithm:
             raise ConfigError("jwt_jwks_file", f"key {entry.get('kid')!r} is not a key for {algorithm}")
-        keys.append(Key(parsed.key, algorithm, entry.get("kid")))
+        kid = entry.get("kid")
+        if kid is not None and not isinstance(kid, str):  # no token could name it (RFC 7517 4.5)
+            raise ConfigError("jwt_jwks_file", f"key ids must be strings, got {kid!r}")
+        keys.append(Key(parsed.key, algorithm, kid))
     if not keys:
         raise ConfigError("jwt_jwks_file", "holds no signing key")
     return keys

@@ -484,10 +484,11 @@ class Api:
                 # origin" to the browser and arrives from loopback; only its Host gives it away.
                 raise HttpError(403, "without a publish token, Host must be 127.0.0.1, [::1] or localhost")
             if relayed(request):
-                # A proxy on this machine connects from loopback whoever its client is (and
-                # passes on whatever Host that client sent): a request it relayed is not the
-                # operator's. The headers are any proxy's mark, trusted or not.
-                raise HttpError(403, "a request relayed by a proxy needs the publish token to publish")
+                # A proxy on this machine connects from loopback whoever its client is, with
+                # a loopback Host too where it names its upstream by address (nginx's
+                # default): a request it relayed is not the operator's. The headers are any
+                # proxy's mark, trusted or not.
+                raise HttpError(403, RELAYED)
             return None
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not _same(given.strip(), token):
@@ -519,6 +520,9 @@ PROXY_HEADERS = frozenset(
 )
 """Headers a reverse proxy adds to what it relays (RFC 7239, the X-Forwarded-* family,
 nginx's X-Real-IP, RFC 9110's Via)."""
+
+
+RELAYED = "a request relayed by a proxy is not the operator's: set --publish-token and send it"
 
 
 def relayed(request: Request) -> bool:

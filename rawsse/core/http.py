@@ -335,13 +335,13 @@ def query_pairs(request: Request) -> list[tuple[str, str]]:
         raise HttpError(400, "malformed query string") from None
 
 
-def query_value(request: Request, name: str) -> str | None:
-    """The first value of the query parameter `name`, found by its decoded name (so
-    `tok%65n=` is `token=`); None when there is none. HttpError(400) as query_pairs."""
+def query_values(request: Request, name: str) -> list[str]:
+    """Every value of the query parameter `name`, found by its decoded name (so
+    `tok%65n=` is `token=`). HttpError(400) as query_pairs."""
     query = request.query
     if name not in query and "%" not in query:  # the name cannot be there in any spelling
-        return None
-    return next((value for key, value in query_pairs(request) if key == name), None)
+        return []
+    return [value for key, value in query_pairs(request) if key == name]
 
 
 def parse_pairs(text: str, max_fields: int) -> list[tuple[str, str]]:

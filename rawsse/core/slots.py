@@ -39,6 +39,9 @@ class Why(enum.Enum):
     """Its pending bytes made no progress for --send-timeout."""
     SERVER = "server"
     """An operator's /disconnect, a broker's gap, the shutdown."""
+    BROKEN = "broken"
+    """The client broke the WebSocket protocol while it was behind on its bytes: no
+    close frame can reach it in time, so its connection is cut."""
 
 
 class Pending:

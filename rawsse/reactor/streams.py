@@ -227,7 +227,7 @@ class Streams:
             metrics.slow_consumers += 1
         elif why is Why.STALLED:
             metrics.send_timeouts += 1
-        self.backend.detach(slot, abort=why in (Why.SLOW, Why.STALLED))
+        self.backend.detach(slot, abort=why in (Why.SLOW, Why.STALLED, Why.BROKEN))
         if self.table.close(slot):
             self.backend.free(slot)
         metrics.stream_slots = self.table.used
@@ -261,7 +261,7 @@ class Streams:
         if slot not in table.pending:
             self.backend.send(slot, frame)
         if not table.is_open(slot) or slot in table.pending:
-            self.close(slot, Why.PEER)
+            self.close(slot, Why.BROKEN)
             return
         table.begin_closing(slot)
         self.backend.end_writing(slot)
