@@ -31,7 +31,7 @@ from common import answers, free_port, tcp_kernel_memory
 from readers import Readers
 
 from rawsse.config import Config
-from rawsse.core.slots import OPEN
+from rawsse.core.slots import SlotState
 from rawsse.reactor.fd_streams import FdBackend
 from rawsse.reactor.server import Server
 
@@ -121,7 +121,7 @@ def bench_broadcast(
         while server.metrics.streams_open < streams:
             await asyncio.sleep(0.05)
         state = server.streams.table.state
-        fds = [fd for fd in range(len(state)) if state[fd] == OPEN]
+        fds = [fd for fd in range(len(state)) if state[fd] == SlotState.OPEN]
         assert len(fds) == streams
         payload = "x" * size
         ours: list[float] = []

@@ -19,9 +19,9 @@ from rawsse.core.history import History
 from rawsse.core.hub import Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
-from rawsse.core.slots import BLOCKED, CLOSED, CLOSING, FREE, OPEN, WS, SlotTable, Why
+from rawsse.core.slots import Framing, SlotState, SlotTable, Why
 from rawsse.core.subscriptions import Subscriptions
-from rawsse.core.ws.frames import TEXT
+from rawsse.core.ws.frames import Opcode
 from rawsse.core.ws.session import FAIL_LINGER, SessionLimits, Sessions
 from rawsse.reactor.fd_streams import FdBackend
 from rawsse.reactor.poller import make_poller
@@ -77,7 +77,7 @@ class RecordingBackend:
     def write_slice(self, slots: array[int], data: bytes, droppable: bool) -> int:
         written = 0
         for slot in slots:
-            if self.table.state[slot] == OPEN:
+            if self.table.state[slot] == SlotState.OPEN:
                 self.written.setdefault(slot, []).append(data)
                 written += 1
         return written
@@ -141,7 +141,7 @@ def test_deliveries_count_only_the_streams_written() -> None:
     loop, hub, broker, streams, backend, metrics = make(slice_size=10)
     join(streams, hub, range(5))
     publish_now(broker, [PublishItem(("t",), "x")])
-    streams.table.state[3] = CLOSED  # as if closed during the pass that snapshot it
+    streams.table.state[3] = SlotState.CLOSED  # as if closed during the pass that snapshot it
     loop.run()
     assert (metrics.deliveries, len(backend.written)) == (4, 4)
 
@@ -153,10 +153,10 @@ def test_a_slot_closed_during_a_pass_is_freed_once_and_only_when_the_pass_ends()
     loop.step()
     streams.close(5, Why.PEER)  # not written yet; the pass's snapshot still holds it
     streams.close(0, Why.PEER)
-    assert backend.freed == [] and streams.table.state[5] == CLOSED
+    assert backend.freed == [] and streams.table.state[5] == SlotState.CLOSED
     loop.run()
     assert sorted(backend.freed) == [0, 5]
-    assert streams.table.state[5] == FREE and 5 not in backend.written
+    assert streams.table.state[5] == SlotState.FREE and 5 not in backend.written
 
 
 def test_closing_everything_mid_pass_frees_each_slot_exactly_once() -> None:
@@ -208,13 +208,13 @@ def test_the_write_in_progress_is_never_held_against_the_cap() -> None:
     table = SlotTable(4, max_pending_bytes=64 * 1024)
     table.open(1)
     table.block(1, memoryview(b"x" * 3_000_000), now=0)  # one coalesced pass, unsent
-    assert table.state[1] == BLOCKED
+    assert table.state[1] == SlotState.BLOCKED
     assert table.queue(1, b"y" * 60_000)  # the backlog behind it is what counts
     assert not table.queue(1, b"z" * 10_000)  # now over the cap: a slow consumer
     assert table.pending[1].size == 3_060_000  # what was refused is not counted
     assert table.sent(1, 3_000_000, now=5) is False  # the big write went; the backlog waits
     assert table.pending[1].since == 5
-    assert table.sent(1, 60_000, now=6) is True and table.state[1] == OPEN
+    assert table.sent(1, 60_000, now=6) is True and table.state[1] == SlotState.OPEN
 
 
 def test_a_blocked_stream_without_progress_is_stalled() -> None:
@@ -227,12 +227,12 @@ def test_a_blocked_stream_without_progress_is_stalled() -> None:
 
 def test_a_closing_websocket_stays_closing_while_its_bytes_drain() -> None:
     table = SlotTable(8, 1024)
-    table.open(3, WS)
+    table.open(3, Framing.WS)
     table.begin_closing(3)
     table.block(3, b"rest", 0.0)  # its close frame did not go out whole
-    assert table.state[3] == CLOSING  # nothing more is written to it meanwhile
+    assert table.state[3] == SlotState.CLOSING  # nothing more is written to it meanwhile
     assert table.sent(3, 4, 1.0)
-    assert table.state[3] == CLOSING
+    assert table.state[3] == SlotState.CLOSING
 
 
 def test_a_websocket_failed_for_a_fault_ends_its_side_or_is_cut_when_behind() -> None:
@@ -241,16 +241,16 @@ def test_a_websocket_failed_for_a_fault_ends_its_side_or_is_cut_when_behind() ->
     one that is behind on its bytes (no close frame could reach it) is cut at once."""
     loop, _, _, streams, backend, metrics = make(slice_size=64)
     for slot in (5, 6):
-        streams.open_slot(slot, OpenStream(("t",), b"", b"", WS))
+        streams.open_slot(slot, OpenStream(("t",), b"", b"", Framing.WS))
     streams.table.block(6, b"unsent", 0.0)  # slot 6 is behind
-    unmasked = client_frame(TEXT, b"{}", masked=False)
+    unmasked = client_frame(Opcode.TEXT, b"{}", masked=False)
     streams.receive(5, unmasked)
     streams.receive(6, unmasked)
-    assert backend.ended == [5] and streams.table.state[5] == CLOSING
-    assert backend.aborted == [6] and streams.table.state[6] == FREE
+    assert backend.ended == [5] and streams.table.state[5] == SlotState.CLOSING
+    assert backend.aborted == [6] and streams.table.state[6] == SlotState.FREE
     assert metrics.streams_open == 1 and metrics.ws_streams_open == 1
     streams.sweep(loop.time() + FAIL_LINGER / 2)
-    assert streams.table.state[5] == CLOSING  # still read (and dropped) for the linger
+    assert streams.table.state[5] == SlotState.CLOSING  # still read (and dropped) for the linger
     streams.sweep(loop.time() + FAIL_LINGER)
-    assert streams.table.state[5] == FREE and not backend.aborted[1:]
+    assert streams.table.state[5] == SlotState.FREE and not backend.aborted[1:]
     assert metrics.streams_open == 0 and metrics.ws_streams_open == 0

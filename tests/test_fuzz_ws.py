@@ -8,21 +8,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawsse.core.ws.frames import (
-    CLOSE,
-    CONTINUATION,
-    PING,
-    PONG,
-    TEXT,
-    Binary,
-    Close,
-    Fault,
-    FrameParser,
-    Incoming,
-    Ping,
-    Pong,
-    Text,
-)
+from rawsse.core.ws.frames import Binary, Close, Fault, FrameParser, Incoming, Opcode, Ping, Pong, Text
 from tests.ws_frames import client_frame
 
 KIND = "unit"
@@ -51,7 +37,7 @@ def check(found: list[Incoming]) -> None:
 
 frames = st.builds(
     client_frame,
-    st.sampled_from([TEXT, 2, CONTINUATION, PING, PONG, CLOSE]),
+    st.sampled_from([Opcode.TEXT, 2, Opcode.CONTINUATION, Opcode.PING, Opcode.PONG, Opcode.CLOSE]),
     st.binary(max_size=300),
     fin=st.booleans(),
     rsv=st.sampled_from([0, 0, 0, 1, 4]),
@@ -103,7 +89,7 @@ def test_any_text_in_any_fragments_comes_back_whole(text: str, parts: int) -> No
     size = max(1, len(payload) // parts)
     fragments = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
     raw = b"".join(
-        client_frame(TEXT if n == 0 else CONTINUATION, fragment, fin=n == len(fragments) - 1)
+        client_frame(Opcode.TEXT if n == 0 else Opcode.CONTINUATION, fragment, fin=n == len(fragments) - 1)
         for n, fragment in enumerate(fragments)
     )
     if len(payload) <= LIMIT:

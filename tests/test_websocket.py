@@ -16,7 +16,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from rawsse.core.ws.frames import CLOSE, PING, PONG, TEXT
+from rawsse.core.ws.frames import Opcode
 from rawsse.core.ws.session import CLOSE_TIMEOUT, FAIL_LINGER
 from rawsse.reactor.server import SWEEP_INTERVAL, Server
 from tests.helpers import TIMEOUT, StreamClient, exchange, get, post, publish, run_with_server, wait_for
@@ -97,7 +97,8 @@ def test_publish_over_the_socket_follows_the_publish_rules(backend: tuple[str, s
             assert second["data"] == "hi"
         # A name re-pointed at loopback (DNS rebinding) may not publish, as on POST /publish.
         reader, writer, _ = await open_raw(server, upgrade(Host="rebound.example"))
-        writer.write(client_frame(TEXT, json.dumps({"type": "publish", "topic": "a", "data": "x"}).encode()))
+        command = json.dumps({"type": "publish", "topic": "a", "data": "x"}).encode()
+        writer.write(client_frame(Opcode.TEXT, command))
         [(_, payload)] = await read_frames(reader, 1)
         assert json.loads(payload)["code"] == "forbidden"
         writer.close()
@@ -222,7 +223,7 @@ def test_an_upgrade_asked_elsewhere_is_answered_as_http_and_closed() -> None:
             b"GET /events?topic=a HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
         )
         subscribe = json.dumps({"type": "subscribe", "topics": ["b"]}).encode()
-        writer.write(head + client_frame(TEXT, subscribe) + b"XYZ")
+        writer.write(head + client_frame(Opcode.TEXT, subscribe) + b"XYZ")
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         await wait_for(lambda: server.metrics.streams_open == 1, "the stream")
         event_id = await publish(server.port, "a", "plain sse")
@@ -267,10 +268,10 @@ def test_allowed_origins_extensions_and_early_frames() -> None:
     async def scenario(server: Server) -> None:
         raw = upgrade(Origin="https://app.example", Sec_WebSocket_Extensions="permessage-deflate")
         # A ping sent with the handshake, before the 101 (the RFC says to wait; some do not).
-        reader, writer, headers = await open_raw(server, raw + client_frame(PING, b"early"))
+        reader, writer, headers = await open_raw(server, raw + client_frame(Opcode.PING, b"early"))
         assert "sec-websocket-extensions" not in headers  # refused by not agreeing to it
         assert headers["sec-websocket-accept"]
-        assert await read_frames(reader, 1) == [(PONG, b"early")]
+        assert await read_frames(reader, 1) == [(Opcode.PONG, b"early")]
         writer.close()
 
     run_with_server(("uvloop", "epoll"), scenario, cors_origin="https://app.example")
@@ -295,11 +296,11 @@ def test_a_protocol_error_fails_the_connection_from_the_server_side(
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         # An unmasked frame, then a ping that must not be answered: nothing after the
         # fault is processed.
-        writer.write(client_frame(TEXT, b"{}", masked=False) + client_frame(PING, b"after"))
+        writer.write(client_frame(Opcode.TEXT, b"{}", masked=False) + client_frame(Opcode.PING, b"after"))
         # The end comes with the close frame, not after the linger nor the close timeout.
         rest = await asyncio.wait_for(reader.read(), FAIL_LINGER / 2)
         [(opcode, payload)] = server_frames(rest)
-        assert (opcode, close_code(payload)) == (CLOSE, 1002)
+        assert (opcode, close_code(payload)) == (Opcode.CLOSE, 1002)
         writer.close()
         await wait_for(lambda: server.metrics.streams_open == 0, "the stream closed")
         assert server.metrics.ws_streams_open == 0
@@ -315,9 +316,9 @@ def test_a_failed_connection_whose_client_never_closes_is_dropped_after_the_ling
 
     async def scenario(server: Server) -> None:
         reader, writer, _ = await open_raw(server, upgrade())
-        writer.write(client_frame(TEXT, b"\xff\xfe", masked=True))  # invalid UTF-8: 1007
+        writer.write(client_frame(Opcode.TEXT, b"\xff\xfe", masked=True))  # invalid UTF-8: 1007
         [(opcode, payload)] = await read_frames(reader, 1)
-        assert (opcode, close_code(payload)) == (CLOSE, 1007)
+        assert (opcode, close_code(payload)) == (Opcode.CLOSE, 1007)
         assert await asyncio.wait_for(reader.read(), FAIL_LINGER / 2) == b""  # our end came with it
         writer.write(b"garbage the server reads and drops")
         bound = FAIL_LINGER + SWEEP_INTERVAL + 1.0  # well under CLOSE_TIMEOUT
@@ -334,9 +335,10 @@ def test_a_client_that_answers_no_ping_is_dropped_and_one_that_does_stays() -> N
         async with connect(ws_url(server, "topic=a"), ping_interval=None) as answering:
             await wait_for(lambda: server.metrics.streams_open == 2, "both streams")
             frames = await read_frames(reader, 1)
-            assert frames[0][0] == PING  # the sweep's ping, unanswered here
+            assert frames[0][0] == Opcode.PING  # the sweep's ping, unanswered here
             rest = await asyncio.wait_for(reader.read(), 5 * TIMEOUT)  # until the server ends it
-            assert {frame for frame in server_frames(rest)} <= {(PING, b"")}  # more pings, then dropped
+            # more pings, then dropped
+            assert {frame for frame in server_frames(rest)} <= {(Opcode.PING, b"")}
             assert server.metrics.streams_open == 1
             await answering.send(json.dumps({"type": "ping"}))
             assert (await receive(answering))["type"] == "pong"
@@ -348,10 +350,10 @@ def test_a_client_that_answers_no_ping_is_dropped_and_one_that_does_stays() -> N
 def test_a_frame_trickled_for_ever_is_closed_with_1008() -> None:
     async def scenario(server: Server) -> None:
         reader, writer, _ = await open_raw(server, upgrade())
-        frame = client_frame(TEXT, b"x" * 60000)
+        frame = client_frame(Opcode.TEXT, b"x" * 60000)
         writer.write(frame[:1000])  # a large frame that never completes
         frames = await read_frames(reader, 2)
-        closes = [close_code(payload) for opcode, payload in frames if opcode == CLOSE]
+        closes = [close_code(payload) for opcode, payload in frames if opcode == Opcode.CLOSE]
         assert closes == [1008]
         writer.close()
 

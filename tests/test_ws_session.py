@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rawsse.core.ws.frames import CLOSE, TEXT
+from rawsse.core.ws.frames import Opcode
 from rawsse.core.ws.session import (
     BeginClose,
     Fail,
@@ -41,13 +41,13 @@ def session(may_publish: bool = True, draining: bool = False, budget: int = 5) -
 
 def command(sessions: Sessions, body: Any, topics: tuple[str, ...] = ("a",)) -> list[Any]:
     raw = body if isinstance(body, str) else json.dumps(body)
-    return sessions.receive(2, client_frame(TEXT, raw.encode()), topics, False)
+    return sessions.receive(2, client_frame(Opcode.TEXT, raw.encode()), topics, False)
 
 
 def answer(action: Any) -> dict[str, Any]:
     data = action.answer if isinstance(action, SetTopics) else action.data
     [(opcode, payload)] = server_frames(data)
-    assert opcode == TEXT
+    assert opcode == Opcode.TEXT
     result: dict[str, Any] = json.loads(payload)
     return result
 
@@ -152,7 +152,7 @@ def test_a_command_flood_is_throttled_then_closed_with_1008() -> None:
     [closing] = command(sessions, {"type": "ping"})
     assert isinstance(closing, BeginClose)
     [(opcode, payload)] = server_frames(closing.frame)
-    assert (opcode, close_code(payload)) == (CLOSE, 1008)
+    assert (opcode, close_code(payload)) == (Opcode.CLOSE, 1008)
 
 
 def test_the_budget_is_per_second() -> None:
@@ -166,7 +166,9 @@ def test_the_budget_is_per_second() -> None:
 
 def test_many_commands_in_one_read_are_each_answered_in_order() -> None:
     sessions, _ = session(budget=100)
-    data = b"".join(client_frame(TEXT, json.dumps({"type": "ping", "ref": n}).encode()) for n in range(20))
+    data = b"".join(
+        client_frame(Opcode.TEXT, json.dumps({"type": "ping", "ref": n}).encode()) for n in range(20)
+    )
     actions = sessions.receive(2, data, ("a",), False)
     assert [answer(a)["ref"] for a in actions] == list(range(20))
 
@@ -183,7 +185,7 @@ def test_no_parser_is_kept_between_whole_frames() -> None:
     sessions, _ = session()
     command(sessions, {"type": "ping"})
     assert not sessions._parsers
-    half = client_frame(TEXT, b'{"type": "ping"}')[:5]
+    half = client_frame(Opcode.TEXT, b'{"type": "ping"}')[:5]
     sessions.receive(2, half, ("a",), False)
     assert 2 in sessions._parsers
     sessions.forget(2)
@@ -209,29 +211,29 @@ def test_the_right_to_publish_does_not_outlive_the_connection() -> None:
 
 def test_after_a_message_over_the_limit_the_client_close_is_still_found() -> None:
     sessions, _ = session()
-    frame = client_frame(TEXT, b"a" * 5000)  # the limit here is 4096
+    frame = client_frame(Opcode.TEXT, b"a" * 5000)  # the limit here is 4096
     [closing] = sessions.receive(2, frame[:1000], ("a",), False)
     assert isinstance(closing, BeginClose)
     assert close_code(server_frames(closing.frame)[0][1]) == 1009
     # The rest of the oversized frame is skipped unread; the close after it ends the stream.
-    rest = frame[1000:] + client_frame(CLOSE, b"\x03\xf1")
+    rest = frame[1000:] + client_frame(Opcode.CLOSE, b"\x03\xf1")
     actions = [a for piece in (rest[:2000], rest[2000:]) for a in sessions.receive(2, piece, ("a",), True)]
     assert actions == [Finish()]
 
 
 def test_a_protocol_error_fails_the_connection_and_parses_no_garbage_after_it() -> None:
     sessions, _ = session()
-    [failing] = sessions.receive(2, client_frame(TEXT, b"x", rsv=4), ("a",), False)
+    [failing] = sessions.receive(2, client_frame(Opcode.TEXT, b"x", rsv=4), ("a",), False)
     assert isinstance(failing, Fail)
     reason = b"reserved bits set; no extension was agreed"
-    assert server_frames(failing.frame) == [(CLOSE, close_payload(1002, reason))]
+    assert server_frames(failing.frame) == [(Opcode.CLOSE, close_payload(1002, reason))]
     assert sessions.receive(2, b"garbage that is no frame", ("a",), True) == []
 
 
 def test_a_frame_half_read_across_two_checks_is_stuck() -> None:
     sessions, _ = session()
     sessions.open(3, False)
-    frame = client_frame(TEXT, b'{"type": "ping"}' + b" " * 3000)
+    frame = client_frame(Opcode.TEXT, b'{"type": "ping"}' + b" " * 3000)
     sessions.receive(2, frame[:100], ("a",), False)
     sessions.receive(3, frame[:100], ("a",), False)
     assert sessions.stuck() == []  # half-read now, but not yet since the last check

@@ -28,6 +28,7 @@ from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
 from rawsse.auth.rules import NO_TOPICS, USER_MARK, TopicRules
 from rawsse.auth.tokens import AuthError, Forbidden, Grant, TokenVerifier
 from rawsse.core.http import Request, query_values
+from rawsse.core.slots import Framing
 from rawsse.core.topics import PRESENCE_PREFIX
 from rawsse.errors import HttpError, RawsseError
 
@@ -124,7 +125,7 @@ class Access:
     # Streams
 
     def for_stream(
-        self, request: Request, topics: tuple[str, ...], peer: str | None, transport: str = "sse"
+        self, request: Request, topics: tuple[str, ...], peer: str | None, framing: Framing = Framing.SSE
     ) -> StreamAccess | Asking:
         """Whether a stream on `topics` may open, and what it holds if so; raises 401,
         403, 429, or 503 when the application cannot answer. Asking when the application
@@ -139,8 +140,8 @@ class Access:
                 request.headers.get("authorization", ""),
             )
             if cookie or authorization:
-                call = app_call(cookie, authorization, topics, transport)
-                kept = (cookie, authorization) if transport == "ws" else None  # for later subscribes
+                call = app_call(cookie, authorization, topics, framing)
+                kept = (cookie, authorization) if framing == Framing.WS else None  # for later subscribes
                 cached = cache.get(call.key, self.wall())
                 if cached is not None:
                     return self._granted(cached, topics, address)._replace(credential=kept)
@@ -197,7 +198,7 @@ class Access:
             cache = self.options.app_cache
             if credential is None or cache is None:
                 raise
-        call = app_call(*credential, topics, "ws")
+        call = app_call(*credential, topics, Framing.WS)
 
         def finish(answer: Grant | RawsseError) -> StreamAccess:
             cache.put(call.key, answer, self.wall())

@@ -12,12 +12,23 @@ subscribes are asked about with them).
 
 from __future__ import annotations
 
+import enum
 import heapq
 import math
 from array import array
 from typing import NamedTuple
 
 from rawsse.auth.rules import NO_TOPICS, TopicRules
+
+
+class AccessEnded(enum.StrEnum):
+    """Why a stream's authorization ended while it was open: the `reason` its client is
+    told (a `rawsse-reset` event, or the JSON of a WebSocket close)."""
+
+    TOKEN_EXPIRED = "token-expired"
+    """Its token's exp (and the leeway) passed: reconnect with a fresh token."""
+    DISCONNECTED = "disconnected"
+    """An operator's /disconnect?user= ended its user's session."""
 
 
 class StreamAccess(NamedTuple):

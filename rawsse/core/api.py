@@ -39,11 +39,11 @@ from rawsse.core.hub import RETRY_EVENT, Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.presence import Tally, answer_body
 from rawsse.core.publish import parse_publish
-from rawsse.core.slots import SSE, WS
+from rawsse.core.slots import Framing
 from rawsse.core.sse import encode_event, encode_retry
 from rawsse.core.static import StaticFiles, is_static_path
 from rawsse.core.topics import check_subscribe_topic
-from rawsse.core.ws.frames import SERVICE_RESTART, TRY_AGAIN_LATER, close_frame
+from rawsse.core.ws.frames import CloseCode, close_frame
 from rawsse.core.ws.handshake import check_upgrade, switching_head
 from rawsse.errors import RETRY_AFTER, HttpError, RawsseError, TopicError
 
@@ -104,7 +104,7 @@ class Opening(NamedTuple):
 
     topics: tuple[str, ...]
     last_event_id: str | None
-    framing: int
+    framing: Framing
     prefix: bytes
     """What the stream starts with before any replay (the head, and SSE's retry line)."""
     head: bytes
@@ -260,7 +260,7 @@ class Api:
             return self.come_back_later(self._heads[allowed], OVERLOADED)
         if request.method == "GET" and request.path == "/ws":
             self._cors.check(request)
-            return self.come_back_later(self._switching_head(check_upgrade(request)), OVERLOADED, WS)
+            return self.come_back_later(self._switching_head(check_upgrade(request)), OVERLOADED, Framing.WS)
         if request.path == "/healthz" and request.method in ROUTES["/healthz"]:
             return self._liveness(request)
         if request.path == "/readyz":
@@ -271,7 +271,7 @@ class Api:
         self._metrics.rejected[503] += 1
         return error_response(BUSY)
 
-    def come_back_later(self, head: bytes, reason: str, framing: int = SSE) -> bytes:
+    def come_back_later(self, head: bytes, reason: str, framing: Framing = Framing.SSE) -> bytes:
         """A whole stream response: `head`, a jittered `retry:` and a `rawsse-retry`
         event saying why. The event has no id, so the client keeps its Last-Event-ID and
         resumes when it comes back; and it is no `rawsse-reset`, since nothing was
@@ -281,8 +281,8 @@ class Api:
         self._metrics.streams_refused += 1
         delay = self.reconnect_delay()
         why = json.dumps({"reason": reason, "retry": delay})
-        if framing == WS:
-            return head + close_frame(TRY_AGAIN_LATER, why)
+        if framing == Framing.WS:
+            return head + close_frame(CloseCode.TRY_AGAIN_LATER, why)
         return head + encode_retry(delay) + encode_event(why, None, RETRY_EVENT)
 
     def reconnect_delay(self) -> int:
@@ -296,7 +296,7 @@ class Api:
         if not names:
             raise HttpError(400, "name at least one topic: /events?topic=NAME")
         head = self._heads[allowed]
-        opening = Opening(names, last_event_id, SSE, self._prefixes[allowed], head, False, NO_ACCESS)
+        opening = Opening(names, last_event_id, Framing.SSE, self._prefixes[allowed], head, False, NO_ACCESS)
         return self._authorized(request, opening, peer)
 
     def _websocket(
@@ -307,7 +307,7 @@ class Api:
         head = self._switching_head(check_upgrade(request))
         names, last_event_id = self._stream_query(request)
         publisher = self._may_publish(request, from_loopback)
-        opening = Opening(names, last_event_id, WS, head, head, publisher, NO_ACCESS)
+        opening = Opening(names, last_event_id, Framing.WS, head, head, publisher, NO_ACCESS)
         return self._authorized(request, opening, peer)
 
     def _authorized(self, request: Request, opening: Opening, peer: Callable[[], str | None]) -> Effect:
@@ -316,8 +316,7 @@ class Api:
         access = self.access
         if not access.enabled and not access.options.max_streams_per_ip:
             return self._stream(opening)  # the common case, without tokens or limits: nothing to ask
-        transport = "ws" if opening.framing == WS else "sse"
-        decided = access.for_stream(request, opening.topics, peer(), transport)
+        decided = access.for_stream(request, opening.topics, peer(), opening.framing)
         if isinstance(decided, Asking):
             finish = decided.finish
 
@@ -326,7 +325,8 @@ class Api:
                 try:
                     return self._stream(opening._replace(access=finish(answer)))
                 except AppUnavailable:
-                    if opening.framing == SSE and "text/event-stream" in request.headers.get("accept", ""):
+                    event_source = "text/event-stream" in request.headers.get("accept", "")
+                    if opening.framing == Framing.SSE and event_source:
                         # An EventSource stops for good on a 503: it is told to come back.
                         return Respond(self.come_back_later(opening.head, AUTH_UNAVAILABLE), close=True)
                     raise
@@ -377,8 +377,8 @@ class Api:
         replay, whole = self._hub.catch_up(topics, opening.last_event_id, page, framing)
         preamble = prefix + replay if replay else prefix
         if not whole:
-            if framing == WS:  # the page, then "reconnect for the next" (1012)
-                preamble += close_frame(SERVICE_RESTART, "replay continues on reconnect")
+            if framing == Framing.WS:  # the page, then "reconnect for the next" (1012)
+                preamble += close_frame(CloseCode.SERVICE_RESTART, "replay continues on reconnect")
             return Respond(preamble, close=True)
         return OpenStream(topics, preamble, opening.head, framing, opening.publisher, opening.access)
 

@@ -14,7 +14,7 @@ from rawsse.auth.app import AppCall
 from rawsse.auth.ledger import NO_ACCESS, StreamAccess
 from rawsse.core.presence import Tally
 from rawsse.core.publish import PublishItem
-from rawsse.core.slots import SSE
+from rawsse.core.slots import Framing
 
 
 class Respond(NamedTuple):
@@ -34,7 +34,7 @@ class OpenStream(NamedTuple):
     topics: tuple[str, ...]
     preamble: bytes
     head: bytes
-    framing: int = SSE
+    framing: Framing = Framing.SSE
     publisher: bool = False
     access: StreamAccess = NO_ACCESS
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from rawsse.core.ids import IdScheme
 from rawsse.core.publish import PublishItem
-from rawsse.core.slots import WS
+from rawsse.core.slots import Framing
 from rawsse.core.sse import encode_event
 from rawsse.core.ws.messages import frame_from_sse
 from rawsse.errors import EventTooLarge
@@ -34,8 +34,8 @@ class Event:
             frame = self._frame = frame_from_sse(self.wire, self.topics)
         return frame
 
-    def bytes_for(self, framing: int) -> bytes:
-        return self.frame if framing == WS else self.wire
+    def bytes_for(self, framing: Framing) -> bytes:
+        return self.frame if framing == Framing.WS else self.wire
 
 
 class EventEncoder:

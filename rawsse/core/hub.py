@@ -15,7 +15,7 @@ from rawsse.core.events import Event, EventEncoder
 from rawsse.core.history import History
 from rawsse.core.ids import EpochIds, IdScheme
 from rawsse.core.metrics import Metrics
-from rawsse.core.slots import SSE
+from rawsse.core.slots import Framing
 from rawsse.core.sse import HEARTBEAT_COMMENT, encode_event
 from rawsse.core.subscriptions import Group, Subscriptions
 from rawsse.core.ws.frames import PING_FRAME
@@ -134,7 +134,7 @@ class Hub:
                         queued.append(event)
         deliveries = []
         for group, queued in per_group.items():
-            if group.framing == SSE:
+            if group.framing == Framing.SSE:
                 data = queued[0].wire if len(queued) == 1 else b"".join(e.wire for e in queued)
             else:
                 data = queued[0].frame if len(queued) == 1 else b"".join(e.frame for e in queued)
@@ -166,7 +166,7 @@ class Hub:
         keep-alive check counts on every stream having been pinged)."""
         return [
             Delivery(g.members[:], HEARTBEAT_COMMENT, 0, True)
-            if g.framing == SSE
+            if g.framing == Framing.SSE
             else Delivery(g.members[:], PING_FRAME, 0, False)
             for g in self.subscriptions.groups()
         ]
@@ -177,7 +177,7 @@ class Hub:
         shares = [array("i") for _ in choices]
         count = len(choices)
         for group in self.subscriptions.groups():
-            if group.framing != SSE:
+            if group.framing != Framing.SSE:
                 continue
             for slot in group.members:
                 shares[pick(count)].append(slot)
@@ -200,7 +200,7 @@ class Hub:
         topics: tuple[str, ...],
         last_event_id: str | None,
         page_bytes: int = 1 << 62,
-        framing: int = SSE,
+        framing: Framing = Framing.SSE,
     ) -> tuple[bytes, bool]:
         """What a stream opening now must receive before live events: the events after
         `last_event_id` that passes already took (later ones reach it live), or a reset
@@ -236,10 +236,10 @@ class Hub:
             replay = self._reset("history-exceeded", framing, with_id=not events) + replay
         return replay, whole
 
-    def _reset(self, reason: str, framing: int, with_id: bool = True) -> bytes:
+    def _reset(self, reason: str, framing: Framing, with_id: bool = True) -> bytes:
         self.metrics.resets += 1
         event_id = self.ids.format(self._taken) if with_id else None
         data = json.dumps({"reason": reason})
-        if framing == SSE:
+        if framing == Framing.SSE:
             return encode_event(data, event_id, RESET_EVENT)
         return event_frame(event_id, (), RESET_EVENT, data)

@@ -14,17 +14,41 @@ from __future__ import annotations
 
 import enum
 
-FREE, OPEN, BLOCKED, CLOSED, ARRIVING, CLOSING = 0, 1, 2, 3, 4, 5
-"""Slot states. BLOCKED: bytes are pending. CLOSED: closed, released when the pass ends.
-ARRIVING: accepted on the raw path, its request not read yet (not a stream, not counted
-in `used`). CLOSING: a WebSocket stream whose close frame is sent (or queued behind its
-pending bytes): nothing more is written to it, and it is read until the client's close."""
 
-LIVE = (OPEN, BLOCKED, CLOSING)
+class SlotState(enum.IntEnum):
+    """A slot's state, one byte of the table's `state` column."""
+
+    FREE = 0
+    OPEN = 1
+    BLOCKED = 2
+    """Bytes are pending."""
+    CLOSED = 3
+    """Closed; released when the pass ends."""
+    ARRIVING = 4
+    """Accepted on the raw path, its request not read yet (not a stream, not counted in
+    `used`)."""
+    CLOSING = 5
+    """A WebSocket stream whose close frame is sent (or queued behind its pending bytes):
+    nothing more is written to it, and it is read until the client's close (or, failed for
+    a protocol fault, only until its end)."""
+
+
+LIVE = (SlotState.OPEN, SlotState.BLOCKED, SlotState.CLOSING)
 """The states of a slot whose connection is still the stream's: to read, flush and close."""
 
-SSE, WS = 0, 1
-"""Framings: a Server-Sent Events stream, a WebSocket stream."""
+
+class Framing(enum.IntEnum):
+    """How a stream's events are framed, one byte of the table's `framing` column."""
+
+    SSE = 0
+    """Server-Sent Events (text/event-stream)."""
+    WS = 1
+    """WebSocket text frames."""
+
+    @property
+    def transport(self) -> str:
+        """Its name where it is spoken of outside (metrics, the --auth-url question)."""
+        return self.name.lower()
 
 
 class Why(enum.Enum):
@@ -74,7 +98,7 @@ class SlotTable:
         return len(self.state)
 
     def is_open(self, slot: int) -> bool:
-        return self.state[slot] in (OPEN, BLOCKED)
+        return self.state[slot] in (SlotState.OPEN, SlotState.BLOCKED)
 
     def is_live(self, slot: int) -> bool:
         """Open, or closing its WebSocket handshake: the connection is still ours."""
@@ -82,19 +106,19 @@ class SlotTable:
 
     def begin_closing(self, slot: int) -> None:
         """A WebSocket stream's close frame is out or queued (see CLOSING)."""
-        self.state[slot] = CLOSING
+        self.state[slot] = SlotState.CLOSING
 
     def arrive(self, slot: int) -> None:
         """A connection accepted on the raw path waits for its request in this slot."""
-        self.state[slot] = ARRIVING
+        self.state[slot] = SlotState.ARRIVING
 
     def leave(self, slot: int) -> None:
         """The arriving connection closed, or went to the loop's ordinary machinery."""
-        self.state[slot] = FREE
+        self.state[slot] = SlotState.FREE
 
-    def open(self, slot: int, framing: int = SSE) -> None:
+    def open(self, slot: int, framing: Framing = Framing.SSE) -> None:
         """A stream starts in the slot (a FREE one, or one ARRIVING on the raw path)."""
-        self.state[slot] = OPEN
+        self.state[slot] = SlotState.OPEN
         self.framing[slot] = framing
         self.used += 1
 
@@ -103,8 +127,8 @@ class SlotTable:
     def block(self, slot: int, rest: memoryview | bytes, now: float) -> None:
         """One write did not go out whole: `rest` is the write in progress. However large
         (a coalesced pass, a replay page), it is never held against the cap."""
-        if self.state[slot] != CLOSING:  # a closing stream stays closing while it drains
-            self.state[slot] = BLOCKED
+        if self.state[slot] != SlotState.CLOSING:  # a closing stream stays closing while it drains
+            self.state[slot] = SlotState.BLOCKED
         self.pending[slot] = Pending(rest, now)
 
     def queue(self, slot: int, data: bytes) -> bool:
@@ -136,8 +160,8 @@ class SlotTable:
                 buffers[0] = memoryview(buffers[0])[count:]
             return False
         del self.pending[slot]
-        if self.state[slot] == BLOCKED:
-            self.state[slot] = OPEN
+        if self.state[slot] == SlotState.BLOCKED:
+            self.state[slot] = SlotState.OPEN
         return True
 
     def stalled(self, now: float, timeout: float) -> list[int]:
@@ -150,7 +174,7 @@ class SlotTable:
     def close(self, slot: int) -> bool:
         """Mark an open slot closed; True when it is free for reuse at once (no pass
         runs), False when it waits for the end of the pass (see `end_pass`)."""
-        self.state[slot] = CLOSED
+        self.state[slot] = SlotState.CLOSED
         self.pending.pop(slot, None)
         if self._passing:
             self._deferred.append(slot)
@@ -170,5 +194,5 @@ class SlotTable:
         return deferred
 
     def _free(self, slot: int) -> None:
-        self.state[slot] = FREE
+        self.state[slot] = SlotState.FREE
         self.used -= 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from array import array
 
-from rawsse.core.slots import SSE
+from rawsse.core.slots import Framing
 
 
 class Group:
@@ -22,7 +22,7 @@ class Group:
 
     __slots__ = ("framing", "members", "topics")
 
-    def __init__(self, topics: tuple[str, ...], framing: int) -> None:
+    def __init__(self, topics: tuple[str, ...], framing: Framing) -> None:
         self.topics = topics
         self.framing = framing
         self.members = array("i")
@@ -40,7 +40,7 @@ class Subscriptions:
     def capacity(self) -> int:
         return len(self._group_of)
 
-    def add(self, slot: int, topics: tuple[str, ...], framing: int = SSE) -> None:
+    def add(self, slot: int, topics: tuple[str, ...], framing: Framing = Framing.SSE) -> None:
         names = topics if len(topics) == 1 else tuple(sorted(set(topics)))
         key = (framing, names)
         group = self._groups.get(key)

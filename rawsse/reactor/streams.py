@@ -25,7 +25,7 @@ from typing import Protocol
 
 from rawsse.auth.access import Asking
 from rawsse.auth.app import AppCall, answer_of
-from rawsse.auth.ledger import NO_ACCESS, Ledger
+from rawsse.auth.ledger import NO_ACCESS, AccessEnded, Ledger
 from rawsse.auth.rules import NO_TOPICS
 from rawsse.config import FANOUT_SLICE, MAX_PENDING_BYTES, SEND_TIMEOUT
 from rawsse.core.control import is_fresh
@@ -34,7 +34,7 @@ from rawsse.core.hub import RESET_EVENT, Delivery, Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.presence import Tally, local_tally, presence_event
 from rawsse.core.publish import PublishItem
-from rawsse.core.slots import BLOCKED, CLOSING, WS, SlotTable, Why
+from rawsse.core.slots import Framing, SlotState, SlotTable, Why
 from rawsse.core.sse import encode_event
 from rawsse.core.topics import PRESENCE_PREFIX
 from rawsse.core.ws.messages import error_reply
@@ -195,8 +195,8 @@ class Streams:
         metrics.stream_slots = self.table.used
         self._serial[slot] = metrics.streams_opened
         if stream.access is not NO_ACCESS:
-            self.ledger.add(slot, stream.access, keep_rules=framing == WS)
-        if framing == WS:
+            self.ledger.add(slot, stream.access, keep_rules=framing == Framing.WS)
+        if framing == Framing.WS:
             metrics.ws_streams_open += 1
             self.sessions.open(slot, stream.publisher)
         self.backend.send(slot, stream.preamble)
@@ -210,8 +210,8 @@ class Streams:
         table = self.table
         if not table.is_live(slot):
             return
-        if table.framing[slot] == WS:
-            if why is Why.SERVER and table.state[slot] != CLOSING:
+        if table.framing[slot] == Framing.WS:
+            if why is Why.SERVER and table.state[slot] != SlotState.CLOSING:
                 self.begin_close(slot, RECONNECT_FRAME)
                 return
             self._closing.pop(slot, None)
@@ -270,14 +270,14 @@ class Streams:
     def close_websockets(self, frame: bytes) -> None:
         """Begin the close handshake of every WebSocket stream (the shutdown's 1001)."""
         for group in self.subscriptions.groups():
-            if group.framing == WS:
+            if group.framing == Framing.WS:
                 for slot in list(group.members):  # begin_close edits members
                     self.begin_close(slot, frame)
 
     def receive(self, slot: int, data: bytes) -> None:
         """A WebSocket stream's client sent `data`: do what its frames ask. A fault here
         closes this stream only."""
-        if self.table.framing[slot] != WS or not self.table.is_live(slot):
+        if self.table.framing[slot] != Framing.WS or not self.table.is_live(slot):
             return
         try:
             self._receive(slot, data)
@@ -287,7 +287,7 @@ class Streams:
 
     def _receive(self, slot: int, data: bytes) -> None:
         table = self.table
-        closing = table.state[slot] == CLOSING
+        closing = table.state[slot] == SlotState.CLOSING
         topics = self.subscriptions.topics_of(slot)
         for action in self.sessions.receive(slot, data, topics, closing):
             if not table.is_live(slot):
@@ -315,7 +315,7 @@ class Streams:
     def _set_topics(self, slot: int, after: tuple[str, ...], answer: bytes) -> None:
         before = self.subscriptions.topics_of(slot)
         self.subscriptions.remove(slot)
-        self.subscriptions.add(slot, after, WS)
+        self.subscriptions.add(slot, after, Framing.WS)
         if self.presence_events:
             sub = self.ledger.sub[slot]
             self._announce("leave", sub, [t for t in before if t not in after])
@@ -332,7 +332,7 @@ class Streams:
             if self._asking.get(slot) == serial:
                 del self._asking[slot]
             table = self.table
-            if self._serial[slot] != serial or not table.is_open(slot) or table.framing[slot] != WS:
+            if self._serial[slot] != serial or not table.is_open(slot) or table.framing[slot] != Framing.WS:
                 return  # the stream is gone (its slot may serve another by now)
             try:
                 asking.finish(answer_of(outcome, self.sessions.limits.max_topic_length))
@@ -353,7 +353,7 @@ class Streams:
 
         def done(outcome: list[str] | RawsseError) -> None:
             table = self.table
-            if self._serial[slot] != serial or not table.is_open(slot) or table.framing[slot] != WS:
+            if self._serial[slot] != serial or not table.is_open(slot) or table.framing[slot] != Framing.WS:
                 return  # the stream is gone (its slot may serve another by now)
             answer = failed(outcome, ref) if isinstance(outcome, RawsseError) else published(outcome, ref)
             self.backend.send(slot, answer)
@@ -371,23 +371,23 @@ class Streams:
         slots = [
             slot
             for group in self.subscriptions.groups()
-            if group.framing == WS
+            if group.framing == Framing.WS
             for slot in group.members
-            if table.state[slot] != BLOCKED
+            if table.state[slot] != SlotState.BLOCKED
         ]
         for slot in self.sessions.unanswered(slots):
             self.close(slot, Why.PEER)
 
     # Authorization
 
-    def end_access(self, slot: int, reason: str) -> bool:
+    def end_access(self, slot: int, reason: AccessEnded) -> bool:
         """The stream's authorization is over (`token-expired`, `disconnected`): it gets
         a last word — a `rawsse-reset` event, or a WebSocket close 3000 or 3003 — and is
         closed. False for a stream already closing."""
         table = self.table
         if not table.is_open(slot):
             return False
-        if table.framing[slot] == WS:
+        if table.framing[slot] == Framing.WS:
             self.begin_close(slot, ACCESS_ENDED_FRAMES[reason])
             self.ledger.remove(slot)  # no later subscribe or publish by this credential
             return True
@@ -397,7 +397,7 @@ class Streams:
 
     def disconnect_user(self, sub: str) -> int:
         """Close every stream of user `sub` held here; returns how many."""
-        ended = sum(self.end_access(slot, "disconnected") for slot in self.ledger.streams_of(sub))
+        ended = sum(self.end_access(slot, AccessEnded.DISCONNECTED) for slot in self.ledger.streams_of(sub))
         self._metrics.users_disconnected += ended
         return ended
 
@@ -464,7 +464,8 @@ class Streams:
         for slot in [slot for slot, deadline in self._closing.items() if deadline <= now]:
             self.close(slot, Why.PEER)
         expired = self.ledger.expired(self._wall())
-        self._metrics.tokens_expired += sum(self.end_access(slot, "token-expired") for slot in expired)
+        ended = sum(self.end_access(slot, AccessEnded.TOKEN_EXPIRED) for slot in expired)
+        self._metrics.tokens_expired += ended
 
     # Fan-out passes
 

@@ -16,7 +16,7 @@ import socket
 from array import array
 from collections.abc import Callable
 
-from rawsse.core.slots import BLOCKED, OPEN, SlotTable, Why
+from rawsse.core.slots import SlotState, SlotTable, Why
 
 
 class TransportBackend:
@@ -65,15 +65,16 @@ class TransportBackend:
         state = self._table.state
         transports = self._transports
         missed = 0
+        opened, blocked = SlotState.OPEN, SlotState.BLOCKED  # locals: an enum's attribute costs 5x
         for slot in slots:
             status = state[slot]
-            if status == OPEN:
+            if status == opened:
                 transport = transports[slot]
                 assert transport is not None
                 transport.write(data)
                 if transport.get_write_buffer_size():
                     self._table.block(slot, b"", self._loop.time())
-            elif status == BLOCKED and not droppable:
+            elif status == blocked and not droppable:
                 if not self._table.queue(slot, data):
                     self._close(slot, Why.SLOW)
                     missed += 1

@@ -10,28 +10,44 @@ reactor makes one for the read, and drops it when it is `idle` again).
 from __future__ import annotations
 
 import codecs
+import enum
 import struct
 from typing import NamedTuple
 
-CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-DATA_OPCODES = frozenset({CONTINUATION, TEXT, BINARY})
-CONTROL_OPCODES = frozenset({CLOSE, PING, PONG})
+
+class Opcode(enum.IntEnum):
+    """RFC 6455 5.2."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+DATA_OPCODES = frozenset({Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY})
+CONTROL_OPCODES = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
 
 MAX_CONTROL_PAYLOAD = 125
 
-# Close codes (RFC 6455 7.4.1; 1012, 1013, 3000 and 3003 from the IANA registry)
-GOING_AWAY = 1001
-PROTOCOL_ERROR = 1002
-UNSUPPORTED_DATA = 1003
-INVALID_DATA = 1007
-POLICY_VIOLATION = 1008
-TOO_LARGE = 1009
-SERVICE_RESTART = 1012
-TRY_AGAIN_LATER = 1013
-UNAUTHORIZED = 3000
-"""The stream's token expired: reconnect with a fresh one."""
-FORBIDDEN = 3003
-"""The stream's user was disconnected (/disconnect?user=): its session is over."""
+
+class CloseCode(enum.IntEnum):
+    """The close codes the server sends (RFC 6455 7.4.1; 1012, 1013, 3000 and 3003 from
+    the IANA registry)."""
+
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    TOO_LARGE = 1009
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    UNAUTHORIZED = 3000
+    """The stream's token expired: reconnect with a fresh one."""
+    FORBIDDEN = 3003
+    """The stream's user was disconnected (/disconnect?user=): its session is over."""
 
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 """Codes a peer may put in a close frame below 3000; 1004-1006 and 1015 never travel."""
@@ -53,18 +69,18 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
 
 
 def text_frame(text: str) -> bytes:
-    return encode_frame(TEXT, text.encode())
+    return encode_frame(Opcode.TEXT, text.encode())
 
 
 def close_frame(code: int | None = None, reason: str = "") -> bytes:
     """A close frame; its reason is cut to fit a control frame's 125 bytes."""
     if code is None:
-        return encode_frame(CLOSE, b"")
+        return encode_frame(Opcode.CLOSE, b"")
     payload = struct.pack("!H", code) + reason.encode()[: MAX_CONTROL_PAYLOAD - 2]
-    return encode_frame(CLOSE, payload)
+    return encode_frame(Opcode.CLOSE, payload)
 
 
-PING_FRAME = encode_frame(PING, b"")
+PING_FRAME = encode_frame(Opcode.PING, b"")
 """The sweep's keep-alive ping: one shared object for every WebSocket stream."""
 
 
@@ -178,7 +194,7 @@ class FrameParser:
                 size = int.from_bytes(buffer[offset + 2 : offset + 10], "big")
             fault = self._check_head(first, second, size)
             if fault is not None:
-                if fault.code == TOO_LARGE and second & 0x80:  # its end is known: skip to it
+                if fault.code == CloseCode.TOO_LARGE and second & 0x80:  # its end is known: skip to it
                     self._skip = max(offset + head + 4 + size - end, 0)
                     self._reset_message()
                     self._buffer = bytearray(buffer[offset + head + 4 + size :])
@@ -222,47 +238,47 @@ class FrameParser:
     def _check_head(self, first: int, second: int, size: int) -> Fault | None:
         """What is wrong with a frame, known from its header alone."""
         if first & 0x70:
-            return Fault(PROTOCOL_ERROR, "reserved bits set; no extension was agreed")
+            return Fault(CloseCode.PROTOCOL_ERROR, "reserved bits set; no extension was agreed")
         opcode = first & 0x0F
         if opcode not in DATA_OPCODES and opcode not in CONTROL_OPCODES:
-            return Fault(PROTOCOL_ERROR, f"unknown opcode {opcode}")
+            return Fault(CloseCode.PROTOCOL_ERROR, f"unknown opcode {opcode}")
         if not second & 0x80:
-            return Fault(PROTOCOL_ERROR, "client frames must be masked")
+            return Fault(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
         if opcode in CONTROL_OPCODES:
             if not first & 0x80:
-                return Fault(PROTOCOL_ERROR, "control frames must not be fragmented")
+                return Fault(CloseCode.PROTOCOL_ERROR, "control frames must not be fragmented")
             if size > MAX_CONTROL_PAYLOAD:
-                return Fault(PROTOCOL_ERROR, "control frame payload over 125 bytes")
+                return Fault(CloseCode.PROTOCOL_ERROR, "control frame payload over 125 bytes")
             return None
         if size >> 63:
-            return Fault(PROTOCOL_ERROR, "frame length has its top bit set")
-        if opcode == CONTINUATION:
+            return Fault(CloseCode.PROTOCOL_ERROR, "frame length has its top bit set")
+        if opcode == Opcode.CONTINUATION:
             if self._message_opcode is None:
-                return Fault(PROTOCOL_ERROR, "continuation frame without a message to continue")
+                return Fault(CloseCode.PROTOCOL_ERROR, "continuation frame without a message to continue")
         elif self._message_opcode is not None:
-            return Fault(PROTOCOL_ERROR, "new message before the fragmented one ended")
+            return Fault(CloseCode.PROTOCOL_ERROR, "new message before the fragmented one ended")
         if len(self._message) + size > self._max_message:
-            return Fault(TOO_LARGE, f"message over {self._max_message} bytes")
+            return Fault(CloseCode.TOO_LARGE, f"message over {self._max_message} bytes")
         return None
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> Incoming | None:
-        if opcode == PING:
+        if opcode == Opcode.PING:
             return Ping(payload)
-        if opcode == PONG:
+        if opcode == Opcode.PONG:
             return Pong(payload)
-        if opcode == CLOSE:
+        if opcode == Opcode.CLOSE:
             return _close(payload)
-        if opcode != CONTINUATION:
+        if opcode != Opcode.CONTINUATION:
             self._message_opcode = opcode
             if fin:  # the usual case: a whole message in one frame
                 self._message_opcode = None
-                if opcode == BINARY:
+                if opcode == Opcode.BINARY:
                     return Binary(payload)
                 try:
                     return Text(payload.decode())
                 except UnicodeDecodeError:
-                    return Fault(INVALID_DATA, "text message is not valid UTF-8")
-            if opcode == TEXT:
+                    return Fault(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
+            if opcode == Opcode.TEXT:
                 self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._message += payload
         decoder = self._decoder
@@ -270,25 +286,25 @@ class FrameParser:
             try:  # fails as soon as the bytes so far cannot be UTF-8
                 decoder.decode(payload, final=bool(fin))
             except UnicodeDecodeError:
-                return Fault(INVALID_DATA, "text message is not valid UTF-8")
+                return Fault(CloseCode.INVALID_DATA, "text message is not valid UTF-8")
         if not fin:
             return None
         message = bytes(self._message)
         kind = self._message_opcode
         self._reset_message()
-        return Text(message.decode()) if kind == TEXT else Binary(message)
+        return Text(message.decode()) if kind == Opcode.TEXT else Binary(message)
 
 
 def _close(payload: bytes) -> Close | Fault:
     if not payload:
         return Close(None, "")
     if len(payload) == 1:
-        return Fault(PROTOCOL_ERROR, "close frame with a one-byte payload")
+        return Fault(CloseCode.PROTOCOL_ERROR, "close frame with a one-byte payload")
     code = int.from_bytes(payload[:2], "big")
     if not close_code_allowed(code):
-        return Fault(PROTOCOL_ERROR, f"close code {code} may not be sent")
+        return Fault(CloseCode.PROTOCOL_ERROR, f"close code {code} may not be sent")
     try:
         reason = payload[2:].decode()
     except UnicodeDecodeError:
-        return Fault(INVALID_DATA, "close reason is not valid UTF-8")
+        return Fault(CloseCode.INVALID_DATA, "close reason is not valid UTF-8")
     return Close(code, reason)

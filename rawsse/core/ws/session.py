@@ -27,21 +27,16 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from rawsse.auth.access import Access, Asking
+from rawsse.auth.ledger import AccessEnded
 from rawsse.core.publish import PublishItem, json_item
 from rawsse.core.topics import check_subscribe_topic
 from rawsse.core.ws.frames import (
-    FORBIDDEN,
-    GOING_AWAY,
-    POLICY_VIOLATION,
-    PONG,
-    SERVICE_RESTART,
-    TOO_LARGE,
-    UNAUTHORIZED,
-    UNSUPPORTED_DATA,
     Binary,
     Close,
+    CloseCode,
     Fault,
     FrameParser,
+    Opcode,
     Ping,
     Text,
     close_frame,
@@ -224,7 +219,7 @@ class Sessions:
                 if isinstance(action, BeginClose):
                     closing = True
             elif isinstance(item, Ping):
-                actions.append(Send(encode_frame(PONG, item.payload)))
+                actions.append(Send(encode_frame(Opcode.PONG, item.payload)))
             elif isinstance(item, Close):
                 # The client closes: its code echoed (RFC 6455 5.5.1), then the TCP
                 # connection ends, which is the server's to end.
@@ -233,7 +228,7 @@ class Sessions:
                 actions.append(Finish())
                 return actions
             elif isinstance(item, Fault):
-                if item.code != TOO_LARGE:  # the stream cannot be followed past the fault
+                if item.code != CloseCode.TOO_LARGE:  # the stream cannot be followed past the fault
                     actions.append(Fail(close_frame(item.code, item.reason)))
                     return actions  # the parser reads nothing more: neither do we
                 # A message over the limit is skipped unread: the client's close after our
@@ -242,7 +237,7 @@ class Sessions:
                 closing = True
             elif isinstance(item, Binary):
                 actions.append(
-                    BeginClose(close_frame(UNSUPPORTED_DATA, "binary messages are not understood"))
+                    BeginClose(close_frame(CloseCode.UNSUPPORTED_DATA, "binary messages are not understood"))
                 )
                 closing = True
         return actions
@@ -256,7 +251,7 @@ class Sessions:
             self._spent.clear()
         spent = self._spent[slot] = self._spent.get(slot, 0) + 1
         if spent > 2 * self._budget:
-            return BeginClose(close_frame(POLICY_VIOLATION, "too many commands"))
+            return BeginClose(close_frame(CloseCode.POLICY_VIOLATION, "too many commands"))
         try:
             command = json.loads(text)
         except (ValueError, RecursionError):
@@ -326,19 +321,19 @@ class Sessions:
         return PublishItems([item], ref)
 
 
-RECONNECT_FRAME = close_frame(SERVICE_RESTART, "reconnect and resume")
+RECONNECT_FRAME = close_frame(CloseCode.SERVICE_RESTART, "reconnect and resume")
 """How the server closes a WebSocket stream for /disconnect or a broker's gap: 1012 tells
 the client to come back, and its last id resumes it."""
 
-SHUTDOWN_FRAME = close_frame(GOING_AWAY, "server shutting down; reconnect and resume")
+SHUTDOWN_FRAME = close_frame(CloseCode.GOING_AWAY, "server shutting down; reconnect and resume")
 """How the server closes every WebSocket stream when it stops (1001)."""
 
-STUCK_FRAME = close_frame(POLICY_VIOLATION, "message not completed in time")
+STUCK_FRAME = close_frame(CloseCode.POLICY_VIOLATION, "message not completed in time")
 """How a connection whose frame stays half-read is closed (see `Sessions.stuck`)."""
 
 ACCESS_ENDED_FRAMES = {
-    "token-expired": close_frame(UNAUTHORIZED, '{"reason": "token-expired"}'),
-    "disconnected": close_frame(FORBIDDEN, '{"reason": "disconnected"}'),
+    AccessEnded.TOKEN_EXPIRED: close_frame(CloseCode.UNAUTHORIZED, '{"reason": "token-expired"}'),
+    AccessEnded.DISCONNECTED: close_frame(CloseCode.FORBIDDEN, '{"reason": "disconnected"}'),
 }
 """How a WebSocket stream whose authorization ended is closed: 3000 when its token
 expired (reconnect with a fresh one), 3003 when its user was disconnected."""
