@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from rawsse.auth.access import AccessOptions, parse_networks, reaches_loopback
 from rawsse.auth.app import AnswerCache
 from rawsse.auth.keys import KeySources, load_keys
 from rawsse.auth.rules import SUB, parse_rule_text
 from rawsse.auth.tokens import LEEWAY, TokenOptions
+from rawsse.core.access import AccessOptions, parse_networks, reaches_loopback
 from rawsse.core.api import ApiOptions
 from rawsse.core.cors import parse_origins
 from rawsse.core.history import HISTORY_AGE, HISTORY_BYTES, HISTORY_PER_TOPIC

@@ -158,7 +158,7 @@ def test_shutdown_answers_what_arrived_during_the_drain_and_then_closes_it(raw: 
             await publish(server.port, "t", "x" * 500_000)
         reader, writer = await arrive_after(server, 1)
         stopping = asyncio.ensure_future(server.stop())
-        await wait_for(lambda: server.api.draining, "the drain to begin")
+        await wait_for(lambda: server.state.draining, "the drain to begin")
         writer.write(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         answer = await read_response(reader)
         assert (answer.status, answer.body) == (503, b"not ready: draining\n")

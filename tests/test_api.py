@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from rawsse import __version__
-from rawsse.broker.memory import MemoryBroker
 from rawsse.config import Config
 from rawsse.core.api import AcceptBudget, Api, ServerView
 from rawsse.core.effects import Answer, OpenStream, Respond
@@ -18,7 +17,7 @@ from rawsse.core.metrics import Metrics
 from rawsse.core.subscriptions import Subscriptions
 from rawsse.dashboard.files import load_dashboard
 from rawsse.errors import HttpError, RawsseError
-from rawsse.reactor.effects import EffectRunner
+from tests.parts import effect_runner, memory_broker
 
 KIND = "unit"
 
@@ -31,13 +30,13 @@ class Harness:
         config = Config(**options)
         self.metrics = Metrics()
         self.hub = Hub(Subscriptions(8), History(), self.metrics, max_event_bytes=config.max_pending_bytes)
-        broker = MemoryBroker(self.hub)
+        broker = memory_broker(self.hub)
         view = ServerView(None, False, lambda: None, self.metrics.render)
         static = load_dashboard() if config.dashboard else None
         self.api = Api(config.api_options(), self.hub, self.metrics, view, static)
         self.closed: list[tuple[str, ...]] = []
         # No effect these tests meet waits on the loop's timer.
-        self.runner = EffectRunner(broker, self.hub, self._close, self.metrics, loop=None)  # type: ignore[arg-type]
+        self.runner = effect_runner(broker, self.hub, self.metrics, self._close)
 
     def _close(self, topics: tuple[str, ...]) -> int:
         self.closed.append(topics)
@@ -101,7 +100,7 @@ def test_metrics_and_health() -> None:
     assert api.handle(request("HEAD", "/healthz"), True).endswith(b"\r\n\r\n")  # type: ignore[union-attr]
     ready = api.handle(request("GET", "/readyz"), True)
     assert isinstance(ready, bytes) and ready.startswith(b"HTTP/1.1 200 OK") and ready.endswith(b"ready\n")
-    api.api.draining = True
+    api.api.state.draining = True
     assert api.handle(request("GET", "/readyz"), True).startswith(b"HTTP/1.1 503")  # type: ignore[union-attr]
 
 

@@ -18,18 +18,27 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawsse.auth.access import Access, AccessOptions, owner_of, parse_networks
 from rawsse.auth.app import AppUnavailable, grant_from_answer
 from rawsse.auth.keys import KeyRing, KeySources
 from rawsse.auth.ledger import ExpiryWheel, Ledger, StreamAccess
-from rawsse.auth.rules import MAX_PATTERNS, NO_TOPICS, parse_rule_text, parse_rules
+from rawsse.auth.rules import MAX_PATTERNS, NO_TOPICS, TopicRules, parse_rule_text, parse_rules
 from rawsse.auth.tokens import AuthError, Forbidden, TokenOptions, TokenVerifier
+from rawsse.core.access import Access, AccessOptions, owner_of, parse_networks
 from rawsse.core.http import Request
+from rawsse.core.topics import MAX_TOPIC_LENGTH
 from rawsse.errors import ConfigError, RuleError
 
 KIND = "unit"
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
+
+
+def rules_of(patterns: list[str]) -> TopicRules:
+    return parse_rules(patterns, MAX_TOPIC_LENGTH)
+
+
+def rule_text_of(text: str) -> TopicRules:
+    return parse_rule_text(text, MAX_TOPIC_LENGTH)
 
 
 def token(claims: dict[str, object], key: object = SECRET, algorithm: str = "HS256", **headers: str) -> str:
@@ -48,33 +57,33 @@ def request(query: str = "", **headers: str) -> Request:
 
 
 def test_exact_prefix_and_own_sub_patterns() -> None:
-    rules = parse_rules(["news", "sport:*", "orders:{sub}", "team:{sub}:*"])
+    rules = rules_of(["news", "sport:*", "orders:{sub}", "team:{sub}:*"])
     assert rules.allows("news") and not rules.allows("news2") and not rules.allows("new")
     assert rules.allows("sport:") and rules.allows("sport:golf") and not rules.allows("sport")
     assert rules.allows("orders:42", "42") and not rules.allows("orders:43", "42")
     assert not rules.allows("orders:42")  # no sub, no own topics
     assert not rules.allows("orders:", "")
     assert rules.allows("team:42:chat", "42") and not rules.allows("team:43:chat", "42")
-    assert parse_rules(["*"]).allows("anything:at:all")
+    assert rules_of(["*"]).allows("anything:at:all")
     # Users' @ topics: only a wildcard that names an @ reaches them.
-    assert not parse_rules(["*", "notes*", "team:{sub}:*"]).allows("notes@43", "4")
-    assert not parse_rules(["team:{sub}:*"]).allows("team:4:x@43", "4")
-    assert parse_rules(["notes@*"]).allows("notes@43")
+    assert not rules_of(["*", "notes*", "team:{sub}:*"]).allows("notes@43", "4")
+    assert not rules_of(["team:{sub}:*"]).allows("team:4:x@43", "4")
+    assert rules_of(["notes@*"]).allows("notes@43")
     assert not NO_TOPICS.allows("news") and not NO_TOPICS
 
 
 def test_patterns_are_bounded_and_checked() -> None:
     with pytest.raises(RuleError, match="at most 64"):
-        parse_rules([f"t{n}" for n in range(MAX_PATTERNS + 1)])
+        rules_of([f"t{n}" for n in range(MAX_PATTERNS + 1)])
     for bad in ["", "a*b", "**", "{sub}{sub}", "bad name", "a/b", "x" * 300, 5, "notes@{sub}*"]:
         with pytest.raises(RuleError):
-            parse_rules([bad])
-    assert parse_rule_text(" a , b:* ,").allows("b:c")
+            rules_of([bad])
+    assert rule_text_of(" a , b:* ,").allows("b:c")
 
 
 def test_a_pathological_topic_costs_one_pass() -> None:
     # A regular-expression matcher could backtrack on these; the rules only compare strings.
-    rules = parse_rules(["a" * 200 + "*", "{sub}" + "a" * 200 + "*"])
+    rules = rules_of(["a" * 200 + "*", "{sub}" + "a" * 200 + "*"])
     assert not rules.allows("a" * 199 + "b", "a")
     assert rules.allows("a" * 250)
 
@@ -243,7 +252,7 @@ def test_a_credential_comes_from_the_header_the_cookie_or_where_allowed_the_url(
 
 
 def test_public_topics_need_nothing_and_private_ones_a_token_that_allows_them() -> None:
-    check = access(public_topics=parse_rule_text("news,public:*"))
+    check = access(public_topics=rule_text_of("news,public:*"))
     check.check_subscribe(["news", "public:x"], None)
     with pytest.raises(AuthError, match="needs a token"):
         check.check_subscribe(["news", "secret"], None)
@@ -306,14 +315,14 @@ def test_nothing_expires_for_streams_without_an_expiry() -> None:
 
 
 def test_public_patterns_never_open_a_users_topic_nor_a_server_topic() -> None:
-    check = access(public_topics=parse_rule_text("*"))
+    check = access(public_topics=rule_text_of("*"))
     check.check_subscribe(["news", "a:b"], None)
     for private in ["notes@42", "@42", "$presence:news"]:
         with pytest.raises(AuthError):
             check.check_subscribe([private], None)
-    everything = parse_rules(["*", "news:*"])
+    everything = rules_of(["*", "news:*"])
     assert not everything.allows("$presence:news") and not everything.allows("$stats")
-    assert parse_rules(["$presence:*"]).allows("$presence:news")
+    assert rules_of(["$presence:*"]).allows("$presence:news")
     assert owner_of("$presence:chat@42") is None  # user 42 does not own the presence of its topic
 
 

@@ -187,7 +187,7 @@ def test_the_pools_bound_holds_for_calls_made_in_one_tick() -> None:
         client = AppClient(f"http://127.0.0.1:{free_port()}/auth", connections=1, timeout=1.0, max_waiting=2)
         outcomes: list[object] = []
         for n in range(20):  # one accept batch: no call has run yet when the next is made
-            client.ask(app_call(f"sid={n}", "", ("t",), Framing.SSE), outcomes.append)
+            client.ask(app_call(f"sid={n}", "", ("t",), Framing.SSE.transport), outcomes.append)
         assert outcomes == ["too many calls waiting for the application"] * 17
         assert client.in_flight == 3
         await wait_for(lambda: len(outcomes) == 20, "the three calls to fail: nothing listens")

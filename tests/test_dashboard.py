@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from rawsse.broker.memory import MemoryBroker
 from rawsse.config import Config
 from rawsse.core.effects import Publish, Respond
 from rawsse.core.history import History
@@ -20,9 +19,9 @@ from rawsse.core.topics import STATS_TOPIC
 from rawsse.dashboard.files import load_dashboard
 from rawsse.dashboard.stats import COUNTERS, StatsPublisher, snapshot, worker_figures
 from rawsse.errors import HttpError, RawsseError
-from rawsse.reactor.effects import EffectRunner
 from rawsse.reactor.server import Server
 from tests.helpers import StreamClient, get, post, run_with_server
+from tests.parts import effect_runner, memory_broker
 from tests.test_api import make_api, request
 
 KIND = "integration"
@@ -51,18 +50,18 @@ def test_snapshot_sums_the_workers_and_keeps_them() -> None:
 
 def test_stats_are_published_only_while_someone_subscribes_and_are_not_counted() -> None:
     hub, metrics = make_hub()
-    broker = MemoryBroker(hub)
+    broker = memory_broker(hub)
     publisher = StatsPublisher(broker, metrics, started=100.0)
     assert publisher.publish(101.0) is None
     assert not hub.has_queued  # nobody subscribes: nothing built, nothing queued
     items = parse_publish("", "application/x-www-form-urlencoded", b"topic=a&data=x").items
     # A publisher's event, published as a request's are (counted once accepted).
-    runner = EffectRunner(broker, hub, lambda topics: 0, metrics, loop=None)  # type: ignore[arg-type]
+    runner = effect_runner(broker, hub, metrics, lambda topics: 0)
     runner.run(Publish(items, lambda ids: Respond(b"")), lambda answer: None)
     hub.subscriptions.add(3, (STATS_TOPIC,))
     metrics.streams_open = 1
     assert publisher.publish(102.5) is not None
-    (delivery,) = hub.take_batch()
+    (delivery,) = hub.take_batch().deliveries
     assert list(delivery.slots) == [3]
     data = delivery.data.decode().split("data: ", 1)[1].split("\n", 1)[0]
     figures = json.loads(data)

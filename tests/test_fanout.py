@@ -4,6 +4,7 @@ steps into rather than a moment it hopes to catch with sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from array import array
@@ -20,10 +21,13 @@ from rawsse.core.hub import Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import Framing, SlotState, SlotTable, Why
+from rawsse.core.state import ServerState
 from rawsse.core.subscriptions import Subscriptions
 from rawsse.core.ws.frames import Opcode
 from rawsse.core.ws.session import FAIL_LINGER, SessionLimits, Sessions
+from rawsse.errors import RawsseError
 from rawsse.reactor.fd_streams import FdBackend
+from rawsse.reactor.intake import Intake
 from rawsse.reactor.poller import make_poller
 from rawsse.reactor.streams import StreamLimits, Streams
 from tests.ws_frames import client_frame
@@ -108,10 +112,29 @@ def make(slice_size: int, backend_for: BackendFor = lambda table, _: RecordingBa
     hub = Hub(Subscriptions(256), History(), metrics)
     table = SlotTable(256, 1 << 20)
     backend = backend_for(table, loop)
-    sessions = Sessions(256, SessionLimits(16, 255, 1 << 20), lambda: 0.0, lambda: False)
+    sessions = Sessions(256, SessionLimits(16, 255, 1 << 20), lambda: 0.0, ServerState())
     limits = StreamLimits(slice_size=slice_size)
-    streams = Streams(loop, hub, metrics, limits, table, backend, sessions)  # type: ignore[arg-type]
-    return loop, hub, MemoryBroker(hub), streams, backend, metrics
+    streams = Streams(
+        loop, hub, metrics, limits, table, backend, sessions, no_broker, ignore_word  # type: ignore[arg-type]
+    )
+    if isinstance(backend, FdBackend):
+        backend.start(streams, NoArrivals())
+    broker = MemoryBroker(hub)
+    asyncio.run(broker.start(Intake(hub, streams)))  # published events wake the fan-out
+    return loop, hub, broker, streams, backend, metrics
+
+
+def no_broker(items: list[PublishItem], done: Callable[[list[str] | RawsseError], None]) -> None:
+    done(RawsseError("no broker in these tests"))
+
+
+def ignore_word(word: dict[str, Any]) -> None:
+    pass
+
+
+class NoArrivals:
+    def arrived(self, fd: int) -> None:
+        raise AssertionError("no connection arrives in these tests")
 
 
 def join(streams: Streams, hub: Hub, slots: range, topic: str = "t") -> None:

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from rawsse.broker.base import publish_now
-from rawsse.broker.memory import MemoryBroker
 from rawsse.core.history import History
 from rawsse.core.hub import RESET_EVENT, Hub
 from rawsse.core.ids import EpochIds
@@ -15,6 +14,7 @@ from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
 from rawsse.core.subscriptions import Subscriptions
 from rawsse.errors import EventTooLarge, Overloaded
+from tests.parts import memory_broker
 from tests.sse_client import EventParser
 
 KIND = "unit"
@@ -33,7 +33,7 @@ class BrokeredHub(Hub):
 
     def __init__(self, history: History, clock: Clock, **options: int) -> None:
         super().__init__(Subscriptions(64), history, Metrics(), clock=clock, **options)  # type: ignore[arg-type]
-        self.broker = MemoryBroker(self)
+        self.broker = memory_broker(self)
 
 
 def make_hub(history: History | None = None, clock: Clock | None = None, **options: int) -> BrokeredHub:
@@ -77,19 +77,19 @@ def test_a_pass_writes_each_group_its_events_coalesced_in_order() -> None:
     publish(hub, "a", "1")
     publish(hub, "b", "2")
     publish(hub, "a,b", "3")
-    deliveries = {tuple(d.slots): d for d in hub.take_batch()}
+    deliveries = {tuple(d.slots): d for d in hub.take_batch().deliveries}
     assert set(deliveries) == {(1, 2), (3,)}
     assert [data for _, data, _ in parse(deliveries[(1, 2)].data)] == ["1", "3"]
     assert [data for _, data, _ in parse(deliveries[(3,)].data)] == ["1", "2", "3"]
     assert deliveries[(3,)].events == 3
-    assert hub.take_batch() == []
+    assert hub.take_batch().deliveries == []
 
 
 def test_snapshot_excludes_streams_that_join_later() -> None:
     hub = make_hub()
     hub.subscriptions.add(1, ("a",))
     publish(hub, "a", "x")
-    [delivery] = hub.take_batch()
+    [delivery] = hub.take_batch().deliveries
     hub.subscriptions.add(2, ("a",))
     assert list(delivery.slots) == [1]
 
@@ -242,6 +242,6 @@ def test_a_stream_opened_by_a_waiting_resume_gets_the_pass_it_waited_for_once() 
         hub.subscriptions.add(7, ("a",))
 
     hub.when_taken(waiting_for, open_stream)
-    deliveries = hub.take_batch()
+    deliveries = hub.take_batch().deliveries
     assert [data for _, data, _ in parse(replays[0])] == ["3"]
     assert all(7 not in delivery.slots for delivery in deliveries)

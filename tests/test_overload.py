@@ -135,7 +135,7 @@ def test_while_draining_readiness_publishing_and_streams_are_turned_away(backend
         assert (ready.status, ready.body) == (200, b"ready\n")
 
         stopping = asyncio.ensure_future(server.stop())
-        await wait_for(lambda: server.api.draining, "the drain to begin")
+        await wait_for(lambda: server.state.draining, "the drain to begin")
         ready = await ask(kept[0], b"GET /readyz HTTP/1.1\r\nHost: [::1]\r\n\r\n")
         assert (ready.status, ready.body) == (503, b"not ready: draining\n")
         assert ready.headers["retry-after"] == "1"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from rawsse.core.state import ServerState
 from rawsse.core.ws.frames import Opcode, close_frame, encode_frame
 from rawsse.core.ws.session import BeginClose, Fail, Finish, Send, SessionLimits, Sessions
 from tests.ws_frames import client_frame, close_code, close_payload, server_frames
@@ -22,7 +23,7 @@ LIMITS = SessionLimits(max_topics=4, max_topic_length=32, max_message=MAX_MESSAG
 def outcome(data: bytes, chunk: int | None = None) -> tuple[list[tuple[int, bytes]], int | None, bool]:
     """(frames sent back, the close code we sent or None, whether the TCP connection
     ends) for the client bytes `data`, fed whole or in `chunk`-byte pieces."""
-    sessions = Sessions(8, LIMITS, lambda: 0.0, lambda: False)
+    sessions = Sessions(8, LIMITS, lambda: 0.0, ServerState())
     sessions.open(3, may_publish=False)
     pieces = [data] if chunk is None else [data[i : i + chunk] for i in range(0, len(data), chunk)]
     sent = b""
@@ -208,7 +209,7 @@ def test_close_frame_reasons_are_cut_to_fit_a_control_frame() -> None:
 
 def test_nothing_after_a_protocol_fault_is_processed() -> None:
     """A failed connection's later input, even well-formed commands, is dropped."""
-    sessions = Sessions(8, LIMITS, lambda: 0.0, lambda: False)
+    sessions = Sessions(8, LIMITS, lambda: 0.0, ServerState())
     sessions.open(3, may_publish=False)
     actions = sessions.receive(3, text(PING_JSON, masked=False) + text(PING_JSON), ("t",), False)
     assert [type(action) for action in actions] == [Fail]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rawsse.core.state import ServerState
 from rawsse.core.ws.frames import Opcode
 from rawsse.core.ws.session import (
     BeginClose,
@@ -34,7 +35,7 @@ class Clock:
 
 def session(may_publish: bool = True, draining: bool = False, budget: int = 5) -> tuple[Sessions, Clock]:
     clock = Clock()
-    sessions = Sessions(8, LIMITS, clock, lambda: draining, budget)
+    sessions = Sessions(8, LIMITS, clock, ServerState(draining), budget)
     sessions.open(2, may_publish)
     return sessions, clock
 

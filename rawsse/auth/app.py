@@ -26,7 +26,6 @@ from collections import OrderedDict
 from typing import NamedTuple
 
 from rawsse.auth.tokens import AuthError, Forbidden, Grant, grant_from_claims, numeric_date
-from rawsse.core.slots import Framing
 from rawsse.errors import HttpError, RawsseError
 
 CACHE_ENTRIES = 10_000
@@ -51,14 +50,14 @@ class AppCall(NamedTuple):
     headers: tuple[tuple[str, str], ...]
 
 
-def app_call(cookie: str, authorization: str, topics: tuple[str, ...], framing: Framing) -> AppCall:
+def app_call(cookie: str, authorization: str, topics: tuple[str, ...], transport: str) -> AppCall:
     """The question about a credential and the topics it asks for; its cache key is a
     digest of both (the cache holds no session secrets, and an answer the application
     tailored to some topics is never reused for others)."""
     headers = tuple(
         (name, value) for name, value in (("Cookie", cookie), ("Authorization", authorization)) if value
     )
-    body = json.dumps({"topics": list(topics), "transport": framing.transport}).encode()
+    body = json.dumps({"topics": list(topics), "transport": transport}).encode()
     key = hashlib.blake2b(b"%s\n%s\n%s" % (cookie.encode(), authorization.encode(), body), digest_size=16)
     return AppCall(key.hexdigest(), body, headers)
 

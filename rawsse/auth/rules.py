@@ -19,7 +19,6 @@ import functools
 import re
 from collections.abc import Iterable
 
-from rawsse.core.topics import MAX_TOPIC_LENGTH
 from rawsse.errors import RuleError
 
 MAX_PATTERNS = 64
@@ -30,7 +29,7 @@ SUB = "{sub}"
 """The placeholder for the token's subject."""
 
 USER_MARK = "@"
-"""What binds a topic to a user (see rawsse.auth.access): wildcards reach such topics only
+"""What binds a topic to a user (see rawsse.core.access): wildcards reach such topics only
 when they name an `@` themselves."""
 
 _PATTERN = re.compile(r"[A-Za-z0-9_.:@$-]*(\{sub\}[A-Za-z0-9_.:@-]*)?\*?")
@@ -99,7 +98,7 @@ def _reaches(stem: str, system: bool, owned: bool) -> bool:
 NO_TOPICS = TopicRules(())
 
 
-def parse_rules(patterns: Iterable[object], max_length: int = MAX_TOPIC_LENGTH) -> TopicRules:
+def parse_rules(patterns: Iterable[object], max_length: int) -> TopicRules:
     """Rules from a list of patterns (a token's claim, or an option split at commas);
     raises RuleError naming the first pattern that is not one."""
     items = tuple(patterns)
@@ -127,7 +126,7 @@ def _compiled(patterns: tuple[str, ...], max_length: int) -> TopicRules:
     return TopicRules(patterns)
 
 
-def parse_rule_text(text: str | None, max_length: int = MAX_TOPIC_LENGTH) -> TopicRules:
+def parse_rule_text(text: str | None, max_length: int) -> TopicRules:
     """Rules from an option's comma-separated text (spaces around names ignored)."""
     if not text:
         return NO_TOPICS

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
+from rawsse.core.events import Event
 from rawsse.core.hub import Hub
 from rawsse.core.publish import PublishItem
 from rawsse.errors import RawsseError
@@ -13,12 +15,36 @@ Outcome = list[str] | RawsseError
 """What a publish comes to: the events' ids, or the error that refused them all."""
 
 
+class EventSink(Protocol):
+    """Where a broker hands the events of the order, in that order: the process that
+    serves streams (rawsse.reactor.intake.Intake)."""
+
+    def deliver(self, events: list[Event]) -> None:
+        """Numbered, encoded events, for history and the next fan-out pass."""
+        ...
+
+    def lost(self) -> None:
+        """Events this process had not read are gone from the order: every stream is to
+        reconnect and resume, and be told (a reset) rather than silently miss them."""
+        ...
+
+
 class Broker(ABC):
-    """Numbers published events in one order and hands them, in that order, to the hub
-    of every process that serves streams."""
+    """Numbers published events in one order and hands them, in that order, to the sink
+    of every process that serves streams.
+
+    The sink is given at `start`: the sink's process publishes through this broker, so
+    one of the two must come first, and the order is the broker's (as a Go hub's broker
+    is run with its event handler). Nothing is delivered before `start`."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self._sink: EventSink | None = None
+
+    @property
+    def sink(self) -> EventSink:
+        assert self._sink is not None, "start(sink) first"
+        return self._sink
 
     @abstractmethod
     def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
@@ -27,8 +53,10 @@ class Broker(ABC):
         BrokerUnavailable). The brokers of one machine call it before they return; one
         behind a network hop, after its round trip."""
 
-    async def start(self) -> None:  # noqa: B027 (optional hook)
-        """Connect, and load the history a resume may need; called before listening."""
+    async def start(self, sink: EventSink) -> None:
+        """Deliver to `sink` from now on; connect, and load the history a resume may need
+        (a broker that does, after calling this). Called before listening."""
+        self._sink = sink
 
     async def stop(self) -> None:  # noqa: B027 (optional hook)
         """Release connections and shared resources."""

@@ -14,6 +14,7 @@ class MemoryBroker(Broker):
 
     def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
         hub = self.hub
+        sink = self.sink  # started, or nothing is numbered
         encode = hub.encoder.encode
         format_id = hub.ids.format
         now = hub.clock()
@@ -27,5 +28,5 @@ class MemoryBroker(Broker):
             done(error)
             return
         self._sequence = sequence + len(events)
-        hub.accept(events)
+        sink.deliver(events)
         done(ids)

@@ -31,7 +31,7 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from rawsse.broker.base import Broker, Outcome
+from rawsse.broker.base import Broker, EventSink, Outcome
 from rawsse.core.events import Event
 from rawsse.core.hub import Hub
 from rawsse.core.publish import PublishItem
@@ -86,16 +86,14 @@ class RedisBroker(Broker):
         self._nodes = 1
         self._registering: asyncio.Task[None] | None = None
         self.connected = False
-        self.on_gap: Callable[[], None] = lambda: None
-        """Called when events this node had not read are gone from Redis (the server
-        closes its streams then)."""
 
     def unready_reason(self) -> str | None:
         return None if self.connected else "cannot reach redis"
 
     # Start and stop
 
-    async def start(self) -> None:
+    async def start(self, sink: EventSink) -> None:
+        await super().start(sink)
         try:
             await self._load_history()
             await self._register()
@@ -219,7 +217,7 @@ class RedisBroker(Broker):
                 for _, entries in reply:
                     if entries:
                         self._last_id = entries[-1][0]
-                        self.hub.accept(self._events(entries))
+                        self.sink.deliver(self._events(entries))
                         if len(entries) == READ_COUNT:  # behind: trimming may overtake us
                             await self._check_gap()
             except asyncio.CancelledError:
@@ -274,7 +272,7 @@ class RedisBroker(Broker):
                 "their clients resume (raise --broker-history, run redis with persistence)"
             )
             self.hub.history.mark_dropped(oldest - 1)
-            self.on_gap()
+            self.sink.lost()
 
     def _events(self, entries: Entries) -> list[Event]:
         """Encode stream entries once each; an entry this node cannot use (written by

@@ -9,7 +9,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rawsse.broker.base import Broker, Outcome
+from rawsse.broker.base import Broker, EventSink, Outcome
 from rawsse.broker.ring import SharedLog
 from rawsse.core.hub import Hub
 from rawsse.core.publish import PublishItem
@@ -49,9 +49,10 @@ class WorkerBroker(Broker):
     def process_count(self) -> int:
         return self._context.count
 
-    async def start(self) -> None:
+    async def start(self, sink: EventSink) -> None:
         """Join the log and load what it still holds into history, so a restarted worker
         serves resumes like the others; then go live from the tail."""
+        await super().start(sink)
         index = self._context.index
         cursor, tail, dropped = self._log.join(index)
         self.hub.preload(self._log.read(cursor, tail), dropped)
@@ -123,4 +124,4 @@ class WorkerBroker(Broker):
         events = list(log.read(self._cursor, tail))
         self._cursor = tail
         log.advance(self._context.index, tail)
-        hub.accept(events)
+        self.sink.deliver(events)

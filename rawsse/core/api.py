@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from rawsse.auth.access import Access, AccessOptions, Asking
 from rawsse.auth.app import AppUnavailable, answer_of
 from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
 from rawsse.auth.tokens import MAX_SUB_LENGTH, Forbidden, Grant
+from rawsse.core.access import Access, AccessOptions, Asking
 from rawsse.core.connection import BUSY
 from rawsse.core.cors import CorsPolicy
 from rawsse.core.effects import (
@@ -41,6 +41,7 @@ from rawsse.core.presence import Tally, answer_body
 from rawsse.core.publish import parse_publish
 from rawsse.core.slots import Framing
 from rawsse.core.sse import encode_event, encode_retry
+from rawsse.core.state import ServerState
 from rawsse.core.static import StaticFiles, is_static_path
 from rawsse.core.topics import check_subscribe_topic
 from rawsse.core.ws.frames import CloseCode, close_frame
@@ -157,16 +158,16 @@ class Api:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         access: Access | None = None,
+        state: ServerState | None = None,
     ) -> None:
         self._options, self._hub, self._metrics, self._view = options, hub, metrics, view
+        state = state or ServerState()
         self.access = access or Access(AccessOptions(), None, Ledger(0))
         self._static = static
         self._clock = clock
         self._rng = rng or random.Random()
         self._accept_budget = AcceptBudget(options.accept_rate, clock())
-        self.draining = False
-        """Set when the server begins to stop: /readyz answers 503, publishing is refused,
-        and stream requests are told to come back later."""
+        self.state = state
         label = view.worker_label
         worker = [] if label is None else [("X-Rawsse-Worker", label)]
         self._worker_headers = tuple(worker)
@@ -238,7 +239,7 @@ class Api:
     def _readiness(self, request: Request) -> bytes:
         """200 while this process can take streams and publishes; 503 while it is
         draining or its broker is unreachable (liveness stays with /healthz)."""
-        problem = "draining" if self.draining else self._view.unready_reason()
+        problem = "draining" if self.state.draining else self._view.unready_reason()
         headers: tuple[tuple[str, str], ...]
         if problem is None:
             status, text, headers = 200, "ready", ()
@@ -359,7 +360,7 @@ class Api:
         return tuple(topics), last_event_id
 
     def _stream(self, opening: Opening) -> Effect:
-        if self.draining:
+        if self.state.draining:
             return Respond(self.come_back_later(opening.head, SHUTTING_DOWN, opening.framing), close=True)
         if not self._accept_budget.take(self._clock()):
             return Respond(self.come_back_later(opening.head, OVERLOADED, opening.framing), close=True)
@@ -442,7 +443,7 @@ class Api:
         self, request: Request, from_loopback: Callable[[], bool], cors: tuple[tuple[str, str], ...] = ()
     ) -> Publish:
         grant = self._authorize(request, from_loopback)
-        if self.draining:
+        if self.state.draining:
             raise HttpError(503, "shutting down; publish to another server", RETRY_AFTER)
         parsed = parse_publish(
             request.query,

@@ -8,7 +8,7 @@ import json
 import time
 from array import array
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from rawsse.core.control import control_word, is_control
 from rawsse.core.events import Event, EventEncoder
@@ -50,6 +50,14 @@ class Delivery:
         self.droppable = droppable
 
 
+class Batch(NamedTuple):
+    """What one fan-out pass takes from the hub."""
+
+    deliveries: list[Delivery]
+    words: list[dict[str, Any]]
+    """The words of the `$control` events taken, for the process (rawsse.core.control)."""
+
+
 class Hub:
     """One process's side of the event order: events arrive already numbered (from a
     broker), are encoded once, kept in history and queued for the next fan-out pass."""
@@ -69,9 +77,6 @@ class Hub:
         self.metrics = metrics
         self.ids: IdScheme = ids or EpochIds()
         self.encoder = EventEncoder(self.ids, max_event_bytes)
-        self.on_queued: Callable[[], None] = lambda: None
-        self.on_control: Callable[[dict[str, Any]], None] = lambda word: None
-        """Where the word of a `$control` event goes (see rawsse.core.control)."""
         self.clock = clock
         self._max_queued_bytes = max_queued_bytes
         self._taken = 0
@@ -93,14 +98,13 @@ class Hub:
             raise Overloaded("fan-out is behind; retry shortly")
 
     def accept(self, events: list[Event]) -> None:
-        """Take numbered events, in order, for history and the next fan-out pass."""
+        """Take numbered events, in order, for history and the next fan-out pass (which
+        the process's intake schedules: see rawsse.reactor.intake)."""
         for event in events:
             if not is_control(event.topics):  # word for the processes, not for resumes
                 self.history.add(event)
             self._queued_bytes += len(event.wire)
         self._queue.extend(events)
-        if events:
-            self.on_queued()
 
     def preload(self, events: Iterable[Event], dropped_before: int) -> None:
         """Fill history with events published before this process started (a restarted
@@ -112,18 +116,20 @@ class Hub:
                 self.history.add(event)
             self._taken = event.sequence
 
-    def take_batch(self) -> list[Delivery]:
+    def take_batch(self) -> Batch:
         """Take every queued event for one pass: one write per group, holding the group's
-        events in id order (coalesced when several queued up during the previous pass)."""
+        events in id order (coalesced when several queued up during the previous pass),
+        and the words of the `$control` events among them, in order."""
         events, self._queue = self._queue, []
         self._queued_bytes = 0
         if not events:
-            return []
+            return Batch([], [])
         self._taken = events[-1].sequence
         per_group: dict[Group, list[Event]] = {}
+        words = []
         for event in events:
             if is_control(event.topics):
-                self.on_control(control_word(event.wire))
+                words.append(control_word(event.wire))
                 continue
             for topic in event.topics:
                 for group in self.subscriptions.groups_of_topic(topic):
@@ -143,7 +149,7 @@ class Hub:
         # whose replay already holds these events (it must not get them live as well).
         while self._waiters and self._waiters[0][0] <= self._taken:
             heapq.heappop(self._waiters)[2]()
-        return deliveries
+        return Batch(deliveries, words)
 
     def when_taken(self, sequence: int, callback: Callable[[], None]) -> None:
         """Call `callback` once a pass has taken the event `sequence` (at once if taken)."""

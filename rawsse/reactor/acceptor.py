@@ -78,7 +78,6 @@ class Acceptor:
         self._view = memoryview(self._buffer)
         self._paused: asyncio.TimerHandle | None = None
         self._warned = False
-        backend.on_arrival = self._on_arrival
         for sock in sockets:
             # Accepted sockets inherit these, so each costs no setsockopt of its own:
             # events leave at once, and a client that vanishes is found by the kernel.
@@ -144,7 +143,7 @@ class Acceptor:
 
     # The first bytes
 
-    def _on_arrival(self, fd: int) -> None:
+    def arrived(self, fd: int) -> None:
         try:
             count = os.readv(fd, (self._buffer,))
         except BlockingIOError:

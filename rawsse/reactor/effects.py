@@ -1,14 +1,15 @@
-"""The one place the API's effects (their types are in rawsse.core.effects) are carried
-out: publishing through the broker, waiting for an id with the loop's timer, closing
-streams. Each ends in an answer for the connection that asked — bytes or a stream to
-open — or in a RawsseError."""
+"""Where the API's effects (their types are in rawsse.core.effects) are carried out:
+publishing through the broker, waiting for an id with the loop's timer, closing streams,
+asking the application and counting presence. Each ends in an answer for the connection
+that asked — bytes or a stream to open (which the connection's driver opens) — or in a
+RawsseError. Publishing itself, for every publisher of the process, is `Publishing`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from rawsse.auth.app import AppCall
 from rawsse.broker.base import Broker, Outcome, publish_now
@@ -31,20 +32,46 @@ Cancel = Callable[[], None]
 INTERNAL_ERROR = HttpError(500, "internal error")
 
 
+class Publishing:
+    """Publishing through the broker, for every publisher of this process (POST /publish,
+    a WebSocket's publish command, embedding code), which counts what was accepted; and
+    the server's own words (kicks, presence), which are not publishes."""
+
+    def __init__(self, broker: Broker, metrics: Metrics) -> None:
+        self._broker, self._metrics = broker, metrics
+
+    def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
+        def published(outcome: Outcome) -> None:
+            if not isinstance(outcome, RawsseError):
+                self._metrics.events_published += len(outcome)  # a publisher's, once accepted
+            done(outcome)
+
+        self._broker.publish(items, published)
+
+    def publish_now(self, items: Sequence[PublishItem]) -> list[str]:
+        """Publish for embedding code, with a broker of this machine; raises what refused."""
+        ids = publish_now(self._broker, items)
+        self._metrics.events_published += len(ids)
+        return ids
+
+    def put_words(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
+        """Put `$control` words in the order (rawsse.core.control)."""
+        self._broker.publish(items, done)
+
+
 class EffectRunner:
     def __init__(
         self,
-        broker: Broker,
+        publishing: Publishing,
         hub: Hub,
         close_topics: Callable[[tuple[str, ...]], int],
-        metrics: Metrics,
         loop: asyncio.AbstractEventLoop,
+        presence: PresenceBoard,
         app: AppClient | None = None,
     ) -> None:
-        self._broker, self._hub, self._metrics, self._loop = broker, hub, metrics, loop
+        self._publishing, self._hub, self._loop = publishing, hub, loop
+        self._presence = presence
         self._app = app
-        self.presence: PresenceBoard | None = None
-        """Counts presence across processes (set by the server)."""
         self._close_topics = close_topics
 
     def run(self, effect: Effect, reply: Reply) -> Cancel | None:
@@ -54,49 +81,29 @@ class EffectRunner:
             case fx.Respond() | fx.OpenStream():
                 reply(effect)
             case fx.Publish(items, answer_ids):
-                self._broker.publish(items, lambda outcome: self._published(outcome, answer_ids, reply))
+                self._publishing.publish(items, lambda outcome: self._published(outcome, answer_ids, reply))
             case fx.CloseStreams(topics, answer_count):
                 closed = self._close_topics(topics)
                 self._then(lambda: answer_count(closed), reply)
             case fx.DisconnectUser(sub, answer):
                 item = disconnect_item(sub, time.time())
-                self._broker.publish([item], lambda outcome: self._told(outcome, answer, reply))
+                self._publishing.put_words([item], lambda outcome: self._told(outcome, answer, reply))
             case fx.WaitTaken(sequence, timeout, then):
                 return self._wait(sequence, timeout, then, reply)
             case fx.AskApplication(call, then):
                 return self._ask(call, then, reply)
             case fx.CountPresence(topic, answer_tally):
-                assert self.presence is not None, "the server sets the presence board"
 
                 def counted(tally: Tally, complete: bool) -> None:
                     self._then(lambda: answer_tally(tally, complete), reply)
 
-                return self.presence.ask(topic, counted)
+                return self._presence.ask(topic, counted)
         return None
-
-    def publish_for_stream(
-        self, items: list[PublishItem], done: Callable[[list[str] | RawsseError], None]
-    ) -> None:
-        """A WebSocket's publish command: the broker's path and checks, as POST /publish."""
-
-        def published(outcome: Outcome) -> None:
-            if not isinstance(outcome, RawsseError):
-                self._metrics.events_published += len(outcome)
-            done(outcome)
-
-        self._broker.publish(items, published)
-
-    def publish_now(self, items: list[PublishItem]) -> list[str]:
-        """Publish for embedding code, with a broker of this machine; raises what refused."""
-        ids = publish_now(self._broker, items)
-        self._metrics.events_published += len(ids)
-        return ids
 
     def _published(self, outcome: Outcome, answer: Callable[[list[str]], Effect], reply: Reply) -> None:
         if isinstance(outcome, RawsseError):
             reply(outcome)
             return
-        self._metrics.events_published += len(outcome)  # a publisher's events, once accepted
         self._then(lambda: answer(outcome), reply)
 
     def _ask(

@@ -15,10 +15,13 @@ import asyncio
 import os
 import socket
 from array import array
-from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from rawsse.core.slots import LIVE, Framing, SlotState, SlotTable, Why
 from rawsse.reactor.poller import HANGUP, READABLE, WRITABLE, Poller
+
+if TYPE_CHECKING:  # the backend reports to them; they write through it
+    from rawsse.reactor.streams import StreamEvents
 
 IOV_MAX = 1024
 """writev's buffer-count limit on Linux and the BSDs."""
@@ -32,21 +35,30 @@ WS_READ_CHUNK = 64 * 1024
 object that lives as long as the read's frames are being handled."""
 
 
+class Arrivals(Protocol):
+    """Where a connection accepted on the raw path goes once its request can be read
+    (rawsse.reactor.acceptor.Acceptor)."""
+
+    def arrived(self, fd: int) -> None:
+        """An ARRIVING connection is readable (or hung up): its request."""
+        ...
+
+
 class FdBackend:
+    """Nothing is polled before `start`, which says where what is seen goes."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop, table: SlotTable, poller: Poller) -> None:
         self._loop = loop
         self._table = table
         self._poller = poller
-        self._close: Callable[[int, Why], None] = lambda slot, why: None
-        self._drained: Callable[[], None] = lambda: None
-        self.on_arrival: Callable[[int], None] = lambda fd: None
-        """Called when an ARRIVING connection is readable (or hung up): its request."""
-        self.on_input: Callable[[int, bytes], None] = lambda fd, data: None
-        loop.add_reader(poller.fileno(), self._on_ready)
+        self._events: StreamEvents | None = None
+        self._arrivals: Arrivals | None = None
 
-    def bind(self, close: Callable[[int, Why], None], drained: Callable[[], None]) -> None:
-        self._close = close
-        self._drained = drained
+    def start(self, events: StreamEvents, arrivals: Arrivals) -> None:
+        """Watch the streams from now on, reporting to `events` (and new connections'
+        requests to `arrivals`): called once both are built."""
+        self._events, self._arrivals = events, arrivals
+        self._loop.add_reader(self._poller.fileno(), self._on_ready)
 
     def adopt(self, transport: asyncio.Transport) -> int:
         sock = transport.get_extra_info("socket")
@@ -135,17 +147,22 @@ class FdBackend:
             return
         if self._table.sent(fd, sent, self._loop.time()):
             self._poller.want_write(fd, False)
-            self._drained()
+            assert self._events is not None
+            self._events.drained()
 
     def _lost(self, fd: int) -> None:
-        self._close(fd, Why.PEER)
+        assert self._events is not None  # only a started backend reads or writes
+        self._events.close(fd, Why.PEER)
 
     def _slow(self, fd: int) -> None:
-        self._close(fd, Why.SLOW)
+        assert self._events is not None
+        self._events.close(fd, Why.SLOW)
 
     # Poller events
 
     def _on_ready(self) -> None:
+        events, arrivals = self._events, self._arrivals
+        assert events is not None and arrivals is not None
         table = self._table
         state = table.state
         framing = table.framing
@@ -153,7 +170,7 @@ class FdBackend:
         for fd, flags in self._poller.poll():
             status = state[fd]
             if status == arriving:
-                self.on_arrival(fd)  # read even on a hang-up: the request may be there
+                arrivals.arrived(fd)  # read even on a hang-up: the request may be there
                 continue
             if status not in LIVE:
                 continue  # closed during this poll's batch
@@ -169,7 +186,7 @@ class FdBackend:
                         if not data:
                             self._lost(fd)
                             continue
-                        self.on_input(fd, data)
+                        events.receive(fd, data)
                         if state[fd] not in LIVE:
                             continue
                 if flags & WRITABLE and fd in table.pending:
@@ -210,7 +227,8 @@ class FdBackend:
             pass
 
     def dispose(self) -> None:
-        self._loop.remove_reader(self._poller.fileno())
+        if self._events is not None:
+            self._loop.remove_reader(self._poller.fileno())
         self._poller.close()
 
 

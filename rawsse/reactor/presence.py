@@ -7,15 +7,23 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from rawsse.broker.base import Broker
+from rawsse.broker.base import Outcome
 from rawsse.core.control import is_fresh
 from rawsse.core.presence import PRESENCE_WAIT, Tally, answer_item, ask_item
+from rawsse.core.publish import PublishItem
 
 Done = Callable[[Tally, bool], None]
 """The summed tally, and whether every process answered."""
+
+PutWords = Callable[[Sequence[PublishItem], Callable[[Outcome], None]], None]
+"""How words are put in the order (rawsse.reactor.effects.Publishing.put_words)."""
+
+
+def _best_effort(outcome: Outcome) -> None:
+    """An answer the order would not take is not retried: the asker counts without it."""
 
 
 class _Asking:
@@ -30,13 +38,17 @@ class PresenceBoard:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        broker: Broker,
+        put_words: PutWords,
+        process_count: Callable[[], int],
         local: Callable[[str], Tally],
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._loop = loop
-        self._broker = broker
+        self._put_words = put_words
+        self._process_count = process_count
+        """How many processes take the order (each answers an ask)."""
         self._local = local
+        """This process's own tally of a topic."""
         self._wall = wall
         self._asking: dict[str, _Asking] = {}
         self._by_topic: dict[str, str] = {}
@@ -48,7 +60,7 @@ class PresenceBoard:
     def ask(self, topic: str, done: Done) -> Callable[[], None]:
         """Count `topic` here and in every other process; `done` once all answered or
         PRESENCE_WAIT passed. Returns a way to give up (the asker went away)."""
-        others = self._broker.process_count() - 1
+        others = self._process_count() - 1
         if others <= 0:
             done(self._local(topic), True)
             return lambda: None
@@ -63,7 +75,7 @@ class PresenceBoard:
                 if isinstance(outcome, Exception):  # the order would not take the ask
                     self._finish(ask_id, False)
 
-            self._broker.publish([ask_item(ask_id, topic, self.name, self._wall())], published)
+            self._put_words([ask_item(ask_id, topic, self.name, self._wall())], published)
         asking = self._asking[ask_id]
         asking.dones.append(done)
 
@@ -84,7 +96,7 @@ class PresenceBoard:
                 and isinstance(ask.get("id"), str)
             ):
                 tally = self._local(ask["topic"])
-                self._broker.publish([answer_item(ask["id"], tally, self._wall())], lambda outcome: None)
+                self._put_words([answer_item(ask["id"], tally, self._wall())], _best_effort)
             return
         answer = word.get("presence-answer")
         if isinstance(answer, dict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import random
 import socket
@@ -12,7 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rawsse.auth.access import Access
 from rawsse.auth.keys import KeyRing
 from rawsse.auth.ledger import Ledger
 from rawsse.auth.rules import parse_rule_text
@@ -20,6 +20,7 @@ from rawsse.auth.tokens import TokenVerifier
 from rawsse.broker.base import Broker
 from rawsse.broker.memory import MemoryBroker
 from rawsse.config import AUTH_WAITING_PER_CONNECTION, FD_RESERVE, Config
+from rawsse.core.access import Access
 from rawsse.core.api import Api, ServerView
 from rawsse.core.connection import Timeouts
 from rawsse.core.history import History
@@ -27,9 +28,11 @@ from rawsse.core.http import HttpLimits
 from rawsse.core.hub import Hub
 from rawsse.core.ids import EpochIds, IdScheme, StreamIds
 from rawsse.core.metrics import Metrics
+from rawsse.core.presence import local_tally
 from rawsse.core.publish import make_item
 from rawsse.core.slots import SlotTable
 from rawsse.core.sse import encode_retry
+from rawsse.core.state import ServerState
 from rawsse.core.subscriptions import Subscriptions
 from rawsse.core.ws.session import SHUTDOWN_FRAME, SessionLimits, Sessions
 from rawsse.dashboard.files import load_dashboard
@@ -39,13 +42,14 @@ from rawsse.preflight import check_environment
 from rawsse.reactor.allocator import Trimmer
 from rawsse.reactor.app_client import AppClient
 from rawsse.reactor.context import ConnectionContext
-from rawsse.reactor.effects import EffectRunner
+from rawsse.reactor.effects import EffectRunner, Publishing
 from rawsse.reactor.fd_streams import FdBackend
+from rawsse.reactor.intake import Intake
 from rawsse.reactor.listeners import listen
 from rawsse.reactor.poller import available_poller, make_poller
 from rawsse.reactor.presence import PresenceBoard
 from rawsse.reactor.protocol import HttpProtocol
-from rawsse.reactor.streams import Backend, StreamLimits, Streams
+from rawsse.reactor.streams import StreamLimits, Streams
 from rawsse.reactor.transport_streams import TransportBackend
 
 if TYPE_CHECKING:  # the workers' broker needs a POSIX machine: imported only for workers
@@ -113,6 +117,7 @@ class Server:
     ) -> None:
         self.config = Config(**options) if config is None else config
         self.worker = worker
+        self.state = ServerState()
         self._wall = wall
         """The wall clock that token expiry is read on (a test gives a fake one)."""
         self.metrics = Metrics()
@@ -155,54 +160,67 @@ class Server:
         self._trimmer.trim_now(self.loop.time())
 
     async def _start_serving(self, fd_limit: int, sockets: list[socket.socket]) -> None:
-        config = self.config
-        loop = self.loop
+        """The composition root: every part is built here, in the order of what it needs,
+        and handed its collaborators in its constructor. Two parts report to parts built
+        after them, and are given those when they start, last: the broker its sink (its
+        sink's process publishes through it), the stream backend what it reports to (the
+        streams it holds, the acceptor it feeds)."""
+        config, loop, metrics = self.config, self.loop, self.metrics
         history = History(config.history, config.history_age, config.history_bytes)
         remote = config.broker != "memory"
         ids: IdScheme = StreamIds() if remote else EpochIds(self.worker.epoch if self.worker else None)
-        self.hub = Hub(
+        self.hub = hub = Hub(
             Subscriptions(fd_limit),
             history,
-            self.metrics,
+            metrics,
             config.max_queued_bytes,
-            self.loop.time,
+            loop.time,
             max_event_bytes=config.max_pending_bytes,
             ids=ids,
         )
-        self.access = self._make_access(self.hub.subscriptions.capacity)
-        self.streams = self._make_streams()
+        capacity = hub.subscriptions.capacity
+        self.access = access = self._make_access(capacity)
+        table = SlotTable(capacity, config.max_pending_bytes)
+        backend = self._make_backend(table)
+        session_limits = SessionLimits(config.max_topics, config.max_topic_length, config.max_body_bytes)
+        sessions = Sessions(
+            capacity, session_limits, loop.time, self.state, access=access if access.enabled else None
+        )
+        self._app_client = app = self._make_app_client()
         self.broker = broker = self._make_broker()
-        await broker.start()
+        self._publishing = publishing = Publishing(broker, metrics)
+        local = functools.partial(local_tally, hub.subscriptions, access.ledger.sub)
+        presence = PresenceBoard(loop, publishing.put_words, broker.process_count, local, self._wall)
+        self.streams = streams = Streams(
+            loop,
+            hub,
+            metrics,
+            StreamLimits(config.max_pending_bytes, config.send_timeout, config.fanout_slice),
+            table,
+            backend,
+            sessions,
+            publishing.publish,
+            presence.on_word,
+            access.ledger,
+            self._wall,
+            None if app is None else app.ask,
+            parse_rule_text(config.presence_events, config.max_topic_length),
+        )
+        await broker.start(Intake(hub, streams))
         view = ServerView(broker.worker_label, broker.shares_order, broker.unready_reason, self._metrics_text)
         static = load_dashboard() if config.dashboard else None
         self.api = Api(
-            config.api_options(), self.hub, self.metrics, view, static, loop.time, self._rng, self.access
+            config.api_options(), hub, metrics, view, static, loop.time, self._rng, access, self.state
         )
         connection_limit = config.connection_limit(fd_limit)
         # The descriptors left above the limit, less what the listener, pollers and logs
         # need, hold the connections answered "come back later".
         spare = fd_limit - connection_limit - FD_RESERVE // 2
-        self._app_client = self._make_app_client()
-        if self._app_client is not None:
-            self.streams.ask_app = self._app_client.ask
-        close_topics = self.streams.close_topics
-        runner = EffectRunner(broker, self.hub, close_topics, self.metrics, loop, self._app_client)
-        runner.presence = presence = PresenceBoard(loop, broker, self.streams.presence)
-
-        def on_control(word: dict[str, Any]) -> None:
-            try:
-                self.streams.on_control(word)
-                presence.on_word(word)
-            except Exception:  # the pass that carries the word must go on
-                log.exception("acting on a control word failed")
-
-        self.hub.on_control = on_control
-        self.streams.publish = runner.publish_for_stream
         self.context = ConnectionContext(
             api=self.api,
-            runner=runner,
-            streams=self.streams,
-            metrics=self.metrics,
+            runner=EffectRunner(publishing, hub, streams.close_topics, loop, presence, app),
+            streams=streams,
+            metrics=metrics,
             limits=HttpLimits(config.max_header_bytes, config.max_url_bytes, config.max_body_bytes),
             timeouts=Timeouts(
                 config.header_timeout, config.body_timeout, config.keepalive_timeout, config.send_timeout
@@ -211,22 +229,18 @@ class Server:
             connection_limit=connection_limit,
             shed_capacity=min(max(spare, SHED_MIN), SHED_MAX),
         )
-        self.stats = (
-            StatsPublisher(
-                self.broker, self.metrics, self.loop.time(), self.worker.index if self.worker else 0
-            )
-            if config.dashboard
-            else None
-        )
+        worker_index = self.worker.index if self.worker else 0
+        self.stats = StatsPublisher(broker, metrics, loop.time(), worker_index) if config.dashboard else None
         self._stopped = asyncio.Event()
-        backend = self.streams.backend
         if isinstance(backend, FdBackend):
             from rawsse.reactor.acceptor import Acceptor  # POSIX (fcntl), as the fd backend
 
             self._acceptor = Acceptor(loop, sockets, self.context, backend)
+            backend.start(streams, self._acceptor)
             self._listeners = [self._acceptor]
         else:
-            factory = lambda: HttpProtocol(self.context)  # noqa: E731
+            backend.start(streams)
+            factory = functools.partial(HttpProtocol, self.context)
             self._listeners = [
                 await loop.create_server(factory, sock=sock, backlog=config.backlog) for sock in sockets
             ]
@@ -237,45 +251,21 @@ class Server:
         if url != "memory":
             from rawsse.broker.redis import RedisBroker  # needs the redis extra
 
-            broker = RedisBroker(self.hub, url, self.config.broker_history, self.loop)
-            broker.on_gap = self._close_every_stream
-            return broker
+            return RedisBroker(self.hub, url, self.config.broker_history, self.loop)
         if self.worker is not None:
             from rawsse.broker.workers import WorkerBroker  # shared memory and eventfds
 
             return WorkerBroker(self.hub, self.worker, self.loop)
         return MemoryBroker(self.hub)
 
-    def _close_every_stream(self) -> None:
-        """The broker lost events these streams had not received: their clients reconnect,
-        resume, and are told (a reset) instead of silently missing them."""
-        groups = self.hub.subscriptions.groups()
-        self.streams.close_topics({topic for group in groups for topic in group.topics})
-
-    def _make_streams(self) -> Streams:
-        config = self.config
-        limits = StreamLimits(config.max_pending_bytes, config.send_timeout, config.fanout_slice)
-        table = SlotTable(self.hub.subscriptions.capacity, config.max_pending_bytes)
-        kind = config.streams
+    def _make_backend(self, table: SlotTable) -> FdBackend | TransportBackend:
+        kind = self.config.streams
         if kind == "auto":
             kind = available_poller() or "transport"
         self.streams_kind = kind
-        backend: Backend
         if kind == "transport":
-            backend = TransportBackend(self.loop, table)
-        else:
-            backend = FdBackend(self.loop, table, make_poller(kind))
-        session_limits = SessionLimits(config.max_topics, config.max_topic_length, config.max_body_bytes)
-        access = self.access if self.access.enabled else None
-        sessions = Sessions(
-            table.capacity, session_limits, self.loop.time, lambda: self.api.draining, access=access
-        )
-        ledger = self.access.ledger
-        streams = Streams(
-            self.loop, self.hub, self.metrics, limits, table, backend, sessions, ledger, self._wall
-        )
-        streams.presence_events = parse_rule_text(config.presence_events, config.max_topic_length)
-        return streams
+            return TransportBackend(self.loop, table)
+        return FdBackend(self.loop, table, make_poller(kind))
 
     def _make_access(self, capacity: int) -> Access:
         config = self.config
@@ -342,7 +332,7 @@ class Server:
         self._listeners = []
         if self._sweeper is not None:
             self._sweeper.cancel()
-        self.api.draining = True
+        self.state.draining = True
         self.streams.announce(self.hub.spread(self._reconnect_advice(), self._rng.randrange))
         self.streams.close_websockets(SHUTDOWN_FRAME)
         flushed = await self.streams.drain(self.config.shutdown_grace)
@@ -377,7 +367,7 @@ class Server:
             raise RuntimeError("with a Redis broker, publish through POST /publish")
         names = [topics] if isinstance(topics, str) else list(topics)
         item = make_item(names, data, event, self.config.max_topic_length)  # ValueErrors
-        return self.context.runner.publish_now([item])[0]
+        return self._publishing.publish_now([item])[0]
 
     def publish_threadsafe(
         self, topics: str | Sequence[str], data: str, event: str | None = None

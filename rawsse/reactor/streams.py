@@ -21,18 +21,18 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from rawsse.auth.access import Asking
 from rawsse.auth.app import AppCall, answer_of
 from rawsse.auth.ledger import NO_ACCESS, AccessEnded, Ledger
-from rawsse.auth.rules import NO_TOPICS
+from rawsse.auth.rules import NO_TOPICS, TopicRules
 from rawsse.config import FANOUT_SLICE, MAX_PENDING_BYTES, SEND_TIMEOUT
+from rawsse.core.access import Asking
 from rawsse.core.control import is_fresh
 from rawsse.core.effects import OpenStream
 from rawsse.core.hub import RESET_EVENT, Delivery, Hub
 from rawsse.core.metrics import Metrics
-from rawsse.core.presence import Tally, local_tally, presence_event
+from rawsse.core.presence import presence_event
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import Framing, SlotState, SlotTable, Why
 from rawsse.core.sse import encode_event
@@ -68,12 +68,25 @@ class StreamLimits:
     slice_size: int = FANOUT_SLICE
 
 
+class StreamEvents(Protocol):
+    """What a backend reports of the streams it holds (Streams is this), given to the
+    backend when it starts: a backend is started last, once what it reports to is built."""
+
+    def close(self, slot: int, why: Why) -> None:
+        """A stream must close: its client went away, or is too slow."""
+        ...
+
+    def drained(self) -> None:
+        """A stream's pending bytes are all out."""
+        ...
+
+    def receive(self, slot: int, data: bytes) -> None:
+        """A WebSocket stream's client sent `data` (SSE streams' input is read and dropped)."""
+        ...
+
+
 class Backend(Protocol):
     """What holds the streams' connections: it writes and watches; Streams decides."""
-
-    def bind(self, close: Callable[[int, Why], None], drained: Callable[[], None]) -> None:
-        """Where to report a stream that must close, and one whose pending bytes are out."""
-        ...
 
     def adopt(self, transport: asyncio.Transport) -> int:
         """Take the connection over; returns its slot. Raises OSError (no fd, no room in
@@ -88,9 +101,6 @@ class Backend(Protocol):
     def send(self, slot: int, data: bytes) -> None:
         """Write to one stream, queueing what does not go out."""
         ...
-
-    on_input: Callable[[int, bytes], None]
-    """Where a WebSocket stream's input goes (SSE streams' input is read and dropped)."""
 
     def end_writing(self, slot: int) -> None:
         """End our side of the connection after what was written (a TCP FIN); the slot
@@ -110,6 +120,14 @@ class Backend(Protocol):
 
 
 Publisher = Callable[[list[PublishItem], Callable[[list[str] | RawsseError], None]], None]
+"""How a WebSocket's publish command, and a presence event, are published."""
+
+AskApp = Callable[[AppCall, Callable[[tuple[int, bytes] | str], None]], None]
+"""How the application of --auth-url is asked (rawsse.reactor.app_client.AppClient.ask)."""
+
+def _best_effort(outcome: list[str] | RawsseError) -> None:
+    """A presence event the order would not take is not retried."""
+
 
 ACCESS_ENDED_EVENTS = {
     reason: encode_event(json.dumps({"reason": reason}), None, RESET_EVENT)
@@ -129,24 +147,28 @@ class Streams:
         table: SlotTable,
         backend: Backend,
         sessions: Sessions,
+        publish: Publisher,
+        on_word: Callable[[dict[str, Any]], None],
         ledger: Ledger | None = None,
         wall: Callable[[], float] = time.time,
+        ask_app: AskApp | None = None,
+        presence_events: TopicRules = NO_TOPICS,
     ) -> None:
         self._loop, self._hub, self._metrics, self._limits = loop, hub, metrics, limits
         self.ledger = ledger or Ledger(table.capacity)
         """Who holds each authorized stream, until when (rawsse.auth.ledger)."""
-        self.presence_events = NO_TOPICS
+        self.presence_events = presence_events
         """The topics whose streams' joins and leaves are published (--presence-events)."""
         self._wall = wall
         self.table = table
         self.backend = backend
         self.sessions = sessions
-        self.publish: Publisher = lambda items, done: done(RawsseError("no broker"))
-        """How a WebSocket's publish command is carried out (set by the server)."""
-        self.ask_app: Callable[[AppCall, Callable[[tuple[int, bytes] | str], None]], None] = (
-            lambda call, answered: answered("no --auth-url")
-        )
-        """How the application of --auth-url is asked (set by the server)."""
+        self._publisher = publish
+        self._on_word = on_word
+        """Where the words of `$control` events go that are not for the streams (presence
+        asks and answers: rawsse.reactor.presence.PresenceBoard.on_word)."""
+        self._ask_app = ask_app
+        """None without --auth-url: then no stream ever waits for an application."""
         self._asking: dict[int, int] = {}
         """WebSocket streams (their serial) whose subscribe waits for --auth-url's answer."""
         self._closing: dict[int, float] = {}
@@ -155,10 +177,7 @@ class Streams:
         self._serial = array("Q", bytes(8 * table.capacity))
         """Which stream (its number in `streams_opened`) holds each slot, so a publish's
         late answer never reaches a later stream on a reused slot."""
-        backend.bind(self.close, self.drained)
-        backend.on_input = self.receive
         self.subscriptions = hub.subscriptions
-        hub.on_queued = self.schedule
         self._scheduled = False
         self._passing = False
         self._work: deque[Delivery] = deque()
@@ -346,7 +365,10 @@ class Streams:
                 return
             self._set_topics(slot, after, subscribed(after, ref))
 
-        self.ask_app(asking.call, answered)
+        if self._ask_app is None:
+            answered("no --auth-url")
+        else:
+            self._ask_app(asking.call, answered)
 
     def _publish(self, slot: int, items: list[PublishItem], ref: object) -> None:
         serial = self._serial[slot]
@@ -358,7 +380,7 @@ class Streams:
             answer = failed(outcome, ref) if isinstance(outcome, RawsseError) else published(outcome, ref)
             self.backend.send(slot, answer)
 
-        self.publish(items, done)
+        self._publisher(items, done)
 
     def _check_keepalive(self) -> None:
         """Before a heartbeat's pings: drop the WebSocket streams that sent nothing (no
@@ -415,19 +437,20 @@ class Streams:
             if rules.allows(topic) and not topic.startswith(PRESENCE_PREFIX)  # none of its own
         ]
         if items:
-            self.publish(items, lambda outcome: None)  # best effort: a refused one is not retried
+            self._publisher(items, _best_effort)
 
-    def presence(self, topic: str) -> Tally:
-        """The streams on `topic` here, and their users."""
-        return local_tally(self.subscriptions, self.ledger.sub, topic)
-
-    def on_control(self, word: dict[str, object]) -> None:
-        """A word to every process (rawsse.core.control)."""
-        if not is_fresh(word, self._wall()):
-            return
-        sub = word.get("disconnect")
-        if isinstance(sub, str):
-            self.disconnect_user(sub)
+    def on_control(self, word: dict[str, Any]) -> None:
+        """A word to every process (rawsse.core.control): a kick is the streams'; the
+        others go on to `on_word`. A failure here must not stop the pass that carries it."""
+        try:
+            sub = word.get("disconnect")
+            if isinstance(sub, str):
+                if is_fresh(word, self._wall()):
+                    self.disconnect_user(sub)
+            else:
+                self._on_word(word)
+        except Exception:
+            log.exception("acting on a control word failed")
 
     def close_topics(self, topics: Iterable[str]) -> int:
         """Close every stream subscribed to one of `topics` (an admin's /disconnect);
@@ -497,7 +520,12 @@ class Streams:
         self._scheduled = False
         if self._closed:
             return
-        work = self._hub.take_batch() if self._hub.has_queued else []
+        work: list[Delivery] = []
+        if self._hub.has_queued:
+            batch = self._hub.take_batch()
+            work = batch.deliveries
+            for word in batch.words:
+                self.on_control(word)
         if self._heartbeat_due:  # with the events, if any: a steady stream of them must
             self._heartbeat_due = False  # not hold back the pings the keep-alive relies on
             self._pinged = True

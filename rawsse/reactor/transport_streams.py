@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import socket
 from array import array
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rawsse.core.slots import SlotState, SlotTable, Why
+
+if TYPE_CHECKING:  # the backend reports to them; they write through it
+    from rawsse.reactor.streams import StreamEvents
 
 
 class TransportBackend:
@@ -25,13 +28,16 @@ class TransportBackend:
         self._table = table
         self._transports: list[asyncio.Transport | None] = [None] * table.capacity
         self._vacant = list(range(table.capacity - 1, -1, -1))
-        self._close: Callable[[int, Why], None] = lambda slot, why: None
-        self._drained: Callable[[], None] = lambda: None
-        self.on_input: Callable[[int, bytes], None] = lambda slot, data: None
+        self._events: StreamEvents | None = None
 
-    def bind(self, close: Callable[[int, Why], None], drained: Callable[[], None]) -> None:
-        self._close = close
-        self._drained = drained
+    def start(self, events: StreamEvents) -> None:
+        """Report to `events` from now on (before any stream is adopted)."""
+        self._events = events
+
+    @property
+    def events(self) -> StreamEvents:
+        assert self._events is not None, "start(events) first"
+        return self._events
 
     def adopt(self, transport: asyncio.Transport) -> int:
         if not self._vacant:
@@ -53,11 +59,11 @@ class TransportBackend:
         # The slot may serve another stream by now: the close that freed it came first,
         # and this notice of the old transport arrived late.
         if self._transports[slot] is transport:
-            self._close(slot, Why.PEER)
+            self.events.close(slot, Why.PEER)
 
     def received(self, slot: int, transport: asyncio.BaseTransport, data: bytes) -> None:
         if self._transports[slot] is transport:  # not a late notice for a reused slot
-            self.on_input(slot, data)
+            self.events.receive(slot, data)
 
     # Writing
 
@@ -76,7 +82,7 @@ class TransportBackend:
                     self._table.block(slot, b"", self._loop.time())
             elif status == blocked and not droppable:
                 if not self._table.queue(slot, data):
-                    self._close(slot, Why.SLOW)
+                    self.events.close(slot, Why.SLOW)
                     missed += 1
             else:
                 missed += 1
@@ -85,7 +91,7 @@ class TransportBackend:
     def send(self, slot: int, data: bytes) -> None:
         if slot in self._table.pending:  # behind, or closing behind a backlog
             if not self._table.queue(slot, data):
-                self._close(slot, Why.SLOW)
+                self.events.close(slot, Why.SLOW)
             return
         self.write_slice(array("i", [slot]), data, droppable=False)
 
@@ -103,7 +109,7 @@ class TransportBackend:
             if transport.get_write_buffer_size():
                 table.block(slot, b"", self._loop.time())
                 return
-        self._drained()
+        self.events.drained()
 
     # Slots
 

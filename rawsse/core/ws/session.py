@@ -26,9 +26,10 @@ import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from rawsse.auth.access import Access, Asking
 from rawsse.auth.ledger import AccessEnded
+from rawsse.core.access import Access, Asking
 from rawsse.core.publish import PublishItem, json_item
+from rawsse.core.state import ServerState
 from rawsse.core.topics import check_subscribe_topic
 from rawsse.core.ws.frames import (
     Binary,
@@ -141,7 +142,7 @@ class Sessions:
         capacity: int,
         limits: SessionLimits,
         clock: Callable[[], float],
-        draining: Callable[[], bool],
+        state: ServerState,
         budget: int = COMMAND_BUDGET,
         access: Access | None = None,
     ) -> None:
@@ -150,7 +151,7 @@ class Sessions:
         """What a stream's credential allows (its later subscribes and publishes); None
         when topics need no credential."""
         self._clock = clock
-        self._draining = draining
+        self._state = state
         self._budget = budget
         self.heard = bytearray(capacity)
         """1 when the client sent anything since the last keep-alive check."""
@@ -310,7 +311,7 @@ class Sessions:
             return Send(
                 error_reply("forbidden", "this connection may not publish (see POST /publish's rules)", ref)
             )
-        if self._draining():
+        if self._state.draining:
             return Send(error_reply("unavailable", "shutting down; publish to another server", ref))
         entry = {key: value for key, value in command.items() if key not in ("type", "ref")}
         item = json_item(entry, self.limits.max_topic_length)

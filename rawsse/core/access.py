@@ -140,7 +140,7 @@ class Access:
                 request.headers.get("authorization", ""),
             )
             if cookie or authorization:
-                call = app_call(cookie, authorization, topics, framing)
+                call = app_call(cookie, authorization, topics, framing.transport)
                 kept = (cookie, authorization) if framing == Framing.WS else None  # for later subscribes
                 cached = cache.get(call.key, self.wall())
                 if cached is not None:
@@ -198,7 +198,7 @@ class Access:
             cache = self.options.app_cache
             if credential is None or cache is None:
                 raise
-        call = app_call(*credential, topics, Framing.WS)
+        call = app_call(*credential, topics, Framing.WS.transport)
 
         def finish(answer: Grant | RawsseError) -> StreamAccess:
             cache.put(call.key, answer, self.wall())

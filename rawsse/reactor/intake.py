@@ -1,0 +1,25 @@
+"""The process's side of the broker: where the events of the order arrive (the broker's
+EventSink). Each batch goes to the hub (history, the fan-out queue) and wakes the fan-out;
+a loss of events this process had not read closes every stream, so that its client
+resumes and is told (a reset) rather than silently missing them."""
+
+from __future__ import annotations
+
+from rawsse.core.events import Event
+from rawsse.core.hub import Hub
+from rawsse.reactor.streams import Streams
+
+
+class Intake:
+    def __init__(self, hub: Hub, streams: Streams) -> None:
+        self._hub = hub
+        self._streams = streams
+
+    def deliver(self, events: list[Event]) -> None:
+        self._hub.accept(events)
+        if events:
+            self._streams.schedule()
+
+    def lost(self) -> None:
+        groups = self._hub.subscriptions.groups()
+        self._streams.close_topics({topic for group in groups for topic in group.topics})

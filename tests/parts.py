@@ -1,0 +1,47 @@
+"""Parts of a server built for unit tests as the composition root builds them, without a
+loop: an in-memory broker delivering to its hub, and the effect runner over it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from rawsse.broker.memory import MemoryBroker
+from rawsse.core.events import Event
+from rawsse.core.hub import Hub
+from rawsse.core.metrics import Metrics
+from rawsse.core.presence import local_tally
+from rawsse.reactor.effects import EffectRunner, Publishing
+from rawsse.reactor.presence import PresenceBoard
+
+
+class HubSink:
+    """The broker's sink for a hub without streams: events go to history and the queue
+    (a test takes its batches itself)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.losses = 0
+
+    def deliver(self, events: list[Event]) -> None:
+        self.hub.accept(events)
+
+    def lost(self) -> None:
+        self.losses += 1
+
+
+def memory_broker(hub: Hub) -> MemoryBroker:
+    """A started in-memory broker delivering to `hub`."""
+    broker = MemoryBroker(hub)
+    asyncio.run(broker.start(HubSink(hub)))
+    return broker
+
+
+def effect_runner(
+    broker: MemoryBroker, hub: Hub, metrics: Metrics, close_topics: Callable[[tuple[str, ...]], int]
+) -> EffectRunner:
+    """The effect runner over `broker`, for effects that never wait on the loop's timer."""
+    publishing = Publishing(broker, metrics)
+    local = lambda topic: local_tally(hub.subscriptions, [None] * hub.subscriptions.capacity, topic)  # noqa: E731
+    presence = PresenceBoard(None, publishing.put_words, broker.process_count, local)  # type: ignore[arg-type]
+    return EffectRunner(publishing, hub, close_topics, None, presence)  # type: ignore[arg-type]
