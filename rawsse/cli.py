@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from rawsse import __version__
-from rawsse.config import Config, describe_range, env_name, field_kind, flag_name
+from rawsse.config import Config
 from rawsse.errors import ConfigError, PortInUse, WorkersFailed
 from rawsse.flood.options import DEFAULT_SOURCES, FloodOptions, parse_sources
 from rawsse.flood.tally import PAYLOAD_HEAD_BYTES
+from rawsse.options import describe_range, env_name, field_kind, flag_name
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 

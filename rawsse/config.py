@@ -4,18 +4,23 @@ name in capitals).
 
 A value outside its range is refused when the configuration is built, with one line that
 names the option as it was given (`--port` or `RAWSSE_PORT`), the range and the value:
-a server never starts with an option that would quietly break it.
+a server never starts with an option that would quietly break it. How an option is
+declared and its values read is rawsse.options.
+
+One piece, though long: the table of every option, one field each with its default and
+its precedent, is the reference that `rawsse serve --help` and the README's table follow,
+read top to bottom; split by layer it would scatter one list. Each layer gets only its
+part of it (`api_options`, `access_options`, `token_options`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,26 +28,27 @@ from rawsse.auth.app import AnswerCache
 from rawsse.auth.keys import KeySources, load_keys
 from rawsse.auth.rules import SUB, parse_rule_text
 from rawsse.auth.tokens import LEEWAY, TokenOptions
+from rawsse.broker.sizes import MAX_WORKERS
 from rawsse.core.access import AccessOptions, parse_networks, reaches_loopback
 from rawsse.core.api import ApiOptions
 from rawsse.core.cors import parse_origins
 from rawsse.core.history import HISTORY_AGE, HISTORY_BYTES, HISTORY_PER_TOPIC
 from rawsse.core.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES
-from rawsse.core.hub import MAX_QUEUED_BYTES
+from rawsse.core.hub import FANOUT_SLICE, MAX_QUEUED_BYTES
+from rawsse.core.slots import MAX_PENDING_BYTES, SEND_TIMEOUT
 from rawsse.core.topics import MAX_TOPIC_LENGTH
 from rawsse.errors import ConfigError, RuleError
-
-FANOUT_SLICE = 2048
-"""Writes per slice: at the ~5-8 us of a loopback write, about 10-15 ms, short enough that
-accepting, publishing and /metrics stay responsive during a large broadcast."""
-
-MAX_PENDING_BYTES = 1024 * 1024
-"""Per-stream bytes a slow reader may hold before it is disconnected (Centrifugo closes a
-"slow" client at 1 MiB of queued data). It can resume with Last-Event-ID."""
-
-SEND_TIMEOUT = 60.0
-"""A stream whose pending bytes make no progress for this long is closed (nginx's
-send_timeout)."""
+from rawsse.options import (
+    DAY,
+    GIB,
+    KIB,
+    MIB,
+    check_field,
+    env_name,
+    flag_name,
+    option,
+    parse_value,
+)
 
 HEARTBEAT_INTERVAL = 15.0
 """WHATWG's advice: a comment every 15 s keeps proxies from dropping idle streams."""
@@ -80,9 +86,6 @@ BROKER_HISTORY = 100_000
 """Entries the Redis stream keeps (`XADD MAXLEN ~`): what a node loads at start and what
 a resume on any node can reach back to."""
 
-MAX_WORKERS = 64
-"""Worker processes at most: the workers' shared log has a reader's cursor for each."""
-
 FD_RESERVE = 64
 """File descriptors kept back from --max-connections for the listener, pollers, logs and
 the few connections that are answered "come back later" at the limit."""
@@ -95,10 +98,6 @@ AUTH_CONNECTIONS = 16
 """Connections to the application per worker: enough for thousands of checks a second at
 a few ms each, few enough that a reconnect wave cannot swamp it."""
 
-AUTH_WAITING_PER_CONNECTION = 4
-"""Calls that may wait for a busy connection, per connection; past them a new stream gets
-503 at once."""
-
 AUTH_CACHE = 10.0
 """Seconds an answer is reused for the same credential: a page's reconnects do not each
 reach the application."""
@@ -107,61 +106,40 @@ TIMER_GRANULARITY = 1.0
 """Timeouts are checked by one sweep a second (rawsse.reactor.server), so shorter ones
 could not be kept; the timeout options start here."""
 
-KIB, MIB, GIB = 1024, 1024 * 1024, 1024 * 1024 * 1024
-DAY = 86_400.0
-
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
 """A bearer token travels in a header: visible ASCII, no spaces."""
 
 
-def _option(
-    default: Any,
-    help_text: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    unit: str = "",
-    off: float | None = None,
-    choices: tuple[str, ...] | None = None,
-    secret: bool = False,
-) -> Any:
-    """A field with its range: numbers from `low` to `high` in `unit`, plus `off` (a value
-    outside the range with a meaning of its own, like 0 for "automatic")."""
-    metadata: dict[str, Any] = {"help": help_text, "low": low, "high": high, "unit": unit, "off": off}
-    metadata.update(choices=choices, secret=secret)
-    return field(default=default, metadata=metadata)
-
-
 @dataclass(frozen=True)
 class Config:
-    host: str = _option("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
-    port: int = _option(8080, "TCP port to listen on (0 picks a free one)", low=0, high=65535)
-    history: int = _option(
+    host: str = option("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
+    port: int = option(8080, "TCP port to listen on (0 picks a free one)", low=0, high=65535)
+    history: int = option(
         HISTORY_PER_TOPIC, "events kept per topic for resume (0: none)", low=0, high=1_000_000, unit="events"
     )
-    history_age: float = _option(
+    history_age: float = option(
         HISTORY_AGE, "how long an event is kept for resume", low=1, high=365 * DAY, unit="s"
     )
-    history_bytes: int = _option(
+    history_bytes: int = option(
         HISTORY_BYTES, "history kept across all topics", low=0, high=64 * GIB, unit="bytes"
     )
-    heartbeat: float = _option(
+    heartbeat: float = option(
         HEARTBEAT_INTERVAL,
         "time between heartbeat comments on every stream",
         low=TIMER_GRANULARITY,
         high=DAY,
         unit="s",
     )
-    retry: int = _option(
+    retry: int = option(
         RETRY_MS,
         "reconnection delay sent to clients in the retry: field",
         low=100,
         high=DAY * 1000,
         unit="ms",
     )
-    retry_spread: float = _option(
+    retry_spread: float = option(
         RETRY_SPREAD,
         "on drain and under overload, streams are told to reconnect after a delay drawn from "
         "[retry, retry + this]",
@@ -169,7 +147,7 @@ class Config:
         high=3600,
         unit="s",
     )
-    max_connections: int = _option(
+    max_connections: int = option(
         0,
         "open connections (streams and requests) before new ones are turned away; "
         "0: the fd limit less a reserve",
@@ -177,7 +155,7 @@ class Config:
         high=1 << 20,
         off=0,
     )
-    max_accept_rate: float = _option(
+    max_accept_rate: float = option(
         0.0,
         "new streams taken per second (a burst of one second's worth); the excess is told to come back "
         "later; 0: no limit",
@@ -186,172 +164,172 @@ class Config:
         off=0,
         unit="streams/s",
     )
-    max_pending_bytes: int = _option(
+    max_pending_bytes: int = option(
         MAX_PENDING_BYTES,
         "unsent bytes a slow stream may hold before it is disconnected (also the largest event)",
         low=4 * KIB,
         high=GIB,
         unit="bytes",
     )
-    send_timeout: float = _option(
+    send_timeout: float = option(
         SEND_TIMEOUT,
         "time a blocked stream may make no progress before it is closed",
         low=TIMER_GRANULARITY,
         high=DAY,
         unit="s",
     )
-    max_header_bytes: int = _option(
+    max_header_bytes: int = option(
         MAX_HEADER_BYTES, "request head size limit (431 beyond)", low=KIB, high=MIB, unit="bytes"
     )
-    max_url_bytes: int = _option(
+    max_url_bytes: int = option(
         MAX_URL_BYTES, "request URL size limit (414 beyond)", low=64, high=MIB, unit="bytes"
     )
-    max_body_bytes: int = _option(
+    max_body_bytes: int = option(
         MAX_BODY_BYTES, "request body size limit (413 beyond)", low=64, high=GIB, unit="bytes"
     )
-    header_timeout: float = _option(
+    header_timeout: float = option(
         HEADER_TIMEOUT,
         "time to receive a request head (408 after)",
         low=TIMER_GRANULARITY,
         high=3600,
         unit="s",
     )
-    body_timeout: float = _option(
+    body_timeout: float = option(
         BODY_TIMEOUT, "time to receive a request body (408 after)", low=TIMER_GRANULARITY, high=3600, unit="s"
     )
-    keepalive_timeout: float = _option(
+    keepalive_timeout: float = option(
         KEEPALIVE_TIMEOUT,
         "time an idle kept-alive connection stays open",
         low=TIMER_GRANULARITY,
         high=DAY,
         unit="s",
     )
-    max_topics: int = _option(MAX_TOPICS_PER_STREAM, "topics one stream may subscribe to", low=1, high=1024)
-    max_topic_length: int = _option(
+    max_topics: int = option(MAX_TOPICS_PER_STREAM, "topics one stream may subscribe to", low=1, high=1024)
+    max_topic_length: int = option(
         MAX_TOPIC_LENGTH, "length of a topic name", low=1, high=1024, unit="characters"
     )
-    max_queued_bytes: int = _option(
+    max_queued_bytes: int = option(
         MAX_QUEUED_BYTES,
         "published bytes awaiting fan-out before publishers get 503",
         low=4 * KIB,
         high=64 * GIB,
         unit="bytes",
     )
-    fanout_slice: int = _option(
+    fanout_slice: int = option(
         FANOUT_SLICE, "stream writes per slice of a fan-out pass", low=1, high=1_000_000, unit="writes"
     )
-    publish_token: str | None = _option(
+    publish_token: str | None = option(
         None,
         "bearer token required to publish; without one, only loopback clients may publish",
         secret=True,
     )
-    shutdown_grace: float = _option(
+    shutdown_grace: float = option(
         SHUTDOWN_GRACE,
         "time to flush pending bytes on SIGTERM before closing streams",
         low=0,
         high=3600,
         unit="s",
     )
-    backlog: int = _option(BACKLOG, "listen backlog", low=1, high=65535, unit="connections")
-    loop: str = _option(
+    backlog: int = option(BACKLOG, "listen backlog", low=1, high=65535, unit="connections")
+    loop: str = option(
         "auto",
         "event loop: auto (uvloop if installed), uvloop or asyncio",
         choices=("auto", "uvloop", "asyncio"),
     )
-    streams: str = _option(
+    streams: str = option(
         "auto",
         "stream backend: auto (epoll or kqueue if present), epoll, kqueue, or transport "
         "(the loop's transports, the portable fallback)",
         choices=("auto", "epoll", "kqueue", "transport"),
     )
-    log_level: str = _option("info", "log level", choices=("debug", "info", "warning", "error"))
-    workers: str = _option(
+    log_level: str = option("info", "log level", choices=("debug", "info", "warning", "error"))
+    workers: str = option(
         "1", f"worker processes sharing the port, 1 to {MAX_WORKERS}; auto: one per core"
     )
-    broker: str = _option(
+    broker: str = option(
         "memory",
         "where events are ordered: memory (this machine), or redis://host:port/db to make "
         "this server a node of a cluster",
     )
-    broker_history: int = _option(
+    broker_history: int = option(
         BROKER_HISTORY, "events the Redis stream keeps for resume", low=1, high=1_000_000_000, unit="events"
     )
-    dashboard: bool = _option(
+    dashboard: bool = option(
         True, "serve the live dashboard page at / and publish the server's figures on $stats"
     )
-    cors_origin: str | None = _option(
+    cors_origin: str | None = option(
         None,
         "page origins (scheme://host:port, comma-separated, or *) allowed to open streams "
         "and publish from a browser; other origins get 403",
     )
-    jwt_secret: str | None = _option(
+    jwt_secret: str | None = option(
         None,
         "HS256 secret that signs client tokens (at least 32 bytes); set it in the environment, "
         "not on the command line",
         secret=True,
     )
-    jwt_secret_file: str | None = _option(None, "file holding the HS256 secret (read again on SIGHUP)")
-    jwt_key_file: str | None = _option(
+    jwt_secret_file: str | None = option(None, "file holding the HS256 secret (read again on SIGHUP)")
+    jwt_key_file: str | None = option(
         None, "PEM public key (RSA for RS256, P-256 EC for ES256) of client tokens (read again on SIGHUP)"
     )
-    jwt_jwks_file: str | None = _option(
+    jwt_jwks_file: str | None = option(
         None, "JWKS file of the RS256/ES256 public keys of client tokens (read again on SIGHUP)"
     )
-    jwt_issuer: str | None = _option(None, "the iss every client token must have")
-    jwt_audience: str | None = _option(None, "the aud every client token must have")
-    jwt_leeway: float = _option(
+    jwt_issuer: str | None = option(None, "the iss every client token must have")
+    jwt_audience: str | None = option(None, "the aud every client token must have")
+    jwt_leeway: float = option(
         LEEWAY, "clock skew forgiven on a token's exp and nbf", low=0, high=300, unit="s"
     )
-    token_cookie: str | None = _option(
+    token_cookie: str | None = option(
         None, "name of the cookie that carries a browser's token (EventSource sends it itself)"
     )
-    token_query: bool = _option(
+    token_query: bool = option(
         False, "also accept a token in the URL's token parameter (URLs end up in logs: see SECURITY.md)"
     )
-    public_topics: str | None = _option(
+    public_topics: str | None = option(
         None,
         "topic patterns anyone may subscribe to once tokens are on (comma-separated: name, "
         "prefix:*, *)",
     )
-    max_streams_per_user: int = _option(
+    max_streams_per_user: int = option(
         0, "streams one user (a token's sub) may hold; 0: no limit", low=1, high=1 << 20, off=0
     )
-    max_streams_per_ip: int = _option(
+    max_streams_per_ip: int = option(
         0, "streams one client address may hold; 0: no limit", low=1, high=1 << 20, off=0
     )
-    presence_events: str | None = _option(
+    presence_events: str | None = option(
         None,
         "topic patterns (comma-separated) whose streams' joins and leaves are published on "
         "$presence:<topic>, for tokens that allow it",
     )
-    auth_url: str | None = _option(
+    auth_url: str | None = option(
         None,
         "the application's URL that rawsse POSTs a new stream's topics and Cookie/Authorization "
         "to; its JSON answer says what the client may subscribe to",
     )
-    auth_timeout: float = _option(
+    auth_timeout: float = option(
         AUTH_TIMEOUT, "time the application has to answer", low=0.05, high=60, unit="s"
     )
-    auth_connections: int = _option(
+    auth_connections: int = option(
         AUTH_CONNECTIONS,
         "keep-alive connections to the application at most (per worker)",
         low=1,
         high=1024,
         unit="connections",
     )
-    auth_cache: float = _option(
+    auth_cache: float = option(
         AUTH_CACHE,
         "how long an answer is reused for the same credential (0: never)",
         low=0,
         high=3600,
         unit="s",
     )
-    auth_fallback: str = _option(
+    auth_fallback: str = option(
         "refuse",
         "when the application cannot answer: refuse new streams (503), or open their public topics only",
         choices=("refuse", "public"),
     )
-    trusted_proxy: str | None = _option(
+    trusted_proxy: str | None = option(
         None,
         "addresses or networks (comma-separated) of proxies whose X-Forwarded-For names the "
         "client, for --max-streams-per-ip",
@@ -359,7 +337,7 @@ class Config:
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
-            _check_field(spec, getattr(self, spec.name))
+            check_field(spec, getattr(self, spec.name))
         _check_host(self.host)
         parse_origins(self.cors_origin)  # raises ConfigError when malformed
         digits = self.workers.isascii() and self.workers.isdigit()
@@ -499,68 +477,6 @@ class Config:
         return min(self.max_connections, automatic) if self.max_connections else automatic
 
 
-def env_name(name: str) -> str:
-    return "RAWSSE_" + name.upper()
-
-
-def flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def field_kind(spec: dataclasses.Field[Any]) -> str:
-    """'int', 'float', 'bool' or 'str' (annotations are strings here)."""
-    kind = str(spec.type)
-    return kind if kind in ("int", "float", "bool") else "str"
-
-
-def describe_range(spec: dataclasses.Field[Any]) -> str:
-    """`an integer from 0 to 65535`, `a number from 1 to 3600 s`, `one of a, b`, ..."""
-    meta = spec.metadata
-    if meta["choices"]:
-        return "one of " + ", ".join(meta["choices"])
-    kind = field_kind(spec)
-    if kind == "bool":
-        return "one of " + ", ".join(TRUE_WORDS + FALSE_WORDS)
-    if meta["low"] is None:
-        return "a string"
-    noun = "an integer" if kind == "int" else "a number"
-    unit = f" {meta['unit']}" if meta["unit"] else ""
-    text = f"{noun} from {_number(meta['low'])} to {_number(meta['high'])}{unit}"
-    if meta["off"] is not None:
-        text += f", or {_number(meta['off'])}"
-    return text
-
-
-def _number(value: float) -> str:
-    if not float(value).is_integer():
-        return f"{value:g}"
-    return f"{int(value):,}" if value >= 100_000 else str(int(value))
-
-
-def _check_field(spec: dataclasses.Field[Any], value: Any) -> None:
-    meta = spec.metadata
-    kind = field_kind(spec)
-    if meta["choices"] is not None:
-        if value not in meta["choices"]:
-            raise ConfigError(spec.name, f"must be {describe_range(spec)}, got {value!r}")
-        return
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(spec.name, f"must be true or false, got {value!r}")
-        return
-    if meta["low"] is None:
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(spec.name, f"must be a string, got {value!r}")
-        return
-    wrong_type = isinstance(value, bool) or not isinstance(value, (int, float) if kind == "float" else int)
-    if wrong_type or not math.isfinite(value):
-        raise ConfigError(spec.name, f"must be {describe_range(spec)}, got {value!r}")
-    if value == meta["off"]:
-        return
-    if not meta["low"] <= value <= meta["high"]:
-        raise ConfigError(spec.name, f"must be {describe_range(spec)}, got {_number(value)}")
-
-
 def _check_host(host: str) -> None:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -591,27 +507,3 @@ def _check_broker(url: str) -> None:
         raise ConfigError("broker", f"database must be a number, got {database[:20]!r}")
 
 
-def parse_value(spec: dataclasses.Field[Any], text: str) -> Any:
-    """A value from its text (a flag or an environment variable); raises ConfigError."""
-    kind = field_kind(spec)
-    if kind == "bool":
-        return parse_bool(spec.name, text)
-    try:
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-    except ValueError:
-        raise ConfigError(spec.name, f"must be {describe_range(spec)}, got {text[:100]!r}") from None
-    return text
-
-
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
-
-
-def parse_bool(name: str, text: str) -> bool:
-    word = text.strip().lower()
-    if word not in TRUE_WORDS + FALSE_WORDS:
-        raise ConfigError(name, f"must be one of {', '.join(TRUE_WORDS + FALSE_WORDS)}, got {text[:100]!r}")
-    return word in TRUE_WORDS

@@ -8,7 +8,8 @@ import pytest
 
 from rawsse import __version__
 from rawsse.config import Config
-from rawsse.core.api import AcceptBudget, Api, ServerView
+from rawsse.core.admission import AcceptBudget
+from rawsse.core.api import Api, ServerView
 from rawsse.core.effects import Answer, OpenStream, Respond
 from rawsse.core.history import History
 from rawsse.core.http import Request

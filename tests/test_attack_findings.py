@@ -16,7 +16,7 @@ import websockets
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from rawsse.config import Config
-from rawsse.core.api import RELAYED
+from rawsse.core.admission import RELAYED
 from rawsse.errors import ConfigError
 from rawsse.reactor.server import Server
 from tests.helpers import exchange, run_with_server

@@ -65,7 +65,8 @@ def test_no_part_of_a_built_server_holds_a_placeholder(backend: tuple[str, str])
         found = list(parts_of(server))
         assert len(found) > 15  # the walk reaches the parts, not just the server
         names = {type(part).__name__ for _, part in found}
-        assert {"Hub", "Streams", "Api", "EffectRunner", "PresenceBoard", "Intake"} <= names
+        parts = {"Hub", "Streams", "StreamRegistry", "Fanout", "StreamActions", "Api", "EffectRunner"}
+        assert parts | {"PresenceBoard", "PresenceEvents", "Intake", "Sessions", "Ledger"} <= names
         assert placeholders(server) == []
 
     run_with_server(backend, scenario, presence_events="chat:*", jwt_secret="x" * 40)

@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from rawsse.cli import main
-from rawsse.config import Config, env_name, flag_name
+from rawsse.config import Config
 from rawsse.errors import ConfigError
+from rawsse.options import env_name, flag_name
 
 KIND = "unit"
 

@@ -26,10 +26,10 @@ from rawsse.core.subscriptions import Subscriptions
 from rawsse.core.ws.frames import Opcode
 from rawsse.core.ws.session import FAIL_LINGER, SessionLimits, Sessions
 from rawsse.errors import RawsseError
+from rawsse.poller import make_poller
 from rawsse.reactor.fd_streams import FdBackend
 from rawsse.reactor.intake import Intake
-from rawsse.reactor.poller import make_poller
-from rawsse.reactor.streams import StreamLimits, Streams
+from rawsse.reactor.streams import StreamLimits, Streams, build_streams
 from tests.ws_frames import client_frame
 
 KIND = "integration"
@@ -114,13 +114,14 @@ def make(slice_size: int, backend_for: BackendFor = lambda table, _: RecordingBa
     backend = backend_for(table, loop)
     sessions = Sessions(256, SessionLimits(16, 255, 1 << 20), lambda: 0.0, ServerState())
     limits = StreamLimits(slice_size=slice_size)
-    streams = Streams(
+    streams = build_streams(
         loop, hub, metrics, limits, table, backend, sessions, no_broker, ignore_word  # type: ignore[arg-type]
     )
     if isinstance(backend, FdBackend):
         backend.start(streams, NoArrivals())
     broker = MemoryBroker(hub)
-    asyncio.run(broker.start(Intake(hub, streams)))  # published events wake the fan-out
+    # Published events wake the fan-out, as in a server.
+    asyncio.run(broker.start(Intake(hub, streams.fanout, streams.registry)))
     return loop, hub, broker, streams, backend, metrics
 
 

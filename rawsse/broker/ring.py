@@ -31,7 +31,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
 
-from rawsse.config import MAX_WORKERS
+from rawsse.broker.sizes import MAX_WORKERS
 from rawsse.core.events import Event
 from rawsse.errors import EventTooLarge, Overloaded
 

@@ -3,12 +3,17 @@ answer, a stream to open, events to publish, an id to wait for, streams to close
 
 No I/O: it reads the hub and returns values; rawsse.reactor.effects carries them out. The
 routes are documented in the README; their names are part of the public interface.
+
+One piece, though long: the routing table and its handlers, each a few lines that read
+the request and return an effect. The decisions they take are others': who is let in
+(rawsse.core.admission), who may publish (rawsse.core.publishers), who may read a topic
+(rawsse.core.access), what a publish holds (rawsse.core.publish), CORS (rawsse.core.cors).
 """
 
 from __future__ import annotations
 
+import enum
 import functools
-import hmac
 import json
 import random
 import time
@@ -18,8 +23,9 @@ from typing import NamedTuple
 
 from rawsse.auth.app import AppUnavailable, answer_of
 from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
-from rawsse.auth.tokens import MAX_SUB_LENGTH, Forbidden, Grant
+from rawsse.auth.tokens import MAX_SUB_LENGTH, Forbidden
 from rawsse.core.access import Access, AccessOptions, Asking
+from rawsse.core.admission import AcceptBudget
 from rawsse.core.connection import BUSY
 from rawsse.core.cors import CorsPolicy
 from rawsse.core.effects import (
@@ -39,6 +45,7 @@ from rawsse.core.hub import RETRY_EVENT, Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.presence import Tally, answer_body
 from rawsse.core.publish import parse_publish
+from rawsse.core.publishers import PublisherRights
 from rawsse.core.slots import Framing
 from rawsse.core.sse import encode_event, encode_retry
 from rawsse.core.state import ServerState
@@ -48,22 +55,33 @@ from rawsse.core.ws.frames import CloseCode, close_frame
 from rawsse.core.ws.handshake import check_upgrade, switching_head
 from rawsse.errors import RETRY_AFTER, HttpError, RawsseError, TopicError
 
-ROUTES = {
-    "/events": ("GET",),
-    "/ws": ("GET",),
-    "/publish": ("POST",),
-    "/disconnect": ("POST",),
-    "/presence": ("GET",),
-    "/healthz": ("GET", "HEAD"),
-    "/readyz": ("GET", "HEAD"),
-    "/metrics": ("GET",),
-}
-"""The dashboard's `/` and `/static/*` come on top, unless it is switched off."""
 
-BROWSER_PATHS = ("/events", "/publish", "/disconnect", "/presence")
-"""Where pages of other origins may come (see rawsse.core.cors); OPTIONS answers here."""
+class RouteKind(enum.Enum):
+    STREAM = "stream"
+    """A stream request: its refusals are counted; an EventSource may come from a page of
+    another origin (CORS)."""
+    ADMIN = "admin"
+    """Publishing and the operator's routes: who may is checked (rawsse.core.publishers);
+    pages of listed origins may call them, and read why they were refused."""
+    PLAIN = "plain"
+    """Health and metrics."""
 
-ADMIN_PATHS = ("/publish", "/disconnect", "/presence")
+
+Cors = tuple[tuple[str, str], ...]
+Handler = Callable[[Request, Callable[[], bool], Callable[[], str | None], Cors], Effect]
+"""A route's handler: the request, whether its client is on loopback, its address, and the
+CORS headers its answer carries (ADMIN routes)."""
+
+
+class Route(NamedTuple):
+    methods: tuple[str, ...]
+    kind: RouteKind
+    handler: Handler
+
+    @property
+    def from_browsers(self) -> bool:
+        """Whether pages of other origins may call it (OPTIONS is answered here)."""
+        return self.kind is RouteKind.ADMIN or (self.methods == ("GET",) and self.kind is RouteKind.STREAM)
 
 RESUME_WAIT = 1.0
 """How long a resume waits for an id another worker or node has already delivered; past
@@ -76,28 +94,6 @@ AUTH_UNAVAILABLE = "authorization-unavailable"
 accept-rate limit, it is draining to stop, or the application of --auth-url cannot
 answer now. Nothing was missed: the client's Last-Event-ID is kept, and its reconnect
 resumes."""
-
-class AcceptBudget:
-    """A token bucket for --max-accept-rate: `rate` streams a second, in bursts of up to a
-    second's worth. Plain arithmetic on the clock's readings; no timer."""
-
-    __slots__ = ("_level", "_rate", "_since")
-
-    def __init__(self, rate: float, now: float) -> None:
-        self._rate = rate
-        self._level = rate
-        self._since = now
-
-    def take(self, now: float) -> bool:
-        if not self._rate:
-            return True
-        self._level = min(self._rate, self._level + (now - self._since) * self._rate)
-        self._since = now
-        if self._level < 1:
-            return False
-        self._level -= 1
-        return True
-
 
 class Opening(NamedTuple):
     """A stream request, decided but for its start: what `_open` needs, now or after a
@@ -167,6 +163,20 @@ class Api:
         self._clock = clock
         self._rng = rng or random.Random()
         self._accept_budget = AcceptBudget(options.accept_rate, clock())
+        self._publishers = PublisherRights(options.publish_token, self.access)
+        stream, admin, plain = RouteKind.STREAM, RouteKind.ADMIN, RouteKind.PLAIN
+        self.routes: dict[str, Route] = {
+            "/events": Route(("GET",), stream, self._events),
+            "/ws": Route(("GET",), stream, self._websocket),
+            "/publish": Route(("POST",), admin, self._publish),
+            "/disconnect": Route(("POST",), admin, self._disconnect),
+            "/presence": Route(("GET",), admin, self._presence),
+            "/healthz": Route(("GET", "HEAD"), plain, self._healthz),
+            "/readyz": Route(("GET", "HEAD"), plain, self._readyz),
+            "/metrics": Route(("GET",), plain, self._metrics_page),
+        }
+        """The routes, by path; the dashboard's `/` and `/static/*` come on top, unless it
+        is switched off."""
         self.state = state
         label = view.worker_label
         worker = [] if label is None else [("X-Rawsse-Worker", label)]
@@ -190,42 +200,49 @@ class Api:
         `from_loopback()` says whether the client connects from this machine (asked only
         where it matters: publishing without a token); `peer()` is its address (asked
         only to count streams per address)."""
-        methods = ROUTES.get(request.path)
-        if methods is None:
+        route = self.routes.get(request.path)
+        if route is None:
             if self._static is not None and is_static_path(request.path):
                 return self._respond(request, self._static.answer(request))
             raise HttpError(404, f"no such path: {request.path}")
+        methods = route.methods
         if request.method not in methods:
-            if request.method == "OPTIONS" and request.path in BROWSER_PATHS:
+            if request.method == "OPTIONS" and route.from_browsers:
                 return self._respond(request, self._cors.preflight(request, methods))
             raise HttpError(405, f"use {' or '.join(methods)}", [("Allow", ", ".join(methods))])
-        try:
-            if request.path == "/events":
-                return self._events(request, peer)
-            if request.path == "/ws":
-                return self._websocket(request, from_loopback, peer)
-        except HttpError as error:
-            self._count_refusal(error)
-            raise
-        if request.path in ADMIN_PATHS:
+        kind = route.kind
+        if kind is RouteKind.ADMIN:
             allowed = self._cors.check(request)
             cors = self._cors.headers(allowed) if allowed else ()
             try:
-                if request.path == "/disconnect":
-                    return self._disconnect(request, from_loopback, cors)
-                if request.path == "/presence":
-                    return self._presence(request, from_loopback, cors)
-                return self._publish(request, from_loopback, cors)
+                return route.handler(request, from_loopback, peer, cors)
             except RawsseError as error:
                 if cors:  # so that a page of an allowed origin can read why
                     raise HttpError(error.status or 500, error.message, (*error.headers, *cors)) from None
                 raise
-        if request.path == "/metrics":
-            text = self._view.metrics_text()
-            page = response(200, text, "text/plain; version=0.0.4", keep_alive=request.keep_alive)
-            return self._respond(request, page)
-        if request.path == "/readyz":
-            return self._respond(request, self._readiness(request))
+        if kind is RouteKind.STREAM:
+            try:
+                return route.handler(request, from_loopback, peer, ())
+            except HttpError as error:
+                self._count_refusal(error)
+                raise
+        return route.handler(request, from_loopback, peer, ())
+
+    def _metrics_page(
+        self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
+    ) -> Effect:
+        text = self._view.metrics_text()
+        page = response(200, text, "text/plain; version=0.0.4", keep_alive=request.keep_alive)
+        return self._respond(request, page)
+
+    def _readyz(
+        self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
+    ) -> Effect:
+        return self._respond(request, self._readiness(request))
+
+    def _healthz(
+        self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
+    ) -> Effect:
         return self._respond(request, self._liveness(request))
 
     @staticmethod
@@ -262,7 +279,7 @@ class Api:
         if request.method == "GET" and request.path == "/ws":
             self._cors.check(request)
             return self.come_back_later(self._switching_head(check_upgrade(request)), OVERLOADED, Framing.WS)
-        if request.path == "/healthz" and request.method in ROUTES["/healthz"]:
+        if request.path == "/healthz" and request.method in self.routes["/healthz"].methods:
             return self._liveness(request)
         if request.path == "/readyz":
             return error_response(HttpError(503, "not ready: at the connection limit", RETRY_AFTER))
@@ -291,7 +308,9 @@ class Api:
         options = self._options
         return options.retry + round(self._rng.random() * options.retry_spread * 1000)
 
-    def _events(self, request: Request, peer: Callable[[], str | None]) -> Effect:
+    def _events(
+        self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
+    ) -> Effect:
         allowed = self._cors.check(request)
         names, last_event_id = self._stream_query(request)
         if not names:
@@ -301,13 +320,13 @@ class Api:
         return self._authorized(request, opening, peer)
 
     def _websocket(
-        self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None]
+        self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
     ) -> Effect:
         """A WebSocket stream: its topics are optional (it can subscribe later)."""
         self._cors.check(request)  # the CSWSH defence: pages of other origins need --cors-origin
         head = self._switching_head(check_upgrade(request))
         names, last_event_id = self._stream_query(request)
-        publisher = self._may_publish(request, from_loopback)
+        publisher = self._publishers.may_publish(request, from_loopback)
         opening = Opening(names, last_event_id, Framing.WS, head, head, publisher, NO_ACCESS)
         return self._authorized(request, opening, peer)
 
@@ -386,15 +405,6 @@ class Api:
     def _switching_head(self, accept: str) -> bytes:
         return switching_head(accept, self._worker_headers)
 
-    def _may_publish(self, request: Request, from_loopback: Callable[[], bool]) -> bool:
-        """Whether a WebSocket may publish to any topic: by the admin rules of POST
-        /publish (the publish token, or loopback without one), at its handshake. A
-        token's `publish` patterns are checked per command instead."""
-        try:
-            return self._authorize(request, from_loopback) is None
-        except HttpError:
-            return False
-
     def _topic(self, value: str) -> str:
         try:
             return check_subscribe_topic(value, self._options.max_topic_length, self.access.enabled)
@@ -402,10 +412,10 @@ class Api:
             raise HttpError(400, f"{exc}: {value[:64]!r}") from None
 
     def _presence(
-        self, request: Request, from_loopback: Callable[[], bool], cors: tuple[tuple[str, str], ...]
+        self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
     ) -> CountPresence:
         """Who is on a topic: authorized as publishing to it is."""
-        grant = self._authorize(request, from_loopback)
+        grant = self._publishers.check(request, from_loopback)
         topics = [self._topic(value) for key, value in query_pairs(request) if key == "topic"]
         if len(topics) != 1:
             raise HttpError(400, "name one topic: /presence?topic=NAME")
@@ -419,9 +429,9 @@ class Api:
         return CountPresence(topic, answer)
 
     def _disconnect(
-        self, request: Request, from_loopback: Callable[[], bool], cors: tuple[tuple[str, str], ...]
+        self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
     ) -> CloseStreams | DisconnectUser:
-        if self._authorize(request, from_loopback) is not None:
+        if self._publishers.check(request, from_loopback) is not None:
             raise Forbidden("disconnecting needs the publish token (or loopback without one)")
         pairs = query_pairs(request)
         users = [value for key, value in pairs if key == "user"]
@@ -440,9 +450,9 @@ class Api:
         return CloseStreams(topics, lambda closed: _json(request, b'{"closed": %d}' % closed, cors))
 
     def _publish(
-        self, request: Request, from_loopback: Callable[[], bool], cors: tuple[tuple[str, str], ...] = ()
+        self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
     ) -> Publish:
-        grant = self._authorize(request, from_loopback)
+        grant = self._publishers.check(request, from_loopback)
         if self.state.draining:
             raise HttpError(503, "shutting down; publish to another server", RETRY_AFTER)
         parsed = parse_publish(
@@ -463,44 +473,6 @@ class Api:
 
         return Publish(parsed.items, answer)
 
-    def _authorize(self, request: Request, from_loopback: Callable[[], bool]) -> Grant | None:
-        """Who publishes: None for the operator (the publish token, or loopback when none
-        is set), who may publish to any topic; or the grant of a client token with
-        `publish` patterns. Raises 401 or 403."""
-        token = self._options.publish_token
-        access = self.access
-        if access.verifier is not None:
-            credential = access.credential(request)
-            if credential is not None and not (token and _same(credential, token)):
-                grant = access.grant(request)
-                assert grant is not None
-                if not grant.publish:
-                    raise Forbidden("the token has no publish rights")
-                return grant
-        if token is None:
-            if not from_loopback():
-                raise HttpError(403, "publishing is allowed from loopback only (set a publish token)")
-            if not is_loopback_host(request.headers.get("host", "")):
-                # A page whose name was re-pointed at 127.0.0.1 (DNS rebinding) is "same
-                # origin" to the browser and arrives from loopback; only its Host gives it away.
-                raise HttpError(403, "without a publish token, Host must be 127.0.0.1, [::1] or localhost")
-            if relayed(request):
-                # A proxy on this machine connects from loopback whoever its client is, with
-                # a loopback Host too where it names its upstream by address (nginx's
-                # default): a request it relayed is not the operator's. The headers are any
-                # proxy's mark, trusted or not.
-                raise HttpError(403, RELAYED)
-            return None
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not _same(given.strip(), token):
-            raise HttpError(401, "a valid bearer token is required", [("WWW-Authenticate", "Bearer")])
-        return None
-
-
-def _same(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode(), token.encode())
-
-
 def _json(request: Request, body: bytes, cors: tuple[tuple[str, str], ...]) -> Respond:
     keep_alive = request.keep_alive
     prefix, suffix = _json_head(cors, keep_alive)
@@ -514,33 +486,3 @@ def _json_head(cors: tuple[tuple[str, str], ...], keep_alive: bool) -> tuple[byt
     head = response(200, b"", "application/json", cors, keep_alive)
     before, _, after = head.partition(b"Content-Length: 0\r\n")
     return before + b"Content-Length: ", b"\r\n" + after
-
-
-PROXY_HEADERS = frozenset(
-    ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host", "x-forwarded-proto", "via")
-)
-"""Headers a reverse proxy adds to what it relays (RFC 7239, the X-Forwarded-* family,
-nginx's X-Real-IP, RFC 9110's Via)."""
-
-
-RELAYED = "a request relayed by a proxy is not the operator's: set --publish-token and send it"
-
-
-def relayed(request: Request) -> bool:
-    """Whether a proxy says it relayed `request` (for a client it names or not)."""
-    return not request.headers.keys().isdisjoint(PROXY_HEADERS)
-
-
-@functools.lru_cache(maxsize=1024)  # a publisher sends the same Host on every request
-def is_loopback_host(host: str) -> bool:
-    """Whether a Host header names this machine's loopback (any port); an absent one
-    (HTTP/1.0) does too."""
-    name = host.strip().lower()
-    if name.startswith("["):
-        name = name[1 : name.find("]")] if "]" in name else name
-    else:
-        name = name.rpartition(":")[0] or name if name.count(":") == 1 else name
-    if name in ("", "localhost", "::1") or name.endswith(".localhost"):
-        return True
-    parts = name.split(".")
-    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() and int(p) < 256 for p in parts)

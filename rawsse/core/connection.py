@@ -8,7 +8,8 @@ half-close, close, abort or hand the connection to the stream reactor) and the n
 `deadline`.
 
 Every change of phase happens in `_enter` and every deadline comes from `_deadline`
-(h11's "Rule 1": everything that affects the state machine lives here).
+(h11's "Rule 1": everything that affects the state machine lives here). That rule is why
+this module is one piece, though long.
 
     IDLE ─first byte─> HEAD ─head done─> BODY ─body done─> IDLE   (keep-alive)
       │                  └──────────── no body ──────────────┘

@@ -4,6 +4,10 @@ it leaves out, and builds responses. Bytes in, `Request` values and response byt
 httptools (llhttp) already refuses smuggling shapes in strict mode: Content-Length together
 with Transfer-Encoding, two Content-Lengths, `chunked123`, bare LF, invalid methods and
 versions. It has no size limits, so the header block, URL and body are counted here.
+
+One piece, though long: the request reader's limits and its parser callbacks share one
+state (where a message is, how much of it was counted), and the responses it builds are
+the few byte strings that state answers with.
 """
 
 from __future__ import annotations

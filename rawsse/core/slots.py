@@ -14,6 +14,14 @@ from __future__ import annotations
 
 import enum
 
+MAX_PENDING_BYTES = 1024 * 1024
+"""Per-stream bytes a slow reader may hold before it is disconnected (Centrifugo closes a
+"slow" client at 1 MiB of queued data). It can resume with Last-Event-ID."""
+
+SEND_TIMEOUT = 60.0
+"""A stream whose pending bytes make no progress for this long is closed (nginx's
+send_timeout)."""
+
 
 class SlotState(enum.IntEnum):
     """A slot's state, one byte of the table's `state` column."""

@@ -18,6 +18,10 @@ import httptools
 
 from rawsse.auth.app import MAX_ANSWER_BYTES, AppCall
 
+AUTH_WAITING_PER_CONNECTION = 4
+"""Calls that may wait for a busy connection, per connection; past them a new stream gets
+503 at once."""
+
 log = logging.getLogger("rawsse")
 
 Answered = Callable[[tuple[int, bytes] | str], None]

@@ -18,7 +18,7 @@ from array import array
 from typing import TYPE_CHECKING, Protocol
 
 from rawsse.core.slots import LIVE, Framing, SlotState, SlotTable, Why
-from rawsse.reactor.poller import HANGUP, READABLE, WRITABLE, Poller
+from rawsse.poller import HANGUP, READABLE, WRITABLE, Poller
 
 if TYPE_CHECKING:  # the backend reports to them; they write through it
     from rawsse.reactor.streams import StreamEvents

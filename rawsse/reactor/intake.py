@@ -7,19 +7,21 @@ from __future__ import annotations
 
 from rawsse.core.events import Event
 from rawsse.core.hub import Hub
-from rawsse.reactor.streams import Streams
+from rawsse.reactor.fanout import Fanout
+from rawsse.reactor.registry import StreamRegistry
 
 
 class Intake:
-    def __init__(self, hub: Hub, streams: Streams) -> None:
+    def __init__(self, hub: Hub, fanout: Fanout, registry: StreamRegistry) -> None:
         self._hub = hub
-        self._streams = streams
+        self._fanout = fanout
+        self._registry = registry
 
     def deliver(self, events: list[Event]) -> None:
         self._hub.accept(events)
         if events:
-            self._streams.schedule()
+            self._fanout.schedule()
 
     def lost(self) -> None:
         groups = self._hub.subscriptions.groups()
-        self._streams.close_topics({topic for group in groups for topic in group.topics})
+        self._registry.close_topics({topic for group in groups for topic in group.topics})

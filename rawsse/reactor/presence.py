@@ -1,19 +1,22 @@
 """Presence across processes: the asking side waits for the other processes' answers (or
 PRESENCE_WAIT), every side answers the asks it sees. The words travel in the event order
-(rawsse.core.control), so this works alike over the workers' log and over Redis."""
+(rawsse.core.control), so this works alike over the workers' log and over Redis. And the
+join and leave events of --presence-events."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from rawsse.auth.rules import TopicRules
 from rawsse.broker.base import Outcome
 from rawsse.core.control import is_fresh
-from rawsse.core.presence import PRESENCE_WAIT, Tally, answer_item, ask_item
+from rawsse.core.presence import PRESENCE_WAIT, Tally, answer_item, ask_item, presence_event
 from rawsse.core.publish import PublishItem
+from rawsse.core.topics import PRESENCE_PREFIX
 
 Done = Callable[[Tally, bool], None]
 """The summed tally, and whether every process answered."""
@@ -23,7 +26,8 @@ PutWords = Callable[[Sequence[PublishItem], Callable[[Outcome], None]], None]
 
 
 def _best_effort(outcome: Outcome) -> None:
-    """An answer the order would not take is not retried: the asker counts without it."""
+    """A word or event the order would not take is not retried (an asker counts without
+    the answer; a join or leave is missed, as on a restart)."""
 
 
 class _Asking:
@@ -114,3 +118,27 @@ class PresenceBoard:
             asking.timer.cancel()
             for done in asking.dones:
                 done(asking.tally, complete)
+
+
+Publish = Callable[[list[PublishItem], Callable[[Outcome], None]], None]
+
+
+class PresenceEvents:
+    """Join and leave events on `$presence:<topic>`, for the topics --presence-events
+    names, published as a stream opens, changes its topics and closes."""
+
+    def __init__(self, rules: TopicRules, publish: Publish) -> None:
+        self._rules = rules
+        self._publish = publish
+        self.enabled = bool(rules)
+        """Whether any topic asks for them (the streams skip the work otherwise)."""
+
+    def announce(self, kind: str, sub: str | None, topics: Iterable[str]) -> None:
+        rules = self._rules
+        items = [
+            presence_event(kind, topic, sub)
+            for topic in topics
+            if rules.allows(topic) and not topic.startswith(PRESENCE_PREFIX)  # none of its own
+        ]
+        if items:
+            self._publish(items, _best_effort)  # a refused one is not retried

@@ -1,5 +1,7 @@
-"""The server: binds the listener, builds the hub and the stream backend, runs the
-once-a-second sweep, publishes for embedding code, and shuts down gracefully."""
+"""The server: binds the listener, builds every part (the one composition root,
+`_start_serving`), runs the once-a-second sweep, publishes for embedding code, and shuts
+down gracefully. One piece, though long: the embedding API (`Server`) is its life from
+start to stop, and the composition root is read best beside it."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from rawsse.auth.rules import parse_rule_text
 from rawsse.auth.tokens import TokenVerifier
 from rawsse.broker.base import Broker
 from rawsse.broker.memory import MemoryBroker
-from rawsse.config import AUTH_WAITING_PER_CONNECTION, FD_RESERVE, Config
+from rawsse.config import FD_RESERVE, Config
 from rawsse.core.access import Access
 from rawsse.core.api import Api, ServerView
 from rawsse.core.connection import Timeouts
@@ -38,18 +40,18 @@ from rawsse.core.ws.session import SHUTDOWN_FRAME, SessionLimits, Sessions
 from rawsse.dashboard.files import load_dashboard
 from rawsse.dashboard.stats import StatsPublisher
 from rawsse.errors import ConfigError
+from rawsse.poller import available_poller, make_poller
 from rawsse.preflight import check_environment
 from rawsse.reactor.allocator import Trimmer
-from rawsse.reactor.app_client import AppClient
+from rawsse.reactor.app_client import AUTH_WAITING_PER_CONNECTION, AppClient
 from rawsse.reactor.context import ConnectionContext
 from rawsse.reactor.effects import EffectRunner, Publishing
 from rawsse.reactor.fd_streams import FdBackend
 from rawsse.reactor.intake import Intake
 from rawsse.reactor.listeners import listen
-from rawsse.reactor.poller import available_poller, make_poller
 from rawsse.reactor.presence import PresenceBoard
 from rawsse.reactor.protocol import HttpProtocol
-from rawsse.reactor.streams import StreamLimits, Streams
+from rawsse.reactor.streams import StreamLimits, build_streams
 from rawsse.reactor.transport_streams import TransportBackend
 
 if TYPE_CHECKING:  # the workers' broker needs a POSIX machine: imported only for workers
@@ -191,7 +193,7 @@ class Server:
         self._publishing = publishing = Publishing(broker, metrics)
         local = functools.partial(local_tally, hub.subscriptions, access.ledger.sub)
         presence = PresenceBoard(loop, publishing.put_words, broker.process_count, local, self._wall)
-        self.streams = streams = Streams(
+        self.streams = streams = build_streams(
             loop,
             hub,
             metrics,
@@ -206,7 +208,7 @@ class Server:
             None if app is None else app.ask,
             parse_rule_text(config.presence_events, config.max_topic_length),
         )
-        await broker.start(Intake(hub, streams))
+        await broker.start(Intake(hub, streams.fanout, streams.registry))
         view = ServerView(broker.worker_label, broker.shares_order, broker.unready_reason, self._metrics_text)
         static = load_dashboard() if config.dashboard else None
         self.api = Api(
