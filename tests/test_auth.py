@@ -282,7 +282,7 @@ def test_limits_count_users_and_addresses_and_trust_only_listed_proxies() -> Non
     with pytest.raises(Exception, match="per user") as caught:
         check.for_stream(ticket, ["t"], "127.0.0.2")
     assert getattr(caught.value, "status", None) == 429
-    check.ledger.remove(1)
+    check.ledger.release(1)
     assert check.for_stream(ticket, ["t"], "127.0.0.1").sub == "42"
 
 
@@ -295,7 +295,7 @@ def test_expiries_come_due_by_the_second_and_closed_streams_are_skipped() -> Non
         ledger.add(slot, StreamAccess("u", NO_TOPICS, NO_TOPICS, expires, None), keep_rules=False)
     assert ledger.expired(100.5) == []
     assert ledger.expired(101.0) == [1, 2]
-    ledger.remove(3)
+    ledger.release(3)
     ledger.add(3, StreamAccess("v", NO_TOPICS, NO_TOPICS, 200.0, None), keep_rules=False)  # slot reused
     assert ledger.expired(150.0) == []  # the first stream's entry is stale
     assert ledger.expired(200.0) == [3]
@@ -367,7 +367,7 @@ def test_the_wheel_is_rebuilt_when_closed_streams_fill_it() -> None:
     ledger = Ledger(4)
     for _ in range(5000):  # one client reconnecting over and over, on the same slot
         ledger.add(1, StreamAccess("u", NO_TOPICS, NO_TOPICS, 1e9, None), keep_rules=False)
-        ledger.remove(1)
+        ledger.release(1)
     ledger.add(1, StreamAccess("u", NO_TOPICS, NO_TOPICS, 1e9, None), keep_rules=False)
     assert len(ledger._wheel) <= 2 * 4 + 1024 + 1
     assert ledger.expired(1e9) == [1]

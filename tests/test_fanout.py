@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from rawsse.auth.ledger import Ledger
 from rawsse.broker.base import publish_now
 from rawsse.broker.memory import MemoryBroker
 from rawsse.core.effects import OpenStream
@@ -110,12 +111,13 @@ def make(slice_size: int, backend_for: BackendFor = lambda table, _: RecordingBa
     loop = FakeLoop()
     metrics = Metrics()
     hub = Hub(Subscriptions(256), History(), metrics)
-    table = SlotTable(256, 1 << 20)
-    backend = backend_for(table, loop)
     sessions = Sessions(256, SessionLimits(16, 255, 1 << 20), lambda: 0.0, ServerState())
+    ledger = Ledger(0)  # no credentials in these tests
+    table = SlotTable(256, 1 << 20, (hub.subscriptions, sessions, ledger))
+    backend = backend_for(table, loop)
     limits = StreamLimits(slice_size=slice_size)
     streams = build_streams(
-        loop, hub, metrics, limits, table, backend, sessions, no_broker, ignore_word  # type: ignore[arg-type]
+        loop, hub, metrics, limits, table, backend, sessions, no_broker, ignore_word, ledger  # type: ignore[arg-type]
     )
     if isinstance(backend, FdBackend):
         backend.start(streams, NoArrivals())
@@ -278,3 +280,25 @@ def test_a_websocket_failed_for_a_fault_ends_its_side_or_is_cut_when_behind() ->
     streams.sweep(loop.time() + FAIL_LINGER)
     assert streams.table.state[5] == SlotState.FREE and not backend.aborted[1:]
     assert metrics.streams_open == 0 and metrics.ws_streams_open == 0
+
+
+class RecordingColumn:
+    def __init__(self) -> None:
+        self.released: list[int] = []
+
+    def release(self, slot: int) -> None:
+        self.released.append(slot)
+
+
+def test_closing_a_slot_releases_every_column_in_one_call() -> None:
+    """The parts' per-slot columns are the table's: a closed slot keeps nothing of its
+    stream in any of them, during a pass too (the slot itself is freed after it)."""
+    columns = [RecordingColumn(), RecordingColumn()]
+    table = SlotTable(8, 1024, columns)
+    table.open(2, Framing.WS)
+    table.open(5)
+    assert table.close(2)
+    table.begin_pass()
+    assert not table.close(5)  # released now, freed when the pass ends
+    assert [column.released for column in columns] == [[2, 5], [2, 5]]
+    assert table.end_pass() == [5]

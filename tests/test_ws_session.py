@@ -189,7 +189,7 @@ def test_no_parser_is_kept_between_whole_frames() -> None:
     half = client_frame(Opcode.TEXT, b'{"type": "ping"}')[:5]
     sessions.receive(2, half, ("a",), False)
     assert 2 in sessions._parsers
-    sessions.forget(2)
+    sessions.release(2)
     assert not sessions._parsers
 
 
@@ -205,7 +205,7 @@ def test_deeply_nested_json_is_refused_not_raised() -> None:
 
 def test_the_right_to_publish_does_not_outlive_the_connection() -> None:
     sessions, _ = session(may_publish=True)
-    sessions.forget(2)
+    sessions.release(2)
     [action] = command(sessions, {"type": "publish", "topic": "a", "data": "x"})
     assert answer(action)["code"] == "forbidden"
 
@@ -241,5 +241,5 @@ def test_a_frame_half_read_across_two_checks_is_stuck() -> None:
     sessions.receive(2, frame[100:2000], ("a",), False)  # trickling on: still not done
     sessions.receive(3, frame[100:], ("a",), False)  # done in time
     assert sessions.stuck() == [2]
-    sessions.forget(2)
+    sessions.release(2)
     assert sessions.stuck() == []

@@ -123,8 +123,11 @@ class Ledger:
             self._expires[slot] = access.expires
             self._add_expiry(slot, access.expires)
 
-    def remove(self, slot: int) -> None:
-        """The stream in `slot` is gone: nothing of it stays for the slot's next stream."""
+    def release(self, slot: int) -> None:
+        """The stream in `slot` is gone, or its credential no longer counts: nothing of it
+        stays for the slot's next stream (a slot column: rawsse.core.slots)."""
+        if not self.capacity:
+            return  # no credentials, no limits: nothing is kept
         sub = self.sub[slot]
         if sub is not None:
             self.sub[slot] = None

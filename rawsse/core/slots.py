@@ -13,6 +13,8 @@ new connection that the snapshot would then write to.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
+from typing import Protocol
 
 MAX_PENDING_BYTES = 1024 * 1024
 """Per-stream bytes a slow reader may hold before it is disconnected (Centrifugo closes a
@@ -90,12 +92,24 @@ class Pending:
         """When it last made progress (for the send timeout)."""
 
 
+class SlotColumn(Protocol):
+    """A part's column of per-slot state, owned by the table: what it keeps for a slot is
+    released when the slot closes."""
+
+    def release(self, slot: int) -> None:
+        """The stream in `slot` is gone: nothing of it may stay for the slot's next one."""
+        ...
+
+
 class SlotTable:
-    def __init__(self, capacity: int, max_pending_bytes: int) -> None:
+    def __init__(self, capacity: int, max_pending_bytes: int, columns: Sequence[SlotColumn] = ()) -> None:
         self.state = bytearray(capacity)
         self.framing = bytearray(capacity)
         self.pending: dict[int, Pending] = {}
         self.max_pending_bytes = max_pending_bytes
+        self._columns = tuple(columns)
+        """The other parts' columns (subscriptions, WebSocket sessions, the ledger of
+        grants), released with the table's own when a slot closes."""
         self.used = 0
         """Slots not FREE: open streams, and closed ones waiting for the pass to end."""
         self._passing = False
@@ -180,10 +194,13 @@ class SlotTable:
     # Closing and releasing
 
     def close(self, slot: int) -> bool:
-        """Mark an open slot closed; True when it is free for reuse at once (no pass
-        runs), False when it waits for the end of the pass (see `end_pass`)."""
+        """Mark an open slot closed and release every column's state for it; True when
+        it is free for reuse at once (no pass runs), False when it waits for the end of
+        the pass (see `end_pass`)."""
         self.state[slot] = SlotState.CLOSED
         self.pending.pop(slot, None)
+        for column in self._columns:
+            column.release(slot)
         if self._passing:
             self._deferred.append(slot)
             return False

@@ -53,6 +53,10 @@ class Subscriptions:
         group.members.append(slot)
         self.count += 1
 
+    def release(self, slot: int) -> None:
+        """A slot column (rawsse.core.slots): out of its group, if still in one."""
+        self.remove(slot)
+
     def remove(self, slot: int) -> None:
         group = self._group_of[slot]
         if group is None:

@@ -190,7 +190,7 @@ class StreamActions:
             return False
         if table.framing[slot] == Framing.WS:
             registry.begin_close(slot, ACCESS_ENDED_FRAMES[reason])
-            self._ledger.remove(slot)  # no later subscribe or publish by this credential
+            self._ledger.release(slot)  # no later subscribe or publish by this credential
             return True
         registry.backend.send(slot, ACCESS_ENDED_EVENTS[reason])
         registry.close(slot, Why.SERVER)

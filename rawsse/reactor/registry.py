@@ -176,11 +176,8 @@ class StreamRegistry:
                 self.begin_close(slot, RECONNECT_FRAME)
                 return
             self._closing.pop(slot, None)
-            self._sessions.forget(slot)
             metrics.ws_streams_open -= 1
-        self.unsubscribe(slot)
-        if self._ledger.capacity:
-            self._ledger.remove(slot)
+        self.unsubscribe(slot)  # before the ledger's column goes: a leave names its user
         metrics.streams_open -= 1
         metrics.streams_closed += 1
         if why is Why.SLOW:
@@ -188,7 +185,7 @@ class StreamRegistry:
         elif why is Why.STALLED:
             metrics.send_timeouts += 1
         self.backend.detach(slot, abort=why in (Why.SLOW, Why.STALLED, Why.BROKEN))
-        if table.close(slot):
+        if table.close(slot):  # every column released
             self.backend.free(slot)
         metrics.stream_slots = table.used
         self._quiet.wake()

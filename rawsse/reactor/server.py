@@ -182,12 +182,13 @@ class Server:
         )
         capacity = hub.subscriptions.capacity
         self.access = access = self._make_access(capacity)
-        table = SlotTable(capacity, config.max_pending_bytes)
-        backend = self._make_backend(table)
         session_limits = SessionLimits(config.max_topics, config.max_topic_length, config.max_body_bytes)
         sessions = Sessions(
             capacity, session_limits, loop.time, self.state, access=access if access.enabled else None
         )
+        columns = (hub.subscriptions, sessions, access.ledger)
+        table = SlotTable(capacity, config.max_pending_bytes, columns)
+        backend = self._make_backend(table)
         self._app_client = app = self._make_app_client()
         self.broker = broker = self._make_broker()
         self._publishing = publishing = Publishing(broker, metrics)

@@ -155,13 +155,13 @@ def build_streams(
     sessions: Sessions,
     publish: Publisher,
     on_word: Callable[[dict[str, Any]], None],
-    ledger: Ledger | None = None,
+    ledger: Ledger,
     wall: Callable[[], float] = time.time,
     ask_app: AskApp | None = None,
     presence_events: TopicRules = NO_TOPICS,
 ) -> Streams:
-    """The streams' parts, each built with its collaborators, in the order they need."""
-    ledger = ledger or Ledger(table.capacity)
+    """The streams' parts, each built with its collaborators, in the order they need.
+    `table` releases the columns of `sessions` and `ledger` (and the subscriptions')."""
     quiet = Quiet()
     announcer = PresenceEvents(presence_events, publish)
     registry = StreamRegistry(

@@ -168,7 +168,7 @@ class Sessions:
         self.heard[slot] = 1
         self.publisher[slot] = may_publish
 
-    def forget(self, slot: int) -> None:
+    def release(self, slot: int) -> None:
         """The connection is gone: drop what was kept for it (nothing of it may pass to
         the next connection in the slot, least of all the right to publish)."""
         self._parsers.pop(slot, None)
@@ -209,7 +209,7 @@ class Sessions:
         for item in incoming:
             if closing:
                 if isinstance(item, Close | Fault):
-                    self.forget(slot)
+                    self.release(slot)
                     return [*actions, Finish()]
                 continue
             if isinstance(item, Text):
@@ -224,7 +224,7 @@ class Sessions:
             elif isinstance(item, Close):
                 # The client closes: its code echoed (RFC 6455 5.5.1), then the TCP
                 # connection ends, which is the server's to end.
-                self.forget(slot)
+                self.release(slot)
                 actions.append(Send(close_frame(item.code, item.reason)))
                 actions.append(Finish())
                 return actions
