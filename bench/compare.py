@@ -533,8 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline",
         metavar="PYTHON",
-        help="the interpreter of another rawsse checkout (its .venv/bin/python): adds the server "
-        "rawsse-baseline, to compare a change with what came before it in one run",
+        help="the interpreter of another rawsse checkout (its .venv/bin/python): adds the servers "
+        "rawsse-baseline and rawsse-baseline-ws (its streams on /ws), to compare a change with "
+        "what came before it in one run",
     )
     parser.add_argument(
         "--rounds",
@@ -555,8 +556,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rounds must be at least 1, not {args.rounds}")
     if args.baseline:
         baseline = [args.baseline, "-m", "rawsse", "serve", "--log-level", "warning", "--port"]
-        kind = ServerKind("rawsse-baseline", lambda ports, _: [*baseline, str(ports[0])])
-        SERVERS["rawsse-baseline"] = kind
+        command = lambda ports, _: [*baseline, str(ports[0])]  # noqa: E731
+        SERVERS["rawsse-baseline"] = ServerKind("rawsse-baseline", command)
+        SERVERS["rawsse-baseline-ws"] = ServerKind(
+            "rawsse-baseline-ws", command, stream_url="ws://127.0.0.1:{port}/ws"
+        )
     servers = []
     for name in args.servers.split(","):
         reason = SERVERS[name].available()

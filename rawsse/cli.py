@@ -189,24 +189,13 @@ def add_flood_parser(commands: Any) -> None:
         default=FLOOD.publish_connections,
         help="parallel publish connections",
     )
-    flood.add_argument(
-        "--settle",
-        type=_at_least(0, float),
-        default=FLOOD.settle,
-        help="seconds without new events before the missing count as lost",
-    )
-    flood.add_argument(
-        "--max-wait",
-        type=_at_least(0, float),
-        default=FLOOD.max_wait,
-        help="seconds after publishing to wait at most for the last events",
-    )
-    flood.add_argument(
-        "--max-publish-seconds",
-        type=_at_least(0, float),
-        default=FLOOD.max_publish_seconds,
-        help="stop publishing after this long (0: no limit); unsent events are reported",
-    )
+    for flag, help_text in (  # the durations, in seconds
+        ("--settle", "seconds without new events before the missing count as lost"),
+        ("--max-wait", "seconds after publishing to wait at most for the last events"),
+        ("--max-publish-seconds", "stop publishing after this long (0: no limit); unsent ones are reported"),
+    ):
+        default = getattr(FLOOD, flag[2:].replace("-", "_"))
+        flood.add_argument(flag, type=_at_least(0, float), default=default, help=help_text)
     flood.add_argument(
         "--token-secret",
         default="",

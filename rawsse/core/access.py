@@ -86,10 +86,7 @@ class Access:
         ledger: Ledger,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.options = options
-        self.verifier = verifier
-        self.ledger = ledger
-        self.wall = wall
+        self.options, self.verifier, self.ledger, self.wall = options, verifier, ledger, wall
 
     @property
     def enabled(self) -> bool:

@@ -1,19 +1,28 @@
-"""Word from one process of the server to all of them, carried in the event order itself:
+"""Words from one process of the server to all of them, carried in the event order itself:
 an event on the reserved `$control` topic, which no stream may subscribe to and no
 publisher may write. Every process's hub takes it as it takes events — from memory, the
 workers' shared log or the Redis stream — so a word reaches every worker and every node,
 in order with the events around it, with no channel of its own.
 
-    {"disconnect": "<sub>", "at": <unix seconds>}   close every stream of that user
+Three words, one class each, with one encoder (`word_item`) and one decoder
+(`read_word`); their JSON is what every process of a cluster reads, whatever version:
+
+    Kick            {"disconnect": "<sub>", "at": <unix seconds>}
+    PresenceAsk     {"presence-ask": {"id": ..., "topic": ..., "from": ...}, "at": ...}
+    PresenceAnswer  {"presence-answer": {"id": ..., "streams": n, "users": [...],
+                     "truncated": bool}, "at": ...}
 
 Each word says when it was put (`at`). A process that reads it much later — a Redis node
-catching up after an outage — drops it: a kick of then must not close a stream the user
-opened since, nor a presence question long given up be answered.
+catching up after an outage — drops it (`is_fresh`, the one rule for every word): a kick
+of then must not close a stream the user opened since, nor a presence question long
+given up be answered.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from rawsse.core.publish import PublishItem
@@ -25,28 +34,88 @@ MAX_WORD_AGE = 10.0
 agree far better than that."""
 
 
-def disconnect_item(sub: str, now: float) -> PublishItem:
-    return PublishItem((CONTROL_TOPIC,), json.dumps({"disconnect": sub, "at": now}))
+@dataclass(frozen=True, slots=True)
+class Kick:
+    """Close every stream of user `sub` (POST /disconnect?user=)."""
+
+    sub: str
+    at: float
 
 
-def is_fresh(word: dict[str, Any], now: float) -> bool:
-    at = word.get("at")
-    return isinstance(at, int | float) and now - at <= MAX_WORD_AGE
+@dataclass(frozen=True, slots=True)
+class PresenceAsk:
+    """Count `topic` and answer (rawsse.reactor.presence): asked by process `asker`."""
+
+    id: str
+    topic: str
+    asker: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceAnswer:
+    """One process's count of the topic an ask named."""
+
+    id: str
+    streams: int
+    users: tuple[str, ...]
+    truncated: bool
+    at: float
+
+
+Word = Kick | PresenceAsk | PresenceAnswer
+
+
+def word_item(word: Word) -> PublishItem:
+    """The event that carries `word` to every process."""
+    match word:
+        case Kick(sub, at):
+            body: dict[str, Any] = {"disconnect": sub, "at": at}
+        case PresenceAsk(ask_id, topic, asker, at):
+            body = {"presence-ask": {"id": ask_id, "topic": topic, "from": asker}, "at": at}
+        case PresenceAnswer(ask_id, streams, users, truncated, at):
+            answer = {"id": ask_id, "streams": streams, "users": list(users), "truncated": truncated}
+            body = {"presence-answer": answer, "at": at}
+    return PublishItem((CONTROL_TOPIC,), json.dumps(body))
+
+
+def read_word(wire: bytes) -> Word | None:
+    """The word a control event carries, from its SSE encoding (one `data:` line of JSON,
+    as `word_item` makes it; the workers' log holds only those bytes); None for anything
+    that is not one of the three, whole and of the right types."""
+    start = wire.find(b"data: ")
+    if start < 0:
+        return None
+    end = wire.find(b"\n", start)
+    try:
+        body = json.loads(wire[start + 6 : end])
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    at = body.get("at")
+    if not isinstance(at, int | float) or isinstance(at, bool) or not math.isfinite(at):
+        return None
+    sub, ask, answer = body.get("disconnect"), body.get("presence-ask"), body.get("presence-answer")
+    if isinstance(sub, str):
+        return Kick(sub, at)
+    if isinstance(ask, dict):
+        fields = (ask.get("id"), ask.get("topic"), ask.get("from"))
+        if all(isinstance(value, str) for value in fields):
+            return PresenceAsk(*fields, at)  # type: ignore[arg-type]
+        return None
+    if isinstance(answer, dict):
+        ask_id, streams, users = answer.get("id"), answer.get("streams"), answer.get("users")
+        if not isinstance(ask_id, str) or not isinstance(streams, int) or isinstance(streams, bool):
+            return None
+        names = tuple(name for name in users if isinstance(name, str)) if isinstance(users, list) else ()
+        return PresenceAnswer(ask_id, streams, names, answer.get("truncated") is True, at)
+    return None
+
+
+def is_fresh(word: Word, now: float) -> bool:
+    return now - word.at <= MAX_WORD_AGE
 
 
 def is_control(topics: tuple[str, ...]) -> bool:
     return topics[0] == CONTROL_TOPIC
-
-
-def control_word(wire: bytes) -> dict[str, Any]:
-    """The word of a control event, from its SSE encoding (one `data:` line of JSON, as
-    `disconnect_item` makes it); {} for anything else."""
-    start = wire.find(b"data: ")
-    if start < 0:
-        return {}
-    end = wire.find(b"\n", start)
-    try:
-        word = json.loads(wire[start + 6 : end])
-    except ValueError:
-        return {}
-    return word if isinstance(word, dict) else {}

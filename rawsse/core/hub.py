@@ -8,9 +8,9 @@ import json
 import time
 from array import array
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from rawsse.core.control import control_word, is_control
+from rawsse.core.control import Word, is_control, read_word
 from rawsse.core.events import Event, EventEncoder
 from rawsse.core.history import History
 from rawsse.core.ids import EpochIds, IdScheme
@@ -60,7 +60,7 @@ class Batch(NamedTuple):
     """What one fan-out pass takes from the hub."""
 
     deliveries: list[Delivery]
-    words: list[dict[str, Any]]
+    words: list[Word]
     """The words of the `$control` events taken, for the process (rawsse.core.control)."""
 
 
@@ -132,10 +132,12 @@ class Hub:
             return Batch([], [])
         self._taken = events[-1].sequence
         per_group: dict[Group, list[Event]] = {}
-        words = []
+        words: list[Word] = []
         for event in events:
             if is_control(event.topics):
-                words.append(control_word(event.wire))
+                word = read_word(event.wire)
+                if word is not None:
+                    words.append(word)
                 continue
             for topic in event.topics:
                 for group in self.subscriptions.groups_of_topic(topic):

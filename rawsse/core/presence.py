@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from rawsse.core.control import CONTROL_TOPIC
+from rawsse.core.control import PresenceAnswer
 from rawsse.core.publish import PublishItem
 from rawsse.core.subscriptions import Subscriptions
 from rawsse.core.topics import PRESENCE_PREFIX
@@ -48,18 +47,16 @@ class Tally:
             self.users.add(name)
             size += len(name)
 
-    def merge(self, other: dict[str, Any]) -> None:
-        """Add another process's answer (a presence-answer word)."""
-        streams, users = other.get("streams"), other.get("users")
-        if isinstance(streams, int) and not isinstance(streams, bool):
-            self.streams += streams
-        if isinstance(users, list):
-            self.add_users(name for name in users if isinstance(name, str))
-        if other.get("truncated") is True:
+    def merge(self, other: PresenceAnswer) -> None:
+        """Add another process's answer."""
+        self.streams += other.streams
+        self.add_users(other.users)
+        if other.truncated:
             self.truncated = True
 
-    def word(self) -> dict[str, Any]:
-        return {"streams": self.streams, "users": sorted(self.users), "truncated": self.truncated}
+    def answer(self, ask_id: str, now: float) -> PresenceAnswer:
+        """This tally as the answer to ask `ask_id`."""
+        return PresenceAnswer(ask_id, self.streams, tuple(sorted(self.users)), self.truncated, now)
 
 
 def local_tally(subscriptions: Subscriptions, holders: Sequence[str | None], topic: str) -> Tally:
@@ -82,16 +79,6 @@ def answer_body(topic: str, tally: Tally, complete: bool) -> bytes:
             "complete": complete,
         }
     ).encode()
-
-
-def ask_item(ask_id: str, topic: str, asker: str, now: float) -> PublishItem:
-    word = {"presence-ask": {"id": ask_id, "topic": topic, "from": asker}, "at": now}
-    return PublishItem((CONTROL_TOPIC,), json.dumps(word))
-
-
-def answer_item(ask_id: str, tally: Tally, now: float) -> PublishItem:
-    word = {"presence-answer": {"id": ask_id, **tally.word()}, "at": now}
-    return PublishItem((CONTROL_TOPIC,), json.dumps(word))
 
 
 def presence_event(kind: str, topic: str, sub: str | None) -> PublishItem:

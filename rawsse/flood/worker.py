@@ -102,11 +102,8 @@ class _Stream:
     def __init__(
         self, sock: socket.socket, key: str, started: float, summary: Summary, websocket: bool = False
     ) -> None:
-        self.sock = sock
-        self.websocket = websocket
-        self.key = key
-        self.started = started
-        self.summary = summary
+        self.sock, self.websocket, self.key = sock, websocket, key
+        self.started, self.summary = started, summary
         self.first_byte = 0.0
         self.worker = ""
         """The server process serving this stream, where it says (X-Rawsse-Worker)."""

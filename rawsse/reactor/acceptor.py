@@ -61,10 +61,7 @@ class Acceptor:
         context: ConnectionContext,
         backend: FdBackend,
     ) -> None:
-        self._loop = loop
-        self._sockets = sockets
-        self._context = context
-        self._backend = backend
+        self._loop, self._sockets, self._context, self._backend = loop, sockets, context, backend
         self._table = context.streams.table
         self._arrived: dict[int, float] = {}
         """Arriving fds, with when they were accepted; in accept order (a dict keeps the

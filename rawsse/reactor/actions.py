@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from rawsse.auth.app import AppCall, answer_of
 from rawsse.auth.ledger import AccessEnded, Ledger
 from rawsse.core.access import Asking
-from rawsse.core.control import is_fresh
+from rawsse.core.control import Kick, PresenceAnswer, PresenceAsk, Word, is_fresh
 from rawsse.core.hub import RESET_EVENT
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
@@ -63,22 +62,17 @@ class StreamActions:
         metrics: Metrics,
         publish: Publisher,
         presence_events: PresenceEvents,
-        on_word: Callable[[dict[str, Any]], None],
+        on_word: Callable[[PresenceAsk | PresenceAnswer], None],
         wall: Callable[[], float],
         ask_app: AskApp | None = None,
     ) -> None:
-        self._registry = registry
-        self._sessions = sessions
-        self._ledger = ledger
-        self._metrics = metrics
-        self._publish = publish
-        self._presence_events = presence_events
+        self._registry, self._sessions, self._ledger, self._metrics = registry, sessions, ledger, metrics
+        self._publish, self._presence_events = publish, presence_events
         self._on_word = on_word
         """Where the words of `$control` events go that are not the streams' (presence
         asks and answers: rawsse.reactor.presence.PresenceBoard.on_word)."""
-        self._wall = wall
-        self._ask_app = ask_app
-        """None without --auth-url: then no stream ever waits for an application."""
+        self._wall, self._ask_app = wall, ask_app
+        """(`ask_app` is None without --auth-url: then no stream waits for an application.)"""
         self._asking: dict[int, int] = {}
         """WebSocket streams (their serial) whose subscribe waits for --auth-url's answer."""
 
@@ -209,15 +203,17 @@ class StreamActions:
         ended = sum(self.end_access(slot, AccessEnded.TOKEN_EXPIRED) for slot in expired)
         self._metrics.tokens_expired += ended
 
-    def on_word(self, word: dict[str, Any]) -> None:
-        """A word to every process (rawsse.core.control): a kick is the streams'; the
-        others go on to `on_word`. A failure here must not stop the pass that carries it."""
+    def on_word(self, word: Word) -> None:
+        """The one dispatcher of the words to every process (rawsse.core.control): one
+        read too late is dropped; a kick is the streams'; presence goes to `on_word`. A
+        failure here must not stop the pass that carries it."""
         try:
-            sub = word.get("disconnect")
-            if isinstance(sub, str):
-                if is_fresh(word, self._wall()):
+            if not is_fresh(word, self._wall()):
+                return
+            match word:
+                case Kick(sub):
                     self.disconnect_user(sub)
-            else:
-                self._on_word(word)
+                case PresenceAsk() | PresenceAnswer():
+                    self._on_word(word)
         except Exception:
             log.exception("acting on a control word failed")

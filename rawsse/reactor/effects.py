@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from rawsse.auth.app import AppCall
 from rawsse.broker.base import Broker, Outcome, publish_now
 from rawsse.core import effects as fx
-from rawsse.core.control import disconnect_item
+from rawsse.core.control import Kick, word_item
 from rawsse.core.effects import Answer, Effect
 from rawsse.core.hub import Hub
 from rawsse.core.metrics import Metrics
@@ -86,7 +86,7 @@ class EffectRunner:
                 closed = self._close_topics(topics)
                 self._then(lambda: answer_count(closed), reply)
             case fx.DisconnectUser(sub, answer):
-                item = disconnect_item(sub, time.time())
+                item = word_item(Kick(sub, time.time()))
                 self._publishing.put_words([item], lambda outcome: self._told(outcome, answer, reply))
             case fx.WaitTaken(sequence, timeout, then):
                 return self._wait(sequence, timeout, then, reply)

@@ -14,8 +14,8 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
+from rawsse.core.control import Word
 from rawsse.core.hub import FANOUT_SLICE, Delivery, Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.slots import Framing, SlotState, Why
@@ -33,12 +33,11 @@ class Fanout:
         sessions: Sessions,
         metrics: Metrics,
         quiet: Quiet,
-        on_word: Callable[[dict[str, Any]], None],
+        on_word: Callable[[Word], None],
         slice_size: int = FANOUT_SLICE,
     ) -> None:
         self._loop, self._hub, self._registry, self._metrics = loop, hub, registry, metrics
-        self._sessions = sessions
-        self._quiet = quiet
+        self._sessions, self._quiet = sessions, quiet
         self._on_word = on_word
         """Where the words of the `$control` events a pass takes go, in order."""
         self._slice_size = slice_size

@@ -9,12 +9,11 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 from rawsse.auth.rules import TopicRules
 from rawsse.broker.base import Outcome
-from rawsse.core.control import is_fresh
-from rawsse.core.presence import PRESENCE_WAIT, Tally, answer_item, ask_item, presence_event
+from rawsse.core.control import PresenceAnswer, PresenceAsk, word_item
+from rawsse.core.presence import PRESENCE_WAIT, Tally, presence_event
 from rawsse.core.publish import PublishItem
 from rawsse.core.topics import PRESENCE_PREFIX
 
@@ -47,13 +46,11 @@ class PresenceBoard:
         local: Callable[[str], Tally],
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._loop = loop
-        self._put_words = put_words
+        self._loop, self._put_words, self._wall = loop, put_words, wall
         self._process_count = process_count
         """How many processes take the order (each answers an ask)."""
         self._local = local
         """This process's own tally of a topic."""
-        self._wall = wall
         self._asking: dict[str, _Asking] = {}
         self._by_topic: dict[str, str] = {}
         """The ask in flight for each topic: a second ask for it waits for the same answers
@@ -79,7 +76,7 @@ class PresenceBoard:
                 if isinstance(outcome, Exception):  # the order would not take the ask
                     self._finish(ask_id, False)
 
-            self._put_words([ask_item(ask_id, topic, self.name, self._wall())], published)
+            self._put_words([word_item(PresenceAsk(ask_id, topic, self.name, self._wall()))], published)
         asking = self._asking[ask_id]
         asking.dones.append(done)
 
@@ -89,27 +86,21 @@ class PresenceBoard:
 
         return forget
 
-    def on_word(self, word: dict[str, Any]) -> None:
-        if not is_fresh(word, self._wall()):
-            return  # read late (a node catching up): its asker gave up long ago
-        ask = word.get("presence-ask")
-        if isinstance(ask, dict):
-            if (
-                ask.get("from") != self.name
-                and isinstance(ask.get("topic"), str)
-                and isinstance(ask.get("id"), str)
-            ):
-                tally = self._local(ask["topic"])
-                self._put_words([answer_item(ask["id"], tally, self._wall())], _best_effort)
-            return
-        answer = word.get("presence-answer")
-        if isinstance(answer, dict):
-            asking = self._asking.get(answer.get("id"))  # type: ignore[arg-type]
-            if asking is not None:
-                asking.tally.merge(answer)
-                asking.expected -= 1
-                if asking.expected <= 0:
-                    self._finish(answer["id"], True)
+    def on_word(self, word: PresenceAsk | PresenceAnswer) -> None:
+        """Another process asks (answered with this process's tally), or answers one of
+        this process's asks. Fresh words only (the dispatcher drops stale ones)."""
+        match word:
+            case PresenceAsk(ask_id, topic, asker):
+                if asker != self.name:
+                    answer = self._local(topic).answer(ask_id, self._wall())
+                    self._put_words([word_item(answer)], _best_effort)
+            case PresenceAnswer(ask_id):
+                asking = self._asking.get(ask_id)
+                if asking is not None:
+                    asking.tally.merge(word)
+                    asking.expected -= 1
+                    if asking.expected <= 0:
+                        self._finish(ask_id, True)
 
     def _finish(self, ask_id: str, complete: bool) -> None:
         asking = self._asking.pop(ask_id, None)

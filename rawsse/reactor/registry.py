@@ -101,15 +101,9 @@ class StreamRegistry:
         presence_events: PresenceEvents,
         quiet: Quiet,
     ) -> None:
-        self._clock = clock
-        self.table = table
-        self.subscriptions = subscriptions
-        self.backend = backend
-        self._sessions = sessions
-        self._ledger = ledger
-        self._metrics = metrics
-        self._presence_events = presence_events
-        self._quiet = quiet
+        self.table, self.subscriptions, self.backend = table, subscriptions, backend
+        self._clock, self._sessions, self._ledger, self._metrics = clock, sessions, ledger, metrics
+        self._presence_events, self._quiet = presence_events, quiet
         self._closing: dict[int, float] = {}
         """WebSocket streams whose close frame is out, with when they are dropped if the
         client's close (or, failed, its end) has not come."""

@@ -16,10 +16,11 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from rawsse.auth.ledger import Ledger
 from rawsse.auth.rules import NO_TOPICS, TopicRules
+from rawsse.core.control import PresenceAnswer, PresenceAsk
 from rawsse.core.effects import OpenStream
 from rawsse.core.hub import FANOUT_SLICE, Delivery, Hub
 from rawsse.core.metrics import Metrics
@@ -154,7 +155,7 @@ def build_streams(
     backend: Backend,
     sessions: Sessions,
     publish: Publisher,
-    on_word: Callable[[dict[str, Any]], None],
+    on_word: Callable[[PresenceAsk | PresenceAnswer], None],
     ledger: Ledger,
     wall: Callable[[], float] = time.time,
     ask_app: AskApp | None = None,
