@@ -22,9 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import OrderedDict
 from typing import NamedTuple
 
+from rawsse.auth.cache import ExpiringCache
 from rawsse.auth.tokens import AuthError, Forbidden, Grant, grant_from_claims, numeric_date
 from rawsse.errors import HttpError, RawsseError
 
@@ -99,18 +99,10 @@ class AnswerCache:
 
     def __init__(self, ttl: float, entries: int = CACHE_ENTRIES) -> None:
         self.ttl = ttl
-        self._entries = entries
-        self._answers: OrderedDict[str, tuple[float, Grant | RawsseError]] = OrderedDict()
+        self._answers: ExpiringCache[str, Grant | RawsseError] = ExpiringCache(entries)
 
     def get(self, key: str, now: float) -> Grant | RawsseError | None:
-        found = self._answers.get(key)
-        if found is None:
-            return None
-        until, answer = found
-        if until <= now:
-            del self._answers[key]
-            return None
-        return answer
+        return self._answers.get(key, now)
 
     def put(self, key: str, answer: Grant | RawsseError, now: float) -> None:
         if isinstance(answer, AppUnavailable) or not self.ttl:
@@ -118,7 +110,4 @@ class AnswerCache:
         until = now + self.ttl
         if isinstance(answer, Grant):
             until = min(until, answer.expires)
-        self._answers[key] = (until, answer)
-        self._answers.move_to_end(key)
-        if len(self._answers) > self._entries:
-            self._answers.popitem(last=False)
+        self._answers.put(key, answer, until)

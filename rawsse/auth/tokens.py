@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import jwt
 
+from rawsse.auth.cache import ExpiringCache
 from rawsse.auth.rules import NO_TOPICS, TopicRules, parse_rules
 from rawsse.errors import HttpError, RuleError
 
@@ -108,7 +109,7 @@ class TokenVerifier:
     def __init__(self, keys: Keys, options: TokenOptions) -> None:
         self.keys = keys
         self._options = options
-        self._cache: dict[bytes, Grant] = {}
+        self._cache: ExpiringCache[bytes, Grant] = ExpiringCache(CACHE_SIZE)
 
     def reload(self) -> None:
         """New keys (SIGHUP): tokens verified with the old ones are verified again."""
@@ -118,16 +119,11 @@ class TokenVerifier:
     def verify(self, token: str, now: float) -> Grant:
         """The grant of `token` at wall-clock time `now`; raises AuthError."""
         key = hashlib.blake2b(token.encode(), digest_size=16).digest()  # not the token itself
-        cached = self._cache.get(key)
+        cached = self._cache.get(key, now)
         if cached is not None:
-            if cached.expires <= now:
-                del self._cache[key]
-                raise AuthError("token expired")
             return cached
-        grant = self._decode(token, now)
-        if len(self._cache) >= CACHE_SIZE:
-            del self._cache[next(iter(self._cache))]  # the oldest: dicts keep their order
-        self._cache[key] = grant
+        grant = self._decode(token, now)  # an expired one is refused here, cached or not
+        self._cache.put(key, grant, grant.expires)
         return grant
 
     def _decode(self, token: str, now: float) -> Grant:

@@ -53,6 +53,7 @@ from rawsse.core.static import StaticFiles, is_static_path
 from rawsse.core.topics import check_subscribe_topic
 from rawsse.core.ws.frames import CloseCode, close_frame
 from rawsse.core.ws.handshake import check_upgrade, switching_head
+from rawsse.core.ws.session import check_topic_count
 from rawsse.errors import RETRY_AFTER, HttpError, RawsseError, TopicError
 
 
@@ -374,8 +375,10 @@ class Api:
                 # For clients that cannot set headers; the header wins because a browser
                 # sends the newer id in it when it reconnects to the same URL.
                 last_event_id = value or None
-        if len(topics) > self._options.max_topics:
-            raise HttpError(400, f"at most {self._options.max_topics} topics per stream")
+        try:
+            check_topic_count(tuple(topics), self._options.max_topics)
+        except TopicError as exc:
+            raise HttpError(400, str(exc)) from None
         return tuple(topics), last_event_id
 
     def _stream(self, opening: Opening) -> Effect:

@@ -100,7 +100,8 @@ class Hub:
         return self._queued_bytes > self._max_queued_bytes
 
     def check_room(self) -> None:
-        if self._queued_bytes > self._max_queued_bytes:
+        """Raise Overloaded while the fan-out is behind (see `overloaded`)."""
+        if self.overloaded:
             raise Overloaded("fan-out is behind; retry shortly")
 
     def accept(self, events: list[Event]) -> None:

@@ -29,6 +29,7 @@ from rawsse.core.ws.session import (
     Send,
     Sessions,
     SetTopics,
+    check_topic_count,
     failed,
     published,
     subscribed,
@@ -149,8 +150,9 @@ class StreamActions:
                 registry.backend.send(slot, failed(error, ref))
                 return
             after = tuple(dict.fromkeys((*registry.subscriptions.topics_of(slot), *topics)))
-            if len(after) > limits.max_topics:  # other subscribes were answered meanwhile
-                too_many = TopicError(f"at most {limits.max_topics} topics per stream")
+            try:  # again: other subscribes may have been answered meanwhile
+                check_topic_count(after, limits.max_topics)
+            except TopicError as too_many:
                 registry.backend.send(slot, failed(too_many, ref))
                 return
             self._set_topics(slot, after, subscribed(after, ref))

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from rawsse.auth.app import AppCall
 from rawsse.broker.base import Broker, Outcome, publish_now
@@ -30,6 +31,26 @@ Reply = Callable[[Answer | RawsseError], None]
 Cancel = Callable[[], None]
 
 INTERNAL_ERROR = HttpError(500, "internal error")
+
+Outcome_ = TypeVar("Outcome_")
+
+
+def internal_error() -> HttpError:
+    """The answer to a request whose handling raised anything but a RawsseError: a bug,
+    logged (called from the `except`), and answered 500 — the one place that rule is kept."""
+    log.exception("request failed")
+    return INTERNAL_ERROR
+
+
+def decided(make: Callable[[], Outcome_]) -> Outcome_ | RawsseError:
+    """What `make()` comes to, or why not: a refusal (RawsseError) as it is, anything else
+    as `internal_error` says."""
+    try:
+        return make()
+    except RawsseError as error:
+        return error
+    except Exception:
+        return internal_error()
 
 
 class Publishing:
@@ -137,14 +158,9 @@ class EffectRunner:
     def _then(self, next_effect: Callable[[], Effect], reply: Reply) -> None:
         """Carry out what an effect leads to; what goes wrong on the way is the answer
         (a failing `reply` itself is the driver's to deal with, not answered twice)."""
-        try:
-            effect = next_effect()
-        except RawsseError as error:
-            reply(error)
-            return
-        except Exception:
-            log.exception("request failed")
-            reply(INTERNAL_ERROR)
+        effect = decided(next_effect)
+        if isinstance(effect, RawsseError):
+            reply(effect)
             return
         self.run(effect, reply)
 

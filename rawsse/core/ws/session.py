@@ -122,6 +122,12 @@ class SessionLimits(NamedTuple):
 ERROR_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 413: "too-large", 503: "unavailable"}
 
 
+def check_topic_count(topics: tuple[str, ...], limit: int) -> None:
+    """Raise TopicError for a stream on more than `limit` topics (--max-topics)."""
+    if len(topics) > limit:
+        raise TopicError(f"at most {limit} topics per stream")
+
+
 def published(ids: list[str], ref: Any) -> bytes:
     return reply("published", ref, id=ids[0]) if len(ids) == 1 else reply("published", ref, ids=ids)
 
@@ -291,8 +297,7 @@ class Sessions:
         checked = [check_subscribe_topic(name, limits.max_topic_length, meta) for name in named]  # TopicError
         if kind == "subscribe":
             after = tuple(dict.fromkeys((*topics, *checked)))
-            if len(after) > limits.max_topics:
-                raise TopicError(f"at most {limits.max_topics} topics per stream")
+            check_topic_count(after, limits.max_topics)
             if self._access is not None:
                 asking = self._access.check_stream_subscribe(slot, tuple(checked))  # 401, 403
                 if asking is not None:
