@@ -4,7 +4,9 @@ name in capitals).
 
 A value outside its range is refused when the configuration is built, with one line that
 names the option as it was given (`--port` or `RAWSSE_PORT`), the range and the value:
-a server never starts with an option that would quietly break it. How an option is
+a server never starts with an option that would quietly break it. Building it reads no
+file: what the options need from this machine (extras, a loop, key files that can be read
+and used) is rawsse.preflight's to check, before anything starts. How an option is
 declared and its values read is rawsse.options.
 
 One piece, though long: the table of every option, one field each with its default and
@@ -25,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rawsse.auth.app import AnswerCache
-from rawsse.auth.keys import KeySources, load_keys
+from rawsse.auth.keys import MIN_SECRET_BYTES, KeySources
 from rawsse.auth.rules import SUB, parse_rule_text
 from rawsse.auth.tokens import LEEWAY, TokenOptions
 from rawsse.broker.sizes import MAX_WORKERS
@@ -353,7 +355,8 @@ class Config:
     def _check_access(self) -> None:
         if self.jwt_secret is not None and self.jwt_secret_file is not None:
             raise ConfigError("jwt_secret", "and --jwt-secret-file are two ways to give one secret: pick one")
-        load_keys(self.key_sources())  # ConfigError for an unreadable file or an unusable key
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError("jwt_secret", f"must be at least {MIN_SECRET_BYTES} bytes long")
         try:
             parse_rule_text(self.public_topics, self.max_topic_length)
         except RuleError as exc:

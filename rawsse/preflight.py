@@ -1,5 +1,7 @@
 """What a configuration needs from this machine, checked before anything starts: the
-optional packages (extras) some options need, the event loop and the stream backend.
+optional packages (extras) some options need, the event loop, the stream backend, and the
+token key files (readable, and holding keys rawsse accepts; the server reads them again
+when it starts and on SIGHUP, as rawsse.auth.keys.KeyRing).
 
 Each missing piece is one ConfigError that says what to install or choose, so
 `rawsse serve` can print one line and exit 2 instead of a traceback from deep inside.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from rawsse.auth.keys import load_keys
 from rawsse.config import Config
 from rawsse.errors import ConfigError
 
@@ -40,3 +43,4 @@ def check_environment(config: Config) -> None:
         raise ConfigError("streams", "epoll exists only on Linux; use auto or transport")
     if config.streams == "kqueue" and (sys.platform == "linux" or sys.platform == "win32"):
         raise ConfigError("streams", "kqueue exists only on BSD and macOS; use auto or transport")
+    load_keys(config.key_sources())  # ConfigError for an unreadable file or an unusable key

@@ -51,7 +51,7 @@ def test_snapshot_sums_the_workers_and_keeps_them() -> None:
 def test_stats_are_published_only_while_someone_subscribes_and_are_not_counted() -> None:
     hub, metrics = make_hub()
     broker = memory_broker(hub)
-    publisher = StatsPublisher(broker, metrics, started=100.0)
+    publisher = StatsPublisher(broker, hub.subscriptions, metrics, started=100.0)
     assert publisher.publish(101.0) is None
     assert not hub.has_queued  # nobody subscribes: nothing built, nothing queued
     items = parse_publish("", "application/x-www-form-urlencoded", b"topic=a&data=x").items

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -27,6 +28,17 @@ class EventSink(Protocol):
         """Events this process had not read are gone from the order: every stream is to
         reconnect and resume, and be told (a reset) rather than silently miss them."""
         ...
+
+
+class Reach(enum.Enum):
+    """Which processes a broker's order spans."""
+
+    PROCESS = "process"
+    """This process alone (the in-memory broker)."""
+    WORKERS = "workers"
+    """The workers of one supervisor, over their shared log."""
+    CLUSTER = "cluster"
+    """Every node on the same Redis."""
 
 
 class Broker(ABC):
@@ -75,6 +87,9 @@ class Broker(ABC):
     def process_count(self) -> int:
         """How many processes take this order (each answers a presence ask)."""
         return 1
+
+    reach = Reach.PROCESS
+    """Which processes take this order (the dashboard asks, rather than guessing)."""
 
     worker_label: str | None = None
     """Which worker process this is, where there are several: sent to each stream in the

@@ -31,7 +31,7 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from rawsse.broker.base import Broker, EventSink, Outcome
+from rawsse.broker.base import Broker, EventSink, Outcome, Reach
 from rawsse.core.events import Event
 from rawsse.core.hub import Hub
 from rawsse.core.publish import PublishItem
@@ -64,6 +64,8 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 
 class RedisBroker(Broker):
+    reach = Reach.CLUSTER
+
     shares_order = True
 
     def __init__(self, hub: Hub, url: str, max_entries: int, loop: asyncio.AbstractEventLoop) -> None:

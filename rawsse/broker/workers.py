@@ -9,7 +9,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rawsse.broker.base import Broker, EventSink, Outcome
+from rawsse.broker.base import Broker, EventSink, Outcome, Reach
 from rawsse.broker.ring import SharedLog
 from rawsse.core.hub import Hub
 from rawsse.core.publish import PublishItem
@@ -34,6 +34,8 @@ class WorkerContext:
 
 
 class WorkerBroker(Broker):
+    reach = Reach.WORKERS
+
     shares_order = True
 
     def __init__(self, hub: Hub, context: WorkerContext, loop: asyncio.AbstractEventLoop) -> None:

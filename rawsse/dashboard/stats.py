@@ -22,9 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from rawsse import __version__
-from rawsse.broker.base import Broker, publish_now
+from rawsse.broker.base import Broker, Reach, publish_now
 from rawsse.core.metrics import SERIES, Metrics
 from rawsse.core.publish import PublishItem
+from rawsse.core.subscriptions import Subscriptions
 from rawsse.core.topics import STATS_TOPIC
 from rawsse.errors import Overloaded
 
@@ -79,23 +80,23 @@ def encode(document: Figures) -> str:
 class StatsPublisher:
     """Publishes the server's figures on `$stats`; called by the server's sweep."""
 
-    def __init__(self, broker: Broker, metrics: Metrics, started: float, worker: int = 0) -> None:
-        self._broker = broker
-        self._metrics = metrics
-        self._started = started
-        self._worker = worker
+    def __init__(
+        self, broker: Broker, subscriptions: Subscriptions, metrics: Metrics, started: float, worker: int = 0
+    ) -> None:
+        self._broker, self._subscriptions, self._metrics = broker, subscriptions, metrics
+        self._started, self._worker = started, worker
         self._pid = os.getpid()
 
     def publish(self, now: float) -> str | None:
         """Publish one snapshot if a stream subscribes to `$stats`; returns its id."""
-        shared = self._broker.worker_metrics()
-        if shared is None:
-            if self._broker.shares_order:
-                return None  # a cluster node: see the module's docstring
-            if not self._broker.hub.subscriptions.groups_of_topic(STATS_TOPIC):
-                return None  # nobody is looking: no JSON, no history entry
-        elif self._worker != 0:
+        reach = self._broker.reach
+        if reach is Reach.CLUSTER:
+            return None  # a cluster node: see the module's docstring
+        if reach is Reach.WORKERS and self._worker != 0:
             return None  # worker 0 speaks for all (its subscribers may be elsewhere)
+        if reach is Reach.PROCESS and not self._subscriptions.groups_of_topic(STATS_TOPIC):
+            return None  # nobody is looking: no JSON, no history entry
+        shared = self._broker.worker_metrics()
         uptime = now - self._started
         own = worker_figures(self._metrics, self._worker, self._pid, uptime)
         if shared is None:

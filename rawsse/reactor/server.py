@@ -233,7 +233,11 @@ class Server:
             shed_capacity=min(max(spare, SHED_MIN), SHED_MAX),
         )
         worker_index = self.worker.index if self.worker else 0
-        self.stats = StatsPublisher(broker, metrics, loop.time(), worker_index) if config.dashboard else None
+        self.stats = (
+            StatsPublisher(broker, hub.subscriptions, metrics, loop.time(), worker_index)
+            if config.dashboard
+            else None
+        )
         self._stopped = asyncio.Event()
         if isinstance(backend, FdBackend):
             from rawsse.reactor.acceptor import Acceptor  # POSIX (fcntl), as the fd backend
