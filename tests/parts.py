@@ -4,7 +4,7 @@ loop: an in-memory broker delivering to its hub, and the effect runner over it."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from rawsse.broker.memory import MemoryBroker
 from rawsse.core.events import Event
@@ -26,13 +26,16 @@ class HubSink:
     def deliver(self, events: list[Event]) -> None:
         self.hub.accept(events)
 
-    def lost(self) -> None:
+    def preload(self, events: Iterable[Event], dropped_before: int) -> None:
+        self.hub.preload(events, dropped_before)
+
+    def lost(self, dropped_before: int) -> None:
         self.losses += 1
 
 
 def memory_broker(hub: Hub) -> MemoryBroker:
     """A started in-memory broker delivering to `hub`."""
-    broker = MemoryBroker(hub)
+    broker = MemoryBroker(hub.encoder, hub.clock, hub)
     asyncio.run(broker.start(HubSink(hub)))
     return broker
 

@@ -91,7 +91,7 @@ def test_the_check_finds_a_placeholder() -> None:
 
 def test_a_broker_delivers_nothing_before_it_is_started() -> None:
     hub = Hub(Subscriptions(8), History(), Metrics())
-    broker = MemoryBroker(hub)
+    broker = MemoryBroker(hub.encoder, hub.clock, hub)
     with pytest.raises(AssertionError, match="start"):
         broker.publish([PublishItem(("a",), "x")], lambda outcome: None)
     assert not hub.has_queued

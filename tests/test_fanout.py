@@ -121,7 +121,7 @@ def make(slice_size: int, backend_for: BackendFor = lambda table, _: RecordingBa
     )
     if isinstance(backend, FdBackend):
         backend.start(streams, NoArrivals())
-    broker = MemoryBroker(hub)
+    broker = MemoryBroker(hub.encoder, hub.clock, hub)
     # Published events wake the fan-out, as in a server.
     asyncio.run(broker.start(Intake(hub, streams.fanout, streams.registry)))
     return loop, hub, broker, streams, backend, metrics

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from rawsse.core.events import Event
-from rawsse.core.hub import Hub
+from rawsse.core.events import Event, EventEncoder
 from rawsse.core.publish import PublishItem
 from rawsse.errors import RawsseError
 
@@ -24,9 +23,26 @@ class EventSink(Protocol):
         """Numbered, encoded events, for history and the next fan-out pass."""
         ...
 
-    def lost(self) -> None:
-        """Events this process had not read are gone from the order: every stream is to
-        reconnect and resume, and be told (a reset) rather than silently miss them."""
+    def preload(self, events: Iterable[Event], dropped_before: int) -> None:
+        """Events published before this process started, for history alone (so a resume
+        works here too); `dropped_before` is the highest sequence known to be gone."""
+        ...
+
+    def lost(self, dropped_before: int) -> None:
+        """Events up to `dropped_before` that this process had not read are gone from the
+        order: every stream is to reconnect and resume, and be told (a reset) rather than
+        silently miss them."""
+        ...
+
+
+class Room(Protocol):
+    """Whether the fan-out can take more events now (the hub's queue)."""
+
+    @property
+    def overloaded(self) -> bool: ...
+
+    def check_room(self) -> None:
+        """Raise Overloaded while it cannot."""
         ...
 
 
@@ -43,14 +59,18 @@ class Reach(enum.Enum):
 
 class Broker(ABC):
     """Numbers published events in one order and hands them, in that order, to the sink
-    of every process that serves streams.
+    of every process that serves streams. It is given what it needs, never the hub: an
+    encoder, a clock, and the room the fan-out has.
 
     The sink is given at `start`: the sink's process publishes through this broker, so
     one of the two must come first, and the order is the broker's (as a Go hub's broker
     is run with its event handler). Nothing is delivered before `start`."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, encoder: EventEncoder, clock: Callable[[], float], room: Room) -> None:
+        self.encoder = encoder
+        """Encodes each event once (it holds the id scheme, `encoder.ids`)."""
+        self.clock = clock
+        self.room = room
         self._sink: EventSink | None = None
 
     @property

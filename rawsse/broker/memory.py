@@ -13,15 +13,14 @@ class MemoryBroker(Broker):
     _sequence = 0
 
     def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
-        hub = self.hub
         sink = self.sink  # started, or nothing is numbered
-        encode = hub.encoder.encode
-        format_id = hub.ids.format
-        now = hub.clock()
+        encode = self.encoder.encode
+        format_id = self.encoder.ids.format
+        now = self.clock()
         sequence = self._sequence
         ids = [format_id(sequence + n) for n in range(1, len(items) + 1)]
         try:
-            hub.check_room()
+            self.room.check_room()
             # All encoded first: a batch is accepted whole or not at all.
             events = [encode(item, sequence + n, ids[n - 1], now) for n, item in enumerate(items, 1)]
         except RawsseError as error:

@@ -31,9 +31,8 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from rawsse.broker.base import Broker, EventSink, Outcome, Reach
-from rawsse.core.events import Event
-from rawsse.core.hub import Hub
+from rawsse.broker.base import Broker, EventSink, Outcome, Reach, Room
+from rawsse.core.events import Event, EventEncoder
 from rawsse.core.publish import PublishItem
 from rawsse.errors import BrokerUnavailable, RawsseError
 
@@ -68,8 +67,16 @@ class RedisBroker(Broker):
 
     shares_order = True
 
-    def __init__(self, hub: Hub, url: str, max_entries: int, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(hub)
+    def __init__(
+        self,
+        encoder: EventEncoder,
+        clock: Callable[[], float],
+        room: Room,
+        url: str,
+        max_entries: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(encoder, clock, room)
         self._loop = loop
         self._max_entries = max_entries
         self._publisher = aioredis.Redis.from_url(
@@ -127,9 +134,9 @@ class RedisBroker(Broker):
         if entries:
             info = await self._reader.xinfo_stream(STREAM_KEY)
             if info.get("entries-added", len(entries) + 1) > len(entries):  # trimmed, or unknown
-                dropped = self.hub.ids.sequence_of(entries[0][0].decode()) - 1
+                dropped = self.encoder.ids.sequence_of(entries[0][0].decode()) - 1
             self._last_id = entries[-1][0]
-        self.hub.preload(events, dropped)
+        self.sink.preload(events, dropped)
         self.connected = True
 
     # The live nodes
@@ -161,11 +168,10 @@ class RedisBroker(Broker):
     def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
         """Answered after the round trip that takes `items` with the publishes that came
         meanwhile; refused at once when Redis is out of reach or an item is too large."""
-        hub = self.hub
         try:
-            hub.check_room()
+            self.room.check_room()
             for item in items:  # the id comes from Redis: counted at its longest
-                hub.encoder.check_fits(item)
+                self.encoder.check_fits(item)
             if not self.connected:
                 raise BrokerUnavailable("cannot reach redis; retry shortly")
         except RawsseError as error:
@@ -234,7 +240,7 @@ class RedisBroker(Broker):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
-            while self.hub.overloaded:
+            while self.room.overloaded:
                 # This node's fan-out is behind: leave the rest in Redis meanwhile.
                 await asyncio.sleep(0.01)
 
@@ -263,7 +269,7 @@ class RedisBroker(Broker):
         except ResponseError:  # no stream at all: Redis restarted empty
             info = {}
         first = info.get("first-entry")
-        ids = self.hub.ids
+        ids = self.encoder.ids
         last = ids.sequence_of(self._last_id.decode())
         oldest = ids.sequence_of(first[0].decode()) if first else None
         if oldest is None and info.get("last-generated-id", b"0-0") == b"0-0":
@@ -273,14 +279,13 @@ class RedisBroker(Broker):
                 "events this node had not read are gone from redis; closing its streams so "
                 "their clients resume (raise --broker-history, run redis with persistence)"
             )
-            self.hub.history.mark_dropped(oldest - 1)
-            self.sink.lost()
+            self.sink.lost(oldest - 1)
 
     def _events(self, entries: Entries) -> list[Event]:
         """Encode stream entries once each; an entry this node cannot use (written by
         something else, or over this node's size limit) is logged and skipped."""
         now = self._loop.time()
-        hub = self.hub
+        encoder = self.encoder
         events = []
         for entry_id, fields in entries:
             event_id = entry_id.decode()
@@ -288,7 +293,7 @@ class RedisBroker(Broker):
             try:
                 topics = tuple(fields[b"t"].decode().split("\n"))
                 item = PublishItem(topics, fields[b"d"].decode(), None if name is None else name.decode())
-                events.append(hub.encoder.encode(item, hub.ids.sequence_of(event_id), event_id, now))
+                events.append(encoder.encode(item, encoder.ids.sequence_of(event_id), event_id, now))
             except (KeyError, ValueError) as exc:
                 log.error("skipping stream entry %s: %s", event_id, exc)
         return events

@@ -9,9 +9,9 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rawsse.broker.base import Broker, EventSink, Outcome, Reach
+from rawsse.broker.base import Broker, EventSink, Outcome, Reach, Room
 from rawsse.broker.ring import SharedLog
-from rawsse.core.hub import Hub
+from rawsse.core.events import EventEncoder
 from rawsse.core.publish import PublishItem
 from rawsse.errors import RawsseError
 
@@ -38,8 +38,18 @@ class WorkerBroker(Broker):
 
     shares_order = True
 
-    def __init__(self, hub: Hub, context: WorkerContext, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(hub)
+    def __init__(
+        self,
+        encoder: EventEncoder,
+        clock: Callable[[], float],
+        room: Room,
+        shared_values: Callable[[], list[int]],
+        context: WorkerContext,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(encoder, clock, room)
+        self._shared_values = shared_values
+        """This worker's counters, which it writes to the log for the others to read."""
         self._context = context
         self.worker_label = str(context.index)
         self._loop = loop
@@ -57,7 +67,7 @@ class WorkerBroker(Broker):
         await super().start(sink)
         index = self._context.index
         cursor, tail, dropped = self._log.join(index)
-        self.hub.preload(self._log.read(cursor, tail), dropped)
+        self.sink.preload(self._log.read(cursor, tail), dropped)
         self._cursor = tail
         self._log.advance(index, tail)
         self._loop.add_reader(self._wake_fd, self._on_wake)
@@ -69,17 +79,17 @@ class WorkerBroker(Broker):
         self._log.close()
 
     def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
-        hub = self.hub
-        now = hub.clock()
+        encoder = self.encoder
+        now = self.clock()
         ids: list[str] = []
 
         def encode(index: int, sequence: int) -> bytes:
-            event_id = hub.ids.format(sequence)
+            event_id = encoder.ids.format(sequence)
             ids.append(event_id)
-            return hub.encoder.encode(items[index], sequence, event_id, now).wire
+            return encoder.encode(items[index], sequence, event_id, now).wire
 
         try:
-            hub.check_room()
+            self.room.check_room()
             self._log.append([(item.topics, now) for item in items], encode)
         except RawsseError as error:  # Overloaded (this hub, or a worker a ring behind), EventTooLarge
             done(error)
@@ -95,13 +105,13 @@ class WorkerBroker(Broker):
     def sweep(self) -> None:
         # A worker whose fan-out was behind stopped reading the log; go on once it caught up.
         self._consume()
-        self._log.write_metrics(self._context.index, self.hub.metrics.shared_values())
+        self._log.write_metrics(self._context.index, self._shared_values())
 
     def worker_metrics(self) -> list[list[int]]:
         """Every worker's counters: this one's live, the others' as of their last sweep."""
         own = self._context.index
         return [
-            self.hub.metrics.shared_values() if i == own else self._log.read_metrics(i)
+            self._shared_values() if i == own else self._log.read_metrics(i)
             for i in range(self._context.count)
         ]
 
@@ -116,8 +126,7 @@ class WorkerBroker(Broker):
         """Hand the hub every record it has not seen, in log order. While this worker's
         fan-out is behind it stops reading: the log fills and publishers get 503, rather
         than this process queueing without bound."""
-        hub = self.hub
-        if hub.overloaded:
+        if self.room.overloaded:
             return
         log = self._log
         tail = log.tail

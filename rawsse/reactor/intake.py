@@ -5,6 +5,8 @@ resumes and is told (a reset) rather than silently missing them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rawsse.core.events import Event
 from rawsse.core.hub import Hub
 from rawsse.reactor.fanout import Fanout
@@ -22,6 +24,10 @@ class Intake:
         if events:
             self._fanout.schedule()
 
-    def lost(self) -> None:
+    def preload(self, events: Iterable[Event], dropped_before: int) -> None:
+        self._hub.preload(events, dropped_before)
+
+    def lost(self, dropped_before: int) -> None:
+        self._hub.history.mark_dropped(dropped_before)
         groups = self._hub.subscriptions.groups()
         self._registry.close_topics({topic for group in groups for topic in group.topics})

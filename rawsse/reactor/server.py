@@ -190,7 +190,7 @@ class Server:
         table = SlotTable(capacity, config.max_pending_bytes, columns)
         backend = self._make_backend(table)
         self._app_client = app = self._make_app_client()
-        self.broker = broker = self._make_broker()
+        self.broker = broker = self._make_broker(hub)
         self._publishing = publishing = Publishing(broker, metrics)
         local = functools.partial(local_tally, hub.subscriptions, access.ledger.sub)
         presence = PresenceBoard(loop, publishing.put_words, broker.process_count, local, self._wall)
@@ -253,17 +253,20 @@ class Server:
             ]
         self._port = sockets[0].getsockname()[1]
 
-    def _make_broker(self) -> Broker:
+    def _make_broker(self, hub: Hub) -> Broker:
+        """The broker the options name, given what it needs of the hub: its encoder, its
+        clock, and the room its queue has (the hub is a Room)."""
         url = self.config.broker
         if url != "memory":
             from rawsse.broker.redis import RedisBroker  # needs the redis extra
 
-            return RedisBroker(self.hub, url, self.config.broker_history, self.loop)
+            return RedisBroker(hub.encoder, hub.clock, hub, url, self.config.broker_history, self.loop)
         if self.worker is not None:
             from rawsse.broker.workers import WorkerBroker  # shared memory and eventfds
 
-            return WorkerBroker(self.hub, self.worker, self.loop)
-        return MemoryBroker(self.hub)
+            shared = self.metrics.shared_values
+            return WorkerBroker(hub.encoder, hub.clock, hub, shared, self.worker, self.loop)
+        return MemoryBroker(hub.encoder, hub.clock, hub)
 
     def _make_backend(self, table: SlotTable) -> FdBackend | TransportBackend:
         kind = self.config.streams
