@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
+from rawsse.broker.base import BrokerNeeds
 from rawsse.broker.memory import MemoryBroker
 from rawsse.core.events import Event
 from rawsse.core.hub import Hub
@@ -35,7 +36,7 @@ class HubSink:
 
 def memory_broker(hub: Hub) -> MemoryBroker:
     """A started in-memory broker delivering to `hub`."""
-    broker = MemoryBroker(hub.encoder, hub.clock, hub)
+    broker = MemoryBroker(BrokerNeeds(hub.encoder, hub.clock, hub))
     asyncio.run(broker.start(HubSink(hub)))
     return broker
 

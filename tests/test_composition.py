@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from rawsse.broker.base import BrokerNeeds
 from rawsse.broker.memory import MemoryBroker
 from rawsse.core.history import History
 from rawsse.core.hub import Hub
@@ -91,7 +92,7 @@ def test_the_check_finds_a_placeholder() -> None:
 
 def test_a_broker_delivers_nothing_before_it_is_started() -> None:
     hub = Hub(Subscriptions(8), History(), Metrics())
-    broker = MemoryBroker(hub.encoder, hub.clock, hub)
+    broker = MemoryBroker(BrokerNeeds(hub.encoder, hub.clock, hub))
     with pytest.raises(AssertionError, match="start"):
         broker.publish([PublishItem(("a",), "x")], lambda outcome: None)
     assert not hub.has_queued

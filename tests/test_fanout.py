@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from rawsse.auth.ledger import Ledger
-from rawsse.broker.base import publish_now
+from rawsse.broker.base import BrokerNeeds, publish_now
 from rawsse.broker.memory import MemoryBroker
 from rawsse.core.effects import OpenStream
 from rawsse.core.history import History
@@ -121,7 +121,7 @@ def make(slice_size: int, backend_for: BackendFor = lambda table, _: RecordingBa
     )
     if isinstance(backend, FdBackend):
         backend.start(streams, NoArrivals())
-    broker = MemoryBroker(hub.encoder, hub.clock, hub)
+    broker = MemoryBroker(BrokerNeeds(hub.encoder, hub.clock, hub))
     # Published events wake the fan-out, as in a server.
     asyncio.run(broker.start(Intake(hub, streams.fanout, streams.registry)))
     return loop, hub, broker, streams, backend, metrics

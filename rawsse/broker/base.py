@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from rawsse.core.events import Event, EventEncoder
 from rawsse.core.publish import PublishItem
@@ -57,6 +57,16 @@ class Reach(enum.Enum):
     """Every node on the same Redis."""
 
 
+class BrokerNeeds(NamedTuple):
+    """What every broker is given, and no more: never the hub."""
+
+    encoder: EventEncoder
+    """Encodes each event once; it holds the id scheme (`encoder.ids`)."""
+    clock: Callable[[], float]
+    room: Room
+    """Whether the fan-out can take more events now."""
+
+
 class Broker(ABC):
     """Numbers published events in one order and hands them, in that order, to the sink
     of every process that serves streams. It is given what it needs, never the hub: an
@@ -66,11 +76,8 @@ class Broker(ABC):
     one of the two must come first, and the order is the broker's (as a Go hub's broker
     is run with its event handler). Nothing is delivered before `start`."""
 
-    def __init__(self, encoder: EventEncoder, clock: Callable[[], float], room: Room) -> None:
-        self.encoder = encoder
-        """Encodes each event once (it holds the id scheme, `encoder.ids`)."""
-        self.clock = clock
-        self.room = room
+    def __init__(self, needs: BrokerNeeds) -> None:
+        self.encoder, self.clock, self.room = needs
         self._sink: EventSink | None = None
 
     @property

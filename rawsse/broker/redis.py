@@ -31,8 +31,8 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from rawsse.broker.base import Broker, EventSink, Outcome, Reach, Room
-from rawsse.core.events import Event, EventEncoder
+from rawsse.broker.base import Broker, BrokerNeeds, EventSink, Outcome, Reach
+from rawsse.core.events import Event
 from rawsse.core.publish import PublishItem
 from rawsse.errors import BrokerUnavailable, RawsseError
 
@@ -68,15 +68,9 @@ class RedisBroker(Broker):
     shares_order = True
 
     def __init__(
-        self,
-        encoder: EventEncoder,
-        clock: Callable[[], float],
-        room: Room,
-        url: str,
-        max_entries: int,
-        loop: asyncio.AbstractEventLoop,
+        self, needs: BrokerNeeds, url: str, max_entries: int, loop: asyncio.AbstractEventLoop
     ) -> None:
-        super().__init__(encoder, clock, room)
+        super().__init__(needs)
         self._loop = loop
         self._max_entries = max_entries
         self._publisher = aioredis.Redis.from_url(

@@ -9,9 +9,8 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rawsse.broker.base import Broker, EventSink, Outcome, Reach, Room
+from rawsse.broker.base import Broker, BrokerNeeds, EventSink, Outcome, Reach
 from rawsse.broker.ring import SharedLog
-from rawsse.core.events import EventEncoder
 from rawsse.core.publish import PublishItem
 from rawsse.errors import RawsseError
 
@@ -40,14 +39,12 @@ class WorkerBroker(Broker):
 
     def __init__(
         self,
-        encoder: EventEncoder,
-        clock: Callable[[], float],
-        room: Room,
+        needs: BrokerNeeds,
         shared_values: Callable[[], list[int]],
         context: WorkerContext,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        super().__init__(encoder, clock, room)
+        super().__init__(needs)
         self._shared_values = shared_values
         """This worker's counters, which it writes to the log for the others to read."""
         self._context = context

@@ -19,7 +19,7 @@ from rawsse.auth.keys import KeyRing
 from rawsse.auth.ledger import Ledger
 from rawsse.auth.rules import parse_rule_text
 from rawsse.auth.tokens import TokenVerifier
-from rawsse.broker.base import Broker
+from rawsse.broker.base import Broker, BrokerNeeds
 from rawsse.broker.memory import MemoryBroker
 from rawsse.config import FD_RESERVE, Config
 from rawsse.core.access import Access
@@ -257,16 +257,16 @@ class Server:
         """The broker the options name, given what it needs of the hub: its encoder, its
         clock, and the room its queue has (the hub is a Room)."""
         url = self.config.broker
+        needs = BrokerNeeds(hub.encoder, hub.clock, hub)
         if url != "memory":
             from rawsse.broker.redis import RedisBroker  # needs the redis extra
 
-            return RedisBroker(hub.encoder, hub.clock, hub, url, self.config.broker_history, self.loop)
+            return RedisBroker(needs, url, self.config.broker_history, self.loop)
         if self.worker is not None:
             from rawsse.broker.workers import WorkerBroker  # shared memory and eventfds
 
-            shared = self.metrics.shared_values
-            return WorkerBroker(hub.encoder, hub.clock, hub, shared, self.worker, self.loop)
-        return MemoryBroker(hub.encoder, hub.clock, hub)
+            return WorkerBroker(needs, self.metrics.shared_values, self.worker, self.loop)
+        return MemoryBroker(needs)
 
     def _make_backend(self, table: SlotTable) -> FdBackend | TransportBackend:
         kind = self.config.streams
