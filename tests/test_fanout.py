@@ -87,7 +87,7 @@ class RecordingBackend:
                 written += 1
         return written
 
-    def send(self, slot: int, data: bytes) -> None:
+    def write(self, slot: int, data: bytes) -> None:
         pass
 
     def end_writing(self, slot: int) -> None:

@@ -22,14 +22,13 @@ log = logging.getLogger("rawsse")
 
 
 def loop_factory(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """The loop to run on: uvloop when asked or available ("auto"), else the stdlib's."""
-    if choice in ("auto", "uvloop") and importlib.util.find_spec("uvloop") is not None:
-        import uvloop
+    """The loop to run on: uvloop when asked or available ("auto"), else the stdlib's. A
+    missing uvloop that was asked for is refused by rawsse.preflight, before this."""
+    if choice == "asyncio" or (choice == "auto" and importlib.util.find_spec("uvloop") is None):
+        return "asyncio", asyncio.new_event_loop
+    import uvloop
 
-        return "uvloop", uvloop.new_event_loop
-    if choice == "uvloop":
-        raise RuntimeError("uvloop is not installed (pip install uvloop)")
-    return "asyncio", asyncio.new_event_loop
+    return "uvloop", uvloop.new_event_loop
 
 
 def serve(

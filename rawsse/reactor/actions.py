@@ -101,7 +101,7 @@ class StreamActions:
                 return
             match action:
                 case Send(frame):
-                    registry.backend.send(slot, frame)
+                    registry.send(slot, frame)
                 case SetTopics(after, answer):
                     self._set_topics(slot, after, answer)
                 case PublishItems(items, ref):
@@ -109,7 +109,7 @@ class StreamActions:
                 case AskToSubscribe(asking, topics, ref):
                     if slot in self._asking:  # one question at a time per connection
                         busy = error_reply("rate-limited", "a subscribe is being authorized", ref)
-                        registry.backend.send(slot, busy)
+                        registry.send(slot, busy)
                     else:
                         self._ask_to_subscribe(slot, asking, topics, ref)
                 case BeginClose(frame):
@@ -129,7 +129,7 @@ class StreamActions:
             sub = self._ledger.sub[slot]
             events.announce("leave", sub, [t for t in before if t not in after])
             events.announce("join", sub, [t for t in after if t not in before])
-        self._registry.backend.send(slot, answer)
+        self._registry.send(slot, answer)
 
     def _ask_to_subscribe(self, slot: int, asking: Asking, topics: tuple[str, ...], ref: object) -> None:
         """A subscribe beyond the stream's grant, put to the application: on its answer
@@ -147,13 +147,13 @@ class StreamActions:
             try:
                 asking.finish(answer_of(outcome, limits.max_topic_length))
             except RawsseError as error:
-                registry.backend.send(slot, failed(error, ref))
+                registry.send(slot, failed(error, ref))
                 return
             after = tuple(dict.fromkeys((*registry.subscriptions.topics_of(slot), *topics)))
             try:  # again: other subscribes may have been answered meanwhile
                 check_topic_count(after, limits.max_topics)
             except TopicError as too_many:
-                registry.backend.send(slot, failed(too_many, ref))
+                registry.send(slot, failed(too_many, ref))
                 return
             self._set_topics(slot, after, subscribed(after, ref))
 
@@ -170,7 +170,7 @@ class StreamActions:
             if not registry.holds(slot, serial):
                 return  # the stream is gone (its slot may serve another by now)
             answer = failed(outcome, ref) if isinstance(outcome, RawsseError) else published(outcome, ref)
-            registry.backend.send(slot, answer)
+            registry.send(slot, answer)
 
         self._publish(items, done)
 
@@ -188,7 +188,7 @@ class StreamActions:
             registry.begin_close(slot, ACCESS_ENDED_FRAMES[reason])
             self._ledger.release(slot)  # no later subscribe or publish by this credential
             return True
-        registry.backend.send(slot, ACCESS_ENDED_EVENTS[reason])
+        registry.send(slot, ACCESS_ENDED_EVENTS[reason])
         registry.close(slot, Why.SERVER)
         return True
 

@@ -117,11 +117,7 @@ class FdBackend:
                 missed += 1  # closed during the pass, or behind and this is a heartbeat
         return len(slots) - missed
 
-    def send(self, slot: int, data: bytes) -> None:
-        if slot in self._table.pending:
-            if not self._table.queue(slot, data):
-                self._slow(slot)
-            return
+    def write(self, slot: int, data: bytes) -> None:
         try:
             sent = os.write(slot, data)
         except BlockingIOError:

@@ -36,8 +36,9 @@ class Backend(Protocol):
         `droppable`); returns how many streams got it."""
         ...
 
-    def send(self, slot: int, data: bytes) -> None:
-        """Write to one stream, queueing what does not go out."""
+    def write(self, slot: int, data: bytes) -> None:
+        """Write to one stream that is not behind; what does not go out is its pending
+        write (the stream is blocked then)."""
         ...
 
     def end_writing(self, slot: int) -> None:
@@ -125,6 +126,18 @@ class StreamRegistry:
         table = self.table
         return self.serial[slot] == serial and table.is_open(slot) and table.framing[slot] == Framing.WS
 
+    def send(self, slot: int, data: bytes) -> None:
+        """Write to one stream (an answer, a close frame, a preamble): behind what it
+        already owes if it is behind, where a backlog over --max-pending-bytes cuts it as a
+        slow consumer. The fan-out's slices keep the same rule inline (rawsse.reactor.
+        fd_streams.FdBackend.write_slice): one call per stream is what they save."""
+        table = self.table
+        if slot in table.pending:  # behind, or closing behind a backlog
+            if not table.queue(slot, data):
+                self.close(slot, Why.SLOW)
+            return
+        self.backend.write(slot, data)
+
     # Opening
 
     def open(self, transport: asyncio.Transport, stream: OpenStream) -> int:
@@ -152,7 +165,7 @@ class StreamRegistry:
         if framing == Framing.WS:
             metrics.ws_streams_open += 1
             self._sessions.open(slot, stream.publisher)
-        self.backend.send(slot, stream.preamble)
+        self.send(slot, stream.preamble)
 
     # Closing
 
@@ -198,7 +211,7 @@ class StreamRegistry:
         if not table.is_open(slot):
             return
         self.unsubscribe(slot)  # no more events: they would follow the close frame
-        self.backend.send(slot, frame)
+        self.send(slot, frame)
         if table.is_open(slot):  # not cut as a slow consumer by that
             table.begin_closing(slot)
             self._closing[slot] = self._clock() + CLOSE_TIMEOUT
@@ -215,7 +228,7 @@ class StreamRegistry:
             return
         self.unsubscribe(slot)
         if slot not in table.pending:
-            self.backend.send(slot, frame)
+            self.send(slot, frame)
         if not table.is_open(slot) or slot in table.pending:
             self.close(slot, Why.BROKEN)
             return

@@ -88,12 +88,12 @@ class TransportBackend:
                 missed += 1
         return len(slots) - missed
 
-    def send(self, slot: int, data: bytes) -> None:
-        if slot in self._table.pending:  # behind, or closing behind a backlog
-            if not self._table.queue(slot, data):
-                self.events.close(slot, Why.SLOW)
-            return
-        self.write_slice(array("i", [slot]), data, droppable=False)
+    def write(self, slot: int, data: bytes) -> None:
+        transport = self._transports[slot]
+        assert transport is not None
+        transport.write(data)
+        if transport.get_write_buffer_size():
+            self._table.block(slot, b"", self._loop.time())
 
     def resume(self, slot: int) -> None:
         """The slot's transport wrote out everything it held: hand it what queued."""
