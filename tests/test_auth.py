@@ -22,7 +22,7 @@ from rawsse.auth.app import AppUnavailable, grant_from_answer
 from rawsse.auth.keys import KeyRing, KeySources
 from rawsse.auth.ledger import ExpiryWheel, Ledger, StreamAccess
 from rawsse.auth.rules import MAX_PATTERNS, NO_TOPICS, TopicRules, parse_rule_text, parse_rules
-from rawsse.auth.tokens import AuthError, Forbidden, TokenOptions, TokenVerifier
+from rawsse.auth.tokens import AuthError, Forbidden, Grant, TokenOptions, TokenVerifier
 from rawsse.core.access import Access, AccessOptions, owner_of, parse_networks
 from rawsse.core.http import Request
 from rawsse.core.topics import MAX_TOPIC_LENGTH
@@ -292,11 +292,12 @@ def test_limits_count_users_and_addresses_and_trust_only_listed_proxies() -> Non
 def test_expiries_come_due_by_the_second_and_closed_streams_are_skipped() -> None:
     ledger = Ledger(8)
     for slot, expires in [(1, 100.2), (2, 100.9), (3, 105.0)]:
-        ledger.add(slot, StreamAccess("u", NO_TOPICS, NO_TOPICS, expires, None), keep_rules=False)
+        ledger.add(slot, StreamAccess(Grant("u", NO_TOPICS, NO_TOPICS, expires), None), keep_rules=False)
     assert ledger.expired(100.5) == []
     assert ledger.expired(101.0) == [1, 2]
     ledger.release(3)
-    ledger.add(3, StreamAccess("v", NO_TOPICS, NO_TOPICS, 200.0, None), keep_rules=False)  # slot reused
+    # The slot reused by another stream:
+    ledger.add(3, StreamAccess(Grant("v", NO_TOPICS, NO_TOPICS, 200.0), None), keep_rules=False)
     assert ledger.expired(150.0) == []  # the first stream's entry is stale
     assert ledger.expired(200.0) == [3]
     assert ledger.streams_of("v") == [3] and ledger.streams_of("u") == [1, 2]
@@ -304,7 +305,7 @@ def test_expiries_come_due_by_the_second_and_closed_streams_are_skipped() -> Non
 
 def test_nothing_expires_for_streams_without_an_expiry() -> None:
     ledger = Ledger(4)
-    ledger.add(0, StreamAccess("u", NO_TOPICS, NO_TOPICS, math.inf, None), keep_rules=False)
+    ledger.add(0, StreamAccess(Grant("u", NO_TOPICS, NO_TOPICS, math.inf), None), keep_rules=False)
     assert ledger.expired(1e12) == [] and len(ledger._wheel) == 0
     wheel = ExpiryWheel()
     wheel.add(3, 10.5)
@@ -366,9 +367,9 @@ def test_a_tokens_grant_lasts_as_long_as_the_leeway_that_accepted_it() -> None:
 def test_the_wheel_is_rebuilt_when_closed_streams_fill_it() -> None:
     ledger = Ledger(4)
     for _ in range(5000):  # one client reconnecting over and over, on the same slot
-        ledger.add(1, StreamAccess("u", NO_TOPICS, NO_TOPICS, 1e9, None), keep_rules=False)
+        ledger.add(1, StreamAccess(Grant("u", NO_TOPICS, NO_TOPICS, 1e9), None), keep_rules=False)
         ledger.release(1)
-    ledger.add(1, StreamAccess("u", NO_TOPICS, NO_TOPICS, 1e9, None), keep_rules=False)
+    ledger.add(1, StreamAccess(Grant("u", NO_TOPICS, NO_TOPICS, 1e9), None), keep_rules=False)
     assert len(ledger._wheel) <= 2 * 4 + 1024 + 1
     assert ledger.expired(1e9) == [1]
 

@@ -19,6 +19,7 @@ from array import array
 from typing import NamedTuple
 
 from rawsse.auth.rules import NO_TOPICS, TopicRules
+from rawsse.auth.tokens import Grant
 
 
 class AccessEnded(enum.StrEnum):
@@ -34,20 +35,21 @@ class AccessEnded(enum.StrEnum):
 class StreamAccess(NamedTuple):
     """What the API decided about who opens a stream (carried by OpenStream)."""
 
-    sub: str | None
-    subscribe: TopicRules
-    """What a WebSocket may subscribe to later, beyond public and own topics."""
-    publish: TopicRules
-    expires: float
-    """Wall-clock seconds; inf when nothing expires."""
+    grant: Grant | None
+    """What its credential allows, until when (its `subscribe` rules: what a WebSocket
+    may subscribe to later, beyond public and own topics); None without a credential."""
     address: str | None
     """The client's address, when a per-address limit counts it."""
     credential: tuple[str, str] | None = None
     """The Cookie and Authorization of a WebSocket that --auth-url authorized: its later
     subscribes beyond its grant are asked about with them."""
 
+    @property
+    def sub(self) -> str | None:
+        return None if self.grant is None else self.grant.sub
 
-NO_ACCESS = StreamAccess(None, NO_TOPICS, NO_TOPICS, math.inf, None)
+
+NO_ACCESS = StreamAccess(None, None)
 
 
 COMPACT_SLACK = 1024
@@ -105,23 +107,25 @@ class Ledger:
 
     def add(self, slot: int, access: StreamAccess, keep_rules: bool) -> None:
         """A stream opens in `slot`; `keep_rules` for one that may subscribe later."""
+        grant = access.grant
         sub = access.sub
         if sub is not None:
             if self.users is not None:
                 self.users[sub] = self.users.get(sub, 0) + 1
             self.sub[slot] = sub
         if keep_rules:
-            self.subscribe[slot] = access.subscribe
-            self.publish[slot] = access.publish
+            if grant is not None:
+                self.subscribe[slot] = grant.subscribe
+                self.publish[slot] = grant.publish
             if access.credential is not None:
                 self.credentials[slot] = access.credential
         address = access.address
         if address is not None and self.addresses is not None:
             self.addresses[address] = self.addresses.get(address, 0) + 1
             self._address[slot] = address
-        if access.expires != math.inf:
-            self._expires[slot] = access.expires
-            self._add_expiry(slot, access.expires)
+        if grant is not None and grant.expires != math.inf:
+            self._expires[slot] = grant.expires
+            self._add_expiry(slot, grant.expires)
 
     def release(self, slot: int) -> None:
         """The stream in `slot` is gone, or its credential no longer counts: nothing of it

@@ -169,7 +169,7 @@ class Access:
         limit = self.options.max_streams_per_user
         if sub is not None and limit and self.ledger.held_by_user(sub) >= limit:
             raise TooMany(f"at most {limit} streams per user")
-        return StreamAccess(sub, grant.subscribe, grant.publish, grant.expires, address)
+        return StreamAccess(grant, address)
 
     def _check_address(self, address: str | None) -> None:
         limit = self.options.max_streams_per_ip
