@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,18 +17,15 @@ _WAKE = (1).to_bytes(8, "little")
 
 
 @dataclass(frozen=True)
-class WorkerContext:
-    """What the supervisor hands a worker process: its index, the log, the epoch of the
-    ids (one for the whole server, so ids agree across workers and survive a worker's
-    restart), every worker's eventfd (its own is `wake_fds[index]`) and its listening
-    sockets (the supervisor's, bound once for the port: see rawsse.reactor.listeners)."""
+class LogSeat:
+    """A worker's seat at the shared log: its index among `count` workers, the log's
+    file, and every worker's eventfd (its own is `wake_fds[index]`). What a worker process
+    is besides (its epoch, its sockets) is rawsse.process.context's."""
 
     index: int
     count: int
     log_path: str
-    epoch: str
     wake_fds: tuple[int, ...]
-    listeners: tuple[socket.socket, ...] = ()
 
 
 class WorkerBroker(Broker):
@@ -41,28 +37,28 @@ class WorkerBroker(Broker):
         self,
         needs: BrokerNeeds,
         shared_values: Callable[[], list[int]],
-        context: WorkerContext,
+        seat: LogSeat,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         super().__init__(needs)
         self._shared_values = shared_values
         """This worker's counters, which it writes to the log for the others to read."""
-        self._context = context
-        self.worker_label = str(context.index)
+        self._seat = seat
+        self.worker_label = str(seat.index)
         self._loop = loop
-        self._log = SharedLog(context.log_path)
+        self._log = SharedLog(seat.log_path)
         self._cursor = 0
-        self._wake_fd = context.wake_fds[context.index]
-        self._others = [fd for i, fd in enumerate(context.wake_fds) if i != context.index]
+        self._wake_fd = seat.wake_fds[seat.index]
+        self._others = [fd for i, fd in enumerate(seat.wake_fds) if i != seat.index]
 
     def process_count(self) -> int:
-        return self._context.count
+        return self._seat.count
 
     async def start(self, sink: EventSink) -> None:
         """Join the log and load what it still holds into history, so a restarted worker
         serves resumes like the others; then go live from the tail."""
         await super().start(sink)
-        index = self._context.index
+        index = self._seat.index
         cursor, tail, dropped = self._log.join(index)
         self.sink.preload(self._log.read(cursor, tail), dropped)
         self._cursor = tail
@@ -72,7 +68,7 @@ class WorkerBroker(Broker):
 
     async def stop(self) -> None:
         self._loop.remove_reader(self._wake_fd)
-        self._log.leave(self._context.index)
+        self._log.leave(self._seat.index)
         self._log.close()
 
     def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
@@ -102,14 +98,14 @@ class WorkerBroker(Broker):
     def sweep(self) -> None:
         # A worker whose fan-out was behind stopped reading the log; go on once it caught up.
         self._consume()
-        self._log.write_metrics(self._context.index, self._shared_values())
+        self._log.write_metrics(self._seat.index, self._shared_values())
 
     def worker_metrics(self) -> list[list[int]]:
         """Every worker's counters: this one's live, the others' as of their last sweep."""
-        own = self._context.index
+        own = self._seat.index
         return [
             self._shared_values() if i == own else self._log.read_metrics(i)
-            for i in range(self._context.count)
+            for i in range(self._seat.count)
         ]
 
     def _on_wake(self) -> None:
@@ -131,5 +127,5 @@ class WorkerBroker(Broker):
             return
         events = list(log.read(self._cursor, tail))
         self._cursor = tail
-        log.advance(self._context.index, tail)
+        log.advance(self._seat.index, tail)
         self.sink.deliver(events)

@@ -16,7 +16,7 @@ from rawsse.config import Config
 from rawsse.reactor.server import Server
 
 if TYPE_CHECKING:
-    from rawsse.broker.workers import WorkerContext
+    from rawsse.process.context import WorkerContext
 
 log = logging.getLogger("rawsse")
 

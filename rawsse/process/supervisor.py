@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from rawsse.broker.ring import SharedLog
-from rawsse.broker.workers import WorkerContext
+from rawsse.broker.workers import LogSeat
 from rawsse.config import Config
 from rawsse.core.ids import new_epoch
 from rawsse.errors import WorkersFailed
+from rawsse.process.context import WorkerContext
 from rawsse.process.single import serve
 from rawsse.reactor.listeners import Listeners, listen_shared
 
@@ -314,14 +315,8 @@ class Supervisor:
             worker.status_fd = -1
         status_read, status_write = os.pipe()
         os.set_blocking(status_read, False)
-        context = WorkerContext(
-            worker.index,
-            self.count,
-            self.log_path,
-            self._epoch,
-            self._wake_fds,
-            tuple(self._listeners[worker.index]),
-        )
+        seat = LogSeat(worker.index, self.count, self.log_path, self._wake_fds)
+        context = WorkerContext(seat, self._epoch, tuple(self._listeners[worker.index]))
         worker.ready = False
         worker.error = ""
         worker.unread = b""

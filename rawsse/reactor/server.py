@@ -55,7 +55,7 @@ from rawsse.reactor.streams import StreamLimits, build_streams
 from rawsse.reactor.transport_streams import TransportBackend
 
 if TYPE_CHECKING:  # the workers' broker needs a POSIX machine: imported only for workers
-    from rawsse.broker.workers import WorkerContext
+    from rawsse.process.context import WorkerContext
     from rawsse.reactor.acceptor import Acceptor
 
 log = logging.getLogger("rawsse")
@@ -265,7 +265,7 @@ class Server:
         if self.worker is not None:
             from rawsse.broker.workers import WorkerBroker  # shared memory and eventfds
 
-            return WorkerBroker(needs, self.metrics.shared_values, self.worker, self.loop)
+            return WorkerBroker(needs, self.metrics.shared_values, self.worker.seat, self.loop)
         return MemoryBroker(needs)
 
     def _make_backend(self, table: SlotTable) -> FdBackend | TransportBackend:
