@@ -174,3 +174,12 @@ def test_loopback_peers_are_recognised_without_parsing() -> None:
         assert is_loopback_address(address), address
     for address in ("10.0.0.1", "::ffff:10.0.0.1", "1.127.0.0", "fe80::1", "::2"):
         assert not is_loopback_address(address), address
+
+
+def test_options_is_answered_where_pages_may_call_and_refused_on_the_websocket_path() -> None:
+    api = make_api(cors_origin="https://app.example")
+    preflight = {"origin": "https://app.example", "access_control_request_method": "GET"}
+    assert api.handle(request("OPTIONS", "/events", **preflight), True).startswith(b"HTTP/1.1 20")  # type: ignore[union-attr]
+    with pytest.raises(HttpError) as refused:
+        api.handle(request("OPTIONS", "/ws", **preflight), True)  # no preflight for a handshake
+    assert refused.value.status == 405

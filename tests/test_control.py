@@ -50,6 +50,7 @@ def test_the_json_every_process_of_a_cluster_reads_stays_the_same() -> None:
         '{"disconnect": "42"}',  # no time
         '{"disconnect": "42", "at": "5"}',  # a time that is no number
         '{"disconnect": "42", "at": NaN}',
+        '{"disconnect": "42", "at": 1' + "0" * 400 + "}",  # an integer beyond any float
         '{"disconnect": 42, "at": 5}',
         '{"presence-ask": {"id": "a", "topic": 7, "from": "n"}, "at": 5}',
         '{"presence-answer": {"id": "a", "streams": true}, "at": 5}',

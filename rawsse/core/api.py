@@ -78,11 +78,10 @@ class Route(NamedTuple):
     methods: tuple[str, ...]
     kind: RouteKind
     handler: Handler
+    from_browsers: bool = False
+    """Pages of other origins may call it with fetch/XHR: OPTIONS (a CORS preflight) is
+    answered here. A WebSocket handshake has no preflight: /ws checks Origin itself."""
 
-    @property
-    def from_browsers(self) -> bool:
-        """Whether pages of other origins may call it (OPTIONS is answered here)."""
-        return self.kind is RouteKind.ADMIN or (self.methods == ("GET",) and self.kind is RouteKind.STREAM)
 
 RESUME_WAIT = 1.0
 """How long a resume waits for an id another worker or node has already delivered; past
@@ -167,11 +166,11 @@ class Api:
         self._publishers = PublisherRights(options.publish_token, self.access)
         stream, admin, plain = RouteKind.STREAM, RouteKind.ADMIN, RouteKind.PLAIN
         self.routes: dict[str, Route] = {
-            "/events": Route(("GET",), stream, self._events),
+            "/events": Route(("GET",), stream, self._events, from_browsers=True),
             "/ws": Route(("GET",), stream, self._websocket),
-            "/publish": Route(("POST",), admin, self._publish),
-            "/disconnect": Route(("POST",), admin, self._disconnect),
-            "/presence": Route(("GET",), admin, self._presence),
+            "/publish": Route(("POST",), admin, self._publish, from_browsers=True),
+            "/disconnect": Route(("POST",), admin, self._disconnect, from_browsers=True),
+            "/presence": Route(("GET",), admin, self._presence, from_browsers=True),
             "/healthz": Route(("GET", "HEAD"), plain, self._healthz),
             "/readyz": Route(("GET", "HEAD"), plain, self._readyz),
             "/metrics": Route(("GET",), plain, self._metrics_page),

@@ -21,10 +21,10 @@ given up be answered.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from rawsse.auth.tokens import numeric_date
 from rawsse.core.publish import PublishItem
 
 CONTROL_TOPIC = "$control"
@@ -93,8 +93,8 @@ def read_word(wire: bytes) -> Word | None:
         return None
     if not isinstance(body, dict):
         return None
-    at = body.get("at")
-    if not isinstance(at, int | float) or isinstance(at, bool) or not math.isfinite(at):
+    at = numeric_date(body.get("at"))
+    if at is None:
         return None
     sub, ask, answer = body.get("disconnect"), body.get("presence-ask"), body.get("presence-answer")
     if isinstance(sub, str):

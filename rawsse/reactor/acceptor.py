@@ -33,7 +33,7 @@ from rawsse.core.effects import Effect, OpenStream
 from rawsse.core.http import Request, RequestReader
 from rawsse.errors import HttpError, RawsseError
 from rawsse.reactor.context import Admission, ConnectionContext
-from rawsse.reactor.effects import decided
+from rawsse.reactor.effects import internal_error
 from rawsse.reactor.fd_streams import FdBackend
 from rawsse.reactor.protocol import Handover, HttpProtocol, is_loopback_address
 
@@ -196,7 +196,12 @@ class Acceptor:
         self._hand_over(fd, self._family[fd], handover)
 
     def _decide(self, request: Request, loopback: bool, address: str | None) -> Effect | RawsseError:
-        return decided(lambda: self._context.api.handle(request, lambda: loopback, lambda: address))
+        try:  # not `decided`: a closure more per new stream, on the storm's path
+            return self._context.api.handle(request, lambda: loopback, lambda: address)
+        except RawsseError as error:
+            return error
+        except Exception:
+            return internal_error()
 
     def _leave(self, fd: int) -> float:
         """The fd stops arriving (for a stream, a hand-over or a close); when it came."""

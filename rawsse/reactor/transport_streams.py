@@ -90,7 +90,8 @@ class TransportBackend:
 
     def write(self, slot: int, data: bytes) -> None:
         transport = self._transports[slot]
-        assert transport is not None
+        if transport is None:
+            return  # detached: the stream is closed (write_slice skips it the same way)
         transport.write(data)
         if transport.get_write_buffer_size():
             self._table.block(slot, b"", self._loop.time())
