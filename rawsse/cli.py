@@ -180,9 +180,7 @@ def add_flood_parser(commands: Any) -> None:
         "--publish-url", default="", help="publish URL template (default: the server's /publish)"
     )
     flood.add_argument("--publish-body", default=FLOOD.publish_body, help="publish body template")
-    flood.add_argument(
-        "--publish-type", default=FLOOD.publish_type, help="publish Content-Type"
-    )
+    flood.add_argument("--publish-type", default=FLOOD.publish_type, help="publish Content-Type")
     flood.add_argument(
         "--publish-connections",
         type=_at_least(1),

@@ -245,9 +245,7 @@ class Config:
         choices=("auto", "epoll", "kqueue", "transport"),
     )
     log_level: str = option("info", "log level", choices=("debug", "info", "warning", "error"))
-    workers: str = option(
-        "1", f"worker processes sharing the port, 1 to {MAX_WORKERS}; auto: one per core"
-    )
+    workers: str = option("1", f"worker processes sharing the port, 1 to {MAX_WORKERS}; auto: one per core")
     broker: str = option(
         "memory",
         "where events are ordered: memory (this machine), or redis://host:port/db to make "
@@ -290,8 +288,7 @@ class Config:
     )
     public_topics: str | None = option(
         None,
-        "topic patterns anyone may subscribe to once tokens are on (comma-separated: name, "
-        "prefix:*, *)",
+        "topic patterns anyone may subscribe to once tokens are on (comma-separated: name, prefix:*, *)",
     )
     max_streams_per_user: int = option(
         0, "streams one user (a token's sub) may hold; 0: no limit", low=1, high=1 << 20, off=0
@@ -508,5 +505,3 @@ def _check_broker(url: str) -> None:
     database = parts.path.strip("/") if parts.scheme != "unix" else ""
     if database and not database.isdigit():
         raise ConfigError("broker", f"database must be a number, got {database[:20]!r}")
-
-

@@ -16,7 +16,6 @@ KIB, MIB, GIB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 DAY = 86_400.0
 
 
-
 def option(
     default: Any,
     help_text: str,

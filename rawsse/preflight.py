@@ -34,9 +34,7 @@ def check_environment(config: Config) -> None:
     if config.broker != "memory" and missing_module(EXTRAS["broker"][0]):
         extra = EXTRAS["broker"][1]
         scheme = config.broker.partition(":")[0]
-        raise ConfigError(
-            "broker", f"{scheme}:// needs the {extra} extra: pip install 'rawsse[{extra}]'"
-        )
+        raise ConfigError("broker", f"{scheme}:// needs the {extra} extra: pip install 'rawsse[{extra}]'")
     if config.loop == "uvloop" and missing_module("uvloop"):
         raise ConfigError("loop", "uvloop is not installed: pip install uvloop, or use auto")
     if config.streams == "epoll" and sys.platform != "linux":

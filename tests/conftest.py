@@ -40,7 +40,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(kind)
 
 
-
 @pytest.fixture(params=BACKENDS, ids=["-".join(b) for b in BACKENDS])
 def backend(request: pytest.FixtureRequest) -> tuple[str, str]:
     """Every integration test runs on uvloop and the stdlib loop, with the epoll reactor

@@ -159,6 +159,3 @@ def parse_metrics(text: str) -> dict[str, float]:
         if match:
             values[match.group(1)] = float(match.group(2))
     return values
-
-
-

@@ -14,13 +14,8 @@ from rawsse.core.control import (
     read_word,
     word_item,
 )
-from rawsse.core.sse import encode_event
 
 KIND = "unit"
-
-
-def wire(data: str) -> bytes:
-    return encode_event(data, "7", None)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +30,7 @@ def wire(data: str) -> bytes:
 def test_every_word_comes_back_as_it_was_put(word: object) -> None:
     item = word_item(word)  # type: ignore[arg-type]
     assert item.topics == ("$control",)
-    assert read_word(wire(item.data)) == word
+    assert read_word(item.data) == word
 
 
 def test_the_json_every_process_of_a_cluster_reads_stays_the_same() -> None:
@@ -58,7 +53,7 @@ def test_the_json_every_process_of_a_cluster_reads_stays_the_same() -> None:
     ],
 )
 def test_what_is_no_whole_word_is_dropped(data: str) -> None:
-    assert read_word(wire(data)) is None
+    assert read_word(data) is None
 
 
 def test_a_word_read_too_late_is_not_fresh() -> None:

@@ -117,7 +117,16 @@ def make(slice_size: int, backend_for: BackendFor = lambda table, _: RecordingBa
     backend = backend_for(table, loop)
     limits = StreamLimits(slice_size=slice_size)
     streams = build_streams(
-        loop, hub, metrics, limits, table, backend, sessions, no_broker, ignore_word, ledger  # type: ignore[arg-type]
+        loop,
+        hub,
+        metrics,
+        limits,
+        table,
+        backend,
+        sessions,
+        no_broker,
+        ignore_word,
+        ledger,  # type: ignore[arg-type]
     )
     if isinstance(backend, FdBackend):
         backend.start(streams, NoArrivals())
@@ -214,7 +223,8 @@ def test_an_abandoned_pass_never_closes_an_fd_number_reused_afterwards(
     """With real descriptors: once close_all has released the streams' fds, the kernel
     hands their numbers to new files, and nothing left of the pass may touch them."""
     loop, hub, broker, streams, _, _ = make(
-        slice_size=1, backend_for=lambda table, loop: FdBackend(loop, table, make_poller("epoll"))  # type: ignore[arg-type]
+        slice_size=1,
+        backend_for=lambda table, loop: FdBackend(loop, table, make_poller("epoll")),  # type: ignore[arg-type]
     )
     fds = [ours.fileno() for ours, _ in pairs]
     for fd in fds:

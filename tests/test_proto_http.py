@@ -125,6 +125,7 @@ GET_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\n"
 TE = b"Transfer-Encoding: chunked\r\n"
 END = b"0\r\n\r\n"
 
+
 def test_a_trailer_is_never_taken_for_a_header() -> None:
     wire = POST_HEAD + TE + b"\r\n1\r\nG\r\n0\r\nAuthorization: Bearer stolen\r\nOrigin: http://evil\r\n\r\n"
     [request] = RequestReader().feed(wire)

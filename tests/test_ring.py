@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from rawsse.broker.ring import SharedLog
-from rawsse.errors import Overloaded
+from rawsse.core.publish import PublishItem
+from rawsse.errors import EventTooLarge, Overloaded
 
 KIND = "integration"
 
@@ -29,14 +30,12 @@ def logs(log_path: str) -> Iterator[tuple[SharedLog, SharedLog]]:
 
 
 def append(log: SharedLog, *datas: str) -> list[int]:
-    return log.append(
-        [(("t",), 1.0)] * len(datas), lambda i, seq: f"id: {seq}\ndata: {datas[i]}\n\n".encode()
-    )
+    return log.append([PublishItem(("t",), data) for data in datas], 1.0)
 
 
-def read_all(log: SharedLog, worker: int, cursor: int) -> tuple[int, list[tuple[int, bytes]]]:
+def read_all(log: SharedLog, worker: int, cursor: int) -> tuple[int, list[tuple[int, str]]]:
     tail = log.tail
-    records = [(record.sequence, record.wire) for record in log.read(cursor, tail)]
+    records = [(record.sequence, record.item.data) for record in log.read(cursor, tail)]
     log.advance(worker, tail)
     return tail, records
 
@@ -49,11 +48,21 @@ def test_every_reader_sees_every_batch_in_one_order(logs: tuple[SharedLog, Share
     assert append(reader, "c") == [3]
     cursor_a, seen_a = read_all(writer, 0, cursor_a)
     cursor_b, seen_b = read_all(reader, 1, cursor_b)
-    assert (
-        seen_a
-        == seen_b
-        == [(1, b"id: 1\ndata: a\n\n"), (2, b"id: 2\ndata: b\n\n"), (3, b"id: 3\ndata: c\n\n")]
-    )
+    assert seen_a == seen_b == [(1, "a"), (2, "b"), (3, "c")]
+
+
+def test_a_record_holds_what_was_published(logs: tuple[SharedLog, SharedLog]) -> None:
+    writer, reader = logs
+    cursor = reader.join(1)[0]
+    items = [
+        PublishItem(("news", "sport"), "line one\r\nline twö", "score"),
+        PublishItem(("t",), "", ""),  # an empty name is a name, not none
+        PublishItem(("t",), "plain"),
+    ]
+    writer.append(items, 12.5)
+    records = list(reader.read(cursor, reader.tail))
+    assert [record.item for record in records] == items
+    assert [record.time for record in records] == [12.5] * 3
 
 
 def test_the_ring_wraps_and_refuses_rather_than_overwrite_unread_records(
@@ -74,7 +83,7 @@ def test_the_ring_wraps_and_refuses_rather_than_overwrite_unread_records(
         append(writer, f"y{n}")
         writer.advance(0, writer.tail)
         cursor, seen = read_all(reader, 1, cursor)
-        assert seen[-1][1].endswith(f"data: y{n}\n\n".encode())
+        assert seen[-1][1] == f"y{n}"
     # A worker joining now loads what the ring still holds, and learns what was dropped.
     start, tail, dropped = SharedLog(log_path).join(2)
     kept = [record.sequence for record in writer.read(start, tail)]
@@ -85,12 +94,7 @@ def test_a_batch_is_appended_whole_or_not_at_all(logs: tuple[SharedLog, SharedLo
     writer, _ = logs
     cursor = writer.join(0)[0]
 
-    def fail_second(index: int, sequence: int) -> bytes:
-        if index == 1:
-            raise ValueError("too large")
-        return b"data: ok\n\n"
-
-    with pytest.raises(ValueError):
-        writer.append([(("t",), 1.0), (("t",), 1.0)], fail_second)
+    with pytest.raises(EventTooLarge):
+        writer.append([PublishItem(("t",), "ok"), PublishItem(("t",), "x" * 2000)], 1.0)
     assert writer.tail == cursor
     assert append(writer, "next") == [1]

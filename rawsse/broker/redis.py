@@ -62,6 +62,7 @@ NODE_TTL = 5.0
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 
+
 class RedisBroker(Broker):
     reach = Reach.CLUSTER
 

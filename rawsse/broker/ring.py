@@ -1,11 +1,12 @@
 """The shared event log of the worker processes: one ring of records in a shared memory
 file, appended under a file lock, read by every worker at its own cursor.
 
-Appending assigns the sequence and writes the encoded event once; every worker reads the
-same bytes in the same order, so ids and order agree everywhere without a coordinator
-process. The lock is `flock`, which the kernel releases when its holder dies, so a worker
-killed mid-append cannot wedge the others; a record counts only once the tail moves past
-it, so a half-written record is never read.
+Appending assigns the sequence and writes what was published (topics, name, data) once;
+every worker reads the same records in the same order and encodes each once for its own
+streams, so ids and order agree everywhere without a coordinator process. The lock is
+`flock`, which the kernel releases when its holder dies, so a worker killed mid-append
+cannot wedge the others; a record counts only once the tail moves past it, so a
+half-written record is never read.
 
 Layout (little-endian), all offsets into the file:
 
@@ -17,8 +18,9 @@ Layout (little-endian), all offsets into the file:
     METRICS_AT + 8*(FIELDS*i + k)   worker i's shared metric k
     DATA_AT ...       the ring, `capacity` bytes
 
-A record is `length u32, topics_length u32, wire_length u32, (4 spare), sequence u64,
-time f64`, the topics joined by newlines, then the encoded event, padded to 8 bytes. A
+A record is `length u32, topics_length u32, name_length u32, data_length u32, sequence
+u64, time f64`, then the topics joined by newlines, the event name and the data (UTF-8),
+padded to 8 bytes; `name_length` is the name's length plus one, 0 for an unnamed event. A
 record never wraps: when it does not fit before the end, a zero length (or too little room
 for one) sends readers to the start.
 """
@@ -29,10 +31,11 @@ import fcntl
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from rawsse.broker.sizes import MAX_WORKERS
-from rawsse.core.events import Event
+from rawsse.core.publish import PublishItem
 from rawsse.errors import EventTooLarge, Overloaded
 
 METRIC_FIELDS = 24
@@ -42,9 +45,15 @@ assert METRICS_AT + 8 * METRIC_FIELDS * MAX_WORKERS <= DATA_AT
 NO_READER = (1 << 64) - 1
 
 _U64 = struct.Struct("<Q")
-_RECORD = struct.Struct("<III4xQd")
+_RECORD = struct.Struct("<IIIIQd")
 _LENGTH = struct.Struct("<I")
 _TAIL, _HEAD, _SEQUENCE, _DROPPED = 0, 8, 16, 24
+
+
+class Record(NamedTuple):
+    sequence: int
+    item: PublishItem
+    time: float
 
 
 class SharedLog:
@@ -108,7 +117,7 @@ class SharedLog:
     def tail(self) -> int:
         return self._get(_TAIL)
 
-    def read(self, cursor: int, limit: int) -> Iterator[Event]:
+    def read(self, cursor: int, limit: int) -> Iterator[Record]:
         """The records from `cursor` up to the logical offset `limit` (a tail: a reader
         goes on from there). The writer never overwrites a live reader's unread records."""
         data = self._map
@@ -119,46 +128,48 @@ class SharedLog:
             if length == 0:
                 cursor += capacity - position  # the wrap marker: go on from the start
                 continue
-            _, topics_length, wire_length, sequence, at = _RECORD.unpack_from(data, DATA_AT + position)
+            _, topics_length, name_length, data_length, sequence, at = _RECORD.unpack_from(
+                data, DATA_AT + position
+            )
             start = DATA_AT + position + _RECORD.size
-            topics = data[start : start + topics_length].decode().split("\n")
-            wire_start = start + topics_length
+            topics = tuple(data[start : start + topics_length].decode().split("\n"))
+            start += topics_length
+            name = data[start : start + name_length - 1].decode() if name_length else None
+            start += max(name_length - 1, 0)
             cursor += length
-            yield Event(sequence, tuple(topics), data[wire_start : wire_start + wire_length], at)
+            yield Record(sequence, PublishItem(topics, data[start : start + data_length].decode(), name), at)
 
     def advance(self, worker: int, cursor: int) -> None:
         self._set(64 + 8 * worker, cursor)
 
     # The writer
 
-    def append(
-        self, events: Sequence[tuple[tuple[str, ...], float]], encode: Callable[[int, int], bytes]
-    ) -> list[int]:
-        """Append one batch of (topics, time), whole or not at all: under the lock, take
-        the next sequences, let `encode(index, sequence)` encode each event with its id,
-        write them and commit; returns the sequences. Raises Overloaded when a reader is too
-        far behind, EventTooLarge for a record over a quarter of the ring, and whatever
-        `encode` raises."""
+    def append(self, items: Sequence[PublishItem], at: float) -> list[int]:
+        """Append one batch, whole or not at all: under the lock, take the next sequences,
+        write the records and commit; returns the sequences. Raises Overloaded when a
+        reader is too far behind, EventTooLarge for a record over a quarter of the ring."""
+        encoded = []
+        for item in items:
+            names = "\n".join(item.topics).encode()
+            name = b"" if item.event is None else item.event.encode()
+            body = item.data.encode()
+            length = _RECORD.size + len(names) + len(name) + len(body)
+            length += -length % 8
+            encoded.append((length, names, name, 0 if item.event is None else len(name) + 1, body))
         with self._locked():
             sequence = self._get(_SEQUENCE)
-            records = []
-            for index, (topics, at) in enumerate(events):
-                wire = encode(index, sequence + 1 + index)
-                records.append((topics, at, wire))
             tail = self._get(_TAIL)
             head = self._get(_HEAD)
             capacity = self.capacity
             planned = []
             end = tail
-            for topics, at, wire in records:
-                names = "\n".join(topics).encode()
-                length = _RECORD.size + len(names) + len(wire)
-                length += -length % 8
+            for record in encoded:
+                length = record[0]
                 if length > capacity // 4:
                     raise EventTooLarge(f"an event of {length} bytes does not fit the worker log")
                 if capacity - end % capacity < length:
                     end += capacity - end % capacity
-                planned.append((end, length, names, wire, at))
+                planned.append((end, record))
                 end += length
             slowest = min(
                 (c for c in (self._get(64 + 8 * w) for w in range(MAX_WORKERS)) if c != NO_READER),
@@ -169,17 +180,19 @@ class SharedLog:
             head, dropped = self._trim(head, end)
             data = self._map
             position_at = tail
-            for index, (at_offset, length, names, wire, at) in enumerate(planned):
+            for index, (at_offset, (length, names, name, name_length, body)) in enumerate(planned):
                 if at_offset != position_at and capacity - position_at % capacity >= 4:
                     _LENGTH.pack_into(data, DATA_AT + position_at % capacity, 0)
                 position = DATA_AT + at_offset % capacity
-                _RECORD.pack_into(data, position, length, len(names), len(wire), sequence + 1 + index, at)
-                start = position + _RECORD.size
-                data[start : start + len(names)] = names
-                data[start + len(names) : start + len(names) + len(wire)] = wire
-                padding = length - _RECORD.size - len(names) - len(wire)
-                if padding:
-                    data[position + length - padding : position + length] = bytes(padding)
+                _RECORD.pack_into(
+                    data, position, length, len(names), name_length, len(body), sequence + 1 + index, at
+                )
+                written = position + _RECORD.size
+                for part in (names, name, body):
+                    data[written : written + len(part)] = part
+                    written += len(part)
+                if written < position + length:
+                    data[written : position + length] = bytes(position + length - written)
                 position_at = at_offset + length
             self._set(_HEAD, head)
             if dropped:
@@ -200,7 +213,7 @@ class SharedLog:
             if length == 0:
                 head += capacity - position
                 continue
-            dropped = _RECORD.unpack_from(data, DATA_AT + position)[3]
+            dropped = _RECORD.unpack_from(data, DATA_AT + position)[4]
             head += length
         return head, dropped
 

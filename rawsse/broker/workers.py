@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from rawsse.broker.base import Broker, BrokerNeeds, EventSink, Outcome, Reach
-from rawsse.broker.ring import SharedLog
+from rawsse.broker.ring import Record, SharedLog
+from rawsse.core.events import Event
 from rawsse.core.publish import PublishItem
 from rawsse.errors import RawsseError
 
@@ -60,7 +61,7 @@ class WorkerBroker(Broker):
         await super().start(sink)
         index = self._seat.index
         cursor, tail, dropped = self._log.join(index)
-        self.sink.preload(self._log.read(cursor, tail), dropped)
+        self.sink.preload(self._events(self._log.read(cursor, tail)), dropped)
         self._cursor = tail
         self._log.advance(index, tail)
         self._loop.add_reader(self._wake_fd, self._on_wake)
@@ -72,18 +73,11 @@ class WorkerBroker(Broker):
         self._log.close()
 
     def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
-        encoder = self.encoder
-        now = self.clock()
-        ids: list[str] = []
-
-        def encode(index: int, sequence: int) -> bytes:
-            event_id = encoder.ids.format(sequence)
-            ids.append(event_id)
-            return encoder.encode(items[index], sequence, event_id, now).wire
-
         try:
             self.room.check_room()
-            self._log.append([(item.topics, now) for item in items], encode)
+            for item in items:
+                self.encoder.check_fits(item)
+            sequences = self._log.append(items, self.clock())
         except RawsseError as error:  # Overloaded (this hub, or a worker a ring behind), EventTooLarge
             done(error)
             return
@@ -93,7 +87,7 @@ class WorkerBroker(Broker):
             except BlockingIOError:  # the counter is full: that worker has wake-ups queued
                 pass
         self._consume()
-        done(ids)
+        done([self.encoder.ids.format(sequence) for sequence in sequences])
 
     def sweep(self) -> None:
         # A worker whose fan-out was behind stopped reading the log; go on once it caught up.
@@ -104,8 +98,7 @@ class WorkerBroker(Broker):
         """Every worker's counters: this one's live, the others' as of their last sweep."""
         own = self._seat.index
         return [
-            self._shared_values() if i == own else self._log.read_metrics(i)
-            for i in range(self._seat.count)
+            self._shared_values() if i == own else self._log.read_metrics(i) for i in range(self._seat.count)
         ]
 
     def _on_wake(self) -> None:
@@ -125,7 +118,14 @@ class WorkerBroker(Broker):
         tail = log.tail
         if self._cursor >= tail:
             return
-        events = list(log.read(self._cursor, tail))
+        events = self._events(log.read(self._cursor, tail))
         self._cursor = tail
         log.advance(self._seat.index, tail)
         self.sink.deliver(events)
+
+    def _events(self, records: Iterable[Record]) -> list[Event]:
+        """Encode each record once, for this process's streams (the writer checked that it
+        fits, so this never raises)."""
+        encode = self.encoder.encode
+        format_id = self.encoder.ids.format
+        return [encode(item, sequence, format_id(sequence), at) for sequence, item, at in records]

@@ -293,10 +293,7 @@ _LOOPBACK = (
 
 def reaches_loopback(network: Network) -> bool:
     """Whether `network` holds a loopback address (a proxy on this machine)."""
-    return any(
-        network.version == loopback.version and network.overlaps(loopback)
-        for loopback in _LOOPBACK
-    )
+    return any(network.version == loopback.version and network.overlaps(loopback) for loopback in _LOOPBACK)
 
 
 def parse_networks(text: str | None) -> tuple[Network, ...]:
@@ -312,4 +309,3 @@ def _cookie(header: str, name: str) -> str | None:
         if sep and key == name:
             return value.strip().strip('"') or None
     return None
-

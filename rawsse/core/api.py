@@ -95,6 +95,7 @@ accept-rate limit, it is draining to stop, or the application of --auth-url cann
 answer now. Nothing was missed: the client's Last-Event-ID is kept, and its reconnect
 resumes."""
 
+
 class Opening(NamedTuple):
     """A stream request, decided but for its start: what `_open` needs, now or after a
     wait for its id."""
@@ -474,6 +475,7 @@ class Api:
             return _json(request, b'{"id": "%s"}' % ids[0].encode(), cors)
 
         return Publish(parsed.items, answer)
+
 
 def _json(request: Request, body: bytes, cors: tuple[tuple[str, str], ...]) -> Respond:
     keep_alive = request.keep_alive

@@ -5,7 +5,7 @@ workers' shared log or the Redis stream — so a word reaches every worker and e
 in order with the events around it, with no channel of its own.
 
 Three words, one class each, with one encoder (`word_item`) and one decoder
-(`read_word`); their JSON is what every process of a cluster reads, whatever version:
+(`read_word`, from the event's data); their JSON is what every process of a cluster reads, whatever version:
 
     Kick            {"disconnect": "<sub>", "at": <unix seconds>}
     PresenceAsk     {"presence-ask": {"id": ..., "topic": ..., "from": ...}, "at": ...}
@@ -79,16 +79,11 @@ def word_item(word: Word) -> PublishItem:
     return PublishItem((CONTROL_TOPIC,), json.dumps(body))
 
 
-def read_word(wire: bytes) -> Word | None:
-    """The word a control event carries, from its SSE encoding (one `data:` line of JSON,
-    as `word_item` makes it; the workers' log holds only those bytes); None for anything
-    that is not one of the three, whole and of the right types."""
-    start = wire.find(b"data: ")
-    if start < 0:
-        return None
-    end = wire.find(b"\n", start)
+def read_word(data: str) -> Word | None:
+    """The word a control event's data carries (JSON, as `word_item` makes it); None for
+    anything that is not one of the three, whole and of the right types."""
     try:
-        body = json.loads(wire[start + 6 : end])
+        body = json.loads(data)
     except (ValueError, RecursionError):
         return None
     if not isinstance(body, dict):

@@ -7,22 +7,25 @@ from __future__ import annotations
 from rawsse.core.ids import IdScheme
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import Framing
-from rawsse.core.sse import encode_event
-from rawsse.core.ws.messages import frame_from_sse
+from rawsse.core.sse import data_lines, encode_event
+from rawsse.core.ws.messages import event_frame
 from rawsse.errors import EventTooLarge
 
 
 class Event:
-    """An event as every subscriber receives it: `wire` is the complete SSE encoding
-    (id, event, data lines and the blank line), shared read-only by all writers;
-    `frame` its WebSocket text frame, made from `wire` the first time a WebSocket stream
-    needs it (a server without WebSocket streams never pays for it), then shared too."""
+    """An event as every subscriber receives it, with what it was published with (`item`:
+    topics, data, name) and its `id`: `wire` is the complete SSE encoding (id, event,
+    data lines and the blank line), shared read-only by all writers; `frame` its
+    WebSocket text frame, made from the item the first time a WebSocket stream needs it
+    (a server without WebSocket streams never pays for it), then shared too."""
 
-    __slots__ = ("_frame", "sequence", "time", "topics", "wire")
+    __slots__ = ("_frame", "id", "item", "sequence", "time", "topics", "wire")
 
-    def __init__(self, sequence: int, topics: tuple[str, ...], wire: bytes, time: float) -> None:
+    def __init__(self, sequence: int, item: PublishItem, event_id: str, wire: bytes, time: float) -> None:
         self.sequence = sequence
-        self.topics = topics
+        self.item = item
+        self.id = event_id
+        self.topics = item.topics
         self.wire = wire
         self.time = time
         self._frame: bytes | None = None
@@ -31,7 +34,9 @@ class Event:
     def frame(self) -> bytes:
         frame = self._frame
         if frame is None:
-            frame = self._frame = frame_from_sse(self.wire, self.topics)
+            item = self.item
+            data = "\n".join(data_lines(item.data))  # the data an EventSource reads
+            frame = self._frame = event_frame(self.id, self.topics, item.event, data)
         return frame
 
     def bytes_for(self, framing: Framing) -> bytes:
@@ -51,7 +56,7 @@ class EventEncoder:
         """Raises EventTooLarge."""
         wire = encode_event(item.data, event_id, item.event)
         self._check(len(wire))
-        return Event(sequence, item.topics, wire, now)
+        return Event(sequence, item, event_id, wire, now)
 
     def check_fits(self, item: PublishItem) -> None:
         """Raise EventTooLarge if `item` could not be encoded under any id (for a broker

@@ -136,7 +136,7 @@ class Hub:
         words: list[Word] = []
         for event in events:
             if is_control(event.topics):
-                word = read_word(event.wire)
+                word = read_word(event.item.data)
                 if word is not None:
                     words.append(word)
                 continue

@@ -85,4 +85,3 @@ def presence_event(kind: str, topic: str, sub: str | None) -> PublishItem:
     """A join or leave event on `$presence:<topic>`."""
     data = json.dumps({"type": kind, "topic": topic, "sub": sub})
     return PublishItem((PRESENCE_PREFIX + topic,), data, kind)
-

@@ -65,7 +65,7 @@ def parse_publish(
             raise HttpError(
                 400,
                 "the body looks like JSON, but its Content-Type says form fields: send it with "
-                "Content-Type: application/json (curl -H 'Content-Type: application/json' -d ...)"
+                "Content-Type: application/json (curl -H 'Content-Type: application/json' -d ...)",
             )
         fields = _form(_utf8(body))
         if not _FORM_KEYS.issuperset(fields):

@@ -28,6 +28,12 @@ def check_field(name: str, value: str) -> None:
         raise FieldError(f"{name} must not contain CR, LF or NUL")
 
 
+def data_lines(data: str) -> list[str]:
+    """The lines of an event's data as every client reads them (a CR, LF or CRLF ends
+    one), each sent as one `data:` line."""
+    return _LINE_BREAK.split(data)
+
+
 def encode_event(data: str, event_id: str | None = None, event: str | None = None) -> bytes:
     """Return the wire bytes of one event: `id:`, `event:`, one `data:` line per line of
     data, and the blank line that dispatches it."""
@@ -41,7 +47,7 @@ def encode_event(data: str, event_id: str | None = None, event: str | None = Non
     if event is not None:
         check_field("event", event)
         parts.append(f"event: {event}\n")
-    for line in _LINE_BREAK.split(data):
+    for line in data_lines(data):
         parts.append(f"data: {line}\n")
     parts.append("\n")
     return "".join(parts).encode()

@@ -27,7 +27,6 @@ def parse_sources(text: str) -> list[str]:
     return sources
 
 
-
 @dataclass
 class FloodOptions:
     mode: str

@@ -69,6 +69,7 @@ WS_PONG = b"\x8a\x80\x00\x00\x00\x00"
 WS_KEY = "Zmxvb2Rlci1rZXktMDAwMA=="
 """Sec-WebSocket-Key: any 16 bytes in base64 will do; every stream sends the same."""
 
+
 class BrokenResponse(Exception):
     """The server's answer is not an HTTP response."""
 
@@ -192,7 +193,6 @@ class _Stream:
             summary.received += len(stamps)
             summary.latency_of(self.worker).add_since(now_ns, stamps)
             summary.last_event_at = now_ns / 1e9
-
 
     def on_frames(self, data: bytes) -> None:
         buffer = self.partial + data if self.partial else data

@@ -47,8 +47,7 @@ AskApp = Callable[[AppCall, Callable[[tuple[int, bytes] | str], None]], None]
 """How the application of --auth-url is asked (rawsse.reactor.app_client.AppClient.ask)."""
 
 ACCESS_ENDED_EVENTS = {
-    reason: encode_event(json.dumps({"reason": reason}), None, RESET_EVENT)
-    for reason in ACCESS_ENDED_FRAMES
+    reason: encode_event(json.dumps({"reason": reason}), None, RESET_EVENT) for reason in ACCESS_ENDED_FRAMES
 }
 """The last event of an SSE stream whose authorization ended: a `rawsse-reset` without
 an id, so the client's Last-Event-ID still resumes it once it has a fresh credential."""

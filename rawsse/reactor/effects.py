@@ -127,9 +127,7 @@ class EffectRunner:
             return
         self._then(lambda: answer(outcome), reply)
 
-    def _ask(
-        self, call: AppCall, then: Callable[[tuple[int, bytes] | str], Effect], reply: Reply
-    ) -> Cancel:
+    def _ask(self, call: AppCall, then: Callable[[tuple[int, bytes] | str], Effect], reply: Reply) -> Cancel:
         """Put `call` to the application, then carry on with its answer (unless the
         connection went away meanwhile)."""
         waiting = [True]

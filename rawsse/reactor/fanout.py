@@ -24,6 +24,7 @@ from rawsse.reactor.registry import Quiet, StreamRegistry
 
 log = logging.getLogger("rawsse")
 
+
 class Fanout:
     def __init__(
         self,

@@ -239,4 +239,3 @@ def _shutdown_socket(fd: int, how: int) -> None:
         pass
     finally:
         sock.detach()  # the fd stays ours to close
-

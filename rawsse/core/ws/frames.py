@@ -49,6 +49,7 @@ class CloseCode(enum.IntEnum):
     FORBIDDEN = 3003
     """The stream's user was disconnected (/disconnect?user=): its session is over."""
 
+
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 """Codes a peer may put in a close frame below 3000; 1004-1006 and 1015 never travel."""
 

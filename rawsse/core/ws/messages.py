@@ -1,5 +1,6 @@
 """What travels in WebSocket text frames: the server's events, encoded once per event
-from the very bytes SSE streams get, and the replies to the client's commands.
+from what it was published with, as SSE streams get it, and the replies to the client's
+commands.
 
 An event is one text frame holding one JSON object:
 
@@ -33,22 +34,6 @@ def event_frame(event_id: str | None, topics: tuple[str, ...], event: str | None
     if len(topics) > 1:
         fields["topics"] = list(topics)
     return text_frame(json.dumps(fields, ensure_ascii=False, separators=(",", ":")))
-
-
-def frame_from_sse(wire: bytes, topics: tuple[str, ...]) -> bytes:
-    """The WebSocket frame of an event, from its SSE encoding (rawsse.core.sse), which
-    holds its id, name and data exactly as a browser reads them."""
-    event_id: str | None = None
-    event: str | None = None
-    data: list[str] = []
-    for line in wire.decode().split("\n"):
-        if line.startswith("data: "):
-            data.append(line[6:])
-        elif line.startswith("id: "):
-            event_id = line[4:]
-        elif line.startswith("event: "):
-            event = line[7:]
-    return event_frame(event_id, topics, event, "\n".join(data))
 
 
 def reply(kind: str, ref: Any = None, **fields: Any) -> bytes:
