@@ -228,7 +228,6 @@ def flood(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from rawsse.preflight import check_environment
     from rawsse.process.run import run
 
     given: dict[str, Any] = {spec.name: getattr(args, spec.name) for spec in dataclasses.fields(Config)}
@@ -238,15 +237,13 @@ def serve(args: argparse.Namespace) -> int:
         print(f"rawsse: {exc}", file=sys.stderr)
         return 2
     try:
-        check_environment(config)
-    except ConfigError as exc:
+        run(config)
+    except ConfigError as exc:  # what the options need from this machine (rawsse.preflight)
         source = flag_name(exc.name) if given.get(exc.name) is not None else env_name(exc.name)
         if source not in os.environ and not source.startswith("--"):
             source = flag_name(exc.name)
         print(f"rawsse: {source} {exc.problem}", file=sys.stderr)
         return 2
-    try:
-        run(config)
     except PortInUse as exc:
         print(f"rawsse: cannot serve: {exc}", file=sys.stderr)
         return 1

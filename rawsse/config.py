@@ -18,20 +18,21 @@ part of it (`api_options`, `access_options`, `token_options`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from rawsse.auth.app import AnswerCache
 from rawsse.auth.keys import MIN_SECRET_BYTES, KeySources
-from rawsse.auth.rules import SUB, parse_rule_text
+from rawsse.auth.rules import SUB, TopicRules, parse_rule_text
 from rawsse.auth.tokens import LEEWAY, TokenOptions
 from rawsse.broker.sizes import MAX_WORKERS
-from rawsse.core.access import AccessOptions, parse_networks, reaches_loopback
+from rawsse.core.access import AccessOptions, Network, parse_networks, reaches_loopback
 from rawsse.core.api import ApiOptions
 from rawsse.core.cors import parse_origins
 from rawsse.core.history import HISTORY_AGE, HISTORY_BYTES, HISTORY_PER_TOPIC
@@ -112,6 +113,16 @@ _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
 """A bearer token travels in a header: visible ASCII, no spaces."""
+
+
+class Parsed(NamedTuple):
+    """The options written as text, parsed once (by `Config.parsed`, on construction):
+    every part is handed these values, never the text to parse again."""
+
+    cors_origins: frozenset[str]
+    public_topics: TopicRules
+    presence_events: TopicRules
+    trusted_proxies: tuple[Network, ...]
 
 
 @dataclass(frozen=True)
@@ -338,7 +349,7 @@ class Config:
         for spec in dataclasses.fields(self):
             check_field(spec, getattr(self, spec.name))
         _check_host(self.host)
-        parse_origins(self.cors_origin)  # raises ConfigError when malformed
+        parsed = self.parsed  # raises ConfigError for a malformed one
         digits = self.workers.isascii() and self.workers.isdigit()
         if self.workers != "auto" and not (digits and 0 < int(self.workers) <= MAX_WORKERS):
             raise ConfigError(
@@ -347,33 +358,39 @@ class Config:
         _check_broker(self.broker)
         if self.publish_token is not None and not _TOKEN.fullmatch(self.publish_token):
             raise ConfigError("publish_token", "must be 1 to 4096 visible ASCII characters, without spaces")
-        self._check_access()
+        self._check_access(parsed)
 
-    def _check_access(self) -> None:
-        if self.jwt_secret is not None and self.jwt_secret_file is not None:
-            raise ConfigError("jwt_secret", "and --jwt-secret-file are two ways to give one secret: pick one")
-        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
-            raise ConfigError("jwt_secret", f"must be at least {MIN_SECRET_BYTES} bytes long")
+    @functools.cached_property
+    def parsed(self) -> Parsed:
         try:
-            parse_rule_text(self.public_topics, self.max_topic_length)
+            public_topics = parse_rule_text(self.public_topics, self.max_topic_length)
         except RuleError as exc:
             raise ConfigError("public_topics", str(exc)) from None
         try:
-            parse_rule_text(self.presence_events, self.max_topic_length)
+            presence_events = parse_rule_text(self.presence_events, self.max_topic_length)
         except RuleError as exc:
             raise ConfigError("presence_events", str(exc)) from None
-        if self.public_topics and SUB in self.public_topics:
-            raise ConfigError("public_topics", f"are the same for everyone: {SUB} has no meaning there")
-        if self.token_cookie is not None and not _COOKIE_NAME.fullmatch(self.token_cookie):
-            name = self.token_cookie[:64]
-            raise ConfigError("token_cookie", f"must be a cookie name (letters, digits, _ -), got {name!r}")
         try:
             proxies = parse_networks(self.trusted_proxy)
         except ValueError:
             raise ConfigError(
                 "trusted_proxy", f"must be addresses or networks, comma-separated, got {self.trusted_proxy!r}"
             ) from None
-        if self.publish_token is None and any(reaches_loopback(network) for network in proxies):
+        return Parsed(parse_origins(self.cors_origin), public_topics, presence_events, proxies)
+
+    def _check_access(self, parsed: Parsed) -> None:
+        """The rules between options (each option's own range and form is checked by its
+        entry in the table, and by `parsed`)."""
+        if self.jwt_secret is not None and self.jwt_secret_file is not None:
+            raise ConfigError("jwt_secret", "and --jwt-secret-file are two ways to give one secret: pick one")
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError("jwt_secret", f"must be at least {MIN_SECRET_BYTES} bytes long")
+        if self.public_topics and SUB in self.public_topics:
+            raise ConfigError("public_topics", f"are the same for everyone: {SUB} has no meaning there")
+        if self.token_cookie is not None and not _COOKIE_NAME.fullmatch(self.token_cookie):
+            name = self.token_cookie[:64]
+            raise ConfigError("token_cookie", f"must be a cookie name (letters, digits, _ -), got {name!r}")
+        if self.publish_token is None and any(reaches_loopback(net) for net in parsed.trusted_proxies):
             # A proxy on this machine connects from loopback with every client's request,
             # so loopback can no longer stand for the operator who may publish.
             raise ConfigError(
@@ -381,7 +398,7 @@ class Config:
                 "names a proxy on this machine: every request it forwards comes from loopback, "
                 "so publishing needs --publish-token (RAWSSE_PUBLISH_TOKEN)",
             )
-        if (self.token_cookie or self.auth_url) and "*" in parse_origins(self.cors_origin):
+        if (self.token_cookie or self.auth_url) and "*" in parsed.cors_origins:
             raise ConfigError(
                 "cors_origin",
                 "cannot be '*' when a cookie carries the credential (--token-cookie, --auth-url): "
@@ -415,12 +432,12 @@ class Config:
 
     def access_options(self) -> AccessOptions:
         return AccessOptions(
-            public_topics=parse_rule_text(self.public_topics, self.max_topic_length),
+            public_topics=self.parsed.public_topics,
             token_cookie=self.token_cookie,
             token_query=self.token_query,
             max_streams_per_user=self.max_streams_per_user,
             max_streams_per_ip=self.max_streams_per_ip,
-            trusted_proxies=parse_networks(self.trusted_proxy),
+            trusted_proxies=self.parsed.trusted_proxies,
             app_cache=AnswerCache(self.auth_cache) if self.auth_url else None,
             app_fallback_public=self.auth_fallback == "public",
             max_topic_length=self.max_topic_length,
@@ -466,7 +483,7 @@ class Config:
             max_topic_length=self.max_topic_length,
             max_pending_bytes=self.max_pending_bytes,
             publish_token=self.publish_token,
-            cors_origin=self.cors_origin,
+            cors_origins=self.parsed.cors_origins,
             # Each worker takes its share (the kernel spreads connections evenly over them).
             accept_rate=self.max_accept_rate / self.worker_count(),
             cors_credentials=self.token_cookie is not None or self.auth_url is not None,

@@ -32,7 +32,7 @@ def test_origin_settings_parse_and_bad_ones_are_refused() -> None:
 
 
 def test_policy_decisions() -> None:
-    policy = CorsPolicy(PAGE)
+    policy = CorsPolicy(parse_origins(PAGE))
     assert policy.check(request("GET", "/events")) is None  # no Origin: not a browser page
     assert policy.check(request("GET", "/events", origin=PAGE, host="x")) == PAGE
     assert policy.check(request("GET", "/events", origin="HTTP://127.0.0.1:9000", host="x")) == PAGE
@@ -42,9 +42,9 @@ def test_policy_decisions() -> None:
         with pytest.raises(HttpError) as caught:
             policy.check(request("GET", "/events", origin=other, host="127.0.0.1:8080"))
         assert caught.value.status == 403 and "--cors-origin" in caught.value.message
-    assert CorsPolicy("*").check(request("GET", "/events", origin="null")) == "*"
+    assert CorsPolicy(parse_origins("*")).check(request("GET", "/events", origin="null")) == "*"
     with pytest.raises(HttpError):  # no setting: cross-origin pages are refused
-        CorsPolicy(None).check(request("GET", "/events", origin=PAGE, host="127.0.0.1:8080"))
+        CorsPolicy(parse_origins(None)).check(request("GET", "/events", origin=PAGE, host="127.0.0.1:8080"))
 
 
 def test_stream_head_carries_the_allowed_origin() -> None:

@@ -51,9 +51,10 @@ class KeySources:
 class KeyRing:
     """The keys in force, read from their files (the I/O side of rawsse.auth.tokens)."""
 
-    def __init__(self, sources: KeySources) -> None:
+    def __init__(self, sources: KeySources, keys: tuple[Key, ...] | None = None) -> None:
+        """`keys` as `load_keys(sources)` read them at start (the preflight's), or read now."""
         self.sources = sources
-        self.keys: tuple[Key, ...] = load_keys(sources)
+        self.keys: tuple[Key, ...] = load_keys(sources) if keys is None else keys
 
     def reload(self) -> None:
         """Read the files again; raises ConfigError (the keys in force stay) if one is

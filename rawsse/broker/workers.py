@@ -1,10 +1,13 @@
 """The broker of `--workers N`: the worker processes of one machine share one event log
-(rawsse/broker/ring.py) and wake each other with eventfds. See docs/scaling.md."""
+(rawsse/broker/ring.py, made by `create_log`) and wake each other with eventfds. See
+docs/scaling.md."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -12,9 +15,39 @@ from rawsse.broker.base import Broker, BrokerNeeds, EventSink, Outcome, Reach
 from rawsse.broker.ring import Record, SharedLog
 from rawsse.core.events import Event
 from rawsse.core.publish import PublishItem
-from rawsse.errors import RawsseError
+from rawsse.errors import RawsseError, WorkersFailed
 
 _WAKE = (1).to_bytes(8, "little")
+
+MIN_LOG_BYTES = 1024 * 1024
+"""The worker log holds what a restarted worker loads into its history (`--history-bytes`),
+and never less than this."""
+
+log = logging.getLogger("rawsse")
+
+
+def create_log(history_bytes: int, max_event_bytes: int, used: bool) -> SharedLog:
+    """The log of a new group of workers, made by their supervisor before it forks them:
+    room for the history a restarted worker loads and for the largest event 4 times, or
+    the smallest log when it goes unused (with a Redis broker the workers are nodes). In
+    /dev/shm (memory) when it has room, else in the temporary directory; the file is
+    unlinked at once, so nothing is left behind however the server ends (the workers
+    reopen it through the descriptor they inherit)."""
+    size = max(history_bytes, 4 * (max_event_bytes + 64 * 1024), MIN_LOG_BYTES) if used else MIN_LOG_BYTES
+    name = f"rawsse-{os.getpid()}-{os.urandom(4).hex()}"
+    directories = [d for d in ("/dev/shm", tempfile.gettempdir()) if os.path.isdir(d)]
+    for directory in directories:
+        path = os.path.join(directory, name)
+        try:
+            SharedLog.create(path, size)
+            shared = SharedLog(path)
+            os.unlink(path)
+            return shared
+        except OSError as exc:
+            log.warning("cannot create the worker log in %s (%s)", directory, exc)
+    raise WorkersFailed(
+        "no room for the worker log in /dev/shm or the temporary directory; lower --history-bytes"
+    )
 
 
 @dataclass(frozen=True)

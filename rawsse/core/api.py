@@ -120,7 +120,8 @@ class ApiOptions:
     max_topic_length: int
     max_pending_bytes: int
     publish_token: str | None
-    cors_origin: str | None
+    cors_origins: frozenset[str]
+    """--cors-origin, parsed (rawsse.core.cors.parse_origins)."""
     accept_rate: float
     """This process's share of --max-accept-rate (0: no limit)."""
     cors_credentials: bool = False
@@ -182,7 +183,7 @@ class Api:
         label = view.worker_label
         worker = [] if label is None else [("X-Rawsse-Worker", label)]
         self._worker_headers = tuple(worker)
-        self._cors = CorsPolicy(options.cors_origin, options.cors_credentials)
+        self._cors = CorsPolicy(options.cors_origins, options.cors_credentials)
         # Stream heads (by the Access-Control-Allow-Origin they carry, None for none) are
         # built here, once, not per stream; a live stream's head comes with its retry line.
         self._heads: dict[str | None, bytes] = {None: stream_head(worker)}

@@ -51,8 +51,8 @@ def allow_headers(allowed: str, credentials: bool = False) -> tuple[tuple[str, s
 
 
 class CorsPolicy:
-    def __init__(self, setting: str | None, credentials: bool = False) -> None:
-        origins = parse_origins(setting)
+    def __init__(self, origins: frozenset[str], credentials: bool = False) -> None:
+        """`origins` as `parse_origins` gives them."""
         self.any = ANY in origins
         self.origins = origins - {ANY}
         self.credentials = credentials

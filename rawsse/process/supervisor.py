@@ -21,25 +21,20 @@ import os
 import select
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from types import FrameType
 
-from rawsse.broker.ring import SharedLog
-from rawsse.broker.workers import LogSeat
+from rawsse.broker.workers import LogSeat, create_log
 from rawsse.config import Config
 from rawsse.core.ids import new_epoch
 from rawsse.errors import WorkersFailed
+from rawsse.preflight import check_environment
 from rawsse.process.context import WorkerContext
 from rawsse.process.single import serve
 from rawsse.reactor.listeners import Listeners, listen_shared
 
 log = logging.getLogger("rawsse")
-
-MIN_LOG_BYTES = 1024 * 1024
-"""The worker log holds what a restarted worker loads into its history (`--history-bytes`),
-and never less than this."""
 
 PR_SET_PDEATHSIG = 1
 """From <linux/prctl.h>."""
@@ -81,14 +76,12 @@ class _Worker:
 
 class Supervisor:
     def __init__(self, config: Config) -> None:
+        """Raises ConfigError for what the options need that this machine lacks, before
+        the port is bound or a worker forked (each worker checks again as it starts)."""
+        check_environment(config)
         self.count = config.worker_count()
         self.config = config
-        # Room for the history a restarted worker loads, and for the largest event 4 times;
-        # with a Redis broker the workers are nodes and the log goes unused.
-        size = max(config.history_bytes, 4 * (config.max_pending_bytes + 64 * 1024), MIN_LOG_BYTES)
-        if config.broker != "memory":
-            size = MIN_LOG_BYTES
-        self._log = self._create_log(size)
+        self._log = create_log(config.history_bytes, config.max_pending_bytes, config.broker == "memory")
         try:
             self._listeners: list[Listeners] = listen_shared(
                 config.host, config.port, config.backlog, self.count
@@ -107,23 +100,6 @@ class Supervisor:
         self._stopping = False
         self._grace_over = False
         self._failed: str | None = None
-
-    def _create_log(self, size: int) -> SharedLog:
-        """In /dev/shm (memory) when it has room, else in the temporary directory."""
-        name = f"rawsse-{os.getpid()}-{os.urandom(4).hex()}"
-        directories = [d for d in ("/dev/shm", tempfile.gettempdir()) if os.path.isdir(d)]
-        for directory in directories:
-            path = os.path.join(directory, name)
-            try:
-                SharedLog.create(path, size)
-                shared = SharedLog(path)
-                os.unlink(path)
-                return shared
-            except OSError as exc:
-                log.warning("cannot create the worker log in %s (%s)", directory, exc)
-        raise WorkersFailed(
-            "no room for the worker log in /dev/shm or the temporary directory; lower --history-bytes"
-        )
 
     # The main loop
 

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from rawsse.auth.keys import KeyRing
 from rawsse.auth.ledger import Ledger
-from rawsse.auth.rules import parse_rule_text
-from rawsse.auth.tokens import TokenVerifier
+from rawsse.auth.tokens import Key, TokenVerifier
 from rawsse.broker.base import Broker, BrokerNeeds
 from rawsse.broker.memory import MemoryBroker
 from rawsse.config import FD_RESERVE, Config
@@ -138,7 +137,7 @@ class Server:
 
     async def start(self) -> None:
         config = self.config
-        check_environment(config)  # what the options need from this machine, before anything
+        keys = check_environment(config)  # what the options need from this machine, before anything
         self.loop = asyncio.get_running_loop()
         fd_limit = raise_fd_limit()
         # A worker serves the sockets its supervisor bound for the port; a single process
@@ -147,7 +146,7 @@ class Server:
         given = self.worker.listeners if self.worker else ()
         sockets = list(given) or listen(config.host, config.port, config.backlog)
         try:
-            await self._start_serving(fd_limit, sockets)
+            await self._start_serving(fd_limit, sockets, keys)
         except BaseException:
             if getattr(self, "broker", None) is not None:
                 await self.broker.stop()
@@ -161,7 +160,9 @@ class Server:
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         self._trimmer.trim_now(self.loop.time())
 
-    async def _start_serving(self, fd_limit: int, sockets: list[socket.socket]) -> None:
+    async def _start_serving(
+        self, fd_limit: int, sockets: list[socket.socket], keys: tuple[Key, ...]
+    ) -> None:
         """The composition root: every part is built here, in the order of what it needs,
         and handed its collaborators in its constructor. Two parts report to parts built
         after them, and are given those when they start, last: the broker its sink (its
@@ -181,7 +182,7 @@ class Server:
             ids=ids,
         )
         capacity = hub.subscriptions.capacity
-        self.access = access = self._make_access(capacity)
+        self.access = access = self._make_access(capacity, keys)
         session_limits = SessionLimits(config.max_topics, config.max_topic_length, config.max_body_bytes)
         sessions = Sessions(
             capacity, session_limits, loop.time, self.state, access=access if access.enabled else None
@@ -207,7 +208,7 @@ class Server:
             access.ledger,
             self._wall,
             None if app is None else app.ask,
-            parse_rule_text(config.presence_events, config.max_topic_length),
+            config.parsed.presence_events,
         )
         await broker.start(Intake(hub, streams.fanout, streams.registry))
         view = ServerView(broker.worker_label, broker.shares_order, broker.unready_reason, self._metrics_text)
@@ -277,12 +278,14 @@ class Server:
             return TransportBackend(self.loop, table)
         return FdBackend(self.loop, table, make_poller(kind))
 
-    def _make_access(self, capacity: int) -> Access:
+    def _make_access(self, capacity: int, keys: tuple[Key, ...]) -> Access:
+        """Access to topics, checked with `keys` (as the preflight read them: SIGHUP reads
+        the files again)."""
         config = self.config
         options = config.access_options()
         verifier = None
         if config.tokens_on:
-            verifier = TokenVerifier(KeyRing(config.key_sources()), config.token_options())
+            verifier = TokenVerifier(KeyRing(config.key_sources(), keys), config.token_options())
         # Without credentials or limits nothing is held per stream: the ledger stays empty.
         needed = verifier is not None or options.app_cache is not None or bool(options.max_streams_per_ip)
         ledger = Ledger(
