@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from rawsse.auth.app import AnswerCache
 from rawsse.auth.keys import MIN_SECRET_BYTES, KeySources
 from rawsse.auth.rules import SUB, TopicRules, parse_rule_text
 from rawsse.auth.tokens import LEEWAY, TokenOptions
@@ -438,7 +437,6 @@ class Config:
             max_streams_per_user=self.max_streams_per_user,
             max_streams_per_ip=self.max_streams_per_ip,
             trusted_proxies=self.parsed.trusted_proxies,
-            app_cache=AnswerCache(self.auth_cache) if self.auth_url else None,
             app_fallback_public=self.auth_fallback == "public",
             max_topic_length=self.max_topic_length,
         )

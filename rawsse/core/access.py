@@ -54,8 +54,6 @@ class AccessOptions:
     max_streams_per_user: int = 0
     max_streams_per_ip: int = 0
     trusted_proxies: tuple[Network, ...] = ()
-    app_cache: AnswerCache | None = None
-    """Set with --auth-url: the application decides for credentials that are no token."""
     app_fallback_public: bool = False
     """When the application cannot answer, open streams of public topics only (instead
     of 503)."""
@@ -85,13 +83,17 @@ class Access:
         verifier: TokenVerifier | None,
         ledger: Ledger,
         wall: Callable[[], float] = time.time,
+        app_cache: AnswerCache | None = None,
     ) -> None:
+        """`app_cache` is given with --auth-url: the application decides for credentials
+        that are no token, and its answers are kept there."""
         self.options, self.verifier, self.ledger, self.wall = options, verifier, ledger, wall
+        self.app_cache = app_cache
 
     @property
     def enabled(self) -> bool:
         """Whether topics need credentials at all (a token key or --auth-url is set)."""
-        return self.verifier is not None or self.options.app_cache is not None
+        return self.verifier is not None or self.app_cache is not None
 
     # Credentials
 
@@ -130,7 +132,7 @@ class Access:
         options = self.options
         address = self.client_address(request, peer) if options.max_streams_per_ip else None
         self._check_address(address)
-        cache = options.app_cache
+        cache = self.app_cache
         if cache is not None and (self.verifier is None or self.credential(request) is None):
             cookie, authorization = (
                 request.headers.get("cookie", ""),
@@ -192,7 +194,7 @@ class Access:
             return None
         except (AuthError, Forbidden):
             credential = self.ledger.credentials.get(slot)
-            cache = self.options.app_cache
+            cache = self.app_cache
             if credential is None or cache is None:
                 raise
         call = app_call(*credential, topics, Framing.WS.transport)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rawsse.auth.app import AnswerCache
 from rawsse.auth.keys import KeyRing
 from rawsse.auth.ledger import Ledger
 from rawsse.auth.tokens import Key, TokenVerifier
@@ -286,12 +287,13 @@ class Server:
         verifier = None
         if config.tokens_on:
             verifier = TokenVerifier(KeyRing(config.key_sources(), keys), config.token_options())
+        app_cache = AnswerCache(config.auth_cache) if config.auth_url else None
         # Without credentials or limits nothing is held per stream: the ledger stays empty.
-        needed = verifier is not None or options.app_cache is not None or bool(options.max_streams_per_ip)
+        needed = verifier is not None or app_cache is not None or bool(options.max_streams_per_ip)
         ledger = Ledger(
             capacity if needed else 0, bool(options.max_streams_per_user), bool(options.max_streams_per_ip)
         )
-        return Access(options, verifier, ledger, self._wall)
+        return Access(options, verifier, ledger, self._wall, app_cache)
 
     def _make_app_client(self) -> AppClient | None:
         config = self.config
