@@ -280,9 +280,17 @@ WORKLOADS = {
         "W4", "storm", "storm", 10000, 100,
         {"connect_window": 2000, "seconds": 5}, {"connect_window": 50, "seconds": 0.5},
     ),
+    # One publish request per event, as ordinary HTTP clients send them: one in flight on
+    # each of 4 keep-alive connections. W5P pipelines 64 per connection instead.
     "W5": Workload(
         "W5", "unicast", "unicast", 10000, 100,
-        {"events": 20000, "publish_connections": 4}, {"events": 200, "publish_connections": 2},
+        {"events": 20000, "publish_connections": 4, "pipeline": 1},
+        {"events": 200, "publish_connections": 2, "pipeline": 1},
+    ),
+    "W5P": Workload(
+        "W5P", "unicast, pipelined", "unicast", 10000, 100,
+        {"events": 20000, "publish_connections": 4, "pipeline": 64},
+        {"events": 200, "publish_connections": 2, "pipeline": 64},
     ),
 }  # fmt: skip
 
@@ -393,7 +401,7 @@ def headline(workload: str, result: dict[str, Any]) -> dict[str, float]:
         figures["p99 s"] = result["latency"]["p99"]
         figures["lost %"] = 100 * (expected - summary["received"]) / expected
         figures["unsent"] = result["publish"]["unsent"]
-        if workload == "W5":  # a publish request per delivery: the request path's cost
+        if workload in ("W5", "W5P"):  # a publish request per delivery: the request path's cost
             figures["cpu us/event"] = 1e6 * result["server"]["cpu_seconds"] / max(summary["received"], 1)
         # The client's CPU once the streams were open: publishing and reading.
         delivering = max(result["wall_seconds"] - opening["seconds"], 1e-9)
@@ -516,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(DEFAULT_SERVERS),
         help=f"comma-separated, of: {', '.join(SERVERS)} (default: {','.join(DEFAULT_SERVERS)})",
     )
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: W1..W5")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: W1..W5, W5P")
     parser.add_argument("--tiny", action="store_true", help="toy sizes, for the tests")
     parser.add_argument(
         "--streams", type=int, default=0, help="streams for every workload instead of its own count"

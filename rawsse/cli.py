@@ -187,6 +187,12 @@ def add_flood_parser(commands: Any) -> None:
         default=FLOOD.publish_connections,
         help="parallel publish connections",
     )
+    flood.add_argument(
+        "--pipeline",
+        type=_at_least(1),
+        default=FLOOD.pipeline,
+        help="publish requests in flight per connection (1: one at a time, as ordinary HTTP clients)",
+    )
     for flag, help_text in (  # the durations, in seconds
         ("--settle", "seconds without new events before the missing count as lost"),
         ("--max-wait", "seconds after publishing to wait at most for the last events"),

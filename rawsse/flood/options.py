@@ -47,6 +47,9 @@ class FloodOptions:
     publish_body: str = "topic={topic}&data={data}"
     publish_type: str = "application/x-www-form-urlencoded"
     publish_connections: int = 1
+    pipeline: int = 1
+    """Publish requests in flight per connection: 1 as ordinary HTTP clients send them;
+    more to measure a server's pipelined path (a few dozen hide the round trip)."""
     settle: float = 10.0
     max_wait: float = 60.0
     max_publish_seconds: float = 0.0

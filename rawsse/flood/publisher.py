@@ -1,5 +1,7 @@
-"""The flooder's publisher: numbered events sent over keep-alive HTTP/1.1 connections,
-pipelined, to any server's publish endpoint through URL and body templates.
+"""The flooder's publisher: numbered events sent over keep-alive HTTP/1.1 connections to
+any server's publish endpoint through URL and body templates, one request in flight per
+connection as ordinary HTTP clients send them (`requests`, `httpx`, Go's `net/http`), or
+pipelined when asked.
 
 Templates may use `{topic}` and `{data}`; our payloads need no escaping in either.
 """
@@ -17,10 +19,6 @@ from urllib.parse import urlsplit
 import httptools
 
 from rawsse.flood.tally import make_payload
-
-PIPELINE_WINDOW = 64
-"""Requests in flight per connection: enough to hide the round trip, few enough that a
-server answering 503 is noticed at once."""
 
 
 @dataclass(frozen=True)
@@ -88,11 +86,13 @@ async def publish_all(
     connections: int = 1,
     rate: float = 0.0,
     time_limit: float = 0.0,
+    pipeline: int = 1,
 ) -> PublishResult:
     """Send each (topic, key, sequence) event with a payload of `size` bytes stamped when
     it is sent; with `rate`, at that many events per second in all; with `time_limit`,
-    what is not sent by then is counted as unsent. Events for one topic always use the
-    same connection, so their order is kept."""
+    what is not sent by then is counted as unsent; with `pipeline`, up to that many
+    requests in flight per connection (1: the next is sent once the last is answered).
+    Events for one topic always use the same connection, so their order is kept."""
     queues: list[list[tuple[int, str, str, int]]] = [[] for _ in range(connections)]
     topic_lane: dict[str, int] = {}
     for index, (topic, key, sequence) in enumerate(events):
@@ -102,7 +102,11 @@ async def publish_all(
     began = time.monotonic()
     stop_at = began + time_limit if time_limit else float("inf")
     await asyncio.gather(
-        *(_publish_lane(template, lane, size, rate, began, stop_at, result) for lane in queues if lane)
+        *(
+            _publish_lane(template, lane, size, rate, began, stop_at, pipeline, result)
+            for lane in queues
+            if lane
+        )
     )
     result.seconds = time.monotonic() - began
     return result
@@ -115,6 +119,7 @@ async def _publish_lane(
     rate: float,
     began: float,
     stop_at: float,
+    pipeline: int,
     result: PublishResult,
 ) -> None:
     host, port = template.address
@@ -142,7 +147,7 @@ async def _publish_lane(
             result.sent_per_key[key] = sequence + 1
             sent += 1
             in_flight += 1
-            while in_flight >= PIPELINE_WINDOW:
+            while in_flight >= pipeline:
                 in_flight -= await _read_responses(reader, responses)
         await writer.drain()
         while in_flight > 0:

@@ -149,6 +149,7 @@ def _publish_watching(
                 options.publish_connections,
                 options.rate,
                 options.max_publish_seconds,
+                options.pipeline,
             )
         )
         while not task.done():
