@@ -143,12 +143,6 @@ def add_flood_parser(commands: Any) -> None:
     )
     flood.add_argument("--streams", type=_at_least(1), default=FLOOD.streams, help="streams to open")
     flood.add_argument(
-        "--processes",
-        type=_at_least(1),
-        default=FLOOD.processes,
-        help="worker processes; each must stay under its open-files cap",
-    )
-    flood.add_argument(
         "--source-addresses",
         default=DEFAULT_SOURCES,
         help="loopback addresses to connect from, one per process in turn",
@@ -181,18 +175,16 @@ def add_flood_parser(commands: Any) -> None:
     )
     flood.add_argument("--publish-body", default=FLOOD.publish_body, help="publish body template")
     flood.add_argument("--publish-type", default=FLOOD.publish_type, help="publish Content-Type")
-    flood.add_argument(
-        "--publish-connections",
-        type=_at_least(1),
-        default=FLOOD.publish_connections,
-        help="parallel publish connections",
-    )
-    flood.add_argument(
-        "--pipeline",
-        type=_at_least(1),
-        default=FLOOD.pipeline,
-        help="publish requests in flight per connection (1: one at a time, as ordinary HTTP clients)",
-    )
+    for flag, help_text in (  # the counts, from 1
+        ("--processes", "worker processes; each must stay under its open-files cap"),
+        ("--publish-connections", "parallel publish connections"),
+        (
+            "--pipeline",
+            "publish requests in flight per connection (1: one at a time, as ordinary HTTP clients)",
+        ),
+    ):
+        default = getattr(FLOOD, flag[2:].replace("-", "_"))
+        flood.add_argument(flag, type=_at_least(1), default=default, help=help_text)
     for flag, help_text in (  # the durations, in seconds
         ("--settle", "seconds without new events before the missing count as lost"),
         ("--max-wait", "seconds after publishing to wait at most for the last events"),
