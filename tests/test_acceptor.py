@@ -1,6 +1,7 @@
-"""The raw accept path (rawsse.reactor.acceptor), on real loopback sockets: a stream request
-becomes a stream without the loop's machinery; everything else is handed over with what
-was read and decided, so it is neither parsed nor decided twice."""
+"""The raw accept path (rawsse.reactor.acceptor, rawsse.reactor.raw_requests), on real
+loopback sockets: a stream request becomes a stream without the loop's machinery; what
+cannot be answered where it was read is handed over with what was read and decided, so
+it is neither parsed nor decided twice."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def raw(request: pytest.FixtureRequest) -> tuple[str, str]:
 
 
 def acceptor_of(server: Server) -> Acceptor:
-    acceptor = server._acceptor
-    assert acceptor is not None, "the fd backend accepts on the raw path"
+    acceptor = server._listeners[0]
+    assert isinstance(acceptor, Acceptor), "the fd backend accepts on the raw path"
     return acceptor
 
 
@@ -71,8 +72,8 @@ def test_streams_inherit_nodelay_and_keepalive_from_the_listener(raw: tuple[str,
 
 
 def test_pipelined_publishes_in_the_first_read_are_each_answered_once_in_order(raw: tuple[str, str]) -> None:
-    """The first read holds three publishes: the first is decided on the raw path, all
-    three are answered on the handed-over connection, once each, in order."""
+    """The first read holds three publishes: all three are answered once each, in order,
+    in one write."""
 
     async def scenario(server: Server) -> None:
         stream = await StreamClient.open(server.port, "topic=t")

@@ -126,6 +126,10 @@ class Broker(ABC):
     """True when other processes deliver the same events, so a client may resume here with
     an id this process has not taken yet."""
 
+    answers_at_once = True
+    """`publish` calls `done` before it returns (a broker of this machine); False for one
+    whose answer comes after a network round trip."""
+
 
 def publish_now(broker: Broker, items: Sequence[PublishItem]) -> list[str]:
     """Publish with a broker of this machine, which answers before it returns; raises

@@ -68,6 +68,8 @@ class RedisBroker(Broker):
 
     shares_order = True
 
+    answers_at_once = False
+
     def __init__(
         self, needs: BrokerNeeds, url: str, max_entries: int, loop: asyncio.AbstractEventLoop
     ) -> None:

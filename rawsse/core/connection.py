@@ -173,6 +173,14 @@ class HttpConnection:
             self._unparsed = memoryview(rest)
             self._parse(now)
 
+    def send_first(self, data: bytes, last: bool, now: float) -> None:
+        """Answers given before this core took the connection over (on the raw path,
+        rawsse.reactor.raw_requests) that the socket did not take whole: they go out
+        before anything else; `last` when the last of them ends the connection."""
+        self._emit(data)
+        if last:
+            self._end(now)
+
     def receive_eof(self, now: float) -> None:
         """The client will send nothing more. What it asked is still answered, then the
         connection closes: at once when nothing is asked, or when it was lingering."""
@@ -307,6 +315,10 @@ class HttpConnection:
 
     def _parse(self, now: float) -> None:
         reader = self._reader
+        if reader.deferred is not None:
+            # A fault after whole requests: nothing after it is HTTP, and it is refused
+            # once they are answered (feeding the rest would refuse it before them).
+            self._unparsed = NOTHING
         while self._unparsed and self._can_parse:
             chunk = self._unparsed
             if len(chunk) > FEED_SLICE:

@@ -43,7 +43,7 @@ class Publish(NamedTuple):
     """Give `items` their place in the event order, all or none; then `answer(ids)`."""
 
     items: Sequence[PublishItem]
-    answer: Callable[[list[str]], Effect]
+    answer: Callable[[list[str]], Respond]
 
 
 class WaitTaken(NamedTuple):

@@ -16,7 +16,7 @@ from rawsse.auth.app import AppCall
 from rawsse.broker.base import Broker, Outcome, publish_now
 from rawsse.core import effects as fx
 from rawsse.core.control import Kick, word_item
-from rawsse.core.effects import Answer, Effect
+from rawsse.core.effects import Answer, Effect, Respond
 from rawsse.core.hub import Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.presence import Tally
@@ -60,6 +60,8 @@ class Publishing:
 
     def __init__(self, broker: Broker, metrics: Metrics) -> None:
         self._broker, self._metrics = broker, metrics
+        self.at_once = broker.answers_at_once
+        """Publishes are answered before `publish` returns (a broker of this machine)."""
 
     def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
         def published(outcome: Outcome) -> None:
@@ -94,6 +96,21 @@ class EffectRunner:
         self._presence = presence
         self._app = app
         self._close_topics = close_topics
+
+    def run_now(self, effect: Effect) -> Respond | RawsseError | None:
+        """Carry out an effect whose answer is known at once — an answer, or a publish to
+        a broker of this machine — and return it; None (nothing done) for one that
+        waits, which `run` carries out."""
+        if isinstance(effect, Respond):
+            return effect
+        if isinstance(effect, fx.Publish) and self._publishing.at_once:
+            try:
+                return effect.answer(self._publishing.publish_now(effect.items))
+            except RawsseError as error:
+                return error
+            except Exception:
+                return internal_error()
+        return None
 
     def run(self, effect: Effect, reply: Reply) -> Cancel | None:
         """Carry `effect` out; `reply` gets how it ended (at once, or later). Returns a

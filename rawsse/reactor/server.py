@@ -57,6 +57,7 @@ from rawsse.reactor.transport_streams import TransportBackend
 if TYPE_CHECKING:  # the workers' broker needs a POSIX machine: imported only for workers
     from rawsse.process.context import WorkerContext
     from rawsse.reactor.acceptor import Acceptor
+    from rawsse.reactor.raw_requests import RawRequests
 
 log = logging.getLogger("rawsse")
 
@@ -125,7 +126,7 @@ class Server:
         self.metrics = Metrics()
         self._listeners: list[asyncio.Server | Acceptor] = []
         """What accepts: the raw path for the fd backend, the loop's servers for transports."""
-        self._acceptor: Acceptor | None = None
+        self._raw: RawRequests | None = None
         self._port = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Event | None = None
@@ -243,10 +244,11 @@ class Server:
         self._stopped = asyncio.Event()
         if isinstance(backend, FdBackend):
             from rawsse.reactor.acceptor import Acceptor  # POSIX (fcntl), as the fd backend
+            from rawsse.reactor.raw_requests import RawRequests
 
-            self._acceptor = Acceptor(loop, sockets, self.context, backend)
-            backend.start(streams, self._acceptor)
-            self._listeners = [self._acceptor]
+            self._raw = raw = RawRequests(loop, self.context, backend)
+            backend.start(streams, raw)
+            self._listeners = [Acceptor(loop, sockets, self.context, backend, raw)]
         else:
             backend.start(streams)
             factory = functools.partial(HttpProtocol, self.context)
@@ -325,6 +327,11 @@ class Server:
         return self.context.connection_count
 
     @property
+    def raw_connections(self) -> int:
+        """Connections whose requests are read and answered on the raw path now."""
+        return 0 if self._raw is None else self._raw.count
+
+    @property
     def connection_limit(self) -> int:
         return self.context.connection_limit
 
@@ -353,8 +360,8 @@ class Server:
         flushed = await self.streams.drain(self.config.shutdown_grace)
         if not flushed:
             log.warning("shutdown grace ran out with bytes still pending; closing anyway")
-        if self._acceptor is not None:
-            self._acceptor.close_arriving()  # while the backend's poller still watches them
+        if self._raw is not None:
+            self._raw.close_all()  # while the backend's poller still watches them
         self.streams.close_all()
         for connection in list(self.context.connections):
             connection.close_now()
@@ -408,8 +415,8 @@ class Server:
         try:
             for connection in [c for c in self.context.connections if c.deadline <= now]:
                 connection.on_timeout(now)
-            if self._acceptor is not None:
-                self._acceptor.sweep(now)
+            if self._raw is not None:
+                self._raw.sweep(now)
             self.streams.sweep(now)
             self.hub.history.expire(now)
             self.broker.sweep()
