@@ -112,12 +112,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--servers", default="rawsse,handoff-sketch", help=f"of: {', '.join(SERVERS)}")
     parser.add_argument("--publishes", default="500,2500", help="the two runs' publish counts")
+    parser.add_argument("--keep", help="a folder to keep callgrind's files in, for callgrind_annotate")
     args = parser.parse_args()
     low, high = (int(n) for n in args.publishes.split(","))
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as temporary:
+        workdir = Path(args.keep or temporary)
+        workdir.mkdir(parents=True, exist_ok=True)
         for server in args.servers.split(","):
-            first = run_once(server, low, Path(workdir))
-            second = run_once(server, high, Path(workdir))
+            first = run_once(server, low, workdir)
+            second = run_once(server, high, workdir)
             per_publish = (second - first) / (high - low)
             print(f"{server:<16} {per_publish:>12,.0f} instructions per un-pipelined publish", flush=True)
     return 0

@@ -18,14 +18,20 @@ class MemoryBroker(Broker):
         format_id = self.encoder.ids.format
         now = self.clock()
         sequence = self._sequence
-        ids = [format_id(sequence + n) for n in range(1, len(items) + 1)]
+        ids = []
+        events = []
         try:
             self.room.check_room()
-            # All encoded first: a batch is accepted whole or not at all.
-            events = [encode(item, sequence + n, ids[n - 1], now) for n, item in enumerate(items, 1)]
+            # All encoded first: a batch is accepted whole or not at all. A loop, not two
+            # comprehensions: each would be a call of its own, for the usual single event.
+            for item in items:
+                sequence += 1
+                event_id = format_id(sequence)
+                events.append(encode(item, sequence, event_id, now))
+                ids.append(event_id)
         except RawsseError as error:
             done(error)
             return
-        self._sequence = sequence + len(events)
+        self._sequence = sequence
         sink.deliver(events)
         done(ids)

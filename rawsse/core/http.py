@@ -362,7 +362,12 @@ def parse_pairs(text: str, max_fields: int) -> list[tuple[str, str]]:
     if "&" not in text:  # one pair, the usual /events?topic=NAME
         name, _, value = text.partition("=")
         return [(name, value)]
-    return [(name, value) for name, _, value in (part.partition("=") for part in text.split("&") if part)]
+    pairs = []
+    for part in text.split("&"):  # a loop: a comprehension would be two calls more
+        if part:
+            name, _, value = part.partition("=")
+            pairs.append((name, value))
+    return pairs
 
 
 def _status_line(status: int) -> bytes:
