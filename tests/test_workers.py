@@ -160,3 +160,34 @@ def test_the_dashboard_figures_cover_every_worker(served: Served) -> None:
 
     document = asyncio.run(first_snapshot())
     assert document["streams_open"] == sum(w["streams_open"] for w in document["workers"])
+
+
+def test_metrics_give_each_worker_its_process_figures_and_latency(served: Served) -> None:
+    async def scenario() -> None:
+        streams = [await StreamClient.open(served.port, "topic=news") for _ in range(8)]
+        for n in range(5):
+            await publish(served.port, "news", f"event {n}")
+        for stream in streams:
+            assert len(await stream.events(5)) == 5
+            stream.close()
+
+    asyncio.run(scenario())
+    for figure in ("process_open_fds", "process_resident_memory_bytes", "process_cpu_seconds_total"):
+        wait_until(
+            lambda figure=figure: min(worker_figure(served.port, figure)) > 0,  # type: ignore[misc]
+            f"{figure} of every worker",
+        )
+    # A worker timed the 5 events if it wrote them to streams of its own (the others'
+    # figures are as of their last sweep).
+    def timed_where_written() -> bool:
+        opened = worker_metric(served.port, "streams_opened_total")
+        timed = worker_figure(served.port, "rawsse_publish_latency_seconds_count")
+        return timed == [5.0 if n else 0.0 for n in opened]
+
+    wait_until(timed_where_written, "each worker's latency histogram")
+
+
+def worker_figure(port: int, name: str) -> list[float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        values = parse_metrics(answer.read().decode())
+    return [values.get(f'{name}{{worker="{i}"}}', -1) for i in range(WORKERS)]

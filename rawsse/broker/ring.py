@@ -35,13 +35,15 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 from rawsse.broker.sizes import MAX_WORKERS
+from rawsse.core.metrics import SHARED_FIELDS
 from rawsse.core.publish import PublishItem
 from rawsse.errors import EventTooLarge, Overloaded
 
-METRIC_FIELDS = 24
+METRIC_FIELDS = 64
+"""Values each worker shares (rawsse.core.metrics.Metrics.shared_values), with room to spare."""
 METRICS_AT = 64 + 8 * MAX_WORKERS
-DATA_AT = 16384
-assert METRICS_AT + 8 * METRIC_FIELDS * MAX_WORKERS <= DATA_AT
+DATA_AT = 65536
+assert SHARED_FIELDS <= METRIC_FIELDS and METRICS_AT + 8 * METRIC_FIELDS * MAX_WORKERS <= DATA_AT
 NO_READER = (1 << 64) - 1
 
 _U64 = struct.Struct("<Q")

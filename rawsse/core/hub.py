@@ -62,6 +62,8 @@ class Batch(NamedTuple):
     deliveries: list[Delivery]
     words: list[Word]
     """The words of the `$control` events taken, for the process (rawsse.core.control)."""
+    events: list[Event]
+    """Every event taken, in order (the pass times them: rawsse_publish_latency_seconds)."""
 
 
 class Hub:
@@ -112,6 +114,7 @@ class Hub:
                 self.history.add(event)
             self._queued_bytes += len(event.wire)
         self._queue.extend(events)
+        self.metrics.queued_bytes = self._queued_bytes
 
     def preload(self, events: Iterable[Event], dropped_before: int) -> None:
         """Fill history with events published before this process started (a restarted
@@ -128,9 +131,9 @@ class Hub:
         events in id order (coalesced when several queued up during the previous pass),
         and the words of the `$control` events among them, in order."""
         events, self._queue = self._queue, []
-        self._queued_bytes = 0
+        self._queued_bytes = self.metrics.queued_bytes = 0
         if not events:
-            return Batch([], [])
+            return Batch([], [], events)
         self._taken = events[-1].sequence
         per_group: dict[Group, list[Event]] = {}
         words: list[Word] = []
@@ -158,7 +161,7 @@ class Hub:
         # whose replay already holds these events (it must not get them live as well).
         while self._waiters and self._waiters[0][0] <= self._taken:
             heapq.heappop(self._waiters)[2]()
-        return Batch(deliveries, words)
+        return Batch(deliveries, words, events)
 
     def when_taken(self, sequence: int, callback: Callable[[], None]) -> None:
         """Call `callback` once a pass has taken the event `sequence` (at once if taken)."""

@@ -1,8 +1,10 @@
-"""Counters for /metrics, rendered in the Prometheus text exposition format."""
+"""Counters and histograms for /metrics, rendered in the Prometheus text exposition
+format."""
 
 from __future__ import annotations
 
 import sys
+from bisect import bisect_left
 from collections import Counter
 
 from rawsse import __version__
@@ -10,10 +12,54 @@ from rawsse import __version__
 PYTHON = ".".join(map(str, sys.version_info[:3]))
 
 
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Upper bounds, in seconds, of the histograms' buckets; one bucket more counts the rest."""
+
+
+class Histogram:
+    """Observations counted per bucket, in a list of ints allocated once: observing costs
+    a bisection and two additions, nothing per observation is kept. Prometheus' buckets
+    (cumulative, `le`) are made when rendered."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+    def shared(self) -> list[int]:
+        """The counts and the sum (in microseconds), as a worker shares them."""
+        return [*self.counts, int(self.sum * 1e6)]
+
+
+def quantile(counts: list[int], q: float, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> float | None:
+    """The `q` quantile of a histogram's counts, interpolated within its bucket as
+    Prometheus' histogram_quantile does; None without observations. Past the last bound
+    it is that bound (the histogram knows no more)."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(counts):
+        if seen + count >= rank and count:
+            if index == len(bounds):
+                return bounds[-1]
+            low = bounds[index - 1] if index else 0.0
+            return low + (bounds[index] - low) * (rank - seen) / count
+        seen += count
+    return bounds[-1]
+
+
 class Metrics:
-    """Plain integer counters: incremented on the hot path, so no locks and no labels
-    objects; `render()` builds the text only when /metrics is asked for. SERIES below
-    says what each counts."""
+    """Plain integer counters and two histograms: incremented on the hot path, so no
+    locks and no labels objects; `render()` builds the text only when /metrics is asked
+    for. SERIES and HISTOGRAMS below say what each counts."""
 
     __slots__ = (
         "auth_refused",
@@ -21,6 +67,15 @@ class Metrics:
         "connections_dropped",
         "deliveries",
         "events_published",
+        "fanout_pass",
+        "process_cpu_micros",
+        "process_open_fds",
+        "process_resident_bytes",
+        "publish_latency",
+        "published_http",
+        "published_local",
+        "published_ws",
+        "queued_bytes",
         "rejected",
         "resets",
         "resumes",
@@ -43,14 +98,22 @@ class Metrics:
             self.stream_slots, self.connections_dropped, self.events_published, self.deliveries,
             self.bytes_written, self.slow_consumers, self.send_timeouts, self.resumes, self.resets,
             self.ws_streams_open, self.auth_refused, self.streams_over_limit, self.tokens_expired,
-            self.users_disconnected,
-        ) = (0,) * 18  # fmt: skip
+            self.users_disconnected, self.published_http, self.published_ws, self.published_local,
+            self.queued_bytes, self.process_resident_bytes, self.process_open_fds,
+            self.process_cpu_micros,
+        ) = (0,) * 25  # fmt: skip
         self.rejected: Counter[int] = Counter()
         """Requests refused, by the status they got."""
+        self.publish_latency = Histogram()
+        self.fanout_pass = Histogram()
 
     def shared_values(self) -> list[int]:
-        """The counters in SERIES order, as a worker shares them with the others."""
-        return [getattr(self, name) for name, *_ in SERIES]
+        """The series in SERIES order, then each histogram's counts and sum: what a
+        worker shares with the others (SHARED_FIELDS of them)."""
+        values = [getattr(self, name) for name, *_ in SERIES]
+        for _, attribute, _ in HISTOGRAMS:
+            values += getattr(self, attribute).shared()
+        return values
 
     def render(self, workers: list[list[int]] | None = None) -> bytes:
         """The exposition text. With `workers` (each worker's shared_values, by index),
@@ -61,6 +124,8 @@ class Metrics:
             f'rawsse_build_info{{version="{__version__}",python="{PYTHON}"}} 1',
         ]
         for position, (name, kind, help_text) in enumerate(SERIES):
+            if kind == "labelled":
+                continue  # rendered below, under one name with a label
             metric = f"{name}_total" if kind == "counter" else name
             lines.append(f"# HELP rawsse_{metric} {help_text}")
             lines.append(f"# TYPE rawsse_{metric} {kind}")
@@ -77,6 +142,39 @@ class Metrics:
             worker = "" if workers is None else f',worker="{index}"'
             lines.append(f'rawsse_streams{{transport="sse"{worker}}} {values[total] - values[ws]}')
             lines.append(f'rawsse_streams{{transport="ws"{worker}}} {values[ws]}')
+        lines.append(
+            "# HELP rawsse_publishes_total Events published, by route: POST /publish, WebSocket, in-process."
+        )
+        lines.append("# TYPE rawsse_publishes_total counter")
+        for route in ("http", "ws", "local"):
+            position = _position(f"published_{route}")
+            for index, values in enumerate(rows):
+                worker = "" if workers is None else f',worker="{index}"'
+                lines.append(f'rawsse_publishes_total{{route="{route}"{worker}}} {values[position]}')
+        for name, kind, help_text, field, scale in PROCESS_SERIES:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            position = _position(field)
+            for index, values in enumerate(rows):
+                label = "" if workers is None else f'{{worker="{index}"}}'
+                lines.append(f"{name}{label} {values[position] * scale:g}")
+        start = len(SERIES)
+        for name, _, help_text in HISTOGRAMS:
+            lines.append(f"# HELP rawsse_{name} {help_text}")
+            lines.append(f"# TYPE rawsse_{name} histogram")
+            width = len(LATENCY_BUCKETS) + 2
+            for index, values in enumerate(rows if workers is not None else [self.shared_values()]):
+                worker = "" if workers is None else f'worker="{index}",'
+                counts, micros = values[start : start + width - 1], values[start + width - 1]
+                cumulative = 0
+                for bound, count in zip((*LATENCY_BUCKETS, float("inf")), counts, strict=True):
+                    cumulative += count
+                    le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                    lines.append(f'rawsse_{name}_bucket{{{worker}le="{le}"}} {cumulative}')
+                suffix = f"{{{worker[:-1]}}}" if worker else ""
+                lines.append(f"rawsse_{name}_sum{suffix} {micros / 1e6:g}")
+                lines.append(f"rawsse_{name}_count{suffix} {cumulative}")
+            start += width
         lines.append("# HELP rawsse_rejected_requests_total Requests refused, by status.")
         lines.append("# TYPE rawsse_rejected_requests_total counter")
         for status in sorted(self.rejected):
@@ -109,10 +207,44 @@ SERIES = _series(
     streams_over_limit   counter  Stream requests refused at a per-user or per-address limit (429).
     tokens_expired       counter  Streams closed because their token expired.
     users_disconnected   counter  Streams closed by /disconnect?user=.
+    published_http       labelled Events published with POST /publish.
+    published_ws         labelled Events published by WebSocket streams' publish commands.
+    published_local      labelled Events published in-process (Server.publish).
+    queued_bytes         gauge    Bytes of events queued for the next fan-out pass (up to --max-queued-bytes).
+    process_resident_bytes labelled The process's resident memory, as of the last sweep.
+    process_open_fds     labelled The process's open file descriptors, as of the last sweep.
+    process_cpu_micros   labelled The process's CPU time (user and system), as of the last sweep.
     """
 )
 """(attribute, type, help) of each series a worker shares; a counter's name ends in
-`_total`, as Prometheus has it."""
+`_total`, as Prometheus has it; a `labelled` one is rendered under a name of its own."""
+
+PROCESS_SERIES = (
+    ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", "process_resident_bytes", 1),
+    ("process_open_fds", "gauge", "Number of open file descriptors.", "process_open_fds", 1),
+    ("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+     "process_cpu_micros", 1e-6),
+)  # fmt: skip
+"""The figures every Prometheus client library gives a process, under their usual names
+(name, type, help, attribute, scale)."""
+
+HISTOGRAMS = (
+    (
+        "publish_latency_seconds",
+        "publish_latency",
+        "Seconds from an event's arrival in this process (its publish, or its read from the "
+        "workers' log or Redis) to the end of the fan-out pass that wrote it to its streams.",
+    ),
+    (
+        "fanout_pass_seconds",
+        "fanout_pass",
+        "Seconds a fan-out pass took, from taking its events to its last write.",
+    ),
+)
+"""(name, attribute, help) of the histograms, in the order they are shared."""
+
+SHARED_FIELDS = len(SERIES) + len(HISTOGRAMS) * (len(LATENCY_BUCKETS) + 2)
+"""How many values a worker shares (rawsse.broker.ring's slots hold at least this many)."""
 
 
 def _position(name: str) -> int:

@@ -2,14 +2,16 @@
 figures there as JSON. The dashboard computes rates from the deltas of the counters.
 
     {"version": "0.1.0", "uptime": 12.0, "streams_open": 3, "events_published": 41, ...,
+     "latency_p50": 0.0004, "latency_p99": 0.0031,
      "workers": [{"worker": 0, "pid": 4242, "uptime": 12.0, "streams_open": 3, ...}]}
 
-The top-level figures are the sums over `workers`; with one process the list has one
-entry, and a server of several worker processes lists one entry per worker: worker 0
-publishes them all (the others' figures as of their last once-a-second sweep), so the
-page sees one snapshot a second whichever worker it is connected to. With a Redis broker
-nothing is published (the nodes would interleave their snapshots): the dashboard shows
-one process or one machine.
+The top-level figures are the sums over `workers`, and the publish-to-socket latency's
+p50 and p99 (seconds, since the start, from the summed histograms; null before any
+event); with one process the list has one entry, and a server of several worker
+processes lists one entry per worker: worker 0 publishes them all (the others' figures
+as of their last once-a-second sweep), so the page sees one snapshot a second whichever
+worker it is connected to. With a Redis broker nothing is published (the nodes would
+interleave their snapshots): the dashboard shows one process or one machine.
 The figures are plain arithmetic; the event goes to the broker of this machine, which
 takes it before it returns.
 """
@@ -23,7 +25,7 @@ from typing import Any
 
 from rawsse import __version__
 from rawsse.broker.base import Broker, Reach, publish_now
-from rawsse.core.metrics import SERIES, Metrics
+from rawsse.core.metrics import LATENCY_BUCKETS, SERIES, Metrics, quantile
 from rawsse.core.publish import PublishItem
 from rawsse.core.subscriptions import Subscriptions
 from rawsse.core.topics import STATS_TOPIC
@@ -53,6 +55,7 @@ def worker_figures(metrics: Metrics, worker: int, pid: int, uptime: float) -> Fi
     figures: Figures = {"worker": worker, "pid": pid, "uptime": round(uptime, 3)}
     for name in (*GAUGES, *COUNTERS):
         figures[name] = getattr(metrics, name)
+    figures["latency"] = metrics.publish_latency.counts[:]
     return figures
 
 
@@ -61,6 +64,8 @@ def shared_figures(values: Sequence[int], worker: int) -> Figures:
     figures: Figures = {"worker": worker}
     shared = values[: len(SERIES)]  # the shared slot has room for more series
     figures.update((name, value) for (name, *_), value in zip(SERIES, shared, strict=True))
+    start = len(SERIES)  # the publish latency's histogram comes first after them
+    figures["latency"] = list(values[start : start + len(LATENCY_BUCKETS) + 1])
     return figures
 
 
@@ -69,8 +74,15 @@ def snapshot(workers: Sequence[Figures], uptime: float) -> Figures:
     document: Figures = {"version": __version__, "uptime": round(uptime, 3)}
     for name in (*GAUGES, *COUNTERS):
         document[name] = sum(worker[name] for worker in workers)
+    latency = [sum(counts) for counts in zip(*(worker["latency"] for worker in workers), strict=True)]
+    document["latency_p50"] = _rounded(quantile(latency, 0.5))
+    document["latency_p99"] = _rounded(quantile(latency, 0.99))
     document["workers"] = list(workers)
     return document
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 6)
 
 
 def encode(document: Figures) -> str:

@@ -7,6 +7,7 @@ RawsseError. Publishing itself, for every publisher of the process, is `Publishi
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -53,29 +54,54 @@ def decided(make: Callable[[], Outcome_]) -> Outcome_ | RawsseError:
         return internal_error()
 
 
+class Route(enum.Enum):
+    """Where a publish came from, as /metrics counts them (rawsse_publishes_total)."""
+
+    HTTP = "http"
+    WS = "ws"
+    LOCAL = "local"
+
+
 class Publishing:
     """Publishing through the broker, for every publisher of this process (POST /publish,
-    a WebSocket's publish command, embedding code), which counts what was accepted; and
-    the server's own words (kicks, presence), which are not publishes."""
+    a WebSocket's publish command, embedding code), which counts what was accepted, by
+    route; and the server's own words (kicks, presence), which are not publishes."""
 
     def __init__(self, broker: Broker, metrics: Metrics) -> None:
         self._broker, self._metrics = broker, metrics
         self.at_once = broker.answers_at_once
         """Publishes are answered before `publish` returns (a broker of this machine)."""
 
-    def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
+    def publish(
+        self, items: Sequence[PublishItem], done: Callable[[Outcome], None], route: Route = Route.HTTP
+    ) -> None:
         def published(outcome: Outcome) -> None:
             if not isinstance(outcome, RawsseError):
-                self._metrics.events_published += len(outcome)  # a publisher's, once accepted
+                self._count(route, len(outcome))  # a publisher's, once accepted
             done(outcome)
 
         self._broker.publish(items, published)
 
-    def publish_now(self, items: Sequence[PublishItem]) -> list[str]:
-        """Publish for embedding code, with a broker of this machine; raises what refused."""
+    def publish_ws(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
+        """A WebSocket stream's publish command."""
+        self.publish(items, done, Route.WS)
+
+    def publish_now(self, items: Sequence[PublishItem], route: Route = Route.LOCAL) -> list[str]:
+        """Publish with a broker of this machine (embedding code; a request answered
+        where it was read); raises what refused."""
         ids = publish_now(self._broker, items)
-        self._metrics.events_published += len(ids)
+        self._count(route, len(ids))
         return ids
+
+    def _count(self, route: Route, count: int) -> None:
+        metrics = self._metrics
+        metrics.events_published += count
+        if route is Route.HTTP:
+            metrics.published_http += count
+        elif route is Route.WS:
+            metrics.published_ws += count
+        else:
+            metrics.published_local += count
 
     def put_words(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
         """Put `$control` words in the order (rawsse.core.control)."""
@@ -105,7 +131,7 @@ class EffectRunner:
             return effect
         if isinstance(effect, fx.Publish) and self._publishing.at_once:
             try:
-                return effect.answer(self._publishing.publish_now(effect.items))
+                return effect.answer(self._publishing.publish_now(effect.items, Route.HTTP))
             except RawsseError as error:
                 return error
             except Exception:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 
-from rawsse.core.control import Word
+from rawsse.core.control import Word, is_control
+from rawsse.core.events import Event
 from rawsse.core.hub import FANOUT_SLICE, Delivery, Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.slots import Framing, SlotState, Why
@@ -46,6 +48,9 @@ class Fanout:
         self.passing = False
         self._work: deque[Delivery] = deque()
         self._offset = 0
+        self._timed: list[Event] = []
+        """The events of the running pass, timed when it ends."""
+        self._started = 0.0
         self._heartbeat_due = False
         self._pinged = False
         """A heartbeat pass (with its pings) was taken since the last keep-alive check."""
@@ -110,15 +115,27 @@ class Fanout:
         for slot in self._sessions.unanswered(slots):
             registry.close(slot, Why.PEER)
 
+    def _time_pass(self, metrics: Metrics) -> None:
+        """The pass is over: how long it took, and each of its events' time from arrival."""
+        now = time.monotonic()
+        metrics.fanout_pass.observe(now - self._started)
+        latency = metrics.publish_latency
+        for event in self._timed:
+            if not is_control(event.topics):  # a word is written to no stream
+                latency.observe(now - event.time)
+        self._timed = []
+
     def _start_pass(self) -> None:
         self._scheduled = False
         if self._stopped:
             return
         work: list[Delivery] = []
         hub = self._hub
+        self._started = time.monotonic()  # the clock of the events' times, precise
         if hub.has_queued:
             batch = hub.take_batch()
             work = batch.deliveries
+            self._timed = batch.events
             for word in batch.words:
                 self._on_word(word)
         if self._heartbeat_due:  # with the events, if any: a steady stream of them must
@@ -126,6 +143,7 @@ class Fanout:
             self._pinged = True
             work.extend(hub.heartbeat_batch())
         if not work:
+            self._timed = []
             self._quiet.wake()
             return
         self._work.extend(work)
@@ -167,6 +185,7 @@ class Fanout:
             self._loop.call_soon(self._run_slice)
             return
         self.passing = False
+        self._time_pass(metrics)
         table = registry.table
         for slot in table.end_pass():
             registry.backend.free(slot)

@@ -42,6 +42,7 @@ from rawsse.dashboard.stats import StatsPublisher
 from rawsse.errors import ConfigError
 from rawsse.poller import available_poller, make_poller
 from rawsse.preflight import check_environment
+from rawsse.reactor import process_figures
 from rawsse.reactor.allocator import Trimmer
 from rawsse.reactor.app_client import AUTH_WAITING_PER_CONNECTION, AppClient
 from rawsse.reactor.context import ConnectionContext
@@ -179,7 +180,7 @@ class Server:
             history,
             metrics,
             config.max_queued_bytes,
-            loop.time,
+            time.monotonic,  # the loop's clock, but precise: uvloop's is in whole milliseconds
             max_event_bytes=config.max_pending_bytes,
             ids=ids,
         )
@@ -205,7 +206,7 @@ class Server:
             table,
             backend,
             sessions,
-            publishing.publish,
+            publishing.publish_ws,
             presence.on_word,
             access.ledger,
             self._wall,
@@ -419,6 +420,7 @@ class Server:
                 self._raw.sweep(now)
             self.streams.sweep(now)
             self.hub.history.expire(now)
+            process_figures.sample(self.metrics)  # before the broker shares them
             self.broker.sweep()
             if now >= self._next_heartbeat:
                 self._next_heartbeat = now + self.config.heartbeat

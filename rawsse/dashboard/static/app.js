@@ -39,6 +39,13 @@ function formatDuration(seconds) {
   return `${s}s`;
 }
 
+function formatLatency(seconds, label) {
+  // Estimated from the histogram's buckets, as Prometheus' histogram_quantile does.
+  if (seconds === null || seconds === undefined) return `${label} –`;
+  const text = seconds < 0.001 ? `${(seconds * 1e6).toFixed(0)} µs` : seconds < 1 ? `${(seconds * 1e3).toFixed(1)} ms` : `${seconds.toFixed(2)} s`;
+  return `${label} ${text}`;
+}
+
 function show(id, text, value) {
   const element = $(id);
   element.textContent = text;
@@ -182,6 +189,8 @@ function onStats(event) {
   show("resumes", integer.format(stats.resumes), stats.resumes);
   show("published-total", integer.format(stats.events_published), stats.events_published);
   show("uptime", formatDuration(stats.uptime), stats.uptime);
+  show("latency-p50", formatLatency(stats.latency_p50, "p50"), stats.latency_p50);
+  show("latency-p99", formatLatency(stats.latency_p99, "p99"), stats.latency_p99);
   const rate = rates(previous, stats);
   previous = stats;
   if (rate) {
