@@ -120,9 +120,10 @@ class Fanout:
         now = time.monotonic()
         metrics.fanout_pass.observe(now - self._started)
         latency = metrics.publish_latency
+        observe = latency.observe
         for event in self._timed:
             if not is_control(event.topics):  # a word is written to no stream
-                latency.observe(now - event.time)
+                observe(now - event.time)
         self._timed = []
 
     def _start_pass(self) -> None:

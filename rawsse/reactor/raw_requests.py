@@ -111,12 +111,15 @@ class RawRequests:
         self._family = bytearray(capacity)  # AF_INET or AF_INET6
         self._address: list[str | None] = [None] * capacity
         timeouts = context.timeouts
-        self._deadlines = {
-            RawPhase.FIRST: Deadlines(timeouts.header),
-            RawPhase.IDLE: Deadlines(timeouts.keepalive),
-            RawPhase.SHED: Deadlines(SHED_TIMEOUT),
-            RawPhase.LINGERING: Deadlines(LINGER_TIME),
+        timeout = {
+            RawPhase.FIRST: timeouts.header,
+            RawPhase.IDLE: timeouts.keepalive,
+            RawPhase.SHED: SHED_TIMEOUT,
+            RawPhase.LINGERING: LINGER_TIME,
         }
+        # By the phase's value (the byte of `_phase`), without making an enum of it each
+        # time; NONE's stays empty.
+        self._deadlines = [Deadlines(timeout.get(phase, 0.0)) for phase in RawPhase]
         self._reader: RequestReader | None = None
         """The one reader of whole requests, waiting between messages (None: make one)."""
         self._buffer = bytearray(READ_BUFFER)
@@ -138,7 +141,7 @@ class RawRequests:
     def _enter(self, fd: int, phase: RawPhase, now: float) -> None:
         old = self._phase[fd]
         if old:
-            self._deadlines[RawPhase(old)].remove(fd)
+            self._deadlines[old].remove(fd)
         self._phase[fd] = phase
         self._deadlines[phase].add(fd, now)
 
@@ -147,7 +150,7 @@ class RawRequests:
         phase = self._phase[fd]
         if not phase:
             return
-        self._deadlines[RawPhase(phase)].remove(fd)
+        self._deadlines[phase].remove(fd)
         self._phase[fd] = RawPhase.NONE
         self._address[fd] = None
         self._table.leave(fd)
@@ -345,20 +348,20 @@ class RawRequests:
 
     def sweep(self, now: float) -> None:
         """Once a second: close the raw connections whose phase timed out."""
-        for deadlines in self._deadlines.values():
+        for deadlines in self._deadlines:
             for fd in deadlines.expired(now):
                 self._close(fd)
 
     def close_all(self) -> None:
         """Close every raw connection (the shutdown's end)."""
-        for deadlines in self._deadlines.values():
+        for deadlines in self._deadlines:
             for fd in deadlines.fds():
                 self._close(fd)
 
     @property
     def count(self) -> int:
         """Raw connections in every phase."""
-        return sum(len(deadlines) for deadlines in self._deadlines.values())
+        return sum(len(deadlines) for deadlines in self._deadlines)
 
 
 def hand_over(
