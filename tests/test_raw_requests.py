@@ -231,3 +231,19 @@ def test_a_token_holder_publishes_on_a_kept_alive_connection(raw: tuple[str, str
         writer.close()
 
     run_with_server(raw, scenario, jwt_secret=SECRET, publish_token="operator-token")
+
+
+def test_empty_lines_before_a_request_are_ignored(raw: tuple[str, str]) -> None:
+    """RFC 9112 2.2: a server ignores at least one empty line before a request-line."""
+
+    async def scenario(server: Server) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"\r\n")
+        # An absence, so a bounded wait: neither an answer nor the connection's end comes.
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(reader.read(1), 0.3)
+        writer.write(b"\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (await read_response(reader)).status == 200
+        writer.close()
+
+    run_with_server(raw, scenario)

@@ -45,7 +45,8 @@ class ConnectionContext:
     shedding: int = 0
     """How many of them are over the limit now."""
     arriving: int = 0
-    """Connections accepted on the raw path whose request is not read yet."""
+    """Connections the raw path holds (rawsse.reactor.raw_requests): waiting for a request,
+    kept alive between requests, or lingering after their last answer."""
     handing_over: int = 0
     """Connections the raw path handed to the loop that it has not made yet."""
 

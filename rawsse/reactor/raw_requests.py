@@ -235,6 +235,9 @@ class RawRequests:
                 unsent = b"".join(answers)
                 self._hand_over_rest(fd, reader, requests, len(requests), None, unsent, count, now)
             return
+        if not answers:  # only the empty lines a client may send before a request
+            self._reader = reader
+            return
         data = answers[0] if len(answers) == 1 else b"".join(answers)
         sent = self._write(fd, data)
         if sent < 0:
