@@ -98,3 +98,19 @@ def test_a_batch_is_appended_whole_or_not_at_all(logs: tuple[SharedLog, SharedLo
         writer.append([PublishItem(("t",), "ok"), PublishItem(("t",), "x" * 2000)], 1.0)
     assert writer.tail == cursor
     assert append(writer, "next") == [1]
+
+
+def test_a_log_knows_how_many_workers_read_it(log_path: str) -> None:
+    """The writer scans only the cursors of the workers there are, under its lock."""
+    SharedLog.create(log_path, 4096, readers=2)
+    log = SharedLog(log_path)
+    assert log.readers == 2
+    log.join(0)
+    log.join(1)
+    with pytest.raises(ValueError):
+        log.join(2)
+    log.leave(1)  # a worker that exited holds nothing back
+    for _ in range(200):
+        append(log, "x" * 50)
+        log.advance(0, log.tail)
+    log.close()

@@ -14,6 +14,7 @@ Layout (little-endian), all offsets into the file:
     8      head       logical start of the oldest whole record
     16     sequence   the last sequence assigned
     24     dropped    the highest sequence overwritten
+    32     readers    how many workers' cursors there are (set at creation)
     64+8i  cursor i   where worker i reads next (NO_READER when none)
     METRICS_AT + 8*(FIELDS*i + k)   worker i's shared metric k
     DATA_AT ...       the ring, `capacity` bytes
@@ -49,7 +50,7 @@ NO_READER = (1 << 64) - 1
 _U64 = struct.Struct("<Q")
 _RECORD = struct.Struct("<IIIIQd")
 _LENGTH = struct.Struct("<I")
-_TAIL, _HEAD, _SEQUENCE, _DROPPED = 0, 8, 16, 24
+_TAIL, _HEAD, _SEQUENCE, _DROPPED, _READERS = 0, 8, 16, 24, 32
 
 
 class Record(NamedTuple):
@@ -66,10 +67,17 @@ class SharedLog:
         size = os.fstat(self._fd).st_size
         self.capacity = size - DATA_AT
         self._map = mmap.mmap(self._fd, size)
+        self.readers = self._get(_READERS)
+        self._cursors = struct.Struct(f"<{self.readers}Q")
+        """Every worker's cursor, read in one go by the writer: only as many as there are
+        workers, since the writer scans them while it holds the lock."""
 
     @staticmethod
-    def create(path: str, capacity: int) -> None:
-        """Make an empty log of `capacity` bytes of records (a multiple of 8)."""
+    def create(path: str, capacity: int, readers: int = MAX_WORKERS) -> None:
+        """Make an empty log of `capacity` bytes of records (a multiple of 8), for
+        `readers` workers."""
+        if not 0 < readers <= MAX_WORKERS:
+            raise ValueError(f"a log has 1 to {MAX_WORKERS} readers, not {readers}")
         capacity -= capacity % 8
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -81,6 +89,7 @@ class SharedLog:
                 os.unlink(path)
                 raise
             with mmap.mmap(fd, DATA_AT) as header:
+                _U64.pack_into(header, _READERS, readers)
                 for worker in range(MAX_WORKERS):
                     _U64.pack_into(header, 64 + 8 * worker, NO_READER)
         finally:
@@ -106,6 +115,8 @@ class SharedLog:
     def join(self, worker: int) -> tuple[int, int, int]:
         """Register worker `worker` as a reader from the oldest record; returns (cursor, the
         tail at that moment, the highest sequence already overwritten)."""
+        if not 0 <= worker < self.readers:
+            raise ValueError(f"this log has {self.readers} readers; no worker {worker}")
         with self._locked():
             head = self._get(_HEAD)
             self._set(64 + 8 * worker, head)
@@ -174,8 +185,7 @@ class SharedLog:
                 planned.append((end, record))
                 end += length
             slowest = min(
-                (c for c in (self._get(64 + 8 * w) for w in range(MAX_WORKERS)) if c != NO_READER),
-                default=end,
+                (c for c in self._cursors.unpack_from(self._map, 64) if c != NO_READER), default=end
             )
             if end - slowest > capacity:
                 raise Overloaded("a worker is a whole ring behind; retry shortly")

@@ -26,20 +26,20 @@ and never less than this."""
 log = logging.getLogger("rawsse")
 
 
-def create_log(history_bytes: int, max_event_bytes: int, used: bool) -> SharedLog:
+def create_log(history_bytes: int, max_event_bytes: int, used: bool, readers: int) -> SharedLog:
     """The log of a new group of workers, made by their supervisor before it forks them:
     room for the history a restarted worker loads and for the largest event 4 times, or
     the smallest log when it goes unused (with a Redis broker the workers are nodes). In
     /dev/shm (memory) when it has room, else in the temporary directory; the file is
     unlinked at once, so nothing is left behind however the server ends (the workers
-    reopen it through the descriptor they inherit)."""
+    reopen it through the descriptor they inherit). `readers`: how many workers."""
     size = max(history_bytes, 4 * (max_event_bytes + 64 * 1024), MIN_LOG_BYTES) if used else MIN_LOG_BYTES
     name = f"rawsse-{os.getpid()}-{os.urandom(4).hex()}"
     directories = [d for d in ("/dev/shm", tempfile.gettempdir()) if os.path.isdir(d)]
     for directory in directories:
         path = os.path.join(directory, name)
         try:
-            SharedLog.create(path, size)
+            SharedLog.create(path, size, readers)
             shared = SharedLog(path)
             os.unlink(path)
             return shared

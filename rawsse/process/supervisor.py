@@ -81,7 +81,8 @@ class Supervisor:
         check_environment(config)
         self.count = config.worker_count()
         self.config = config
-        self._log = create_log(config.history_bytes, config.max_pending_bytes, config.broker == "memory")
+        memory = config.broker == "memory"
+        self._log = create_log(config.history_bytes, config.max_pending_bytes, memory, self.count)
         try:
             self._listeners: list[Listeners] = listen_shared(
                 config.host, config.port, config.backlog, self.count
