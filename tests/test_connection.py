@@ -352,3 +352,25 @@ def test_a_fault_the_first_reader_met_is_answered_by_the_connection() -> None:
     assert connection.take_output().startswith(b"HTTP/1.1 414 ")
     assert connection.take_refusals() == [414]
     assert connection.phase is Phase.LINGERING
+
+
+def test_whole_requests_before_a_fault_are_answered_first_whatever_follows_the_fault() -> None:
+    """A fault after whole requests in one read of more than a slice: the requests are
+    answered, then the fault; what follows the fault is not fed again (that would refuse
+    the connection before its requests were answered)."""
+    connection = make()
+    connection.receive_data(GET + b"NOT HTTP " * 3000, 0)  # well over FEED_SLICE
+    [request] = requests(connection)
+    connection.respond(request, b"<answer>", False, 0)
+    output = connection.take_output()
+    assert output.startswith(b"<answer>HTTP/1.1 400 ")
+    assert connection.phase is Phase.LINGERING
+
+
+def test_answers_given_before_a_core_took_over_go_first_and_a_last_one_ends_it() -> None:
+    connection = make()
+    connection.send_first(b"<earlier answers>", True, 0)
+    connection.receive_data(GET, 0)  # after a last answer: input is read and dropped
+    assert connection.next_request() is None
+    assert connection.take_output() == b"<earlier answers>"
+    assert connection.phase is Phase.LINGERING

@@ -110,3 +110,15 @@ def test_the_process_figures_are_read_by_the_sweep() -> None:
         assert values["process_cpu_seconds_total"] > 0
 
     run_with_server(("uvloop", "epoll"), scenario)
+
+
+def test_large_figures_keep_every_digit() -> None:
+    """Prometheus reads the numbers as they are printed: no rounding to six digits."""
+    metrics = Metrics()
+    metrics.process_resident_bytes = 123_456_789
+    metrics.process_cpu_micros = 1_234_567_891
+    metrics.publish_latency.observe(1234.000001)
+    text = metrics.render().decode()
+    assert "\nprocess_resident_memory_bytes 123456789\n" in text
+    assert "\nprocess_cpu_seconds_total 1234.567891\n" in text
+    assert "\nrawsse_publish_latency_seconds_sum 1234.000001\n" in text

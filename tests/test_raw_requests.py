@@ -6,6 +6,8 @@ loop's machinery."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 
 import jwt
@@ -13,7 +15,7 @@ import pytest
 
 import rawsse.reactor.raw_requests as raw_requests
 from rawsse.reactor.server import Server
-from tests.helpers import TIMEOUT, StreamClient, read_response, run_with_server, wait_for
+from tests.helpers import TIMEOUT, StreamClient, read_head, read_response, run_with_server, wait_for
 
 KIND = "integration"
 
@@ -247,3 +249,87 @@ def test_empty_lines_before_a_request_are_ignored(raw: tuple[str, str]) -> None:
         writer.close()
 
     run_with_server(raw, scenario)
+
+
+def test_a_last_answer_the_socket_cannot_take_at_once_still_ends_the_connection() -> None:
+    """Pipelined requests whose answers outgrow a small receive window, the last with
+    `Connection: close`: the rest goes out through the loop, and the connection ends
+    after it; a request sent afterwards is not answered."""
+
+    async def scenario(server: Server) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        one = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        last = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        count = 16000 // len(one) - 2  # all in the first slice the raw path reads
+        writer.write(one * count + last)
+        for _ in range(count + 1):
+            assert (await read_response(reader)).status == 200
+        writer.write(one)
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        writer.close()
+
+    run_with_server(RAW[0], scenario)
+
+
+def test_a_decided_request_followed_by_an_oversized_head_is_answered_either_way() -> None:
+    """A stream request, then a head too large, in one write. Read in one go (more than a
+    slice), the connection is refused with 431, as on the ordinary path; read in two, the
+    stream opens first and what follows it is no HTTP. Either way it is answered, never
+    dropped with an error."""
+
+    async def scenario(server: Server) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        stream = b"GET /events?topic=t HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        oversized = b"GET /y HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: aaaaaaaaaaaaaaaaaaaa\r\n" * 1500
+        writer.write(stream + oversized)
+        status, _ = await read_head(reader)
+        assert status in (200, 431)
+        if status == 431:
+            assert server.metrics.rejected[431] == 1
+        else:
+            await wait_for(lambda: server.metrics.streams_open == 1, "the stream")
+        writer.close()
+
+    run_with_server(RAW[0], scenario, max_header_bytes=8192)
+
+
+def test_a_bad_upgrade_over_the_limit_is_answered_and_closed() -> None:
+    """Over the connection limit, a /ws request that is no upgrade gets its refusal, as
+    on the ordinary path, and the descriptor back at once."""
+
+    async def scenario(server: Server) -> None:
+        held = await StreamClient.open(server.port, "topic=t")
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = await read_response(reader)
+        assert 400 <= answer.status < 500 and answer.headers.get("connection") == "close"
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        await wait_for(lambda: server.context.shedding == 0, "the shed connection to be gone")
+        held.close()
+        writer.close()
+
+    run_with_server(RAW[0], scenario, max_connections=1)
+
+
+def test_a_shed_connection_gone_before_its_answer_is_closed_once() -> None:
+    """White-box, since the race cannot be staged over loopback: the answer's write fails
+    (the client reset), which closes the descriptor; nothing closes it a second time."""
+
+    async def scenario(server: Server) -> None:
+        raw = server._raw
+        assert raw is not None
+        ours, theirs = socket.socketpair()
+        fd = ours.detach()
+        os.set_blocking(fd, False)
+        raw._backend.watch(fd)
+        server.context.shedding += 1  # as the acceptor counts a connection over the limit
+        raw.take(fd, "127.0.0.1", socket.AF_INET, True, True, server.context.clock())
+        theirs.close()
+        raw._answer_and_close(fd, [], b"x" * 100_000)  # EPIPE: closed by the failed write
+        assert server.context.shedding == 0 and server.context.arriving == 0
+
+    run_with_server(RAW[0], scenario)

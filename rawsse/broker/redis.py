@@ -281,7 +281,7 @@ class RedisBroker(Broker):
     def _events(self, entries: Entries) -> list[Event]:
         """Encode stream entries once each; an entry this node cannot use (written by
         something else, or over this node's size limit) is logged and skipped."""
-        now = self._loop.time()
+        now = self.clock()  # the fan-out's clock: it times each event from here
         encoder = self.encoder
         events = []
         for entry_id, fields in entries:

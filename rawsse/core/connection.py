@@ -177,6 +177,7 @@ class HttpConnection:
         """Answers given before this core took the connection over (on the raw path,
         rawsse.reactor.raw_requests) that the socket did not take whole: they go out
         before anything else; `last` when the last of them ends the connection."""
+        self._first = False  # requests were answered: the keep-alive timeout runs from here
         self._emit(data)
         if last:
             self._end(now)
@@ -315,11 +316,12 @@ class HttpConnection:
 
     def _parse(self, now: float) -> None:
         reader = self._reader
-        if reader.deferred is not None:
-            # A fault after whole requests: nothing after it is HTTP, and it is refused
-            # once they are answered (feeding the rest would refuse it before them).
-            self._unparsed = NOTHING
         while self._unparsed and self._can_parse:
+            if reader.deferred is not None:
+                # A fault after whole requests: nothing after it is HTTP, and it is refused
+                # once they are answered (feeding the rest would refuse it before them).
+                self._unparsed = NOTHING
+                break
             chunk = self._unparsed
             if len(chunk) > FEED_SLICE:
                 chunk, self._unparsed = chunk[:FEED_SLICE], chunk[FEED_SLICE:]

@@ -157,7 +157,8 @@ class Metrics:
             position = _position(field)
             for index, values in enumerate(rows):
                 label = "" if workers is None else f'{{worker="{index}"}}'
-                lines.append(f"{name}{label} {values[position] * scale:g}")
+                value = values[position]
+                lines.append(f"{name}{label} {value if scale == 1 else repr(value * scale)}")
         start = len(SERIES)
         for name, _, help_text in HISTOGRAMS:
             lines.append(f"# HELP rawsse_{name} {help_text}")
@@ -172,7 +173,7 @@ class Metrics:
                     le = "+Inf" if bound == float("inf") else f"{bound:g}"
                     lines.append(f'rawsse_{name}_bucket{{{worker}le="{le}"}} {cumulative}')
                 suffix = f"{{{worker[:-1]}}}" if worker else ""
-                lines.append(f"rawsse_{name}_sum{suffix} {micros / 1e6:g}")
+                lines.append(f"rawsse_{name}_sum{suffix} {micros / 1e6!r}")
                 lines.append(f"rawsse_{name}_count{suffix} {cumulative}")
             start += width
         lines.append("# HELP rawsse_rejected_requests_total Requests refused, by status.")

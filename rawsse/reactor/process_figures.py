@@ -5,6 +5,7 @@ by the server's sweep, so a worker shares them with the others like its counters
 from __future__ import annotations
 
 import os
+import sys
 
 from rawsse.core.metrics import Metrics
 
@@ -20,13 +21,14 @@ def _resident_bytes() -> int:
     try:
         with open("/proc/self/statm", "rb") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # no /proc (macOS, the BSDs): the peak, in KiB there (bytes on macOS)
+    except OSError:  # no /proc (macOS, the BSDs): the peak instead
         pass
     try:
         import resource  # POSIX only
     except ImportError:
         return 0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
 def _open_fds() -> int:

@@ -189,7 +189,11 @@ class RawRequests:
             requests = reader.feed(self._view[: min(count, FEED_SLICE)])  # type: ignore[arg-type]
         except HttpError as error:  # a malformed or oversized request: refused here
             reader.close()
-            self._last_answer(fd, error_response(error), error.status or 400)
+            if shedding:  # over the limit: the descriptor back at once
+                context.metrics.rejected[error.status or 400] += 1
+                self._answer_and_close(fd, [], error_response(error))
+            else:
+                self._last_answer(fd, error_response(error), error.status or 400)
             return
         # Whole: every byte read was read, into whole requests (or up to an upgrade).
         whole = count <= FEED_SLICE and (reader.between_messages or reader.upgraded)
@@ -197,7 +201,12 @@ class RawRequests:
         for index, request in enumerate(requests):
             if shedding:
                 self._recycle(reader)
-                self._answer_and_close(fd, answers, context.api.shed(request))
+                try:
+                    answer_bytes = context.api.shed(request)
+                except RawsseError as refusal:  # a bad upgrade, an origin not allowed
+                    context.metrics.rejected[refusal.status or 500] += 1
+                    answer_bytes = error_response(refusal)
+                self._answer_and_close(fd, answers, answer_bytes)
                 return
             effect = self._decide(request, fd)
             if isinstance(effect, RawsseError):  # the last answer, whatever came after it
@@ -303,8 +312,8 @@ class RawRequests:
     def _answer_and_close(self, fd: int, before: list[bytes], data: bytes) -> None:
         """Over the limit: the answer, then the descriptor back at once (no lingering,
         as the ordinary path does for a shed connection)."""
-        self._write(fd, b"".join(before) + data if before else data)
-        self._close(fd)
+        if self._write(fd, b"".join(before) + data if before else data) >= 0:
+            self._close(fd)  # (a failed write closed it already)
 
     # Handing over to the loop's machinery
 
@@ -327,12 +336,13 @@ class RawRequests:
         core = HttpConnection(self._context.limits, self._context.timeouts, now, shedding, reader=reader)
         if unsent:
             core.send_first(unsent, closing, now)
-        core.receive_parsed(requests[index:], None, bytes(self._view[FEED_SLICE:count]), now)
+        if not closing:  # after a last answer nothing more is read as a request
+            core.receive_parsed(requests[index:], None, bytes(self._view[FEED_SLICE:count]), now)
         handover = Handover(core, loopback=bool(self._loopback[fd]), shedding=shedding)
-        if effect is not None:
-            request = core.next_request()  # the one decided here
-            assert request is requests[index]
-            handover.request, handover.effect = request, effect
+        # The request decided here, unless the rest of the read was refused (the core then
+        # answers that refusal and closes; the effect, never carried out, is dropped).
+        if effect is not None and core.next_request() is requests[index]:
+            handover.request, handover.effect = requests[index], effect
         family = self._family[fd]
         self._shedding[fd] = False  # the count goes with the connection
         self._leave(fd)
