@@ -14,6 +14,7 @@ import jwt
 import pytest
 
 import rawsse.reactor.raw_requests as raw_requests
+from rawsse.core.connection import SHED_TIMEOUT
 from rawsse.reactor.server import Server
 from tests.helpers import TIMEOUT, StreamClient, read_head, read_response, run_with_server, wait_for
 
@@ -333,3 +334,23 @@ def test_a_shed_connection_gone_before_its_answer_is_closed_once() -> None:
         assert server.context.shedding == 0 and server.context.arriving == 0
 
     run_with_server(RAW[0], scenario)
+
+
+def test_a_shed_head_handed_over_keeps_the_time_its_connection_was_accepted() -> None:
+    """Over the limit, a connection has SHED_TIMEOUT for its whole head, from its accept
+    (as on the ordinary path): one that waits, then trickles its head in, gains nothing."""
+
+    async def scenario(server: Server) -> None:
+        loop = asyncio.get_running_loop()
+        held = await StreamClient.open(server.port, "topic=t")
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        connected = loop.time()
+        await asyncio.sleep(0.5)  # the scenario itself: a client that waits before its head
+        writer.write(b"GET /events?topic=t HTTP/1.1\r\n")
+        await wait_for(lambda: len(server.context.connections) == 1, "the hand-over")
+        (connection,) = server.context.connections
+        assert connection.deadline <= connected + SHED_TIMEOUT + 0.2
+        writer.close()
+        held.close()
+
+    run_with_server(RAW[0], scenario, max_connections=1)

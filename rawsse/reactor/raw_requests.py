@@ -65,6 +65,9 @@ class RawPhase(enum.IntEnum):
     client has read the answer."""
 
 
+_FIRST_REQUEST = (RawPhase.FIRST, RawPhase.SHED)
+
+
 class Deadlines:
     """The raw connections in one phase, in the order they entered it: with one timeout
     for all of them, the oldest expire first."""
@@ -80,6 +83,9 @@ class Deadlines:
 
     def remove(self, fd: int) -> None:
         self._since.pop(fd, None)
+
+    def since(self, fd: int, default: float) -> float:
+        return self._since.get(fd, default)
 
     def expired(self, now: float) -> list[int]:
         limit = now - self.timeout
@@ -333,7 +339,11 @@ class RawRequests:
         requests from `index` (the first of them decided as `effect`, unless None), and
         what the reader did not read of this read."""
         shedding = bool(self._shedding[fd])
-        core = HttpConnection(self._context.limits, self._context.timeouts, now, shedding, reader=reader)
+        # A connection still on its first request keeps the time it was accepted: the
+        # header timeout (or, over the limit, SHED_TIMEOUT) runs once, not again from here.
+        phase = self._phase[fd]
+        started = self._deadlines[phase].since(fd, now) if phase in _FIRST_REQUEST else now
+        core = HttpConnection(self._context.limits, self._context.timeouts, started, shedding, reader=reader)
         if unsent:
             core.send_first(unsent, closing, now)
         if not closing:  # after a last answer nothing more is read as a request
