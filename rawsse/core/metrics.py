@@ -123,64 +123,67 @@ class Metrics:
             "# TYPE rawsse_build_info gauge",
             f'rawsse_build_info{{version="{__version__}",python="{PYTHON}"}} 1',
         ]
+        rows = [self.shared_values()] if workers is None else workers
+        # Each row's own label: none for a single process, its worker's index otherwise.
+        tagged = [("" if workers is None else f'worker="{n}"', values) for n, values in enumerate(rows)]
+
+        def family(name: str, kind: str, help_text: str) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+
         for position, (name, kind, help_text) in enumerate(SERIES):
             if kind == "labelled":
                 continue  # rendered below, under one name with a label
-            metric = f"{name}_total" if kind == "counter" else name
-            lines.append(f"# HELP rawsse_{metric} {help_text}")
-            lines.append(f"# TYPE rawsse_{metric} {kind}")
-            if workers is None:
-                lines.append(f"rawsse_{metric} {getattr(self, name)}")
-            else:
-                lines.extend(f'rawsse_{metric}{{worker="{i}"}} {v[position]}' for i, v in enumerate(workers))
-        lines.append("# HELP rawsse_streams Streams open now, by transport.")
-        lines.append("# TYPE rawsse_streams gauge")
-        rows = [self.shared_values()] if workers is None else workers
-        total = _position("streams_open")
-        ws = _position("ws_streams_open")
-        for index, values in enumerate(rows):
-            worker = "" if workers is None else f',worker="{index}"'
-            lines.append(f'rawsse_streams{{transport="sse"{worker}}} {values[total] - values[ws]}')
-            lines.append(f'rawsse_streams{{transport="ws"{worker}}} {values[ws]}')
-        lines.append(
-            "# HELP rawsse_publishes_total Events published, by route: POST /publish, WebSocket, in-process."
+            metric = f"rawsse_{name}_total" if kind == "counter" else f"rawsse_{name}"
+            family(metric, kind, help_text)
+            lines.extend(f"{metric}{_labels(worker)} {values[position]}" for worker, values in tagged)
+        family("rawsse_streams", "gauge", "Streams open now, by transport.")
+        total, ws = _position("streams_open"), _position("ws_streams_open")
+        for worker, values in tagged:
+            sse, websocket = _labels('transport="sse"', worker), _labels('transport="ws"', worker)
+            lines.append(f"rawsse_streams{sse} {values[total] - values[ws]}")
+            lines.append(f"rawsse_streams{websocket} {values[ws]}")
+        family(
+            "rawsse_publishes_total",
+            "counter",
+            "Events published, by route: POST /publish, WebSocket, in-process.",
         )
-        lines.append("# TYPE rawsse_publishes_total counter")
         for route in ("http", "ws", "local"):
             position = _position(f"published_{route}")
-            for index, values in enumerate(rows):
-                worker = "" if workers is None else f',worker="{index}"'
-                lines.append(f'rawsse_publishes_total{{route="{route}"{worker}}} {values[position]}')
+            for worker, values in tagged:
+                labels = _labels(f'route="{route}"', worker)
+                lines.append(f"rawsse_publishes_total{labels} {values[position]}")
         for name, kind, help_text, field, scale in PROCESS_SERIES:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
+            family(name, kind, help_text)
             position = _position(field)
-            for index, values in enumerate(rows):
-                label = "" if workers is None else f'{{worker="{index}"}}'
+            for worker, values in tagged:
                 value = values[position]
-                lines.append(f"{name}{label} {value if scale == 1 else repr(value * scale)}")
+                lines.append(f"{name}{_labels(worker)} {value if scale == 1 else repr(value * scale)}")
         start = len(SERIES)
+        width = len(LATENCY_BUCKETS) + 2
         for name, _, help_text in HISTOGRAMS:
-            lines.append(f"# HELP rawsse_{name} {help_text}")
-            lines.append(f"# TYPE rawsse_{name} histogram")
-            width = len(LATENCY_BUCKETS) + 2
-            for index, values in enumerate(rows if workers is not None else [self.shared_values()]):
-                worker = "" if workers is None else f'worker="{index}",'
+            family(f"rawsse_{name}", "histogram", help_text)
+            for worker, values in tagged:
                 counts, micros = values[start : start + width - 1], values[start + width - 1]
                 cumulative = 0
                 for bound, count in zip((*LATENCY_BUCKETS, float("inf")), counts, strict=True):
                     cumulative += count
                     le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                    lines.append(f'rawsse_{name}_bucket{{{worker}le="{le}"}} {cumulative}')
-                suffix = f"{{{worker[:-1]}}}" if worker else ""
-                lines.append(f"rawsse_{name}_sum{suffix} {micros / 1e6!r}")
-                lines.append(f"rawsse_{name}_count{suffix} {cumulative}")
+                    labels = _labels(worker, f'le="{le}"')
+                    lines.append(f"rawsse_{name}_bucket{labels} {cumulative}")
+                lines.append(f"rawsse_{name}_sum{_labels(worker)} {micros / 1e6!r}")
+                lines.append(f"rawsse_{name}_count{_labels(worker)} {cumulative}")
             start += width
-        lines.append("# HELP rawsse_rejected_requests_total Requests refused, by status.")
-        lines.append("# TYPE rawsse_rejected_requests_total counter")
+        family("rawsse_rejected_requests_total", "counter", "Requests refused, by status.")
         for status in sorted(self.rejected):
             lines.append(f'rawsse_rejected_requests_total{{status="{status}"}} {self.rejected[status]}')
         return ("\n".join(lines) + "\n").encode()
+
+
+def _labels(*labels: str) -> str:
+    """`{a="1",b="2"}` of the labels given (empty ones left out), or nothing."""
+    present = ",".join(label for label in labels if label)
+    return f"{{{present}}}" if present else ""
 
 
 def _series(table: str) -> list[tuple[str, str, str]]:

@@ -195,11 +195,7 @@ class RawRequests:
             requests = reader.feed(self._view[: min(count, FEED_SLICE)])  # type: ignore[arg-type]
         except HttpError as error:  # a malformed or oversized request: refused here
             reader.close()
-            if shedding:  # over the limit: the descriptor back at once
-                context.metrics.rejected[error.status or 400] += 1
-                self._answer_and_close(fd, [], error_response(error))
-            else:
-                self._last_answer(fd, error_response(error), error.status or 400)
+            self._refuse(fd, error, [])
             return
         # Whole: every byte read was read, into whole requests (or up to an upgrade).
         whole = count <= FEED_SLICE and (reader.between_messages or reader.upgraded)
@@ -208,16 +204,14 @@ class RawRequests:
             if shedding:
                 self._recycle(reader)
                 try:
-                    answer_bytes = context.api.shed(request)
+                    self._answer_and_close(fd, answers, context.api.shed(request))
                 except RawsseError as refusal:  # a bad upgrade, an origin not allowed
-                    context.metrics.rejected[refusal.status or 500] += 1
-                    answer_bytes = error_response(refusal)
-                self._answer_and_close(fd, answers, answer_bytes)
+                    self._refuse(fd, refusal, answers)
                 return
             effect = self._decide(request, fd)
             if isinstance(effect, RawsseError):  # the last answer, whatever came after it
                 self._recycle(reader)
-                self._last_answer(fd, error_response(effect), effect.status or 500, answers)
+                self._refuse(fd, effect, answers)
                 return
             if isinstance(effect, OpenStream):
                 if len(requests) > 1 or not whole:  # a stream among other requests
@@ -234,18 +228,18 @@ class RawRequests:
                 return
             if isinstance(answer, RawsseError):
                 self._recycle(reader)
-                self._last_answer(fd, error_response(answer), answer.status or 500, answers)
+                self._refuse(fd, answer, answers)
                 return
             answers.append(answer.data)
             if answer.close or not request.keep_alive:
                 self._recycle(reader)
-                self._last_answer(fd, b"".join(answers), 0)
+                self._last_answer(fd, b"".join(answers))
                 return
         if not whole:
             deferred = reader.deferred
             if deferred is not None and count <= FEED_SLICE:  # a fault after whole requests
                 self._recycle(reader)
-                self._last_answer(fd, error_response(deferred), deferred.status or 400, answers)
+                self._refuse(fd, deferred, answers)
             else:  # a request still arriving, or more than a slice: the core's to read
                 unsent = b"".join(answers)
                 self._hand_over_rest(fd, reader, requests, len(requests), None, unsent, count, now)
@@ -296,11 +290,19 @@ class RawRequests:
             self._close(fd)
             return -1
 
-    def _last_answer(self, fd: int, data: bytes, status: int, before: list[bytes] | None = None) -> None:
+    def _refuse(self, fd: int, error: RawsseError, before: list[bytes]) -> None:
+        """Answer `error` after the answers `before` it, as the last answer: counted, then
+        the descriptor back at once when over the limit (as the ordinary path does for a
+        shed connection), else our FIN and lingering."""
+        self._context.metrics.rejected[error.status or 500] += 1
+        if self._phase[fd] == RawPhase.SHED:
+            self._answer_and_close(fd, before, error_response(error))
+        else:
+            self._last_answer(fd, error_response(error), before)
+
+    def _last_answer(self, fd: int, data: bytes, before: list[bytes] | None = None) -> None:
         """Send `data` (after the answers `before` it) as the connection's last answer,
-        then shut our side and linger; `status` is a refusal's, for the metrics (0: none)."""
-        if status:
-            self._context.metrics.rejected[status] += 1
+        then shut our side and linger."""
         if before:
             data = b"".join(before) + data
         sent = self._write(fd, data)
