@@ -112,6 +112,9 @@ def test_join_and_leave_events_for_tokens_that_allow_them(backend: tuple[str, st
         assert json.loads(joined.data) == {"type": "join", "topic": "chat:1", "sub": "bob"}
         await ws.close()
         assert json.loads((await watcher.next_event()).data)["type"] == "leave"
+        # The server's own events: no publisher's, so no route counts them.
+        assert server.metrics.events_published == 0
+        assert (server.metrics.published_http, server.metrics.published_ws) == (0, 0)
         quiet.close()
         watcher.close()
 

@@ -50,7 +50,7 @@ from rawsse.reactor.effects import EffectRunner, Publishing
 from rawsse.reactor.fd_streams import FdBackend
 from rawsse.reactor.intake import Intake
 from rawsse.reactor.listeners import listen
-from rawsse.reactor.presence import PresenceBoard
+from rawsse.reactor.presence import PresenceBoard, PresenceEvents
 from rawsse.reactor.protocol import HttpProtocol
 from rawsse.reactor.streams import StreamLimits, build_streams
 from rawsse.reactor.transport_streams import TransportBackend
@@ -202,7 +202,7 @@ class Server:
             loop,
             hub,
             metrics,
-            StreamLimits(config.max_pending_bytes, config.send_timeout, config.fanout_slice),
+            StreamLimits(config.send_timeout, config.fanout_slice),
             table,
             backend,
             sessions,
@@ -211,7 +211,8 @@ class Server:
             access.ledger,
             self._wall,
             None if app is None else app.ask,
-            config.parsed.presence_events,
+            # The server's own events, not a publisher's: not counted as publishes.
+            PresenceEvents(config.parsed.presence_events, publishing.put_words),
         )
         await broker.start(Intake(hub, streams.fanout, streams.registry))
         view = ServerView(broker.worker_label, broker.shares_order, broker.unready_reason, self._metrics_text)

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rawsse.auth.ledger import Ledger
-from rawsse.auth.rules import NO_TOPICS, TopicRules
+from rawsse.auth.rules import NO_TOPICS
 from rawsse.core.control import PresenceAnswer, PresenceAsk
 from rawsse.core.effects import OpenStream
 from rawsse.core.hub import FANOUT_SLICE, Delivery, Hub
 from rawsse.core.metrics import Metrics
-from rawsse.core.slots import MAX_PENDING_BYTES, SEND_TIMEOUT, SlotTable, Why
+from rawsse.core.slots import SEND_TIMEOUT, SlotTable, Why
 from rawsse.core.ws.session import Sessions
 from rawsse.reactor.actions import AskApp, Publisher, StreamActions
 from rawsse.reactor.fanout import Fanout
@@ -34,7 +34,6 @@ from rawsse.reactor.registry import Backend, Quiet, StreamRegistry
 
 @dataclass(frozen=True, slots=True)
 class StreamLimits:
-    max_pending_bytes: int = MAX_PENDING_BYTES
     send_timeout: float = SEND_TIMEOUT
     slice_size: int = FANOUT_SLICE
 
@@ -159,12 +158,13 @@ def build_streams(
     ledger: Ledger,
     wall: Callable[[], float] = time.time,
     ask_app: AskApp | None = None,
-    presence_events: TopicRules = NO_TOPICS,
+    announcer: PresenceEvents | None = None,
 ) -> Streams:
     """The streams' parts, each built with its collaborators, in the order they need.
-    `table` releases the columns of `sessions` and `ledger` (and the subscriptions')."""
+    `table` releases the columns of `sessions` and `ledger` (and the subscriptions').
+    `announcer` publishes the join and leave events of --presence-events (none without)."""
     quiet = Quiet()
-    announcer = PresenceEvents(presence_events, publish)
+    announcer = announcer or PresenceEvents(NO_TOPICS, publish)  # disabled: never publishes
     registry = StreamRegistry(
         loop.time, table, hub.subscriptions, backend, sessions, ledger, metrics, announcer, quiet
     )
