@@ -39,6 +39,12 @@ class Event:
             frame = self._frame = event_frame(self.id, self.topics, item.event, data)
         return frame
 
+    @property
+    def held(self) -> int:
+        """About the bytes this event keeps alive while history holds it: its encoding
+        and the data it was published with (what --history-bytes counts)."""
+        return len(self.wire) + len(self.item.data)
+
     def bytes_for(self, framing: Framing) -> bytes:
         return self.frame if framing == Framing.WS else self.wire
 

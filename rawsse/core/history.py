@@ -46,7 +46,7 @@ class History:
             self._floor = event.sequence
             return
         self._all.append(event)
-        self._bytes += len(event.wire)
+        self._bytes += event.held
         for topic in event.topics:
             events = self._by_topic.get(topic)
             if events is None:
@@ -62,7 +62,7 @@ class History:
         everything = self._all
         while everything and (everything[0].time < oldest or self._bytes > self._max_bytes):
             event = everything.popleft()
-            self._bytes -= len(event.wire)
+            self._bytes -= event.held
             for topic in event.topics:
                 events = self._by_topic.get(topic)
                 if events and events[0] is event:
