@@ -122,13 +122,17 @@ class Broker(ABC):
     """Which worker process this is, where there are several: sent to each stream in the
     `X-Rawsse-Worker` header, so a load client can tell the workers' latencies apart."""
 
-    shares_order = False
-    """True when other processes deliver the same events, so a client may resume here with
-    an id this process has not taken yet."""
+    @property
+    def shares_order(self) -> bool:
+        """True when other processes deliver the same events, so a client may resume here
+        with an id this process has not taken yet."""
+        return self.reach is not Reach.PROCESS
 
-    answers_at_once = True
-    """`publish` calls `done` before it returns (a broker of this machine); False for one
-    whose answer comes after a network round trip."""
+    @property
+    def answers_at_once(self) -> bool:
+        """`publish` calls `done` before it returns: a broker of this machine (one process
+        or its workers), not one whose answer comes after a network round trip."""
+        return self.reach is not Reach.CLUSTER
 
 
 def publish_now(broker: Broker, items: Sequence[PublishItem]) -> list[str]:

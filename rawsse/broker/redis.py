@@ -66,10 +66,6 @@ BACKOFF_MAX = 2.0
 class RedisBroker(Broker):
     reach = Reach.CLUSTER
 
-    shares_order = True
-
-    answers_at_once = False
-
     def __init__(
         self, needs: BrokerNeeds, url: str, max_entries: int, loop: asyncio.AbstractEventLoop
     ) -> None:

@@ -65,8 +65,6 @@ class LogSeat:
 class WorkerBroker(Broker):
     reach = Reach.WORKERS
 
-    shares_order = True
-
     def __init__(
         self,
         needs: BrokerNeeds,
