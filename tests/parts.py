@@ -4,11 +4,12 @@ loop: an in-memory broker delivering to its hub, and the effect runner over it."
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 
 from rawsse.broker.base import BrokerNeeds
 from rawsse.broker.memory import MemoryBroker
-from rawsse.core.events import Event
+from rawsse.core.events import Event, EventEncoder
 from rawsse.core.hub import Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.presence import local_tally
@@ -34,9 +35,11 @@ class HubSink:
         self.losses += 1
 
 
-def memory_broker(hub: Hub) -> MemoryBroker:
-    """A started in-memory broker delivering to `hub`."""
-    broker = MemoryBroker(BrokerNeeds(hub.encoder, hub.clock, hub))
+def memory_broker(
+    hub: Hub, clock: Callable[[], float] = time.monotonic, max_event_bytes: int = 1 << 62
+) -> MemoryBroker:
+    """A started in-memory broker delivering to `hub`, numbering with its id scheme."""
+    broker = MemoryBroker(BrokerNeeds(EventEncoder(hub.ids, max_event_bytes), clock, hub))
     asyncio.run(broker.start(HubSink(hub)))
     return broker
 

@@ -30,8 +30,8 @@ class Harness:
     def __init__(self, **options: Any) -> None:
         config = Config(**options)
         self.metrics = Metrics()
-        self.hub = Hub(Subscriptions(8), History(), self.metrics, max_event_bytes=config.max_pending_bytes)
-        broker = memory_broker(self.hub)
+        self.hub = Hub(Subscriptions(8), History(), self.metrics)
+        broker = memory_broker(self.hub, max_event_bytes=config.max_pending_bytes)
         view = ServerView(None, False, lambda: None, self.metrics.render)
         static = load_dashboard() if config.dashboard else None
         self.api = Api(config.api_options(), self.hub, self.metrics, view, static)

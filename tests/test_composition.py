@@ -5,6 +5,7 @@ backend, do nothing before they are started with what they report to."""
 
 from __future__ import annotations
 
+import time
 import types
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ import pytest
 
 from rawsse.broker.base import BrokerNeeds
 from rawsse.broker.memory import MemoryBroker
+from rawsse.core.events import EventEncoder
 from rawsse.core.history import History
 from rawsse.core.hub import Hub
 from rawsse.core.metrics import Metrics
@@ -92,7 +94,7 @@ def test_the_check_finds_a_placeholder() -> None:
 
 def test_a_broker_delivers_nothing_before_it_is_started() -> None:
     hub = Hub(Subscriptions(8), History(), Metrics())
-    broker = MemoryBroker(BrokerNeeds(hub.encoder, hub.clock, hub))
+    broker = MemoryBroker(BrokerNeeds(EventEncoder(hub.ids), time.monotonic, hub))
     with pytest.raises(AssertionError, match="start"):
         broker.publish([PublishItem(("a",), "x")], lambda outcome: None)
     assert not hub.has_queued

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from array import array
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from rawsse.auth.ledger import Ledger
 from rawsse.broker.base import BrokerNeeds, publish_now
 from rawsse.broker.memory import MemoryBroker
 from rawsse.core.effects import OpenStream
+from rawsse.core.events import EventEncoder
 from rawsse.core.history import History
 from rawsse.core.hub import Hub
 from rawsse.core.metrics import Metrics
@@ -130,7 +132,7 @@ def make(slice_size: int, backend_for: BackendFor = lambda table, _: RecordingBa
     )
     if isinstance(backend, FdBackend):
         backend.start(streams, NoArrivals())
-    broker = MemoryBroker(BrokerNeeds(hub.encoder, hub.clock, hub))
+    broker = MemoryBroker(BrokerNeeds(EventEncoder(hub.ids), time.monotonic, hub))
     # Published events wake the fan-out, as in a server.
     asyncio.run(broker.start(Intake(hub, streams.fanout, streams.registry)))
     return loop, hub, broker, streams, backend, metrics

@@ -31,9 +31,11 @@ class Clock:
 class BrokeredHub(Hub):
     """A hub with the in-memory broker that numbers what is published to it."""
 
-    def __init__(self, history: History, clock: Clock, **options: int) -> None:
-        super().__init__(Subscriptions(64), history, Metrics(), clock=clock, **options)  # type: ignore[arg-type]
-        self.broker = memory_broker(self)
+    def __init__(
+        self, history: History, clock: Clock, max_event_bytes: int = 1 << 62, **options: int
+    ) -> None:
+        super().__init__(Subscriptions(64), history, Metrics(), **options)  # type: ignore[arg-type]
+        self.broker = memory_broker(self, clock, max_event_bytes)
 
 
 def make_hub(history: History | None = None, clock: Clock | None = None, **options: int) -> BrokeredHub:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import heapq
 import json
-import time
 from array import array
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from rawsse.core.control import Word, is_control, read_word
-from rawsse.core.events import Event, EventEncoder
+from rawsse.core.events import Event
 from rawsse.core.history import History
 from rawsse.core.ids import EpochIds, IdScheme
 from rawsse.core.metrics import Metrics
@@ -76,16 +75,14 @@ class Hub:
         history: History,
         metrics: Metrics,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
-        clock: Callable[[], float] = time.monotonic,
-        max_event_bytes: int = 1 << 62,
         ids: IdScheme | None = None,
     ) -> None:
+        """`ids`: the scheme of the ids the broker gives (this hub reads them back for
+        resumes); the broker's encoder makes them with the same scheme."""
         self.subscriptions = subscriptions
         self.history = history
         self.metrics = metrics
         self.ids: IdScheme = ids or EpochIds()
-        self.encoder = EventEncoder(self.ids, max_event_bytes)
-        self.clock = clock
         self._max_queued_bytes = max_queued_bytes
         self._taken = 0
         self._waiters: list[tuple[int, int, Callable[[], None]]] = []

@@ -25,6 +25,7 @@ from rawsse.config import FD_RESERVE, Config
 from rawsse.core.access import Access
 from rawsse.core.api import Api, ServerView
 from rawsse.core.connection import Timeouts
+from rawsse.core.events import EventEncoder
 from rawsse.core.history import History
 from rawsse.core.http import HttpLimits
 from rawsse.core.hub import Hub
@@ -180,8 +181,6 @@ class Server:
             history,
             metrics,
             config.max_queued_bytes,
-            time.monotonic,  # the loop's clock, but precise: uvloop's is in whole milliseconds
-            max_event_bytes=config.max_pending_bytes,
             ids=ids,
         )
         capacity = hub.subscriptions.capacity
@@ -260,10 +259,14 @@ class Server:
         self._port = sockets[0].getsockname()[1]
 
     def _make_broker(self, hub: Hub) -> Broker:
-        """The broker the options name, given what it needs of the hub: its encoder, its
-        clock, and the room its queue has (the hub is a Room)."""
+        """The broker the options name, given what it needs: an encoder of the hub's id
+        scheme (events no larger than a stream may hold while behind), a clock, and the
+        room the hub's queue has (the hub is a Room)."""
         url = self.config.broker
-        needs = BrokerNeeds(hub.encoder, hub.clock, hub)
+        encoder = EventEncoder(hub.ids, self.config.max_pending_bytes)
+        # The loop's clock, but precise (uvloop's counts whole milliseconds): the fan-out
+        # times each event from it.
+        needs = BrokerNeeds(encoder, time.monotonic, hub)
         if url != "memory":
             from rawsse.broker.redis import RedisBroker  # needs the redis extra
 
