@@ -34,6 +34,3 @@ class ExpiringCache(Generic[Key, Value]):
 
     def clear(self) -> None:
         self._kept.clear()
-
-    def __len__(self) -> int:
-        return len(self._kept)

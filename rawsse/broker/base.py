@@ -57,6 +57,11 @@ class Reach(enum.Enum):
     """Every node on the same Redis."""
 
 
+Publish = Callable[[Sequence[PublishItem], Callable[[Outcome], None]], None]
+"""A way to put items in the order, answered with their ids or what refused them: a
+broker's `publish`, or one of rawsse.reactor.effects.Publishing's, handed to a part."""
+
+
 class BrokerNeeds(NamedTuple):
     """What every broker is given, and no more: never the hub."""
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from rawsse.auth.app import AppCall, answer_of
 from rawsse.auth.ledger import AccessEnded, Ledger
+from rawsse.broker.base import Publish
 from rawsse.core.access import Asking
 from rawsse.core.control import Kick, PresenceAnswer, PresenceAsk, Word, is_fresh
 from rawsse.core.hub import RESET_EVENT
@@ -40,7 +41,6 @@ from rawsse.reactor.registry import StreamRegistry
 
 log = logging.getLogger("rawsse")
 
-Publisher = Callable[[list[PublishItem], Callable[[list[str] | RawsseError], None]], None]
 """How a WebSocket's publish command is published (rawsse.reactor.effects.Publishing)."""
 
 AskApp = Callable[[AppCall, Callable[[tuple[int, bytes] | str], None]], None]
@@ -60,7 +60,7 @@ class StreamActions:
         sessions: Sessions,
         ledger: Ledger,
         metrics: Metrics,
-        publish: Publisher,
+        publish: Publish,
         presence_events: PresenceEvents,
         on_word: Callable[[PresenceAsk | PresenceAnswer], None],
         wall: Callable[[], float],

@@ -8,19 +8,17 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 from rawsse.auth.rules import TopicRules
-from rawsse.broker.base import Outcome
+from rawsse.broker.base import Outcome, Publish
 from rawsse.core.control import PresenceAnswer, PresenceAsk, word_item
 from rawsse.core.presence import PRESENCE_WAIT, Tally, presence_event
-from rawsse.core.publish import PublishItem
 from rawsse.core.topics import PRESENCE_PREFIX
 
 Done = Callable[[Tally, bool], None]
 """The summed tally, and whether every process answered."""
 
-PutWords = Callable[[Sequence[PublishItem], Callable[[Outcome], None]], None]
 """How words are put in the order (rawsse.reactor.effects.Publishing.put_words)."""
 
 
@@ -41,7 +39,7 @@ class PresenceBoard:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        put_words: PutWords,
+        put_words: Publish,
         process_count: Callable[[], int],
         local: Callable[[str], Tally],
         wall: Callable[[], float] = time.time,
@@ -109,9 +107,6 @@ class PresenceBoard:
             asking.timer.cancel()
             for done in asking.dones:
                 done(asking.tally, complete)
-
-
-Publish = Callable[[list[PublishItem], Callable[[Outcome], None]], None]
 
 
 class PresenceEvents:

@@ -20,13 +20,14 @@ from typing import Protocol
 
 from rawsse.auth.ledger import Ledger
 from rawsse.auth.rules import NO_TOPICS
+from rawsse.broker.base import Publish
 from rawsse.core.control import PresenceAnswer, PresenceAsk
 from rawsse.core.effects import OpenStream
 from rawsse.core.hub import FANOUT_SLICE, Delivery, Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.slots import SEND_TIMEOUT, SlotTable, Why
 from rawsse.core.ws.session import Sessions
-from rawsse.reactor.actions import AskApp, Publisher, StreamActions
+from rawsse.reactor.actions import AskApp, StreamActions
 from rawsse.reactor.fanout import Fanout
 from rawsse.reactor.presence import PresenceEvents
 from rawsse.reactor.registry import Backend, Quiet, StreamRegistry
@@ -153,7 +154,7 @@ def build_streams(
     table: SlotTable,
     backend: Backend,
     sessions: Sessions,
-    publish: Publisher,
+    publish: Publish,
     on_word: Callable[[PresenceAsk | PresenceAnswer], None],
     ledger: Ledger,
     wall: Callable[[], float] = time.time,
