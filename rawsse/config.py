@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from rawsse.auth.keys import MIN_SECRET_BYTES, KeySources
+from rawsse.auth.keys import KeySources, check_secret
 from rawsse.auth.rules import SUB, TopicRules, parse_rule_text
 from rawsse.auth.tokens import LEEWAY, TokenOptions
 from rawsse.broker.sizes import MAX_WORKERS
@@ -382,8 +382,8 @@ class Config:
         entry in the table, and by `parsed`)."""
         if self.jwt_secret is not None and self.jwt_secret_file is not None:
             raise ConfigError("jwt_secret", "and --jwt-secret-file are two ways to give one secret: pick one")
-        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
-            raise ConfigError("jwt_secret", f"must be at least {MIN_SECRET_BYTES} bytes long")
+        if self.jwt_secret is not None:
+            check_secret(self.jwt_secret, "jwt_secret")
         if self.public_topics and SUB in self.public_topics:
             raise ConfigError("public_topics", f"are the same for everyone: {SUB} has no meaning there")
         if self.token_cookie is not None and not _COOKIE_NAME.fullmatch(self.token_cookie):

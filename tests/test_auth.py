@@ -232,6 +232,11 @@ def test_bad_key_files_are_refused_at_start(tmp_path: Path) -> None:
         KeyRing(KeySources(jwks_file=str(path)))
     with pytest.raises(ConfigError, match="at least 32 bytes"):
         KeyRing(KeySources(secret="short"))
+    short = tmp_path / "secret"
+    short.write_text("short\n")
+    with pytest.raises(ConfigError, match="at least 32 bytes") as refused:
+        KeyRing(KeySources(secret_file=str(short)))
+    assert refused.value.name == "jwt_secret_file"  # named by the option that gave it
 
 
 # Credentials and decisions

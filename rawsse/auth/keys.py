@@ -98,14 +98,19 @@ def token_header(token: str) -> dict[str, Any]:
     return header
 
 
+def check_secret(secret: str, option: str) -> None:
+    """Raise ConfigError (named by `option`) for an HMAC secret too short to be one."""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(option, f"must be at least {MIN_SECRET_BYTES} bytes long")
+
+
 def load_keys(sources: KeySources) -> tuple[Key, ...]:
     keys: list[Key] = []
-    secret = sources.secret
+    secret, option = sources.secret, "jwt_secret"
     if sources.secret_file:
-        secret = _read(sources.secret_file, "jwt_secret_file").strip()
+        secret, option = _read(sources.secret_file, "jwt_secret_file").strip(), "jwt_secret_file"
     if secret:
-        if len(secret.encode()) < MIN_SECRET_BYTES:
-            raise ConfigError("jwt_secret", f"must be at least {MIN_SECRET_BYTES} bytes long")
+        check_secret(secret, option)
         keys.append(Key(secret.encode(), "HS256"))
     if sources.key_file:
         keys.append(_pem_key(_read(sources.key_file, "jwt_key_file")))
