@@ -29,5 +29,4 @@ class Intake:
 
     def lost(self, dropped_before: int) -> None:
         self._hub.history.mark_dropped(dropped_before)
-        groups = self._hub.subscriptions.groups()
-        self._registry.close_topics({topic for group in groups for topic in group.topics})
+        self._registry.close_open_streams()

@@ -253,11 +253,16 @@ class StreamRegistry:
             self.close(slot, Why.SERVER)
         return len(slots)
 
+    def close_open_streams(self) -> None:
+        """Close every stream subscribed to anything (a broker's loss of events this
+        process had not read); their clients reconnect and resume."""
+        slots = [slot for group in self.subscriptions.groups() for slot in group.members]
+        for slot in slots:  # a list first: close() edits the members
+            self.close(slot, Why.SERVER)
+
     def close_every_stream(self) -> None:
         """At shutdown, once the grace period is over: every stream and closing one."""
-        for group in self.subscriptions.groups():
-            for slot in list(group.members):
-                self.close(slot, Why.SERVER)
+        self.close_open_streams()
         for slot in list(self._closing):
             self.close(slot, Why.SERVER)
 
