@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
+from rawsse.broker.base import BrokerNeeds, Outcome
 from rawsse.broker.ring import SharedLog
+from rawsse.broker.workers import LogSeat, WorkerBroker
+from rawsse.core.events import Event, EventEncoder
+from rawsse.core.ids import EpochIds
 from rawsse.core.publish import PublishItem
 from rawsse.errors import EventTooLarge, Overloaded
 
@@ -30,7 +36,7 @@ def logs(log_path: str) -> Iterator[tuple[SharedLog, SharedLog]]:
 
 
 def append(log: SharedLog, *datas: str) -> list[int]:
-    return log.append([PublishItem(("t",), data) for data in datas], 1.0)
+    return log.append([PublishItem(("t",), data) for data in datas], 1.0).sequences
 
 
 def read_all(log: SharedLog, worker: int, cursor: int) -> tuple[int, list[tuple[int, str]]]:
@@ -114,3 +120,85 @@ def test_a_log_knows_how_many_workers_read_it(log_path: str) -> None:
         append(log, "x" * 50)
         log.advance(0, log.tail)
     log.close()
+
+
+class Recorded:
+    """A worker's event sink that keeps what it was handed, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, str, bytes]] = []
+
+    def deliver(self, events: list[Event]) -> None:
+        self.events.extend((event.sequence, event.item.data, event.wire) for event in events)
+
+    def preload(self, events: Iterable[Event], dropped_before: int) -> None:
+        pass
+
+    def lost(self, dropped_before: int) -> None:
+        raise AssertionError("nothing is lost here")
+
+
+class Roomy:
+    overloaded = False
+
+    def check_room(self) -> None:
+        pass
+
+
+def test_a_workers_own_publish_follows_what_others_appended_before_it(log_path: str) -> None:
+    """A publishing worker hands its hub its own batch from what it holds (not read back
+    from the log), but only after the records other workers appended before it: every
+    worker sees one order, with the same bytes."""
+    SharedLog.create(log_path, 1 << 16, readers=2)
+    loop = asyncio.new_event_loop()
+    wake_fds = (os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK))
+    ids = EpochIds("e")
+    brokers, sinks = [], []
+    try:
+        for index in range(2):
+            needs = BrokerNeeds(EventEncoder(ids), lambda: 5.0, Roomy())
+            broker = WorkerBroker(needs, list, LogSeat(index, 2, log_path, wake_fds), loop)
+            sink = Recorded()
+            loop.run_until_complete(broker.start(sink))
+            brokers.append(broker)
+            sinks.append(sink)
+        answers: list[Outcome] = []
+        brokers[0].publish([PublishItem(("t",), "first")], answers.append)
+        # Worker 1 has not read "first" (its wake-up is not handled: the loop is not run).
+        brokers[1].publish([PublishItem(("t",), "second"), PublishItem(("u",), "third")], answers.append)
+        brokers[0].publish([PublishItem(("t",), "fourth")], answers.append)
+        brokers[1].sweep()
+        assert answers == [["e-1"], ["e-2", "e-3"], ["e-4"]]
+        expected = [
+            (sequence, data, f"id: e-{sequence}\ndata: {data}\n\n".encode())
+            for sequence, data in enumerate(["first", "second", "third", "fourth"], 1)
+        ]
+        assert sinks[0].events == sinks[1].events == expected
+    finally:
+        for broker in brokers:
+            loop.run_until_complete(broker.stop())
+        loop.close()
+        for fd in wake_fds:
+            os.close(fd)
+
+
+def test_a_worker_refuses_an_event_too_large_for_a_stream_before_appending_it(log_path: str) -> None:
+    SharedLog.create(log_path, 1 << 16, readers=1)
+    loop = asyncio.new_event_loop()
+    wake_fds = (os.eventfd(0, os.EFD_NONBLOCK),)
+    needs = BrokerNeeds(EventEncoder(EpochIds("e"), max_bytes=100), lambda: 5.0, Roomy())
+    broker = WorkerBroker(needs, list, LogSeat(0, 1, log_path, wake_fds), loop)
+    sink = Recorded()
+    try:
+        loop.run_until_complete(broker.start(sink))
+        answers: list[Outcome] = []
+        # 100 bytes with the id line at its longest ("id: e-", 19 digits, a newline): 66 of data fit.
+        broker.publish([PublishItem(("t",), "x" * 67)], answers.append)
+        broker.publish([PublishItem(("t",), "x" * 66)], answers.append)
+        assert isinstance(answers[0], EventTooLarge)
+        assert answers[1] == ["e-1"]
+        assert [data for _, data, _ in sink.events] == ["x" * 66]
+    finally:
+        loop.run_until_complete(broker.stop())
+        loop.close()
+        os.close(wake_fds[0])

@@ -164,7 +164,7 @@ class RedisBroker(Broker):
         try:
             self.room.check_room()
             for item in items:  # the id comes from Redis: counted at its longest
-                self.encoder.check_fits(item)
+                self.encoder.body(item)
             if not self.connected:
                 raise BrokerUnavailable("cannot reach redis; retry shortly")
         except RawsseError as error:

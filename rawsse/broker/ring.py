@@ -48,15 +48,28 @@ assert SHARED_FIELDS <= METRIC_FIELDS and METRICS_AT + 8 * METRIC_FIELDS * MAX_W
 NO_READER = (1 << 64) - 1
 
 _U64 = struct.Struct("<Q")
+_STATE = struct.Struct("<QQQQ")
+"""tail, head, sequence and dropped, read in one go by the writer under the lock."""
+_KEPT = struct.Struct("<QQQ")
+"""head, sequence and dropped, written in one go before the commit (the tail)."""
 _RECORD = struct.Struct("<IIIIQd")
 _LENGTH = struct.Struct("<I")
-_TAIL, _HEAD, _SEQUENCE, _DROPPED, _READERS = 0, 8, 16, 24, 32
+_TAIL, _HEAD, _DROPPED, _READERS = 0, 8, 24, 32  # the sequence at 16
 
 
 class Record(NamedTuple):
     sequence: int
     item: PublishItem
     time: float
+
+
+class Appended(NamedTuple):
+    """Where a batch went: from `start` (the tail before it) to `end` (the tail after),
+    with its sequences in order. No other writer's record lies between the two."""
+
+    start: int
+    end: int
+    sequences: list[int]
 
 
 class SharedLog:
@@ -157,9 +170,9 @@ class SharedLog:
 
     # The writer
 
-    def append(self, items: Sequence[PublishItem], at: float) -> list[int]:
+    def append(self, items: Sequence[PublishItem], at: float) -> Appended:
         """Append one batch, whole or not at all: under the lock, take the next sequences,
-        write the records and commit; returns the sequences. Raises Overloaded when a
+        write the records and commit; returns where they went. Raises Overloaded when a
         reader is too far behind, EventTooLarge for a record over a quarter of the ring."""
         encoded = []
         for item in items:
@@ -170,9 +183,7 @@ class SharedLog:
             length += -length % 8
             encoded.append((length, names, name, 0 if item.event is None else len(name) + 1, body))
         with self._locked():
-            sequence = self._get(_SEQUENCE)
-            tail = self._get(_TAIL)
-            head = self._get(_HEAD)
+            tail, head, sequence, dropped_before = _STATE.unpack_from(self._map, _TAIL)
             capacity = self.capacity
             planned = []
             end = tail
@@ -206,12 +217,9 @@ class SharedLog:
                 if written < position + length:
                     data[written : position + length] = bytes(position + length - written)
                 position_at = at_offset + length
-            self._set(_HEAD, head)
-            if dropped:
-                self._set(_DROPPED, dropped)
-            self._set(_SEQUENCE, sequence + len(planned))
+            _KEPT.pack_into(data, _HEAD, head, sequence + len(planned), dropped or dropped_before)
             self._set(_TAIL, end)  # the commit: readers see the batch from here on
-            return [sequence + 1 + i for i in range(len(planned))]
+            return Appended(tail, end, [sequence + 1 + i for i in range(len(planned))])
 
     def _trim(self, head: int, end: int) -> tuple[int, int]:
         """Move the head past the records the new tail will overwrite; returns the new

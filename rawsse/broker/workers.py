@@ -104,11 +104,12 @@ class WorkerBroker(Broker):
         self._log.close()
 
     def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
+        encoder = self.encoder
+        now = self.clock()
         try:
             self.room.check_room()
-            for item in items:
-                self.encoder.check_fits(item)
-            sequences = self._log.append(items, self.clock())
+            bodies = [encoder.body(item) for item in items]  # checked before they are appended
+            appended = self._log.append(items, now)
         except RawsseError as error:  # Overloaded (this hub, or a worker a ring behind), EventTooLarge
             done(error)
             return
@@ -117,8 +118,20 @@ class WorkerBroker(Broker):
                 os.write(fd, _WAKE)
             except BlockingIOError:  # the counter is full: that worker has wake-ups queued
                 pass
-        self._consume()
-        done([self.encoder.ids.format(sequence) for sequence in sequences])
+        # What others appended before this batch first, then the batch from what is in
+        # hand (its bodies made, nothing read back from the log), in the log's order.
+        self._consume(appended.start)
+        format_id = encoder.ids.format
+        ids = []
+        events = []
+        for item, body, sequence in zip(items, bodies, appended.sequences, strict=True):
+            event_id = format_id(sequence)
+            events.append(encoder.event(item, sequence, event_id, body, now))
+            ids.append(event_id)
+        self._cursor = appended.end
+        self._log.advance(self._seat.index, appended.end)
+        self.sink.deliver(events)
+        done(ids)
 
     def sweep(self) -> None:
         # A worker whose fan-out was behind stopped reading the log; go on once it caught up.
@@ -139,14 +152,16 @@ class WorkerBroker(Broker):
             pass
         self._consume()
 
-    def _consume(self) -> None:
-        """Hand the hub every record it has not seen, in log order. While this worker's
-        fan-out is behind it stops reading: the log fills and publishers get 503, rather
-        than this process queueing without bound."""
-        if self.room.overloaded:
+    def _consume(self, limit: int | None = None) -> None:
+        """Hand the hub every record it has not seen, in log order, up to `limit` (a
+        tail; the log's tail when None). While this worker's fan-out is behind it stops
+        reading: the log fills and publishers get 503, rather than this process queueing
+        without bound. A publish of its own (which found room) reads up to its batch
+        whatever the queue: the batch goes to the hub next, after what came before it."""
+        if self.room.overloaded and limit is None:
             return
         log = self._log
-        tail = log.tail
+        tail = log.tail if limit is None else limit
         if self._cursor >= tail:
             return
         events = self._events(log.read(self._cursor, tail))

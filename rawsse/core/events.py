@@ -7,7 +7,7 @@ from __future__ import annotations
 from rawsse.core.ids import IdScheme
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import Framing
-from rawsse.core.sse import data_lines, encode_event
+from rawsse.core.sse import data_lines, event_body
 from rawsse.core.ws.messages import event_frame
 from rawsse.errors import EventTooLarge
 
@@ -52,23 +52,36 @@ class Event:
 class EventEncoder:
     """Encodes items into Events, once each, and holds them to the size a stream can
     hold while behind (`max_bytes`, --max-pending-bytes): a larger one could never be
-    delivered to a slow reader nor carried by a resume page."""
+    delivered to a slow reader nor carried by a resume page.
+
+    An event's bytes are its `id:` line, then its body (`event:` and `data:` lines and
+    the blank line): the body can be made and checked before the id is known, by a broker
+    that learns the id only once the event is in the order, and is not made twice."""
 
     def __init__(self, ids: IdScheme, max_bytes: int = 1 << 62) -> None:
         self.ids = ids
         self.max_bytes = max_bytes
+        self._longest_id_line = len(ids.longest_id) + len("id: \n")
 
     def encode(self, item: PublishItem, sequence: int, event_id: str, now: float) -> Event:
         """Raises EventTooLarge."""
-        wire = encode_event(item.data, event_id, item.event)
-        self._check(len(wire))
+        wire = b"id: %b\n%b" % (event_id.encode(), event_body(item.data, item.event))
+        if len(wire) > self.max_bytes:
+            raise self._too_large(len(wire))
         return Event(sequence, item, event_id, wire, now)
 
-    def check_fits(self, item: PublishItem) -> None:
-        """Raise EventTooLarge if `item` could not be encoded under any id (for a broker
-        that learns the id only after accepting the event)."""
-        self._check(len(encode_event(item.data, self.ids.longest_id, item.event)))
+    def body(self, item: PublishItem) -> bytes:
+        """The bytes of `item` after its id line; raises EventTooLarge if they could not
+        be sent under any id."""
+        body = event_body(item.data, item.event)
+        if len(body) + self._longest_id_line > self.max_bytes:
+            raise self._too_large(len(body) + self._longest_id_line)
+        return body
 
-    def _check(self, size: int) -> None:
-        if size > self.max_bytes:
-            raise EventTooLarge(f"event is {size} bytes encoded; the limit is {self.max_bytes}")
+    @staticmethod
+    def event(item: PublishItem, sequence: int, event_id: str, body: bytes, now: float) -> Event:
+        """The event of `item` (whose `body` was made and checked) under its id."""
+        return Event(sequence, item, event_id, b"id: %b\n%b" % (event_id.encode(), body), now)
+
+    def _too_large(self, size: int) -> EventTooLarge:
+        return EventTooLarge(f"event is {size} bytes encoded; the limit is {self.max_bytes}")

@@ -37,13 +37,18 @@ def data_lines(data: str) -> list[str]:
 def encode_event(data: str, event_id: str | None = None, event: str | None = None) -> bytes:
     """Return the wire bytes of one event: `id:`, `event:`, one `data:` line per line of
     data, and the blank line that dispatches it."""
-    if event is None and event_id is not None and "\n" not in data and "\r" not in data:
-        check_field("id", event_id)
-        return f"id: {event_id}\ndata: {data}\n\n".encode()  # the usual event: one line
+    if event_id is None:
+        return event_body(data, event)
+    check_field("id", event_id)
+    return b"id: %b\n%b" % (event_id.encode(), event_body(data, event))
+
+
+def event_body(data: str, event: str | None = None) -> bytes:
+    """The bytes of one event after its `id:` line: `event:`, one `data:` line per line
+    of data, and the blank line."""
+    if event is None and "\n" not in data and "\r" not in data:
+        return f"data: {data}\n\n".encode()  # the usual event: one line
     parts: list[str] = []
-    if event_id is not None:
-        check_field("id", event_id)
-        parts.append(f"id: {event_id}\n")
     if event is not None:
         check_field("event", event)
         parts.append(f"event: {event}\n")
