@@ -11,7 +11,9 @@ HTTP clients do), each to one subscriber, reads every event, and stops the serve
 difference of the two runs' totals, divided by the difference of their N, is what one
 publish costs end to end — wake-up, read, parse, route, check, number, history, encode,
 the write to its subscriber, the answer — without the start, the streams' opening or
-the stop, which both runs share. The load client runs outside valgrind.
+the stop, which both runs share. The load client runs outside valgrind. With workers
+(`rawsse-2workers`) every process is counted: the figure is what the server as a whole
+spends on one publish, its worker's and the others'.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ START_TIMEOUT = 300.0
 
 SERVERS = {
     "rawsse": lambda port: [PYTHON, "-m", "rawsse", "serve", "--port", str(port), "--log-level", "warning"],
+    "rawsse-2workers": lambda port: [
+        *[PYTHON, "-m", "rawsse", "serve", "--port", str(port), "--log-level", "warning"],
+        *["--workers", "2"],
+    ],
     "handoff-sketch": lambda port: [PYTHON, str(ROOT / "bench" / "peers" / "handoff.py"), str(port)],
 }
 
@@ -56,7 +62,10 @@ def run_once(server: str, publishes: int, workdir: Path) -> int:
     """Total instructions of one run of `server` that publishes `publishes` events."""
     port = free_port()
     out = workdir / f"{server}-{publishes}.out"
-    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *SERVERS[server](port)]
+    # Every process of the server is counted (the workers are forked, the supervisor's
+    # helpers exec'd): one file each, summed; what both runs share cancels out.
+    trace = ["--trace-children=yes", f"--callgrind-out-file={out}.%p"]
+    command = ["valgrind", "--tool=callgrind", *trace, *SERVERS[server](port)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + START_TIMEOUT
@@ -101,10 +110,12 @@ def run_once(server: str, publishes: int, workdir: Path) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    totals = re.findall(r"^summary: (\d+)", out.read_text(), re.M) or re.findall(
-        r"^totals: (\d+)", out.read_text(), re.M
-    )
-    return int(totals[-1])
+    total = 0
+    for part in out.parent.glob(f"{out.name}.*"):
+        text = part.read_text()
+        totals = re.findall(r"^summary: (\d+)", text, re.M) or re.findall(r"^totals: (\d+)", text, re.M)
+        total += int(totals[-1]) if totals else 0
+    return total
 
 
 def main() -> int:
