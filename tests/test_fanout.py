@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from rawsse.auth.ledger import Ledger
-from rawsse.broker.base import BrokerNeeds, publish_now
+from rawsse.broker.base import BrokerNeeds
 from rawsse.broker.memory import MemoryBroker
 from rawsse.core.effects import OpenStream
 from rawsse.core.events import EventEncoder
@@ -160,11 +160,11 @@ def join(streams: Streams, hub: Hub, slots: range, topic: str = "t") -> None:
 def test_a_broadcast_runs_in_slices_and_what_comes_meanwhile_goes_out_coalesced() -> None:
     loop, hub, broker, streams, backend, metrics = make(slice_size=10)
     join(streams, hub, range(25))
-    publish_now(broker, [PublishItem(("t",), "first")])
-    publish_now(broker, [PublishItem(("t",), "second")])
+    broker.publish_now([PublishItem(("t",), "first")])
+    broker.publish_now([PublishItem(("t",), "second")])
     assert loop.step()  # the pass starts with its first slice: ten writes
     assert sum(map(len, backend.written.values())) == 10
-    publish_now(broker, [PublishItem(("t",), "third")])  # during the pass: waits for the next
+    broker.publish_now([PublishItem(("t",), "third")])  # during the pass: waits for the next
     assert loop.step() and sum(map(len, backend.written.values())) == 20
     loop.run()
     assert all(len(writes) == 2 for writes in backend.written.values())
@@ -177,7 +177,7 @@ def test_a_broadcast_runs_in_slices_and_what_comes_meanwhile_goes_out_coalesced(
 def test_deliveries_count_only_the_streams_written() -> None:
     loop, hub, broker, streams, backend, metrics = make(slice_size=10)
     join(streams, hub, range(5))
-    publish_now(broker, [PublishItem(("t",), "x")])
+    broker.publish_now([PublishItem(("t",), "x")])
     streams.table.state[3] = SlotState.CLOSED  # as if closed during the pass that snapshot it
     loop.run()
     assert (metrics.deliveries, len(backend.written)) == (4, 4)
@@ -186,7 +186,7 @@ def test_deliveries_count_only_the_streams_written() -> None:
 def test_a_slot_closed_during_a_pass_is_freed_once_and_only_when_the_pass_ends() -> None:
     loop, hub, broker, streams, backend, _ = make(slice_size=2)
     join(streams, hub, range(6))
-    publish_now(broker, [PublishItem(("t",), "x")])
+    broker.publish_now([PublishItem(("t",), "x")])
     loop.step()
     streams.close(5, Why.PEER)  # not written yet; the pass's snapshot still holds it
     streams.close(0, Why.PEER)
@@ -199,7 +199,7 @@ def test_a_slot_closed_during_a_pass_is_freed_once_and_only_when_the_pass_ends()
 def test_closing_everything_mid_pass_frees_each_slot_exactly_once() -> None:
     loop, hub, broker, streams, backend, _ = make(slice_size=1)
     join(streams, hub, range(4))
-    publish_now(broker, [PublishItem(("t",), "x")])
+    broker.publish_now([PublishItem(("t",), "x")])
     loop.step()
     streams.close(2, Why.PEER)
     streams.close_all()
@@ -232,7 +232,7 @@ def test_an_abandoned_pass_never_closes_an_fd_number_reused_afterwards(
     for fd in fds:
         streams.table.open(fd)
         hub.subscriptions.add(fd, ("t",))
-    publish_now(broker, [PublishItem(("t",), "x")])
+    broker.publish_now([PublishItem(("t",), "x")])
     loop.step()  # one write of the pass is done
     streams.close_all()
     reopened = [os.open(os.devnull, os.O_RDONLY) for _ in range(8)]  # takes the freed numbers

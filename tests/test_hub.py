@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from rawsse.broker.base import publish_now
 from rawsse.core.history import History
 from rawsse.core.hub import RESET_EVENT, Hub
 from rawsse.core.ids import EpochIds
@@ -48,7 +47,7 @@ def epoch(hub: Hub) -> str:
 
 
 def publish(hub: BrokeredHub, topics: str, data: str) -> str:
-    return publish_now(hub.broker, [PublishItem(tuple(topics.split(",")), data)])[0]
+    return hub.broker.publish_now([PublishItem(tuple(topics.split(",")), data)])[0]
 
 
 def catch_up(hub: Hub, topics: tuple[str, ...], last_id: str | None) -> bytes:
@@ -204,7 +203,7 @@ def test_a_long_replay_comes_in_pages_of_whole_events() -> None:
 def test_an_event_larger_than_the_limit_is_refused_and_takes_no_id() -> None:
     hub = make_hub(max_event_bytes=100)
     with pytest.raises(EventTooLarge):
-        publish_now(hub.broker, [PublishItem(("a",), "small"), PublishItem(("a",), "x" * 200)])
+        hub.broker.publish_now([PublishItem(("a",), "small"), PublishItem(("a",), "x" * 200)])
     assert publish(hub, "a", "small").endswith("-1")  # the refused batch used no ids
 
 

@@ -97,6 +97,11 @@ class Broker(ABC):
         BrokerUnavailable). The brokers of one machine call it before they return; one
         behind a network hop, after its round trip."""
 
+    def publish_now(self, items: Sequence[PublishItem]) -> list[str]:
+        """`publish` for a broker of this machine (`answers_at_once`), which answers before
+        it returns: the ids, or raises what refused the items."""
+        raise RuntimeError("this broker answers after a round trip: publish through POST /publish")
+
     async def start(self, sink: EventSink) -> None:
         """Deliver to `sink` from now on; connect, and load the history a resume may need
         (a broker that does, after calling this). Called before listening."""
@@ -140,13 +145,17 @@ class Broker(ABC):
         return self.reach is not Reach.CLUSTER
 
 
-def publish_now(broker: Broker, items: Sequence[PublishItem]) -> list[str]:
-    """Publish with a broker of this machine, which answers before it returns; raises
-    what refused the items."""
-    outcome: list[Outcome] = []
-    broker.publish(items, outcome.append)
-    if not outcome:
-        raise RuntimeError("this broker answers after a round trip: publish through POST /publish")
-    if isinstance(outcome[0], RawsseError):
-        raise outcome[0]
-    return outcome[0]
+class LocalBroker(Broker):
+    """A broker of this machine: it puts items in the order before it returns
+    (`publish_now`), and `publish` answers from that."""
+
+    def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
+        try:
+            ids = self.publish_now(items)
+        except RawsseError as error:
+            done(error)
+            return
+        done(ids)
+
+    @abstractmethod
+    def publish_now(self, items: Sequence[PublishItem]) -> list[str]: ...

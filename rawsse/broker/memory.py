@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from rawsse.broker.base import Broker, Outcome
+from rawsse.broker.base import LocalBroker
 from rawsse.core.publish import PublishItem
-from rawsse.errors import RawsseError
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(LocalBroker):
     _sequence = 0
 
-    def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
+    def publish_now(self, items: Sequence[PublishItem]) -> list[str]:
         sink = self.sink  # started, or nothing is numbered
         encode = self.encoder.encode
         format_id = self.encoder.ids.format
@@ -20,18 +19,15 @@ class MemoryBroker(Broker):
         sequence = self._sequence
         ids = []
         events = []
-        try:
-            self.room.check_room()
-            # All encoded first: a batch is accepted whole or not at all. A loop, not two
-            # comprehensions: each would be a call of its own, for the usual single event.
-            for item in items:
-                sequence += 1
-                event_id = format_id(sequence)
-                events.append(encode(item, sequence, event_id, now))
-                ids.append(event_id)
-        except RawsseError as error:
-            done(error)
-            return
+        self.room.check_room()  # Overloaded while the fan-out is behind
+        # All encoded first (EventTooLarge stops the batch): a batch is accepted whole or
+        # not at all. A loop, not two comprehensions: each would be a call of its own, for
+        # the usual single event.
+        for item in items:
+            sequence += 1
+            event_id = format_id(sequence)
+            events.append(encode(item, sequence, event_id, now))
+            ids.append(event_id)
         self._sequence = sequence
         sink.deliver(events)
-        done(ids)
+        return ids

@@ -11,11 +11,11 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from rawsse.broker.base import Broker, BrokerNeeds, EventSink, Outcome, Reach
+from rawsse.broker.base import BrokerNeeds, EventSink, LocalBroker, Reach
 from rawsse.broker.ring import Record, SharedLog
 from rawsse.core.events import Event
 from rawsse.core.publish import PublishItem
-from rawsse.errors import RawsseError, WorkersFailed
+from rawsse.errors import WorkersFailed
 
 _WAKE = (1).to_bytes(8, "little")
 
@@ -62,7 +62,7 @@ class LogSeat:
     wake_fds: tuple[int, ...]
 
 
-class WorkerBroker(Broker):
+class WorkerBroker(LocalBroker):
     reach = Reach.WORKERS
 
     def __init__(
@@ -103,16 +103,13 @@ class WorkerBroker(Broker):
         self._log.leave(self._seat.index)
         self._log.close()
 
-    def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
+    def publish_now(self, items: Sequence[PublishItem]) -> list[str]:
+        """Raises Overloaded (this hub, or a worker a ring behind) or EventTooLarge."""
         encoder = self.encoder
         now = self.clock()
-        try:
-            self.room.check_room()
-            bodies = [encoder.body(item) for item in items]  # checked before they are appended
-            appended = self._log.append(items, now)
-        except RawsseError as error:  # Overloaded (this hub, or a worker a ring behind), EventTooLarge
-            done(error)
-            return
+        self.room.check_room()
+        bodies = [encoder.body(item) for item in items]  # checked before they are appended
+        appended = self._log.append(items, now)
         for fd in self._others:
             try:
                 os.write(fd, _WAKE)
@@ -131,7 +128,7 @@ class WorkerBroker(Broker):
         self._cursor = appended.end
         self._log.advance(self._seat.index, appended.end)
         self.sink.deliver(events)
-        done(ids)
+        return ids
 
     def sweep(self) -> None:
         # A worker whose fan-out was behind stopped reading the log; go on once it caught up.

@@ -54,7 +54,9 @@ class History:
             events.append(event)
             if len(events) > self._per_topic:
                 self._dropped[topic] = events.popleft().sequence
-        self.expire(event.time)
+        # Most adds expire nothing: the check is made here, without the call.
+        if self._all[0].time < event.time - self._max_age or self._bytes > self._max_bytes:
+            self.expire(event.time)
 
     def expire(self, now: float) -> None:
         """Drop events older than the age limit, and the oldest beyond the byte limit."""

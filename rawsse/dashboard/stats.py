@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rawsse import __version__
-from rawsse.broker.base import Broker, Reach, publish_now
+from rawsse.broker.base import Broker, Reach
 from rawsse.core.metrics import LATENCY_BUCKETS, SERIES, Metrics, quantile
 from rawsse.core.publish import PublishItem
 from rawsse.core.subscriptions import Subscriptions
@@ -119,6 +119,6 @@ class StatsPublisher:
         try:
             # Straight to the broker, so not counted in events_published (what publishers
             # sent); deliveries and bytes_written do count it: those writes are real.
-            return publish_now(self._broker, [item])[0]
+            return self._broker.publish_now([item])[0]
         except Overloaded:
             return None  # publishers come first; the page skips a second

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from rawsse.auth.app import AppCall
-from rawsse.broker.base import Broker, Outcome, publish_now
+from rawsse.broker.base import Broker, Outcome
 from rawsse.core import effects as fx
 from rawsse.core.control import Kick, word_item
 from rawsse.core.effects import Answer, Effect, Respond
@@ -89,7 +89,7 @@ class Publishing:
     def publish_now(self, items: Sequence[PublishItem], route: Route = Route.LOCAL) -> list[str]:
         """Publish with a broker of this machine (embedding code; a request answered
         where it was read); raises what refused."""
-        ids = publish_now(self._broker, items)
+        ids = self._broker.publish_now(items)
         self._count(route, len(ids))
         return ids
 
