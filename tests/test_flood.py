@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from rawsse.flood.options import FloodOptions, parse_sources
+from rawsse.flood.publisher import PublishResult, PublishTemplate, publish_all
 from rawsse.flood.run import run_flood
 from rawsse.flood.tally import LatencyHistogram, StreamTally, Summary, make_payload
 from rawsse.flood.worker import PAYLOAD
@@ -15,6 +16,7 @@ from rawsse.reactor.server import Server
 from tests.helpers import run_with_server
 
 KIND = "integration"
+FORM = "application/x-www-form-urlencoded"
 
 
 def test_payloads_are_found_by_the_worker_and_others_are_not() -> None:
@@ -166,3 +168,34 @@ def test_events_the_server_refuses_are_reported_not_lost() -> None:
     assert result["publish"]["errors"] == 5
     assert result["summary"]["lost"] == 0
     assert result["expected_deliveries"] == 0
+
+
+def test_a_fixed_rate_stamps_each_event_with_the_time_it_was_due() -> None:
+    """At a fixed rate each payload carries the time it was due, not the time it went
+    out: a server that answers late holds back the next request of its connection, and
+    that wait must count in its latency (coordinated omission)."""
+    rate = 2000.0
+    stamps: list[int] = []
+
+    async def scenario() -> PublishResult:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while head := await reader.readuntil(b"\r\n\r\n"):
+                    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    body = await reader.readexactly(length)
+                    stamps.append(int(body.decode().split("data=")[1].split(":")[2]))
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            except asyncio.IncompleteReadError:  # the publisher is done
+                writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        template = PublishTemplate(f"http://127.0.0.1:{port}/publish", "topic={topic}&data={data}", FORM)
+        async with server:
+            events = [("t", "k", sequence) for sequence in range(40)]
+            return await publish_all(template, events, 64, rate=rate)
+
+    result = asyncio.run(scenario())
+    assert result.sent == len(stamps) == 40
+    # Exactly the schedule (to the nanosecond it was rounded to), whenever each was sent.
+    assert [stamp - stamps[0] for stamp in stamps] == [round(n / rate * 1e9) for n in range(40)]

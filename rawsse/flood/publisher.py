@@ -89,7 +89,10 @@ async def publish_all(
     pipeline: int = 1,
 ) -> PublishResult:
     """Send each (topic, key, sequence) event with a payload of `size` bytes stamped when
-    it is sent; with `rate`, at that many events per second in all; with `time_limit`,
+    it is sent; with `rate`, at that many events per second in all, each stamped with the
+    time it was due rather than sent: a server slow to answer holds back the next request
+    on its connection, and that wait is its latency too, not a pause of the clock (the
+    "coordinated omission" of fixed-rate load tests). With `time_limit`,
     what is not sent by then is counted as unsent; with `pipeline`, up to that many
     requests in flight per connection (1: the next is sent once the last is answered).
     Events for one topic always use the same connection, so their order is kept."""
@@ -100,10 +103,11 @@ async def publish_all(
         queues[lane].append((index, topic, key, sequence))
     result = PublishResult(started=time.time())
     began = time.monotonic()
+    began_ns = time.time_ns()  # the same moment on the payloads' clock
     stop_at = began + time_limit if time_limit else float("inf")
     await asyncio.gather(
         *(
-            _publish_lane(template, lane, size, rate, began, stop_at, pipeline, result)
+            _publish_lane(template, lane, size, rate, (began, began_ns), stop_at, pipeline, result)
             for lane in queues
             if lane
         )
@@ -117,11 +121,12 @@ async def _publish_lane(
     lane: list[tuple[int, str, str, int]],
     size: int,
     rate: float,
-    began: float,
+    start: tuple[float, int],
     stop_at: float,
     pipeline: int,
     result: PublishResult,
 ) -> None:
+    began, began_ns = start
     host, port = template.address
     responses = _Responses(result.refused_per_key)
     in_flight = sent = 0
@@ -140,7 +145,10 @@ async def _publish_lane(
                 if delay > 0:
                     await writer.drain()
                     await asyncio.sleep(delay)
-            data = make_payload(key, sequence, time.time_ns(), size)
+                stamp = began_ns + round(index / rate * 1e9)  # when it was due
+            else:
+                stamp = time.time_ns()
+            data = make_payload(key, sequence, stamp, size)
             writer.write(template.request(topic, data))
             responses.awaiting.append(key)
             result.sent += 1
