@@ -32,7 +32,7 @@ class Harness:
         self.metrics = Metrics()
         self.hub = Hub(Subscriptions(8), History(), self.metrics)
         broker = memory_broker(self.hub, max_event_bytes=config.max_pending_bytes)
-        view = ServerView(None, False, lambda: None, self.metrics.render)
+        view = ServerView(None, False, lambda: None, self.metrics.render, lambda: None)
         static = load_dashboard() if config.dashboard else None
         self.api = Api(config.api_options(), self.hub, self.metrics, view, static)
         self.closed: list[tuple[str, ...]] = []

@@ -234,7 +234,8 @@ def test_publish_token_is_required_when_set(backend: tuple[str, str]) -> None:
 
 def test_publish_queue_is_bounded(backend: tuple[str, str]) -> None:
     """Publishes that arrive faster than fan-out passes run get 503 once the queue is full
-    (three pipelined requests reach the server in one read, with no pass between them)."""
+    (three pipelined requests reach the server in one read, with no pass between them; a
+    stream reads their topic, else they would be history at once, queued for nobody)."""
     body = json.dumps([{"topic": "t", "data": "x" * 1000}] * 40).encode()
     request = (
         b"POST /publish HTTP/1.1\r\nHost: [::1]\r\nContent-Type: application/json\r\n"
@@ -242,11 +243,13 @@ def test_publish_queue_is_bounded(backend: tuple[str, str]) -> None:
     ) + body
 
     async def scenario(server: Server) -> None:
+        stream = await StreamClient.open(server.port, "topic=t")
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(request * 3)
         statuses = [(await read_response(reader)).status for _ in range(3)]
         assert statuses == [200, 200, 503]
         writer.close()
+        stream.close()
 
     run_with_server(backend, scenario, max_queued_bytes=60_000)
 

@@ -127,6 +127,7 @@ def make(slice_size: int, backend_for: BackendFor = lambda table, _: RecordingBa
         backend,
         sessions,
         no_broker,
+        nothing_to_catch_up,
         ignore_word,
         ledger,  # type: ignore[arg-type]
     )
@@ -144,6 +145,10 @@ def no_broker(items: list[PublishItem], done: Callable[[list[str] | RawsseError]
 
 def ignore_word(word: dict[str, Any]) -> None:
     pass
+
+
+def nothing_to_catch_up() -> None:
+    """One process holds its whole order: nothing to read before a stream's topics change."""
 
 
 class NoArrivals:

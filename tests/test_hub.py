@@ -11,6 +11,7 @@ from rawsse.core.hub import RESET_EVENT, Hub
 from rawsse.core.ids import EpochIds
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
+from rawsse.core.slots import Framing
 from rawsse.core.subscriptions import Subscriptions
 from rawsse.errors import EventTooLarge, Overloaded
 from tests.parts import memory_broker
@@ -116,9 +117,39 @@ def test_catch_up_replays_only_what_passes_already_took() -> None:
     publish(hub, "b", "2")
     publish(hub, "a", "3")
     hub.take_batch()
-    publish(hub, "a", "4")  # queued: reaches a joining stream live, not by replay
+    hub.subscriptions.add(0, ("a",))
+    publish(hub, "a", "4")  # queued for a stream: reaches a joining stream live, not by replay
     assert [data for _, data, _ in parse(catch_up(hub, ("a", "b"), first))] == ["2", "3"]
     assert catch_up(hub, ("a",), None) == b""
+
+
+def test_an_event_no_stream_is_on_is_taken_at_once_unless_others_wait_before_it() -> None:
+    """No pass for an event nobody here reads: it is history at once, so a stream that
+    opens next replays it if it resumes and never receives it live. Behind a queued event
+    it waits its turn, so events are taken in order."""
+    hub = make_hub()
+    first = publish(hub, "nobody", "1")
+    assert not hub.has_queued and hub.not_yet_taken(first) is None
+    hub.subscriptions.add(0, ("a",))
+    publish(hub, "a", "2")
+    third = publish(hub, "nobody", "3")
+    assert hub.not_yet_taken(third) is not None  # behind "2"
+    taken: list[str] = []
+    hub.when_taken(hub.ids.sequence_of(third), lambda: taken.append("3"))
+    batch = hub.take_batch()
+    assert [event.item.data for event in batch.events] == ["2", "3"]
+    assert taken == ["3"]
+    assert [data for _, data, _ in parse(catch_up(hub, ("nobody",), first))] == ["3"]
+
+
+def test_a_waiter_for_an_event_nobody_here_reads_is_answered_as_it_arrives() -> None:
+    hub = make_hub()
+    taken: list[int] = []
+    hub.when_taken(2, lambda: taken.append(2))
+    publish(hub, "nobody", "1")
+    assert taken == []
+    publish(hub, "nobody", "2")
+    assert taken == [2] and not hub.has_queued
 
 
 @pytest.mark.parametrize(
@@ -171,6 +202,7 @@ def test_history_expires_by_age_and_bytes() -> None:
 
 def test_publishing_is_refused_while_the_queue_is_full() -> None:
     hub = make_hub(max_queued_bytes=1000)
+    hub.subscriptions.add(0, ("a",))  # a stream on "a": its events wait for a pass
     publish(hub, "a", "x" * 2000)  # accepted: the queue was empty
     with pytest.raises(Overloaded):
         publish(hub, "a", "y")
@@ -211,6 +243,7 @@ def test_a_resume_ahead_of_this_process_waits_for_the_pass_that_takes_it() -> No
     """With workers, a client may resume here with an id another worker delivered and
     this one has only queued: it must neither reset nor get those events twice."""
     hub = make_hub()
+    hub.subscriptions.add(0, ("a",))  # a stream on "a": its events wait for a pass
     first = publish(hub, "a", "1")
     hub.take_batch()
     second = publish(hub, "a", "2")
@@ -231,6 +264,7 @@ def test_a_stream_opened_by_a_waiting_resume_gets_the_pass_it_waited_for_once() 
     """The waiter opens its stream at once, with a replay that holds the pass's events:
     the pass's deliveries must not include it as well."""
     hub = make_hub()
+    hub.subscriptions.add(0, ("a",))  # a stream on "a": its events wait for a pass
     publish(hub, "a", "1")
     hub.take_batch()
     second = publish(hub, "a", "2")
@@ -247,3 +281,30 @@ def test_a_stream_opened_by_a_waiting_resume_gets_the_pass_it_waited_for_once() 
     deliveries = hub.take_batch().deliveries
     assert [data for _, data, _ in parse(replays[0])] == ["3"]
     assert all(7 not in delivery.slots for delivery in deliveries)
+
+
+class Told:
+    """A TopicInterest that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.said: list[tuple[str, str]] = []
+
+    def gained(self, topic: str) -> None:
+        self.said.append(("gained", topic))
+
+    def lost(self, topic: str) -> None:
+        self.said.append(("lost", topic))
+
+
+def test_subscriptions_tell_when_the_first_stream_comes_to_a_topic_and_the_last_leaves() -> None:
+    told = Told()
+    subscriptions = Subscriptions(16, told)
+    subscriptions.add(1, ("a",))
+    subscriptions.add(2, ("a", "b"))
+    subscriptions.add(3, ("a",), Framing.WS)
+    assert told.said == [("gained", "a"), ("gained", "b")]
+    subscriptions.remove(1)
+    subscriptions.remove(2)
+    assert told.said[2:] == [("lost", "b")]
+    subscriptions.remove(3)
+    assert told.said[3:] == [("lost", "a")]

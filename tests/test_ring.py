@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from rawsse.broker.base import BrokerNeeds, Outcome
-from rawsse.broker.ring import SharedLog
-from rawsse.broker.workers import LogSeat, WorkerBroker
+from rawsse.broker.ring import SharedLog, interest_bucket
+from rawsse.broker.workers import LogSeat, SharedInterest, WorkerBroker
+from rawsse.core.control import CONTROL_TOPIC
 from rawsse.core.events import Event, EventEncoder
 from rawsse.core.ids import EpochIds
 from rawsse.core.publish import PublishItem
@@ -157,7 +158,9 @@ def test_a_workers_own_publish_follows_what_others_appended_before_it(log_path: 
     try:
         for index in range(2):
             needs = BrokerNeeds(EventEncoder(ids), lambda: 5.0, Roomy())
-            broker = WorkerBroker(needs, list, LogSeat(index, 2, log_path, wake_fds), loop)
+            broker = WorkerBroker(
+                needs, list, LogSeat(index, 2, log_path, wake_fds), SharedLog(log_path), loop
+            )
             sink = Recorded()
             loop.run_until_complete(broker.start(sink))
             brokers.append(broker)
@@ -187,7 +190,7 @@ def test_a_worker_refuses_an_event_too_large_for_a_stream_before_appending_it(lo
     loop = asyncio.new_event_loop()
     wake_fds = (os.eventfd(0, os.EFD_NONBLOCK),)
     needs = BrokerNeeds(EventEncoder(EpochIds("e"), max_bytes=100), lambda: 5.0, Roomy())
-    broker = WorkerBroker(needs, list, LogSeat(0, 1, log_path, wake_fds), loop)
+    broker = WorkerBroker(needs, list, LogSeat(0, 1, log_path, wake_fds), SharedLog(log_path), loop)
     sink = Recorded()
     try:
         loop.run_until_complete(broker.start(sink))
@@ -202,3 +205,98 @@ def test_a_worker_refuses_an_event_too_large_for_a_stream_before_appending_it(lo
         loop.run_until_complete(broker.stop())
         loop.close()
         os.close(wake_fds[0])
+
+
+def woken(fd: int) -> bool:
+    """Whether the eventfd was written since last read (and read it)."""
+    try:
+        os.read(fd, 8)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def test_a_worker_is_woken_only_for_topics_it_has_streams_on_and_for_words(log_path: str) -> None:
+    """The others read the rest later (a wake-up for something else, a stream request,
+    the sweep), in the same order."""
+    SharedLog.create(log_path, 1 << 16, readers=2)
+    loop = asyncio.new_event_loop()
+    wake_fds = (os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK))
+    ids = EpochIds("e")
+    logs = [SharedLog(log_path), SharedLog(log_path)]
+    brokers, sinks = [], []
+    try:
+        for index in range(2):
+            needs = BrokerNeeds(EventEncoder(ids), lambda: 5.0, Roomy())
+            seat = LogSeat(index, 2, log_path, wake_fds)
+            broker = WorkerBroker(needs, list, seat, logs[index], loop)
+            sink = Recorded()
+            loop.run_until_complete(broker.start(sink))
+            brokers.append(broker)
+            sinks.append(sink)
+        interest = SharedInterest(logs[1], 1)
+        answers: list[Outcome] = []
+        brokers[0].publish([PublishItem(("quiet",), "1")], answers.append)
+        assert not woken(wake_fds[1])
+        interest.gained("loud")
+        brokers[0].publish([PublishItem(("loud",), "2")], answers.append)
+        assert woken(wake_fds[1])
+        brokers[0].publish([PublishItem(("quiet", "loud"), "3")], answers.append)
+        assert woken(wake_fds[1])
+        interest.lost("loud")
+        brokers[0].publish([PublishItem(("loud",), "4")], answers.append)
+        assert not woken(wake_fds[1])
+        brokers[0].publish([PublishItem((CONTROL_TOPIC,), "{}")], answers.append)
+        assert woken(wake_fds[1])
+        assert not woken(wake_fds[0])  # never its own
+        brokers[1].catch_up()
+        assert [data for _, data, _ in sinks[1].events] == ["1", "2", "3", "4", "{}"]
+        assert sinks[1].events == sinks[0].events
+    finally:
+        for broker in brokers:
+            loop.run_until_complete(broker.stop())
+        loop.close()
+        for fd in wake_fds:
+            os.close(fd)
+
+
+def test_a_worker_that_joins_shows_no_streams_its_predecessor_had(log_path: str) -> None:
+    SharedLog.create(log_path, 1 << 16, readers=2)
+    log = SharedLog(log_path)
+    SharedInterest(log, 1).gained("t")
+    bucket = interest_bucket("t")
+    assert log.interested(bucket) == b"\x00\x01"
+    log.join(1)  # a worker killed without leaving is replaced
+    assert log.interested(bucket) == b"\x00\x00"
+    log.close()
+
+
+def test_a_worker_far_behind_is_woken_before_the_log_fills(log_path: str) -> None:
+    """A worker not woken for what it has no streams on is still woken once it lags a
+    quarter of the ring, so publishing never stops for one that would read at its sweep."""
+    SharedLog.create(log_path, 4096, readers=2)
+    loop = asyncio.new_event_loop()
+    wake_fds = (os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK))
+    ids = EpochIds("e")
+    brokers = []
+    try:
+        for index in range(2):
+            needs = BrokerNeeds(EventEncoder(ids), lambda: 5.0, Roomy())
+            seat = LogSeat(index, 2, log_path, wake_fds)
+            broker = WorkerBroker(needs, list, seat, SharedLog(log_path), loop)
+            loop.run_until_complete(broker.start(Recorded()))
+            brokers.append(broker)
+        answers: list[Outcome] = []
+        wakes = []
+        for n in range(60):  # 60 records of 40 bytes: 2,400 bytes of a 4,096-byte ring
+            brokers[0].publish([PublishItem(("quiet",), f"{n:02d}")], answers.append)
+            wakes.append(woken(wake_fds[1]))
+        assert all(isinstance(answer, list) for answer in answers)
+        assert wakes[:25] == [False] * 25  # up to a quarter of the ring behind
+        assert all(wakes[26:])
+    finally:
+        for broker in brokers:
+            loop.run_until_complete(broker.stop())
+        loop.close()
+        for fd in wake_fds:
+            os.close(fd)

@@ -10,11 +10,12 @@ import urllib.request
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 
 from rawsse.core.hub import RESET_EVENT
 from rawsse.flood.options import FloodOptions
 from rawsse.flood.run import run_flood
-from tests.helpers import StreamClient, publish, wait_until
+from tests.helpers import TIMEOUT, StreamClient, publish, wait_until
 from tests.processes import START_TIMEOUT, Served, parse_metrics
 
 KIND = "integration"
@@ -177,6 +178,7 @@ def test_metrics_give_each_worker_its_process_figures_and_latency(served: Served
             lambda figure=figure: min(worker_figure(served.port, figure)) > 0,  # type: ignore[misc]
             f"{figure} of every worker",
         )
+
     # A worker timed the 5 events if it wrote them to streams of its own (the others'
     # figures are as of their last sweep).
     def timed_where_written() -> bool:
@@ -191,3 +193,41 @@ def worker_figure(port: int, name: str) -> list[float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
         values = parse_metrics(answer.read().decode())
     return [values.get(f'{name}{{worker="{i}"}}', -1) for i in range(WORKERS)]
+
+
+def test_a_new_stream_gets_only_what_is_published_after_it_opened_on_any_worker(served: Served) -> None:
+    """A worker with no stream on a topic is not woken for it, and reads its events only
+    later: a stream opening there must find them as history (never live), whichever
+    worker it lands on."""
+
+    async def scenario() -> list[list[str]]:
+        for n in range(5):  # nobody reads "t" yet: no worker is woken for these
+            await publish(served.port, "t", f"before {n}")
+        streams = [await StreamClient.open(served.port, "topic=t") for _ in range(16)]
+        await publish(served.port, "t", "after")
+        received = [[e.data for e in await s.events(1)] for s in streams]
+        for s in streams:
+            s.close()
+        return received
+
+    assert asyncio.run(scenario()) == [["after"]] * 16
+    wait_until(lambda: min(worker_metric(served.port, "streams_opened_total")) > 0, "streams on both workers")
+
+
+def test_a_websocket_taking_a_topic_gets_only_what_is_published_after_on_any_worker(served: Served) -> None:
+    """The same for a topic a WebSocket stream subscribes to later."""
+
+    async def scenario() -> list[dict[str, Any]]:
+        sockets = [await connect(f"ws://127.0.0.1:{served.port}/ws") for _ in range(16)]
+        for n in range(5):  # nobody reads "t" yet: no worker is woken for these
+            await publish(served.port, "t", f"before {n}")
+        for ws in sockets:
+            await ws.send(json.dumps({"type": "subscribe", "topics": ["t"]}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["type"] == "subscribed"
+        await publish(served.port, "t", "after")
+        received = [json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)) for ws in sockets]
+        for ws in sockets:
+            await ws.close()
+        return received
+
+    assert [message["data"] for message in asyncio.run(scenario())] == ["after"] * 16

@@ -113,6 +113,11 @@ class Broker(ABC):
     def sweep(self) -> None:  # noqa: B027 (optional hook)
         """Called once a second by the server's sweep."""
 
+    def catch_up(self) -> None:  # noqa: B027 (optional hook)
+        """Hand the sink what the order holds now and this process has not read: called
+        before a stream is decided on, so that what was published before it is history
+        here, not live (a broker that delivers as events come has nothing to do)."""
+
     def unready_reason(self) -> str | None:
         """Why this process cannot take publishes now (for /readyz), or None."""
         return None

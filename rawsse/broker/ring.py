@@ -17,6 +17,7 @@ Layout (little-endian), all offsets into the file:
     32     readers    how many workers' cursors there are (set at creation)
     64+8i  cursor i   where worker i reads next (NO_READER when none)
     METRICS_AT + 8*(FIELDS*i + k)   worker i's shared metric k
+    INTEREST_AT + readers*b + i     1 while worker i has a stream on a topic of bucket b
     DATA_AT ...       the ring, `capacity` bytes
 
 A record is `length u32, topics_length u32, name_length u32, data_length u32, sequence
@@ -24,6 +25,12 @@ u64, time f64`, then the topics joined by newlines, the event name and the data 
 padded to 8 bytes; `name_length` is the name's length plus one, 0 for an unnamed event. A
 record never wraps: when it does not fit before the end, a zero length (or too little room
 for one) sends readers to the start.
+
+A writer wakes only the workers with a stream on a topic of the batch (by the topic's
+bucket: another topic of the same bucket wakes a worker needlessly, never the reverse)
+and, for a `$control` word, every worker. The others read the batch at their next wake-up,
+at the next stream request they decide on, or at their sweep (once a second), and keep it
+as history: nobody there reads it live.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import fcntl
 import mmap
 import os
 import struct
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -43,9 +51,15 @@ from rawsse.errors import EventTooLarge, Overloaded
 METRIC_FIELDS = 64
 """Values each worker shares (rawsse.core.metrics.Metrics.shared_values), with room to spare."""
 METRICS_AT = 64 + 8 * MAX_WORKERS
-DATA_AT = 65536
-assert SHARED_FIELDS <= METRIC_FIELDS and METRICS_AT + 8 * METRIC_FIELDS * MAX_WORKERS <= DATA_AT
+INTEREST_BUCKETS = 4096
+"""Buckets of topics each worker says it has streams on (a byte per worker and bucket)."""
+INTEREST_AT = 65536
+DATA_AT = INTEREST_AT + INTEREST_BUCKETS * MAX_WORKERS
+assert SHARED_FIELDS <= METRIC_FIELDS and METRICS_AT + 8 * METRIC_FIELDS * MAX_WORKERS <= INTEREST_AT
 NO_READER = (1 << 64) - 1
+LAGGING = 4
+"""A worker more than this fraction of the ring behind is woken by every publish, though
+it has no stream on what is published (it reads at its sweep otherwise)."""
 
 _U64 = struct.Struct("<Q")
 _STATE = struct.Struct("<QQQQ")
@@ -70,6 +84,14 @@ class Appended(NamedTuple):
     start: int
     end: int
     sequences: list[int]
+    behind: tuple[int, ...] = ()
+    """The workers more than a LAGGING-th of the ring behind: to be woken whatever they
+    read, before the log fills and publishing stops."""
+
+
+def interest_bucket(topic: str) -> int:
+    """The bucket of `topic`, the same in every process (not Python's salted hash)."""
+    return zlib.crc32(topic.encode()) & (INTEREST_BUCKETS - 1)
 
 
 class SharedLog:
@@ -130,6 +152,7 @@ class SharedLog:
         tail at that moment, the highest sequence already overwritten)."""
         if not 0 <= worker < self.readers:
             raise ValueError(f"this log has {self.readers} readers; no worker {worker}")
+        self.clear_interest(worker)  # a worker that died left its streams' bytes behind
         with self._locked():
             head = self._get(_HEAD)
             self._set(64 + 8 * worker, head)
@@ -138,6 +161,25 @@ class SharedLog:
     def leave(self, worker: int) -> None:
         """Forget a reader (a worker that exited), so appends no longer wait for it."""
         self._set(64 + 8 * worker, NO_READER)
+        self.clear_interest(worker)
+
+    # Which workers have streams on which topics
+
+    def show_interest(self, worker: int, bucket: int, streams: bool) -> None:
+        """Say whether worker `worker` has streams on a topic of `bucket` (its own byte:
+        no other process writes it)."""
+        self._map[INTEREST_AT + self.readers * bucket + worker] = streams
+
+    def interested(self, bucket: int) -> bytes:
+        """Each worker's byte for `bucket`: nonzero where it has streams on it."""
+        start = INTEREST_AT + self.readers * bucket
+        return self._map[start : start + self.readers]
+
+    def clear_interest(self, worker: int) -> None:
+        """Worker `worker` has no streams (it starts, or it is gone)."""
+        readers = self.readers
+        for bucket in range(INTEREST_BUCKETS):
+            self._map[INTEREST_AT + readers * bucket + worker] = 0
 
     @property
     def tail(self) -> int:
@@ -195,11 +237,14 @@ class SharedLog:
                     end += capacity - end % capacity
                 planned.append((end, record))
                 end += length
-            slowest = min(
-                (c for c in self._cursors.unpack_from(self._map, 64) if c != NO_READER), default=end
-            )
+            cursors = self._cursors.unpack_from(self._map, 64)
+            slowest = min((c for c in cursors if c != NO_READER), default=end)
             if end - slowest > capacity:
                 raise Overloaded("a worker is a whole ring behind; retry shortly")
+            behind: tuple[int, ...] = ()
+            lagging = end - capacity // LAGGING
+            if slowest < lagging:
+                behind = tuple(i for i, c in enumerate(cursors) if c != NO_READER and c < lagging)
             head, dropped = self._trim(head, end)
             data = self._map
             position_at = tail
@@ -219,7 +264,7 @@ class SharedLog:
                 position_at = at_offset + length
             _KEPT.pack_into(data, _HEAD, head, sequence + len(planned), dropped or dropped_before)
             self._set(_TAIL, end)  # the commit: readers see the batch from here on
-            return Appended(tail, end, [sequence + 1 + i for i in range(len(planned))])
+            return Appended(tail, end, [sequence + 1 + i for i in range(len(planned))], behind)
 
     def _trim(self, head: int, end: int) -> tuple[int, int]:
         """Move the head past the records the new tail will overwrite; returns the new

@@ -8,11 +8,13 @@ import asyncio
 import logging
 import os
 import tempfile
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from rawsse.broker.base import BrokerNeeds, EventSink, LocalBroker, Reach
-from rawsse.broker.ring import Record, SharedLog
+from rawsse.broker.ring import INTEREST_BUCKETS, Record, SharedLog, interest_bucket
+from rawsse.core.control import is_control
 from rawsse.core.events import Event
 from rawsse.core.publish import PublishItem
 from rawsse.errors import WorkersFailed
@@ -62,6 +64,29 @@ class LogSeat:
     wake_fds: tuple[int, ...]
 
 
+class SharedInterest:
+    """A worker's streams' topics, told to the others through the shared log (the
+    subscriptions' TopicInterest): by bucket, counted here, shown there while nonzero."""
+
+    def __init__(self, log: SharedLog, worker: int) -> None:
+        self._log = log
+        self._worker = worker
+        self._topics = array("i", bytes(4 * INTEREST_BUCKETS))
+        """Topics with streams here, per bucket."""
+
+    def gained(self, topic: str) -> None:
+        bucket = interest_bucket(topic)
+        self._topics[bucket] += 1
+        if self._topics[bucket] == 1:
+            self._log.show_interest(self._worker, bucket, True)
+
+    def lost(self, topic: str) -> None:
+        bucket = interest_bucket(topic)
+        self._topics[bucket] -= 1
+        if not self._topics[bucket]:
+            self._log.show_interest(self._worker, bucket, False)
+
+
 class WorkerBroker(LocalBroker):
     reach = Reach.WORKERS
 
@@ -70,18 +95,20 @@ class WorkerBroker(LocalBroker):
         needs: BrokerNeeds,
         shared_values: Callable[[], list[int]],
         seat: LogSeat,
+        log: SharedLog,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        """`log`: the shared log, opened at `seat.log_path` (this broker closes it)."""
         super().__init__(needs)
         self._shared_values = shared_values
         """This worker's counters, which it writes to the log for the others to read."""
         self._seat = seat
         self.worker_label = str(seat.index)
         self._loop = loop
-        self._log = SharedLog(seat.log_path)
+        self._log = log
         self._cursor = 0
         self._wake_fd = seat.wake_fds[seat.index]
-        self._others = [fd for i, fd in enumerate(seat.wake_fds) if i != seat.index]
+        self._others = [(i, fd) for i, fd in enumerate(seat.wake_fds) if i != seat.index]
 
     def process_count(self) -> int:
         return self._seat.count
@@ -110,11 +137,7 @@ class WorkerBroker(LocalBroker):
         self.room.check_room()
         bodies = [encoder.body(item) for item in items]  # checked before they are appended
         appended = self._log.append(items, now)
-        for fd in self._others:
-            try:
-                os.write(fd, _WAKE)
-            except BlockingIOError:  # the counter is full: that worker has wake-ups queued
-                pass
+        self._wake(items, appended.behind)
         # What others appended before this batch first, then the batch from what is in
         # hand (its bodies made, nothing read back from the log), in the log's order.
         self._consume(appended.start)
@@ -129,6 +152,35 @@ class WorkerBroker(LocalBroker):
         self._log.advance(self._seat.index, appended.end)
         self.sink.deliver(events)
         return ids
+
+    def _wake(self, items: Sequence[PublishItem], behind: tuple[int, ...]) -> None:
+        """Wake the workers with a stream on a topic of `items` (every one for a word),
+        and those far `behind` in the log: the others read them later, as history (see
+        rawsse.broker.ring)."""
+        log = self._log
+        rows = []
+        for item in items:
+            if is_control(item.topics):
+                rows = [b"\x01" * log.readers]
+                break
+            rows.extend(log.interested(interest_bucket(topic)) for topic in item.topics)
+        if behind:
+            rows.append(bytes(index in behind for index in range(log.readers)))
+        if len(rows) == 1:  # the usual: one event on one topic
+            row = rows[0]
+            woken = [fd for index, fd in self._others if row[index]]
+        else:
+            woken = [fd for index, fd in self._others if any(row[index] for row in rows)]
+        for fd in woken:
+            try:
+                os.write(fd, _WAKE)
+            except BlockingIOError:  # the counter is full: that worker has wake-ups queued
+                pass
+
+    def catch_up(self) -> None:
+        """Read what the log holds now: a stream about to be decided on here must find
+        in history what was published before it (this worker may not have been woken)."""
+        self._consume()
 
     def sweep(self) -> None:
         # A worker whose fan-out was behind stopped reading the log; go on once it caught up.

@@ -141,6 +141,10 @@ class ServerView:
     """Why this process cannot take publishes now (its broker is unreachable), or None."""
     metrics_text: Callable[[], bytes]
     """The /metrics page."""
+    catch_up: Callable[[], None]
+    """Bring this process up to the order's present (where it shares the order, another
+    process's events may not have been read here yet): before a stream is decided on, so
+    that what was published before it is history, replayed if it resumes, never live."""
 
 
 class Api:
@@ -388,6 +392,7 @@ class Api:
         if not self._accept_budget.take(self._clock()):
             return Respond(self.come_back_later(opening.head, OVERLOADED, opening.framing), close=True)
         if self._view.shares_order:
+            self._view.catch_up()
             ahead = self._hub.not_yet_taken(opening.last_event_id)
             if ahead is not None:
                 return WaitTaken(ahead, RESUME_WAIT, lambda: self._open(opening))

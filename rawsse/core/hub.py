@@ -103,15 +103,30 @@ class Hub:
         if self.overloaded:
             raise Overloaded("fan-out is behind; retry shortly")
 
-    def accept(self, events: list[Event]) -> None:
+    def accept(self, events: list[Event]) -> bool:
         """Take numbered events, in order, for history and the next fan-out pass (which
-        the process's intake schedules: see rawsse.reactor.intake)."""
+        the process's intake schedules: see rawsse.reactor.intake); True when a pass is
+        due. An event no stream of this process is on, with nothing queued before it, is
+        taken at once: history alone, no pass (a stream that opens next replays it if it
+        resumes, and never receives it live)."""
+        queue = self._queue
+        by_topic = self.subscriptions.groups_of_topic
+        taken = self._taken
         for event in events:
-            if not is_control(event.topics):  # word for the processes, not for resumes
+            topics = event.topics
+            if not is_control(topics):  # a word is for the processes, not for resumes
                 self.history.add(event)
+                read = by_topic(topics[0]) if len(topics) == 1 else any(by_topic(t) for t in topics)
+                if not read and not queue:
+                    taken = event.sequence
+                    continue
+            queue.append(event)
             self._queued_bytes += len(event.wire)
-        self._queue.extend(events)
         self.metrics.queued_bytes = self._queued_bytes
+        if taken != self._taken:
+            self._taken = taken
+            self._wake_waiters()
+        return bool(queue)
 
     def preload(self, events: Iterable[Event], dropped_before: int) -> None:
         """Fill history with events published before this process started (a restarted
@@ -156,9 +171,12 @@ class Hub:
             deliveries.append(Delivery(group.members[:], data, len(queued)))
         # Only now, with every member snapshot taken: a waiter may open a stream at once,
         # whose replay already holds these events (it must not get them live as well).
+        self._wake_waiters()
+        return Batch(deliveries, words, events)
+
+    def _wake_waiters(self) -> None:
         while self._waiters and self._waiters[0][0] <= self._taken:
             heapq.heappop(self._waiters)[2]()
-        return Batch(deliveries, words, events)
 
     def when_taken(self, sequence: int, callback: Callable[[], None]) -> None:
         """Call `callback` once a pass has taken the event `sequence` (at once if taken)."""

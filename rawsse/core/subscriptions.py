@@ -12,8 +12,18 @@ its group's array: no dict entry, no object.
 from __future__ import annotations
 
 from array import array
+from typing import Protocol
 
 from rawsse.core.slots import Framing
+
+
+class TopicInterest(Protocol):
+    """Told when this process has its first stream on a topic, and when its last one
+    leaves (the workers' shared log wakes a worker only for the topics it reads)."""
+
+    def gained(self, topic: str) -> None: ...
+
+    def lost(self, topic: str) -> None: ...
 
 
 class Group:
@@ -29,7 +39,8 @@ class Group:
 
 
 class Subscriptions:
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, interest: TopicInterest | None = None) -> None:
+        self._interest = interest
         self._group_of: list[Group | None] = [None] * capacity
         self._position = array("i", bytes(4 * capacity))
         self._groups: dict[tuple[int, tuple[str, ...]], Group] = {}
@@ -47,7 +58,12 @@ class Subscriptions:
         if group is None:
             group = self._groups[key] = Group(names, framing)
             for topic in names:
-                self._by_topic.setdefault(topic, []).append(group)
+                groups = self._by_topic.get(topic)
+                if groups is None:
+                    groups = self._by_topic[topic] = []
+                    if self._interest is not None:
+                        self._interest.gained(topic)
+                groups.append(group)
         self._group_of[slot] = group
         self._position[slot] = len(group.members)
         group.members.append(slot)
@@ -76,6 +92,8 @@ class Subscriptions:
                 groups.remove(group)
                 if not groups:
                     del self._by_topic[topic]
+                    if self._interest is not None:
+                        self._interest.lost(topic)
 
     def topics_of(self, slot: int) -> tuple[str, ...]:
         group = self._group_of[slot]

@@ -61,6 +61,7 @@ class StreamActions:
         ledger: Ledger,
         metrics: Metrics,
         publish: Publish,
+        catch_up: Callable[[], None],
         presence_events: PresenceEvents,
         on_word: Callable[[PresenceAsk | PresenceAnswer], None],
         wall: Callable[[], float],
@@ -68,6 +69,9 @@ class StreamActions:
     ) -> None:
         self._registry, self._sessions, self._ledger, self._metrics = registry, sessions, ledger, metrics
         self._publish, self._presence_events = publish, presence_events
+        self._catch_up = catch_up
+        """Read what this process has not of the order yet, before a stream's topics change
+        (what was published before is not live for a topic it takes now)."""
         self._on_word = on_word
         """Where the words of `$control` events go that are not the streams' (presence
         asks and answers: rawsse.reactor.presence.PresenceBoard.on_word)."""
@@ -119,6 +123,7 @@ class StreamActions:
                     registry.close(slot, Why.PEER)
 
     def _set_topics(self, slot: int, after: tuple[str, ...], answer: bytes) -> None:
+        self._catch_up()
         subscriptions = self._registry.subscriptions
         before = subscriptions.topics_of(slot)
         subscriptions.remove(slot)

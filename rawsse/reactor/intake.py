@@ -1,5 +1,6 @@
 """The process's side of the broker: where the events of the order arrive (the broker's
-EventSink). Each batch goes to the hub (history, the fan-out queue) and wakes the fan-out;
+EventSink). Each batch goes to the hub (history, the fan-out queue) and wakes the fan-out
+when a pass is due;
 a loss of events this process had not read closes every stream, so that its client
 resumes and is told (a reset) rather than silently missing them."""
 
@@ -20,8 +21,7 @@ class Intake:
         self._registry = registry
 
     def deliver(self, events: list[Event]) -> None:
-        self._hub.accept(events)
-        if events:
+        if self._hub.accept(events):
             self._fanout.schedule()
 
     def preload(self, events: Iterable[Event], dropped_before: int) -> None:

@@ -36,7 +36,7 @@ from rawsse.core.publish import make_item
 from rawsse.core.slots import SlotTable
 from rawsse.core.sse import encode_retry
 from rawsse.core.state import ServerState
-from rawsse.core.subscriptions import Subscriptions
+from rawsse.core.subscriptions import Subscriptions, TopicInterest
 from rawsse.core.ws.session import SHUTDOWN_FRAME, SessionLimits, Sessions
 from rawsse.dashboard.files import load_dashboard
 from rawsse.dashboard.stats import StatsPublisher
@@ -57,6 +57,7 @@ from rawsse.reactor.streams import StreamLimits, build_streams
 from rawsse.reactor.transport_streams import TransportBackend
 
 if TYPE_CHECKING:  # the workers' broker needs a POSIX machine: imported only for workers
+    from rawsse.broker.ring import SharedLog
     from rawsse.process.context import WorkerContext
     from rawsse.reactor.acceptor import Acceptor
     from rawsse.reactor.raw_requests import RawRequests
@@ -176,8 +177,18 @@ class Server:
         history = History(config.history, config.history_age, config.history_bytes)
         remote = config.broker != "memory"
         ids: IdScheme = StreamIds() if remote else EpochIds(self.worker.epoch if self.worker else None)
+        # The workers' shared log (with a Redis broker the workers are nodes, and use none):
+        # the broker's, and where this worker's streams' topics are shown to the others.
+        shared_log: SharedLog | None = None
+        interest: TopicInterest | None = None
+        if not remote and self.worker is not None:
+            from rawsse.broker.ring import SharedLog  # shared memory (POSIX), as the workers
+            from rawsse.broker.workers import SharedInterest
+
+            shared_log = SharedLog(self.worker.seat.log_path)
+            interest = SharedInterest(shared_log, self.worker.seat.index)
         self.hub = hub = Hub(
-            Subscriptions(fd_limit),
+            Subscriptions(fd_limit, interest),
             history,
             metrics,
             config.max_queued_bytes,
@@ -193,7 +204,7 @@ class Server:
         table = SlotTable(capacity, config.max_pending_bytes, columns)
         backend = self._make_backend(table)
         self._app_client = app = self._make_app_client()
-        self.broker = broker = self._make_broker(hub)
+        self.broker = broker = self._make_broker(hub, shared_log)
         self._publishing = publishing = Publishing(broker, metrics)
         local = functools.partial(local_tally, hub.subscriptions, access.ledger.sub)
         presence = PresenceBoard(loop, publishing.put_words, broker.process_count, local, self._wall)
@@ -206,6 +217,7 @@ class Server:
             backend,
             sessions,
             publishing.publish_ws,
+            broker.catch_up,
             presence.on_word,
             access.ledger,
             self._wall,
@@ -214,7 +226,13 @@ class Server:
             PresenceEvents(config.parsed.presence_events, publishing.put_words),
         )
         await broker.start(Intake(hub, streams.fanout, streams.registry))
-        view = ServerView(broker.worker_label, broker.shares_order, broker.unready_reason, self._metrics_text)
+        view = ServerView(
+            broker.worker_label,
+            broker.shares_order,
+            broker.unready_reason,
+            self._metrics_text,
+            broker.catch_up,
+        )
         static = load_dashboard() if config.dashboard else None
         self.api = Api(
             config.api_options(), hub, metrics, view, static, loop.time, self._rng, access, self.state
@@ -258,7 +276,7 @@ class Server:
             ]
         self._port = sockets[0].getsockname()[1]
 
-    def _make_broker(self, hub: Hub) -> Broker:
+    def _make_broker(self, hub: Hub, shared_log: SharedLog | None) -> Broker:
         """The broker the options name, given what it needs: an encoder of the hub's id
         scheme (events no larger than a stream may hold while behind), a clock, and the
         room the hub's queue has (the hub is a Room)."""
@@ -274,7 +292,8 @@ class Server:
         if self.worker is not None:
             from rawsse.broker.workers import WorkerBroker  # shared memory and eventfds
 
-            return WorkerBroker(needs, self.metrics.shared_values, self.worker.seat, self.loop)
+            assert shared_log is not None
+            return WorkerBroker(needs, self.metrics.shared_values, self.worker.seat, shared_log, self.loop)
         return MemoryBroker(needs)
 
     def _make_backend(self, table: SlotTable) -> FdBackend | TransportBackend:

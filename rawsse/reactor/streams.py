@@ -155,6 +155,7 @@ def build_streams(
     backend: Backend,
     sessions: Sessions,
     publish: Publish,
+    catch_up: Callable[[], None],
     on_word: Callable[[PresenceAsk | PresenceAnswer], None],
     ledger: Ledger,
     wall: Callable[[], float] = time.time,
@@ -163,12 +164,15 @@ def build_streams(
 ) -> Streams:
     """The streams' parts, each built with its collaborators, in the order they need.
     `table` releases the columns of `sessions` and `ledger` (and the subscriptions').
-    `announcer` publishes the join and leave events of --presence-events (none without)."""
+    `announcer` publishes the join and leave events of --presence-events (none without);
+    `catch_up` is the broker's (rawsse.broker.base.Broker.catch_up)."""
     quiet = Quiet()
     announcer = announcer or PresenceEvents(NO_TOPICS, publish)  # disabled: never publishes
     registry = StreamRegistry(
         loop.time, table, hub.subscriptions, backend, sessions, ledger, metrics, announcer, quiet
     )
-    actions = StreamActions(registry, sessions, ledger, metrics, publish, announcer, on_word, wall, ask_app)
+    actions = StreamActions(
+        registry, sessions, ledger, metrics, publish, catch_up, announcer, on_word, wall, ask_app
+    )
     fanout = Fanout(loop, hub, registry, sessions, metrics, quiet, actions.on_word, limits.slice_size)
     return Streams(registry, fanout, actions, quiet, limits)
