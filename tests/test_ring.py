@@ -146,118 +146,102 @@ class Roomy:
         pass
 
 
+class Workers:
+    """Worker brokers of one log in one process and one loop (never run: a wake-up is
+    seen on its eventfd, not handled), each with a Recorded sink."""
+
+    def __init__(self, log_path: str, count: int, capacity: int = 1 << 16, max_bytes: int = 1 << 62) -> None:
+        SharedLog.create(log_path, capacity, readers=count)
+        self.loop = asyncio.new_event_loop()
+        self.wake_fds = tuple(os.eventfd(0, os.EFD_NONBLOCK) for _ in range(count))
+        self.logs = [SharedLog(log_path) for _ in range(count)]
+        self.sinks = [Recorded() for _ in range(count)]
+        ids = EpochIds("e")
+        self.brokers = [
+            WorkerBroker(
+                BrokerNeeds(EventEncoder(ids, max_bytes), lambda: 5.0, Roomy()),
+                list,
+                LogSeat(index, count, log_path, self.wake_fds),
+                self.logs[index],
+                self.loop,
+            )
+            for index in range(count)
+        ]
+        for broker, sink in zip(self.brokers, self.sinks, strict=True):
+            self.loop.run_until_complete(broker.start(sink))
+        self.answers: list[Outcome] = []
+
+    def publish(self, worker: int, *items: PublishItem) -> None:
+        self.brokers[worker].publish(items, self.answers.append)
+
+    def woken(self, worker: int) -> bool:
+        """Whether worker `worker` was woken since this was last asked."""
+        try:
+            os.read(self.wake_fds[worker], 8)
+            return True
+        except BlockingIOError:
+            return False
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for broker in self.brokers:
+            self.loop.run_until_complete(broker.stop())
+        self.loop.close()
+        for fd in self.wake_fds:
+            os.close(fd)
+
+
 def test_a_workers_own_publish_follows_what_others_appended_before_it(log_path: str) -> None:
     """A publishing worker hands its hub its own batch from what it holds (not read back
     from the log), but only after the records other workers appended before it: every
     worker sees one order, with the same bytes."""
-    SharedLog.create(log_path, 1 << 16, readers=2)
-    loop = asyncio.new_event_loop()
-    wake_fds = (os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK))
-    ids = EpochIds("e")
-    brokers, sinks = [], []
-    try:
-        for index in range(2):
-            needs = BrokerNeeds(EventEncoder(ids), lambda: 5.0, Roomy())
-            broker = WorkerBroker(
-                needs, list, LogSeat(index, 2, log_path, wake_fds), SharedLog(log_path), loop
-            )
-            sink = Recorded()
-            loop.run_until_complete(broker.start(sink))
-            brokers.append(broker)
-            sinks.append(sink)
-        answers: list[Outcome] = []
-        brokers[0].publish([PublishItem(("t",), "first")], answers.append)
+    with Workers(log_path, 2) as workers:
+        workers.publish(0, PublishItem(("t",), "first"))
         # Worker 1 has not read "first" (its wake-up is not handled: the loop is not run).
-        brokers[1].publish([PublishItem(("t",), "second"), PublishItem(("u",), "third")], answers.append)
-        brokers[0].publish([PublishItem(("t",), "fourth")], answers.append)
-        brokers[1].sweep()
-        assert answers == [["e-1"], ["e-2", "e-3"], ["e-4"]]
+        workers.publish(1, PublishItem(("t",), "second"), PublishItem(("u",), "third"))
+        workers.publish(0, PublishItem(("t",), "fourth"))
+        workers.brokers[1].sweep()
+        assert workers.answers == [["e-1"], ["e-2", "e-3"], ["e-4"]]
         expected = [
             (sequence, data, f"id: e-{sequence}\ndata: {data}\n\n".encode())
             for sequence, data in enumerate(["first", "second", "third", "fourth"], 1)
         ]
-        assert sinks[0].events == sinks[1].events == expected
-    finally:
-        for broker in brokers:
-            loop.run_until_complete(broker.stop())
-        loop.close()
-        for fd in wake_fds:
-            os.close(fd)
+        assert workers.sinks[0].events == workers.sinks[1].events == expected
 
 
 def test_a_worker_refuses_an_event_too_large_for_a_stream_before_appending_it(log_path: str) -> None:
-    SharedLog.create(log_path, 1 << 16, readers=1)
-    loop = asyncio.new_event_loop()
-    wake_fds = (os.eventfd(0, os.EFD_NONBLOCK),)
-    needs = BrokerNeeds(EventEncoder(EpochIds("e"), max_bytes=100), lambda: 5.0, Roomy())
-    broker = WorkerBroker(needs, list, LogSeat(0, 1, log_path, wake_fds), SharedLog(log_path), loop)
-    sink = Recorded()
-    try:
-        loop.run_until_complete(broker.start(sink))
-        answers: list[Outcome] = []
+    with Workers(log_path, 1, max_bytes=100) as workers:
         # 100 bytes with the id line at its longest ("id: e-", 19 digits, a newline): 66 of data fit.
-        broker.publish([PublishItem(("t",), "x" * 67)], answers.append)
-        broker.publish([PublishItem(("t",), "x" * 66)], answers.append)
-        assert isinstance(answers[0], EventTooLarge)
-        assert answers[1] == ["e-1"]
-        assert [data for _, data, _ in sink.events] == ["x" * 66]
-    finally:
-        loop.run_until_complete(broker.stop())
-        loop.close()
-        os.close(wake_fds[0])
-
-
-def woken(fd: int) -> bool:
-    """Whether the eventfd was written since last read (and read it)."""
-    try:
-        os.read(fd, 8)
-        return True
-    except BlockingIOError:
-        return False
+        workers.publish(0, PublishItem(("t",), "x" * 67))
+        workers.publish(0, PublishItem(("t",), "x" * 66))
+        assert isinstance(workers.answers[0], EventTooLarge)
+        assert workers.answers[1] == ["e-1"]
+        assert [data for _, data, _ in workers.sinks[0].events] == ["x" * 66]
 
 
 def test_a_worker_is_woken_only_for_topics_it_has_streams_on_and_for_words(log_path: str) -> None:
     """The others read the rest later (a wake-up for something else, a stream request,
     the sweep), in the same order."""
-    SharedLog.create(log_path, 1 << 16, readers=2)
-    loop = asyncio.new_event_loop()
-    wake_fds = (os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK))
-    ids = EpochIds("e")
-    logs = [SharedLog(log_path), SharedLog(log_path)]
-    brokers, sinks = [], []
-    try:
-        for index in range(2):
-            needs = BrokerNeeds(EventEncoder(ids), lambda: 5.0, Roomy())
-            seat = LogSeat(index, 2, log_path, wake_fds)
-            broker = WorkerBroker(needs, list, seat, logs[index], loop)
-            sink = Recorded()
-            loop.run_until_complete(broker.start(sink))
-            brokers.append(broker)
-            sinks.append(sink)
-        interest = SharedInterest(logs[1], 1)
-        answers: list[Outcome] = []
-        brokers[0].publish([PublishItem(("quiet",), "1")], answers.append)
-        assert not woken(wake_fds[1])
+    with Workers(log_path, 2) as workers:
+        interest = SharedInterest(workers.logs[1], 1)
+        workers.publish(0, PublishItem(("quiet",), "1"))
+        assert not workers.woken(1)
         interest.gained("loud")
-        brokers[0].publish([PublishItem(("loud",), "2")], answers.append)
-        assert woken(wake_fds[1])
-        brokers[0].publish([PublishItem(("quiet", "loud"), "3")], answers.append)
-        assert woken(wake_fds[1])
+        workers.publish(0, PublishItem(("loud",), "2"))
+        assert workers.woken(1)
+        workers.publish(0, PublishItem(("quiet", "loud"), "3"))
+        assert workers.woken(1)
         interest.lost("loud")
-        brokers[0].publish([PublishItem(("loud",), "4")], answers.append)
-        assert not woken(wake_fds[1])
-        brokers[0].publish([PublishItem((CONTROL_TOPIC,), "{}")], answers.append)
-        assert woken(wake_fds[1])
-        assert not woken(wake_fds[0])  # never its own
-        brokers[1].catch_up()
-        assert [data for _, data, _ in sinks[1].events] == ["1", "2", "3", "4", "{}"]
-        assert sinks[1].events == sinks[0].events
-    finally:
-        for broker in brokers:
-            loop.run_until_complete(broker.stop())
-        loop.close()
-        for fd in wake_fds:
-            os.close(fd)
+        workers.publish(0, PublishItem(("loud",), "4"))
+        assert not workers.woken(1)
+        workers.publish(0, PublishItem((CONTROL_TOPIC,), "{}"))
+        assert workers.woken(1)
+        assert not workers.woken(0)  # never its own
+        workers.brokers[1].catch_up()
+        assert [data for _, data, _ in workers.sinks[1].events] == ["1", "2", "3", "4", "{}"]
+        assert workers.sinks[1].events == workers.sinks[0].events
 
 
 def test_a_worker_that_joins_shows_no_streams_its_predecessor_had(log_path: str) -> None:
@@ -274,29 +258,11 @@ def test_a_worker_that_joins_shows_no_streams_its_predecessor_had(log_path: str)
 def test_a_worker_far_behind_is_woken_before_the_log_fills(log_path: str) -> None:
     """A worker not woken for what it has no streams on is still woken once it lags a
     quarter of the ring, so publishing never stops for one that would read at its sweep."""
-    SharedLog.create(log_path, 4096, readers=2)
-    loop = asyncio.new_event_loop()
-    wake_fds = (os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK))
-    ids = EpochIds("e")
-    brokers = []
-    try:
-        for index in range(2):
-            needs = BrokerNeeds(EventEncoder(ids), lambda: 5.0, Roomy())
-            seat = LogSeat(index, 2, log_path, wake_fds)
-            broker = WorkerBroker(needs, list, seat, SharedLog(log_path), loop)
-            loop.run_until_complete(broker.start(Recorded()))
-            brokers.append(broker)
-        answers: list[Outcome] = []
+    with Workers(log_path, 2, capacity=4096) as workers:
         wakes = []
         for n in range(60):  # 60 records of 40 bytes: 2,400 bytes of a 4,096-byte ring
-            brokers[0].publish([PublishItem(("quiet",), f"{n:02d}")], answers.append)
-            wakes.append(woken(wake_fds[1]))
-        assert all(isinstance(answer, list) for answer in answers)
+            workers.publish(0, PublishItem(("quiet",), f"{n:02d}"))
+            wakes.append(workers.woken(1))
+        assert all(isinstance(answer, list) for answer in workers.answers)
         assert wakes[:25] == [False] * 25  # up to a quarter of the ring behind
         assert all(wakes[26:])
-    finally:
-        for broker in brokers:
-            loop.run_until_complete(broker.stop())
-        loop.close()
-        for fd in wake_fds:
-            os.close(fd)
