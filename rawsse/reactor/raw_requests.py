@@ -38,7 +38,7 @@ from rawsse.errors import HttpError, RawsseError
 from rawsse.reactor.context import ConnectionContext
 from rawsse.reactor.effects import internal_error
 from rawsse.reactor.fd_streams import FdBackend
-from rawsse.reactor.protocol import Handover, HttpProtocol
+from rawsse.reactor.protocol import WRITE_HIGH_WATER, Handover, HttpProtocol
 
 log = logging.getLogger("rawsse")
 
@@ -200,6 +200,7 @@ class RawRequests:
         # Whole: every byte read was read, into whole requests (or up to an upgrade).
         whole = count <= FEED_SLICE and (reader.between_messages or reader.upgraded)
         answers: list[bytes] = []
+        answered = 0
         for index, request in enumerate(requests):
             if shedding:
                 self._recycle(reader)
@@ -234,6 +235,13 @@ class RawRequests:
             if answer.close or not request.keep_alive:
                 self._recycle(reader)
                 self._last_answer(fd, b"".join(answers))
+                return
+            answered += len(answer.data)
+            if answered >= WRITE_HIGH_WATER and index + 1 < len(requests):
+                # What one read's answers hold stays bounded (a client pipelining requests
+                # for large pages): the rest is the core's, which reads on only as its
+                # client takes its answers.
+                self._hand_over_rest(fd, reader, requests, index + 1, None, b"".join(answers), count, now)
                 return
         if not whole:
             deferred = reader.deferred
