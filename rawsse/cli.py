@@ -17,7 +17,7 @@ from typing import Any
 
 from rawsse import __version__
 from rawsse.config import Config
-from rawsse.errors import ConfigError, PortInUse, WorkersFailed
+from rawsse.errors import ConfigError, PortInUse, StoreUnusable, WorkersFailed
 from rawsse.flood.options import DEFAULT_SOURCES, FloodOptions, parse_sources
 from rawsse.flood.tally import PAYLOAD_HEAD_BYTES
 from rawsse.options import describe_range, env_name, field_kind, flag_name
@@ -241,6 +241,9 @@ def serve(args: argparse.Namespace) -> int:
         if source not in os.environ and not source.startswith("--"):
             source = flag_name(exc.name)
         print(f"rawsse: {source} {exc.problem}", file=sys.stderr)
+        return 2
+    except StoreUnusable as exc:  # --data-dir: another server's, not ours, unreadable, newer
+        print(f"rawsse: {exc}", file=sys.stderr)
         return 2
     except PortInUse as exc:
         print(f"rawsse: cannot serve: {exc}", file=sys.stderr)

@@ -51,6 +51,7 @@ from rawsse.options import (
     option,
     parse_value,
 )
+from rawsse.store.events import FSYNC_INTERVAL, STORE_AGE, STORE_BYTES, Fsync
 
 HEARTBEAT_INTERVAL = 15.0
 """WHATWG's advice: a comment every 15 s keeps proxies from dropping idle streams."""
@@ -136,6 +137,34 @@ class Config:
     )
     history_bytes: int = option(
         HISTORY_BYTES, "history kept across all topics", low=0, high=64 * GIB, unit="bytes"
+    )
+    data_dir: str | None = option(
+        None,
+        "directory of the durable event log (SQLite): events, ids and resume outlive a restart; "
+        "without it, events live in memory only",
+    )
+    fsync: str = option(
+        "interval",
+        "when a publish is answered with --data-dir: always (on disk), interval (written, on disk "
+        "within --fsync-interval), never (written, on disk when the system flushes it)",
+        choices=tuple(mode.value for mode in Fsync),
+    )
+    fsync_interval: float = option(
+        FSYNC_INTERVAL,
+        "longest time an answered publish waits to be on disk with --fsync interval",
+        low=TIMER_GRANULARITY,
+        high=3600,
+        unit="s",
+    )
+    store_age: float = option(
+        STORE_AGE, "how long the durable log keeps an event", low=60, high=10 * 365 * DAY, unit="s"
+    )
+    store_bytes: int = option(
+        STORE_BYTES,
+        "events the durable log keeps (their data and topics), the oldest dropped first",
+        low=MIB,
+        high=1 << 50,
+        unit="bytes",
     )
     heartbeat: float = option(
         HEARTBEAT_INTERVAL,
@@ -355,6 +384,16 @@ class Config:
                 "workers", f"must be auto or a number from 1 to {MAX_WORKERS}, got {self.workers!r}"
             )
         _check_broker(self.broker)
+        if self.data_dir is not None and not self.data_dir.strip():
+            raise ConfigError("data_dir", "must name a directory")
+        if self.data_dir is not None and self.broker != "memory":
+            raise ConfigError(
+                "data_dir",
+                "keeps the events of the memory broker: with --broker redis:// Redis is the store "
+                "(run it with AOF: see docs/scaling.md)",
+            )
+        if self.data_dir is not None and self.workers != "1":
+            raise ConfigError("data_dir", "is for one process for now: drop --workers, or --data-dir")
         if self.publish_token is not None and not _TOKEN.fullmatch(self.publish_token):
             raise ConfigError("publish_token", "must be 1 to 4096 visible ASCII characters, without spaces")
         self._check_access(parsed)

@@ -114,3 +114,19 @@ class WorkersFailed(RawsseError):
     """Workers could not be started: the server stopped; the message says why."""
 
     status = None
+
+
+class StoreUnusable(RawsseError):
+    """The data directory cannot be used (another server holds it, it is not ours, it
+    cannot be read, its format is newer): the server does not start; the message says
+    why in one line."""
+
+    status = None
+
+
+class StoreUnavailable(RawsseError):
+    """The store cannot take events now (the disk is full, a write failed): publishers
+    get 503 and retry; nothing is accepted that was not written."""
+
+    status = 503
+    headers = RETRY_AFTER

@@ -1,18 +1,72 @@
-"""The default broker: one process numbers its own events."""
+"""The default broker: one process numbers its own events; with --data-dir it writes each
+batch to the durable log before the batch is delivered or answered."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 
-from rawsse.broker.base import LocalBroker
+from rawsse.broker.base import BrokerNeeds, EventSink, LocalBroker, Outcome
+from rawsse.core.events import Event
 from rawsse.core.publish import PublishItem
+from rawsse.errors import RawsseError, StoreUnavailable
+from rawsse.store.durable import DurableLog, HistoryWindow
 
 
 class MemoryBroker(LocalBroker):
-    _sequence = 0
+    def __init__(
+        self,
+        needs: BrokerNeeds,
+        durable: tuple[DurableLog, HistoryWindow, asyncio.AbstractEventLoop] | None = None,
+    ) -> None:
+        """`durable`: the durable log, what memory history starts with from it, and the
+        loop (--fsync always commits once per loop turn)."""
+        super().__init__(needs)
+        self._durable = durable
+        self._sequence = 0 if durable is None else durable[0].last_sequence
+        self._committing: list[tuple[list[Event], list[str], Callable[[Outcome], None]]] = []
+        """Batches written with --fsync always, answered once the loop turn's commit is on disk."""
+        self._unwritable: str | None = None
+
+    @property
+    def answers_at_once(self) -> bool:
+        return self._durable is None or not self._durable[0].waits
+
+    async def start(self, sink: EventSink) -> None:
+        await super().start(sink)
+        if self._durable is not None:
+            log, window, _ = self._durable
+            events, before = log.preload(window)
+            sink.preload(events, before)
 
     def publish_now(self, items: Sequence[PublishItem]) -> list[str]:
-        sink = self.sink  # started, or nothing is numbered
+        if self._committing:  # --fsync always: the turn's earlier batches go first, in order
+            self._commit()
+        events, ids = self._number(items)
+        if self._durable is not None:
+            self._write(events, commit=True)
+        self._sequence = events[-1].sequence
+        self.sink.deliver(events)
+        return ids
+
+    def publish(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
+        if self.answers_at_once:
+            super().publish(items, done)
+            return
+        try:  # --fsync always: written now, committed, delivered and answered at the turn's end
+            events, ids = self._number(items)
+            self._write(events, commit=False)
+        except RawsseError as error:
+            done(error)
+            return
+        self._sequence = events[-1].sequence
+        if not self._committing:
+            assert self._durable is not None
+            self._durable[2].call_soon(self._commit)
+        self._committing.append((events, ids, done))
+
+    def _number(self, items: Sequence[PublishItem]) -> tuple[list[Event], list[str]]:
+        """The items numbered and encoded, all or none (EventTooLarge, Overloaded)."""
         encode = self.encoder.encode
         format_id = self.encoder.ids.format
         now = self.clock()
@@ -20,14 +74,58 @@ class MemoryBroker(LocalBroker):
         ids = []
         events = []
         self.room.check_room()  # Overloaded while the fan-out is behind
-        # All encoded first (EventTooLarge stops the batch): a batch is accepted whole or
-        # not at all. A loop, not two comprehensions: each would be a call of its own, for
-        # the usual single event.
+        # A loop, not two comprehensions: each would be a call of its own, for the usual
+        # single event.
         for item in items:
             sequence += 1
             event_id = format_id(sequence)
             events.append(encode(item, sequence, event_id, now))
             ids.append(event_id)
-        self._sequence = sequence
-        sink.deliver(events)
-        return ids
+        return events, ids
+
+    def _write(self, events: list[Event], commit: bool) -> None:
+        assert self._durable is not None
+        log = self._durable[0]
+        try:
+            log.write(events)
+            if commit:
+                log.commit()
+        except StoreUnavailable as error:
+            self._sequence = log.forget_uncommitted()
+            self._unwritable = error.message
+            raise
+        self._unwritable = None
+
+    def _commit(self) -> None:
+        """The loop turn's group commit (--fsync always): its batches delivered and
+        answered once on disk, or all refused."""
+        batches, self._committing = self._committing, []
+        assert self._durable is not None
+        try:
+            self._durable[0].commit()
+        except StoreUnavailable as error:
+            self._sequence = self._durable[0].forget_uncommitted()
+            self._unwritable = error.message
+            for _, _, done in batches:
+                done(error)
+            return
+        self._unwritable = None
+        for events, ids, done in batches:
+            self.sink.deliver(events)
+            done(ids)
+
+    def sweep(self) -> None:
+        if self._durable is not None:
+            try:
+                self._durable[0].tick()
+            except (StoreUnavailable, OSError) as error:
+                self._unwritable = str(error)
+
+    def unready_reason(self) -> str | None:
+        if self._unwritable is not None:
+            return f"the durable log cannot be written ({self._unwritable})"
+        return None
+
+    async def stop(self) -> None:
+        if self._durable is not None:
+            self._durable[0].close()

@@ -48,7 +48,7 @@ from rawsse.core.metrics import SHARED_FIELDS
 from rawsse.core.publish import PublishItem
 from rawsse.errors import EventTooLarge, Overloaded
 
-METRIC_FIELDS = 64
+METRIC_FIELDS = 96
 """Values each worker shares (rawsse.core.metrics.Metrics.shared_values), with room to spare."""
 METRICS_AT = 64 + 8 * MAX_WORKERS
 INTEREST_BUCKETS = 4096

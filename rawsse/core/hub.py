@@ -7,7 +7,7 @@ import heapq
 import json
 from array import array
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from rawsse.core.control import Word, is_control, read_word
 from rawsse.core.events import Event
@@ -65,6 +65,18 @@ class Batch(NamedTuple):
     """Every event taken, in order (the pass times them: rawsse_publish_latency_seconds)."""
 
 
+class Archive(Protocol):
+    """Events older than memory history keeps (the durable log of --data-dir)."""
+
+    def since(
+        self, topics: tuple[str, ...], after: int, until: int, page_bytes: int
+    ) -> tuple[list[Event], bool, bool]:
+        """The events on `topics` after `after` up to `until`, one page at most (at
+        least one event); whether they are all (False: the page is full), and whether
+        nothing after `after` is gone."""
+        ...
+
+
 class Hub:
     """One process's side of the event order: events arrive already numbered (from a
     broker), are encoded once, kept in history and queued for the next fan-out pass."""
@@ -76,9 +88,13 @@ class Hub:
         metrics: Metrics,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         ids: IdScheme | None = None,
+        archive: Archive | None = None,
     ) -> None:
         """`ids`: the scheme of the ids the broker gives (this hub reads them back for
-        resumes); the broker's encoder makes them with the same scheme."""
+        resumes); the broker's encoder makes them with the same scheme. `archive`: where a
+        resume older than memory history is read from, a page at a time (None: such a
+        resume is told it may have missed events)."""
+        self._archive = archive
         self.subscriptions = subscriptions
         self.history = history
         self.metrics = metrics
@@ -133,6 +149,7 @@ class Hub:
         worker, a node joining a cluster), so resumes work here too; `dropped_before` is
         the highest sequence known to be gone."""
         self.history.mark_dropped(dropped_before)
+        self._taken = max(self._taken, dropped_before)  # passed in the order, if not kept
         for event in events:
             if not is_control(event.topics):
                 self.history.add(event)
@@ -254,6 +271,9 @@ class Hub:
         if after > self._taken:
             return self._reset("unknown-id", framing), True
         events, complete = self.history.since(topics, after, self._taken)
+        archived_whole = True
+        if not complete and self._archive is not None:  # older than memory: one page from disk
+            events, archived_whole, complete = self._archive.since(topics, after, self._taken, page_bytes)
         size = 0
         for count, event in enumerate(events):
             size += len(event.wire)  # the page is measured in SSE bytes, whatever the framing
@@ -267,7 +287,7 @@ class Hub:
         if not complete:
             # The replayed events carry ids; without any, the reset itself moves the client on.
             replay = self._reset("history-exceeded", framing, with_id=not events) + replay
-        return replay, whole
+        return replay, whole and archived_whole
 
     def _reset(self, reason: str, framing: Framing, with_id: bool = True) -> bytes:
         self.metrics.resets += 1

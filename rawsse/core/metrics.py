@@ -68,6 +68,7 @@ class Metrics:
         "deliveries",
         "events_published",
         "fanout_pass",
+        "fsync",
         "process_cpu_micros",
         "process_open_fds",
         "process_resident_bytes",
@@ -81,6 +82,9 @@ class Metrics:
         "resumes",
         "send_timeouts",
         "slow_consumers",
+        "store_bytes",
+        "store_events",
+        "store_replays",
         "stream_slots",
         "streams_closed",
         "streams_open",
@@ -100,12 +104,13 @@ class Metrics:
             self.ws_streams_open, self.auth_refused, self.streams_over_limit, self.tokens_expired,
             self.users_disconnected, self.published_http, self.published_ws, self.published_local,
             self.queued_bytes, self.process_resident_bytes, self.process_open_fds,
-            self.process_cpu_micros,
-        ) = (0,) * 25  # fmt: skip
+            self.process_cpu_micros, self.store_events, self.store_bytes, self.store_replays,
+        ) = (0,) * 28  # fmt: skip
         self.rejected: Counter[int] = Counter()
         """Requests refused, by the status they got."""
         self.publish_latency = Histogram()
         self.fanout_pass = Histogram()
+        self.fsync = Histogram()
 
     def shared_values(self) -> list[int]:
         """The series in SERIES order, then each histogram's counts and sum: what a
@@ -218,6 +223,9 @@ SERIES = _series(
     process_resident_bytes labelled The process's resident memory, as of the last sweep.
     process_open_fds     labelled The process's open file descriptors, as of the last sweep.
     process_cpu_micros   labelled The process's CPU time (user and system), as of the last sweep.
+    store_events         gauge    Events the durable log (--data-dir) holds.
+    store_bytes          gauge    Bytes of events (data, topics) the durable log holds (up to --store-bytes).
+    store_replays        counter  Resume pages read from the durable log (older than memory history).
     """
 )
 """(attribute, type, help) of each series a worker shares; a counter's name ends in
@@ -243,6 +251,11 @@ HISTOGRAMS = (
         "fanout_pass_seconds",
         "fanout_pass",
         "Seconds a fan-out pass took, from taking its events to its last write.",
+    ),
+    (
+        "fsync_seconds",
+        "fsync",
+        "Seconds a sync of the durable log took (--fsync always: each commit; interval: each tick).",
     ),
 )
 """(name, attribute, help) of the histograms, in the order they are shared."""

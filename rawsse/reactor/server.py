@@ -29,7 +29,7 @@ from rawsse.core.events import EventEncoder
 from rawsse.core.history import History
 from rawsse.core.http import HttpLimits
 from rawsse.core.hub import Hub
-from rawsse.core.ids import EpochIds, IdScheme, StreamIds
+from rawsse.core.ids import EpochIds, IdScheme, StreamIds, new_epoch
 from rawsse.core.metrics import Metrics
 from rawsse.core.presence import local_tally
 from rawsse.core.publish import make_item
@@ -55,12 +55,15 @@ from rawsse.reactor.presence import PresenceBoard, PresenceEvents
 from rawsse.reactor.protocol import HttpProtocol
 from rawsse.reactor.streams import StreamLimits, build_streams
 from rawsse.reactor.transport_streams import TransportBackend
+from rawsse.store.durable import DurableLog, HistoryWindow, StoreOptions
+from rawsse.store.events import EventStore, Fsync
 
-if TYPE_CHECKING:  # the workers' broker needs a POSIX machine: imported only for workers
+if TYPE_CHECKING:  # POSIX parts (the workers, the data directory): imported only where used
     from rawsse.broker.ring import SharedLog
     from rawsse.process.context import WorkerContext
     from rawsse.reactor.acceptor import Acceptor
     from rawsse.reactor.raw_requests import RawRequests
+    from rawsse.store.directory import DataDirectory
 
 log = logging.getLogger("rawsse")
 
@@ -124,6 +127,8 @@ class Server:
         self.config = Config(**options) if config is None else config
         self.worker = worker
         self.state = ServerState()
+        self._data_directory: DataDirectory | None = None
+        """The --data-dir held while this server runs (its lock), released at stop."""
         self._wall = wall
         """The wall clock that token expiry is read on (a test gives a fake one)."""
         self.metrics = Metrics()
@@ -155,6 +160,7 @@ class Server:
         except BaseException:
             if getattr(self, "broker", None) is not None:
                 await self.broker.stop()
+            self._release_data_directory()
             if getattr(self, "streams", None) is not None:
                 self.streams.close_all()
             if not given:
@@ -176,7 +182,17 @@ class Server:
         config, loop, metrics = self.config, self.loop, self.metrics
         history = History(config.history, config.history_age, config.history_bytes)
         remote = config.broker != "memory"
-        ids: IdScheme = StreamIds() if remote else EpochIds(self.worker.epoch if self.worker else None)
+        # The durable log of --data-dir holds the epoch, so that ids outlive the process.
+        store = self._open_store() if config.data_dir else None
+        epoch = store.epoch if store else self.worker.epoch if self.worker else None
+        ids: IdScheme = StreamIds() if remote else EpochIds(epoch)
+        # One encoder of the ids' scheme, for the broker and for replays from the durable log.
+        encoder = EventEncoder(ids, config.max_pending_bytes)
+        durable = None
+        if store is not None:
+            fsync = Fsync(config.fsync)
+            options = StoreOptions(fsync, config.fsync_interval, config.store_age, config.store_bytes)
+            durable = DurableLog(store, options, encoder, metrics)
         # The workers' shared log (with a Redis broker the workers are nodes, and use none):
         # the broker's, and where this worker's streams' topics are shown to the others.
         shared_log: SharedLog | None = None
@@ -193,6 +209,7 @@ class Server:
             metrics,
             config.max_queued_bytes,
             ids=ids,
+            archive=durable,
         )
         capacity = hub.subscriptions.capacity
         self.access = access = self._make_access(capacity, keys)
@@ -204,7 +221,7 @@ class Server:
         table = SlotTable(capacity, config.max_pending_bytes, columns)
         backend = self._make_backend(table)
         self._app_client = app = self._make_app_client()
-        self.broker = broker = self._make_broker(hub, shared_log)
+        self.broker = broker = self._make_broker(hub, encoder, shared_log, durable)
         self._publishing = publishing = Publishing(broker, metrics)
         local = functools.partial(local_tally, hub.subscriptions, access.ledger.sub)
         presence = PresenceBoard(loop, publishing.put_words, broker.process_count, local, self._wall)
@@ -276,25 +293,44 @@ class Server:
             ]
         self._port = sockets[0].getsockname()[1]
 
-    def _make_broker(self, hub: Hub, shared_log: SharedLog | None) -> Broker:
+    def _make_broker(
+        self, hub: Hub, encoder: EventEncoder, shared_log: SharedLog | None, durable: DurableLog | None
+    ) -> Broker:
         """The broker the options name, given what it needs: an encoder of the hub's id
         scheme (events no larger than a stream may hold while behind), a clock, and the
         room the hub's queue has (the hub is a Room)."""
-        url = self.config.broker
-        encoder = EventEncoder(hub.ids, self.config.max_pending_bytes)
+        config = self.config
+        url = config.broker
         # The loop's clock, but precise (uvloop's counts whole milliseconds): the fan-out
         # times each event from it.
         needs = BrokerNeeds(encoder, time.monotonic, hub)
         if url != "memory":
             from rawsse.broker.redis import RedisBroker  # needs the redis extra
 
-            return RedisBroker(needs, url, self.config.broker_history, self.loop)
+            return RedisBroker(needs, url, config.broker_history, self.loop)
         if self.worker is not None:
             from rawsse.broker.workers import WorkerBroker  # shared memory and eventfds
 
             assert shared_log is not None
             return WorkerBroker(needs, self.metrics.shared_values, self.worker.seat, shared_log, self.loop)
-        return MemoryBroker(needs)
+        if durable is None:
+            return MemoryBroker(needs)
+        window = HistoryWindow(config.history_bytes, config.history_age)
+        return MemoryBroker(needs, (durable, window, self.loop))
+
+    def _open_store(self) -> EventStore:
+        """The data directory, held while this server runs, and its durable log. Raises
+        StoreUnusable."""
+        from rawsse.store.directory import DataDirectory  # flock: POSIX, as the option
+
+        assert self.config.data_dir is not None
+        self._data_directory = directory = DataDirectory(self.config.data_dir)
+        try:
+            return EventStore(directory.database, Fsync(self.config.fsync), new_epoch())
+        except BaseException:
+            directory.release()
+            self._data_directory = None
+            raise
 
     def _make_backend(self, table: SlotTable) -> FdBackend | TransportBackend:
         kind = self.config.streams
@@ -362,6 +398,11 @@ class Server:
     def _metrics_text(self) -> bytes:
         return self.metrics.render(self.broker.worker_metrics())
 
+    def _release_data_directory(self) -> None:
+        if self._data_directory is not None:
+            self._data_directory.release()
+            self._data_directory = None
+
     async def serve_forever(self) -> None:
         """Wait until stop() is called (by a signal handler, say)."""
         assert self._stopped is not None, "start() first"
@@ -390,6 +431,7 @@ class Server:
         for connection in list(self.context.connections):
             connection.close_now()
         await self.broker.stop()
+        self._release_data_directory()
         if self._app_client is not None:
             await self._app_client.close()
         assert self._stopped is not None

@@ -1,0 +1,287 @@
+"""The events of the data directory, in SQLite (WAL mode).
+
+    meta(key, value)                 format, epoch, floor (the highest sequence trimmed)
+    events(sequence, time, topics, name, data, size)
+    topic_events(topic, sequence)    one row per topic of each event: replay by topic
+
+An event is written once, in the order's sequence, and never changed. A replay reads one
+page (`page_bytes`) at a time by topic, so the server's memory never grows with the
+store. Trimming drops the oldest first, by age and by size, and raises the floor: a
+resume from before the floor is told its history was exceeded, never given a silent gap.
+
+When a publish is answered (--fsync):
+- ALWAYS: a batch is committed with synchronous=FULL (the WAL is synced at each commit)
+  before its answers go out; the broker commits once per loop turn (a group commit).
+- INTERVAL: committed before the answer (in the operating system's cache: a process crash
+  loses nothing), the WAL synced at most every --fsync-interval (a power loss loses at
+  most that).
+- NEVER: committed before the answer; synced when the operating system writes it back.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from rawsse.core.publish import PublishItem
+from rawsse.errors import StoreUnavailable, StoreUnusable
+
+FORMAT = 1
+"""The layout of this version; a store of a newer one is refused, an older one upgraded."""
+
+STORE_AGE = 7 * 24 * 3600.0
+"""A week: a user away over a weekend still finds what was sent to them."""
+
+STORE_BYTES = 1 << 30
+"""1 GiB of events (their data and topics) on disk, the oldest dropped first."""
+
+FSYNC_INTERVAL = 1.0
+"""Redis' `appendfsync everysec`: a power loss costs at most the last second."""
+
+REPLAY_BATCH = 256
+"""Rows read at a time while a replay page fills."""
+
+
+class Fsync(enum.Enum):
+    ALWAYS = "always"
+    INTERVAL = "interval"
+    NEVER = "never"
+
+
+_SYNCHRONOUS = {Fsync.ALWAYS: "FULL", Fsync.INTERVAL: "NORMAL", Fsync.NEVER: "OFF"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    sequence INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    topics TEXT NOT NULL,
+    name TEXT,
+    data TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS topic_events (
+    topic TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    PRIMARY KEY (topic, sequence)
+) WITHOUT ROWID;
+"""
+
+
+class StoredEvent(NamedTuple):
+    sequence: int
+    item: PublishItem
+    time: float
+
+
+class EventStore:
+    """The events of one data directory's database, for one process."""
+
+    def __init__(self, database: str, fsync: Fsync, epoch: str) -> None:
+        """Open (or make) the store at `database`. `epoch` is written into a new store
+        and ignored for an existing one: `self.epoch` is the store's. Raises StoreUnusable."""
+        self.fsync = fsync
+        try:
+            self._db = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[fsync]}")
+            self._db.executescript(_SCHEMA)
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnusable(f"cannot use the store {database}: {exc}") from None
+        stored_format = int(meta.get("format", FORMAT))
+        if stored_format > FORMAT:
+            raise StoreUnusable(
+                f"the store {database} has format {stored_format}, newer than this rawsse reads "
+                f"({FORMAT}): run the newer rawsse, or give another --data-dir"
+            )
+        if "epoch" not in meta:
+            with self._transaction():
+                rows = [("format", str(FORMAT)), ("epoch", epoch), ("floor", "0")]
+                self._db.executemany("INSERT INTO meta VALUES (?, ?)", rows)
+            meta = {"format": str(FORMAT), "epoch": epoch, "floor": "0"}
+        self.epoch: str = meta["epoch"]
+        self.floor = int(meta["floor"])
+        """The highest sequence trimmed: a resume from before it may have missed events."""
+        last, count, size = self._db.execute(
+            "SELECT coalesce(max(sequence), 0), count(*), coalesce(sum(size), 0) FROM events"
+        ).fetchone()
+        self.last_sequence: int = max(last, self.floor)
+        self.events: int = count
+        self.bytes: int = size
+        """What the events hold (their data and topics): what --store-bytes counts."""
+        self._wal_fd: int | None = None
+        self._wal_path = f"{database}-wal"
+        self.last_sync = time.monotonic()
+        self._open: bool = False
+
+    # Writing
+
+    def append(self, records: Sequence[StoredEvent]) -> None:
+        """Write `records` (whole, in order) in a transaction left open: `commit` ends it.
+        Raises StoreUnavailable (the transaction is rolled back, nothing is kept)."""
+        rows = []
+        topic_rows: list[tuple[str, int]] = []
+        size = 0
+        for sequence, item, at in records:
+            record_size = len(item.data) + sum(len(topic) for topic in item.topics)
+            size += record_size
+            rows.append((sequence, at, "\n".join(item.topics), item.event, item.data, record_size))
+            topic_rows.extend((topic, sequence) for topic in item.topics)
+        try:
+            if not self._open:
+                self._db.execute("BEGIN")
+                self._open = True
+            self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT INTO topic_events VALUES (?, ?)", topic_rows)
+        except sqlite3.Error as exc:
+            self._roll_back()
+            raise StoreUnavailable(f"cannot write the store: {exc}") from None
+        self.last_sequence = records[-1].sequence
+        self.events += len(records)
+        self.bytes += size
+
+    def commit(self) -> None:
+        """End the open transaction (with --fsync always, the WAL is synced first).
+        Raises StoreUnavailable (then what it held is not kept)."""
+        if not self._open:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._roll_back()
+            raise StoreUnavailable(f"cannot write the store: {exc}") from None
+        finally:
+            self._open = False
+
+    def _roll_back(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._open = False
+        # What was counted since the last commit is recounted from what the store holds.
+        last, count, size = self._db.execute(
+            "SELECT coalesce(max(sequence), 0), count(*), coalesce(sum(size), 0) FROM events"
+        ).fetchone()
+        self.last_sequence, self.events, self.bytes = max(last, self.floor), count, size
+
+    def sync(self) -> float:
+        """Put what was committed on disk (the WAL's fsync): --fsync interval's tick.
+        Returns the seconds the fsync took."""
+        began = time.monotonic()
+        if self._wal_fd is None:
+            try:
+                self._wal_fd = os.open(self._wal_path, os.O_RDONLY)
+            except FileNotFoundError:  # nothing written since the last checkpoint
+                self.last_sync = began
+                return 0.0
+        os.fsync(self._wal_fd)
+        self.last_sync = time.monotonic()
+        return self.last_sync - began
+
+    # Reading
+
+    def since(
+        self, topics: Sequence[str], after: int, until: int, page_bytes: int
+    ) -> tuple[list[StoredEvent], bool, bool]:
+        """The events on `topics` after sequence `after`, up to `until`, in order: at most
+        a page (at least one event). Returns them, whether they are all there were (False:
+        the page is full, the client comes back for the next), and whether nothing after
+        `after` was trimmed (False: events may have been missed)."""
+        complete = after >= self.floor
+        marks = ",".join("?" * len(topics))
+        query = (
+            "SELECT e.sequence, e.time, e.topics, e.name, e.data FROM events e WHERE e.sequence IN "
+            f"(SELECT sequence FROM topic_events WHERE topic IN ({marks}) "
+            "AND sequence > ? AND sequence <= ?) ORDER BY e.sequence LIMIT ?"
+        )
+        found: list[StoredEvent] = []
+        size = 0
+        cursor = after
+        while True:
+            rows = self._db.execute(query, (*topics, cursor, until, REPLAY_BATCH)).fetchall()
+            for sequence, at, joined, name, data in rows:
+                size += len(data) + 64
+                if size > page_bytes and found:
+                    return found, False, complete
+                found.append(StoredEvent(sequence, PublishItem(tuple(joined.split("\n")), data, name), at))
+            if len(rows) < REPLAY_BATCH:
+                return found, True, complete
+            cursor = rows[-1][0]
+
+    def recent(self, max_events: int, max_bytes: int, since_time: float) -> list[StoredEvent]:
+        """The newest events, in order, at most `max_events` and `max_bytes` of data, none
+        older than `since_time`: what memory history starts with. Reads only those (from
+        the newest back), whatever the store holds."""
+        query = "SELECT sequence, time, topics, name, data FROM events ORDER BY sequence DESC"
+        rows = self._db.execute(query)
+        found: list[StoredEvent] = []
+        size = 0
+        for sequence, at, joined, name, data in rows:
+            size += len(data)
+            if at < since_time or size > max_bytes or len(found) == max_events:
+                break
+            found.append(StoredEvent(sequence, PublishItem(tuple(joined.split("\n")), data, name), at))
+        rows.close()
+        found.reverse()
+        return found
+
+    # Retention
+
+    def trim(self, older_than: float, max_bytes: int) -> int:
+        """Drop the events older than `older_than` (a time) and the oldest beyond
+        `max_bytes`, reading only those (from the oldest on); returns how many went.
+        Raises StoreUnavailable."""
+        if self._open:
+            return 0  # never inside a batch: the next sweep trims
+        over = self.bytes - max_bytes
+        cut = gone = size = 0
+        topics: set[str] = set()
+        rows = self._db.execute("SELECT sequence, time, size, topics FROM events ORDER BY sequence")
+        for sequence, at, record_size, joined in rows:
+            if at >= older_than and size >= over:
+                break
+            cut, gone, size = sequence, gone + 1, size + record_size
+            topics.update(joined.split("\n"))
+        rows.close()
+        if not gone:
+            return 0
+        try:
+            with self._transaction():
+                # By topic: the index of topic_events leads with it.
+                self._db.executemany(
+                    "DELETE FROM topic_events WHERE topic = ? AND sequence <= ?", [(t, cut) for t in topics]
+                )
+                self._db.execute("DELETE FROM events WHERE sequence <= ?", (cut,))
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'floor'", (str(cut),))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot trim the store: {exc}") from None
+        self.floor = cut
+        self.events -= gone
+        self.bytes -= size
+        return gone
+
+    def close(self) -> None:
+        self.commit()
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+        self._db.close()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    __slots__ = ("_db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN")
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        self._db.execute("ROLLBACK" if kind is not None else "COMMIT")

@@ -1,0 +1,107 @@
+"""`rawsse serve --data-dir`: events, ids and resume outlive the process, real processes
+killed and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rawsse.core.hub import RESET_EVENT
+from tests.helpers import StreamClient, publish
+from tests.processes import RAWSSE, Served, parse_metrics
+
+KIND = "integration"
+
+
+async def publish_all(port: int, topic: str, datas: list[str]) -> list[str]:
+    return [await publish(port, topic, data) for data in datas]
+
+
+async def replay(port: int, topic: str, last_id: str, count: int) -> list[tuple[str, str, str | None]]:
+    stream = await StreamClient.open(port, f"topic={topic}", {"Last-Event-ID": last_id})
+    events = await stream.events(count)
+    stream.close()
+    return [(e.id, e.data, e.event) for e in events]
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        return parse_metrics(answer.read().decode())[name]
+
+
+@pytest.mark.parametrize("fsync", ["interval", "always"])
+def test_ids_and_resume_outlive_a_restart(tmp_path: Path, fsync: str) -> None:
+    data = str(tmp_path / "data")
+    with Served("--data-dir", data, "--fsync", fsync) as first:
+        ids = asyncio.run(publish_all(first.port, "t", [f"before {n}" for n in range(5)]))
+    with Served("--data-dir", data, "--fsync", fsync) as second:
+        [later] = asyncio.run(publish_all(second.port, "t", ["after"]))
+        assert later.split("-")[0] == ids[0].split("-")[0]  # the same epoch: ids go on
+        received = asyncio.run(replay(second.port, "t", ids[1], 4))
+    assert received == [(ids[2], "before 2", "message"), (ids[3], "before 3", "message"),
+                        (ids[4], "before 4", "message"), (later, "after", "message")]  # fmt: skip
+
+
+def test_a_resume_older_than_memory_is_replayed_from_the_store(tmp_path: Path) -> None:
+    with Served("--data-dir", str(tmp_path / "data"), "--history", "2") as served:
+        ids = asyncio.run(publish_all(served.port, "t", [f"event {n}" for n in range(10)]))
+        received = asyncio.run(replay(served.port, "t", ids[0], 9))
+        assert [event_id for event_id, _, _ in received] == ids[1:]
+        assert RESET_EVENT not in [name for _, _, name in received]
+        assert metric(served.port, "rawsse_store_replays_total") >= 1
+
+
+def test_every_answered_publish_survives_a_kill_in_the_middle_of_a_burst(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    served = Served("--data-dir", data)
+    answered: list[str] = []
+
+    async def burst() -> None:
+        async def lane(lane_number: int) -> None:
+            n = 0
+            while True:
+                try:
+                    answered.append(await publish(served.port, "t", f"{lane_number}.{n}"))
+                except (OSError, AssertionError, asyncio.IncompleteReadError):
+                    return  # killed: this one may or may not be stored
+                n += 1
+                if len(answered) == 300:
+                    served.process.send_signal(signal.SIGKILL)
+
+        await asyncio.gather(*(lane(n) for n in range(4)))
+
+    asyncio.run(burst())
+    served.process.wait()
+    assert len(answered) >= 300
+    with Served("--data-dir", data) as again:
+        first = answered[0]
+        replayed = asyncio.run(replay(again.port, "t", first, len(answered) - 1))
+    stored = [event_id for event_id, _, _ in replayed]
+    assert set(answered[1:]) <= {first, *stored}  # nothing answered is lost
+    assert stored == sorted(stored, key=lambda i: int(i.split("-")[1]))
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    with Served("--data-dir", data):
+        second = subprocess.run(
+            [*RAWSSE, "serve", "--port", "0", "--data-dir", data], capture_output=True, text=True, timeout=30
+        )
+    assert second.returncode == 2
+    refusal = second.stderr.strip().splitlines()[-1]
+    assert refusal == f"rawsse: another server is using the data directory {data}"
+
+
+def test_a_data_dir_that_is_not_ours_is_refused(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("someone else's")
+    run = subprocess.run([*RAWSSE, "serve", "--port", "0", "--data-dir", str(theirs)], capture_output=True,
+                         text=True, timeout=30)  # fmt: skip
+    assert run.returncode == 2 and "not a rawsse data directory" in run.stderr
+    assert (theirs / "notes.txt").read_text() == "someone else's" and len(list(theirs.iterdir())) == 1

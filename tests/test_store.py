@@ -1,0 +1,129 @@
+"""The durable event log of --data-dir, without a server: its directory, its events."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from rawsse.core.publish import PublishItem
+from rawsse.errors import StoreUnusable
+from rawsse.store.directory import DATABASE_NAME, DataDirectory
+from rawsse.store.events import FORMAT, EventStore, Fsync, StoredEvent
+
+KIND = "integration"
+
+
+def stored(sequence: int, topic: str = "t", data: str | None = None, at: float = 100.0) -> StoredEvent:
+    return StoredEvent(sequence, PublishItem((topic,), data or f"event {sequence}"), at)
+
+
+def open_store(path: Path, fsync: Fsync = Fsync.INTERVAL, epoch: str = "e1") -> EventStore:
+    return EventStore(str(path / DATABASE_NAME), fsync, epoch)
+
+
+def test_events_and_the_epoch_outlive_the_store_that_wrote_them(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.append([stored(1), stored(2, "u")])
+    store.commit()
+    store.append([stored(3, "t", "multi\nline")])
+    store.commit()
+    store.close()
+    again = open_store(tmp_path, epoch="ignored")
+    assert again.epoch == "e1" and again.last_sequence == 3 and again.events == 3
+    events, whole, complete = again.since(("t",), 0, 3, 1 << 20)
+    assert [(e.sequence, e.item.data) for e in events] == [(1, "event 1"), (3, "multi\nline")]
+    assert whole and complete
+    again.close()
+
+
+def test_an_uncommitted_batch_is_not_kept(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.append([stored(1)])
+    store.commit()
+    store.append([stored(2)])
+    store._db.close()  # the process dies before its commit
+    again = open_store(tmp_path)
+    assert again.last_sequence == 1
+    again.close()
+
+
+def test_a_replay_comes_in_pages_of_whole_events(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.append([stored(n, data="x" * 100) for n in range(1, 1001)])
+    store.commit()
+    received: list[int] = []
+    after = 0
+    pages = 0
+    while True:
+        events, whole, _ = store.since(("t",), after, 1000, 5000)
+        received.extend(e.sequence for e in events)
+        after = events[-1].sequence
+        pages += 1
+        if whole:
+            break
+    assert received == list(range(1, 1001)) and pages > 20
+    store.close()
+
+
+def test_trimming_by_age_and_size_raises_the_floor(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.append([stored(n, at=float(n)) for n in range(1, 11)])  # "event N": 7-8 bytes + topic
+    store.commit()
+    assert store.trim(older_than=4.0, max_bytes=1 << 30) == 3
+    assert store.floor == 3
+    events, _, complete = store.since(("t",), 1, 10, 1 << 20)
+    assert not complete and [e.sequence for e in events] == list(range(4, 11))
+    assert store.since(("t",), 3, 10, 1 << 20)[2]  # from the floor on: nothing missed
+    size = store.bytes
+    assert store.trim(older_than=0.0, max_bytes=size - 1) == 1  # the oldest one goes
+    store.close()
+    again = open_store(tmp_path)
+    assert again.floor == 4 and again.events == 6 and again.bytes == size - len("event 4t")
+    again.close()
+
+
+def test_the_newest_events_fill_memory_history_within_its_limits(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.append([stored(n, at=float(n)) for n in range(1, 101)])
+    store.commit()
+    assert [e.sequence for e in store.recent(10, 1 << 20, 0.0)] == list(range(91, 101))
+    assert [e.sequence for e in store.recent(1000, 1 << 20, 95.0)] == list(range(95, 101))
+    assert len(store.recent(1000, 42, 0.0)) == 5  # "event 100" and four of 8 bytes: 41
+    store.close()
+
+
+def test_a_store_of_a_newer_format_or_not_a_database_is_refused(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.close()
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'format'", (str(FORMAT + 1),))
+    with pytest.raises(StoreUnusable, match="newer"):
+        open_store(tmp_path)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / DATABASE_NAME).write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreUnusable, match="cannot use the store"):
+        open_store(tmp_path / "other")
+
+
+def test_a_data_directory_is_held_by_one_server_and_must_be_ours(tmp_path: Path) -> None:
+    first = DataDirectory(str(tmp_path / "data"))
+    assert oct(os.stat(tmp_path / "data").st_mode & 0o777) == "0o700"
+    with pytest.raises(StoreUnusable, match="another server"):
+        DataDirectory(str(tmp_path / "data"))
+    first.release()
+    DataDirectory(str(tmp_path / "data")).release()  # free again once released
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("someone's")
+    with pytest.raises(StoreUnusable, match="not a rawsse data directory"):
+        DataDirectory(str(tmp_path / "theirs"))
+
+
+def test_the_wal_is_synced_on_demand(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.append([stored(1)])
+    store.commit()
+    assert store.sync() >= 0.0
+    store.close()
