@@ -119,6 +119,14 @@ RAWSSE = [PYTHON, "-m", "rawsse", "serve", "--log-level", "warning", "--port"]
 BENCH_SECRET = "the-bench-secret-that-signs-every-flood-token"
 SERVERS = {
     "rawsse": ServerKind("rawsse", lambda ports, _: [*RAWSSE, str(ports[0])]),
+    # The durable log of --data-dir (a fresh directory per run), each --fsync promise.
+    "rawsse-data-dir": ServerKind(
+        "rawsse-data-dir", lambda ports, work: [*RAWSSE, str(ports[0]), "--data-dir", str(work / "data")]
+    ),
+    "rawsse-fsync-always": ServerKind(
+        "rawsse-fsync-always",
+        lambda ports, work: [*RAWSSE, str(ports[0]), "--data-dir", str(work / "data"), "--fsync", "always"],
+    ),
     "rawsse-transport": ServerKind(
         "rawsse-transport", lambda ports, _: [*RAWSSE, str(ports[0]), "--streams", "transport"]
     ),
