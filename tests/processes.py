@@ -4,6 +4,7 @@ redis-server the tests start themselves on a free loopback port."""
 from __future__ import annotations
 
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -24,7 +26,15 @@ class Served:
     """`rawsse serve` on a free port, started and stopped by the test; its log lines are
     collected so a test can wait for one."""
 
-    def __init__(self, *args: str, port: int | None = None, ready_lines: int = 1) -> None:
+    def __init__(
+        self,
+        *args: str,
+        port: int | None = None,
+        ready_lines: int = 1,
+        file_size_limit: int | None = None,
+    ) -> None:
+        """`file_size_limit`: the largest file the server may write (RLIMIT_FSIZE), to
+        stand for a full disk: a write past it fails (Python ignores SIGXFSZ)."""
         self.port = port or free_port()
         self.args = args
         self.lines: list[str] = []
@@ -35,6 +45,7 @@ class Served:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=None if file_size_limit is None else _limit_file_size(file_size_limit),
         )
         threading.Thread(target=self._collect, daemon=True).start()
         try:
@@ -84,6 +95,13 @@ class Served:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _limit_file_size(size: int) -> Callable[[], None]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
 
 
 REDIS_SERVER = shutil.which("redis-server")

@@ -8,11 +8,12 @@ import signal
 import subprocess
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
 from rawsse.core.hub import RESET_EVENT
-from tests.helpers import StreamClient, publish
+from tests.helpers import StreamClient, get, post, publish
 from tests.processes import RAWSSE, Served, parse_metrics
 
 KIND = "integration"
@@ -105,3 +106,58 @@ def test_a_data_dir_that_is_not_ours_is_refused(tmp_path: Path) -> None:
                          text=True, timeout=30)  # fmt: skip
     assert run.returncode == 2 and "not a rawsse data directory" in run.stderr
     assert (theirs / "notes.txt").read_text() == "someone else's" and len(list(theirs.iterdir())) == 1
+
+
+def test_a_full_disk_refuses_publishes_with_503_and_loses_nothing_answered(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE stands for the full disk: a write past it fails. Publishes get 503
+    with Retry-After, /readyz says why, a stream stays open, and after a restart with
+    room every answered event is there."""
+    data = str(tmp_path / "data")
+    answered: list[str] = []
+    with Served("--data-dir", data, file_size_limit=256 * 1024) as served:
+
+        async def fill() -> tuple[int, dict[str, str], str, int, list[str]]:
+            stream = await StreamClient.open(served.port, "topic=t")
+            for n in range(2000):
+                body = urlencode({"topic": "t", "data": f"{n} " + "x" * 1000}).encode()
+                answer = await post(served.port, "/publish", body)
+                if answer.status != 200:
+                    break
+                answered.append(answer.json()["id"])
+            else:
+                raise AssertionError("the limit was never reached")
+            ready = await get(served.port, "/readyz")
+            received = [e.id for e in await stream.events(len(answered))]  # it stayed open
+            stream.close()
+            return answer.status, answer.headers, ready.body.decode(), ready.status, received
+
+        status, headers, ready, ready_status, received = asyncio.run(fill())
+        assert status == 503 and headers.get("retry-after") == "1"
+        assert ready_status == 503 and "durable log" in ready
+        assert received == answered
+    assert len(answered) > 10
+    with Served("--data-dir", data) as again:
+        replayed = asyncio.run(replay(again.port, "t", answered[0], len(answered) - 1))
+    assert [event_id for event_id, _, _ in replayed] == answered[1:]
+
+
+def test_a_torn_tail_of_the_log_is_never_served(tmp_path: Path) -> None:
+    """A power loss can leave the log's last write half done: SQLite's WAL checksums drop
+    it at the next start; what is served is whole, and ids go on after the last event kept."""
+    data = tmp_path / "data"
+    served = Served("--data-dir", str(data))
+    ids = asyncio.run(publish_all(served.port, "t", [f"event {n}" for n in range(50)]))
+    served.process.send_signal(signal.SIGKILL)
+    served.process.wait()
+    wal = data / "events.db-wal"
+    assert wal.stat().st_size > 4096
+    with wal.open("r+b") as file:  # the last frame half written
+        file.truncate(wal.stat().st_size - 2000)
+    with Served("--data-dir", str(data)) as again:
+        replayed = asyncio.run(replay(again.port, "t", ids[0], 1))
+        assert replayed[0][0] == ids[1] and replayed[0][1] == "event 1"
+        [after] = asyncio.run(publish_all(again.port, "t", ["after"]))
+        kept = asyncio.run(replay(again.port, "t", ids[0], 1))
+    assert after.split("-")[0] == ids[0].split("-")[0]
+    assert int(after.split("-")[1]) <= int(ids[-1].split("-")[1]) + 1  # goes on from what was kept
+    assert kept[0][1] == "event 1"
