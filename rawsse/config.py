@@ -392,8 +392,7 @@ class Config:
                 "keeps the events of the memory broker: with --broker redis:// Redis is the store "
                 "(run it with AOF: see docs/scaling.md)",
             )
-        if self.data_dir is not None and self.workers != "1":
-            raise ConfigError("data_dir", "is for one process for now: drop --workers, or --data-dir")
+
         if self.publish_token is not None and not _TOKEN.fullmatch(self.publish_token):
             raise ConfigError("publish_token", "must be 1 to 4096 visible ASCII characters, without spaces")
         self._check_access(parsed)

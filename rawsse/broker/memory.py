@@ -26,7 +26,6 @@ class MemoryBroker(LocalBroker):
         self._sequence = 0 if durable is None else durable[0].last_sequence
         self._committing: list[tuple[list[Event], list[str], Callable[[Outcome], None]]] = []
         """Batches written with --fsync always, answered once the loop turn's commit is on disk."""
-        self._unwritable: str | None = None
 
     @property
     def answers_at_once(self) -> bool:
@@ -90,11 +89,9 @@ class MemoryBroker(LocalBroker):
             log.write(events)
             if commit:
                 log.commit()
-        except StoreUnavailable as error:
+        except StoreUnavailable:
             self._sequence = log.forget_uncommitted()
-            self._unwritable = error.message
             raise
-        self._unwritable = None
 
     def _commit(self) -> None:
         """The loop turn's group commit (--fsync always): its batches delivered and
@@ -105,26 +102,19 @@ class MemoryBroker(LocalBroker):
             self._durable[0].commit()
         except StoreUnavailable as error:
             self._sequence = self._durable[0].forget_uncommitted()
-            self._unwritable = error.message
             for _, _, done in batches:
                 done(error)
             return
-        self._unwritable = None
         for events, ids, done in batches:
             self.sink.deliver(events)
             done(ids)
 
     def sweep(self) -> None:
         if self._durable is not None:
-            try:
-                self._durable[0].tick()
-            except (StoreUnavailable, OSError) as error:
-                self._unwritable = str(error)
+            self._durable[0].tick()
 
     def unready_reason(self) -> str | None:
-        if self._unwritable is not None:
-            return f"the durable log cannot be written ({self._unwritable})"
-        return None
+        return None if self._durable is None else self._durable[0].unready_reason()
 
     async def stop(self) -> None:
         if self._durable is not None:

@@ -40,7 +40,7 @@ import mmap
 import os
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from rawsse.broker.sizes import MAX_WORKERS
@@ -108,9 +108,10 @@ class SharedLog:
         workers, since the writer scans them while it holds the lock."""
 
     @staticmethod
-    def create(path: str, capacity: int, readers: int = MAX_WORKERS) -> None:
+    def create(path: str, capacity: int, readers: int = MAX_WORKERS, first_sequence: int = 0) -> None:
         """Make an empty log of `capacity` bytes of records (a multiple of 8), for
-        `readers` workers."""
+        `readers` workers, its sequences going on after `first_sequence` (the last one a
+        durable log holds: those are gone from here, not unknown)."""
         if not 0 < readers <= MAX_WORKERS:
             raise ValueError(f"a log has 1 to {MAX_WORKERS} readers, not {readers}")
         capacity -= capacity % 8
@@ -125,6 +126,7 @@ class SharedLog:
                 raise
             with mmap.mmap(fd, DATA_AT) as header:
                 _U64.pack_into(header, _READERS, readers)
+                _KEPT.pack_into(header, _HEAD, 0, first_sequence, first_sequence)
                 for worker in range(MAX_WORKERS):
                     _U64.pack_into(header, 64 + 8 * worker, NO_READER)
         finally:
@@ -212,9 +214,16 @@ class SharedLog:
 
     # The writer
 
-    def append(self, items: Sequence[PublishItem], at: float) -> Appended:
+    def append(
+        self,
+        items: Sequence[PublishItem],
+        at: float,
+        before_commit: Callable[[list[int]], None] | None = None,
+    ) -> Appended:
         """Append one batch, whole or not at all: under the lock, take the next sequences,
-        write the records and commit; returns where they went. Raises Overloaded when a
+        write the records, call `before_commit` with the sequences (the durable log's
+        write: in the log's order; if it raises, nothing is committed) and commit; returns
+        where they went. Raises Overloaded when a
         reader is too far behind, EventTooLarge for a record over a quarter of the ring."""
         encoded = []
         for item in items:
@@ -262,9 +271,12 @@ class SharedLog:
                 if written < position + length:
                     data[written : position + length] = bytes(position + length - written)
                 position_at = at_offset + length
+            sequences = [sequence + 1 + i for i in range(len(planned))]
+            if before_commit is not None:
+                before_commit(sequences)
             _KEPT.pack_into(data, _HEAD, head, sequence + len(planned), dropped or dropped_before)
             self._set(_TAIL, end)  # the commit: readers see the batch from here on
-            return Appended(tail, end, [sequence + 1 + i for i in range(len(planned))], behind)
+            return Appended(tail, end, sequences, behind)
 
     def _trim(self, head: int, end: int) -> tuple[int, int]:
         """Move the head past the records the new tail will overwrite; returns the new

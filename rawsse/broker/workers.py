@@ -18,6 +18,7 @@ from rawsse.core.control import is_control
 from rawsse.core.events import Event
 from rawsse.core.publish import PublishItem
 from rawsse.errors import WorkersFailed
+from rawsse.store.durable import DurableLog
 
 _WAKE = (1).to_bytes(8, "little")
 
@@ -28,20 +29,23 @@ and never less than this."""
 log = logging.getLogger("rawsse")
 
 
-def create_log(history_bytes: int, max_event_bytes: int, used: bool, readers: int) -> SharedLog:
+def create_log(
+    history_bytes: int, max_event_bytes: int, used: bool, readers: int, first_sequence: int = 0
+) -> SharedLog:
     """The log of a new group of workers, made by their supervisor before it forks them:
     room for the history a restarted worker loads and for the largest event 4 times, or
     the smallest log when it goes unused (with a Redis broker the workers are nodes). In
     /dev/shm (memory) when it has room, else in the temporary directory; the file is
     unlinked at once, so nothing is left behind however the server ends (the workers
-    reopen it through the descriptor they inherit). `readers`: how many workers."""
+    reopen it through the descriptor they inherit). `readers`: how many workers;
+    `first_sequence`: the last sequence of the durable log (--data-dir), if any."""
     size = max(history_bytes, 4 * (max_event_bytes + 64 * 1024), MIN_LOG_BYTES) if used else MIN_LOG_BYTES
     name = f"rawsse-{os.getpid()}-{os.urandom(4).hex()}"
     directories = [d for d in ("/dev/shm", tempfile.gettempdir()) if os.path.isdir(d)]
     for directory in directories:
         path = os.path.join(directory, name)
         try:
-            SharedLog.create(path, size, readers)
+            SharedLog.create(path, size, readers, first_sequence)
             shared = SharedLog(path)
             os.unlink(path)
             return shared
@@ -97,8 +101,12 @@ class WorkerBroker(LocalBroker):
         seat: LogSeat,
         log: SharedLog,
         loop: asyncio.AbstractEventLoop,
+        durable: DurableLog | None = None,
     ) -> None:
-        """`log`: the shared log, opened at `seat.log_path` (this broker closes it)."""
+        """`log`: the shared log, opened at `seat.log_path` (this broker closes it);
+        `durable`: the durable log of --data-dir, shared by the workers (worker 0 syncs
+        and trims it)."""
+        self._durable = durable
         super().__init__(needs)
         self._shared_values = shared_values
         """This worker's counters, which it writes to the log for the others to read."""
@@ -129,6 +137,11 @@ class WorkerBroker(LocalBroker):
         self._loop.remove_reader(self._wake_fd)
         self._log.leave(self._seat.index)
         self._log.close()
+        if self._durable is not None:
+            self._durable.close()
+
+    def unready_reason(self) -> str | None:
+        return None if self._durable is None else self._durable.unready_reason()
 
     def publish_now(self, items: Sequence[PublishItem]) -> list[str]:
         """Raises Overloaded (this hub, or a worker a ring behind) or EventTooLarge."""
@@ -136,18 +149,24 @@ class WorkerBroker(LocalBroker):
         now = self.clock()
         self.room.check_room()
         bodies = [encoder.body(item) for item in items]  # checked before they are appended
-        appended = self._log.append(items, now)
+        events: list[Event] = []
+
+        def made(sequences: list[int]) -> None:
+            """The batch's events from what is in hand (its bodies made, nothing read back
+            from the log); with --data-dir, written to the durable log while the log's
+            lock keeps the order (StoreUnavailable: nothing is appended)."""
+            format_id = encoder.ids.format
+            for item, body, sequence in zip(items, bodies, sequences, strict=True):
+                events.append(encoder.event(item, sequence, format_id(sequence), body, now))
+            if self._durable is not None:
+                self._durable.write(events)
+                self._durable.commit()
+
+        appended = self._log.append(items, now, made)
         self._wake(items, appended.behind)
-        # What others appended before this batch first, then the batch from what is in
-        # hand (its bodies made, nothing read back from the log), in the log's order.
+        # What others appended before this batch first, then the batch, in the log's order.
         self._consume(appended.start)
-        format_id = encoder.ids.format
-        ids = []
-        events = []
-        for item, body, sequence in zip(items, bodies, appended.sequences, strict=True):
-            event_id = format_id(sequence)
-            events.append(encoder.event(item, sequence, event_id, body, now))
-            ids.append(event_id)
+        ids = [event.id for event in events]
         self._cursor = appended.end
         self._log.advance(self._seat.index, appended.end)
         self.sink.deliver(events)
@@ -185,6 +204,8 @@ class WorkerBroker(LocalBroker):
     def sweep(self) -> None:
         # A worker whose fan-out was behind stopped reading the log; go on once it caught up.
         self._consume()
+        if self._durable is not None:
+            self._durable.tick()  # worker 0's syncs and trims for all
         self._log.write_metrics(self._seat.index, self._shared_values())
 
     def worker_metrics(self) -> list[list[int]]:

@@ -33,6 +33,8 @@ from rawsse.preflight import check_environment
 from rawsse.process.context import WorkerContext
 from rawsse.process.single import serve
 from rawsse.reactor.listeners import Listeners, listen_shared
+from rawsse.store.directory import DataDirectory
+from rawsse.store.events import EventStore, Fsync
 
 log = logging.getLogger("rawsse")
 
@@ -82,20 +84,28 @@ class Supervisor:
         self.count = config.worker_count()
         self.config = config
         memory = config.broker == "memory"
-        self._log = create_log(config.history_bytes, config.max_pending_bytes, memory, self.count)
+        self._epoch = new_epoch()
+        first_sequence = 0
+        self._data_directory = None
+        if config.data_dir is not None:  # the workers' durable log: its epoch and where it ends
+            self._data_directory, self._epoch, first_sequence = _open_data_directory(config, self._epoch)
+        self._log = create_log(
+            config.history_bytes, config.max_pending_bytes, memory, self.count, first_sequence
+        )
         try:
             self._listeners: list[Listeners] = listen_shared(
                 config.host, config.port, config.backlog, self.count
             )
         except BaseException:
             self._log.close()
+            if self._data_directory is not None:
+                self._data_directory.release()
             raise
         self.port: int = self._listeners[0][0].getsockname()[1]
         # The file is unlinked at once (nothing to leak, whatever kills us); workers reopen
         # it through the fd they inherit, each its own open file, so flock tells them apart.
         self.log_path = f"/proc/self/fd/{self._log.fd}"
         self._wake_fds = tuple(os.eventfd(0, os.EFD_NONBLOCK) for _ in range(self.count))
-        self._epoch = new_epoch()
         self._workers = [_Worker(index) for index in range(self.count)]
         self._stop_signal = 0
         self._stopping = False
@@ -149,6 +159,8 @@ class Supervisor:
             self._log.close()
             for fd in self._wake_fds:
                 os.close(fd)
+            if self._data_directory is not None:
+                self._data_directory.release()
         if self._failed is not None:
             raise WorkersFailed(self._failed)
         log.info("stopped")
@@ -337,6 +349,21 @@ class Supervisor:
         finally:
             logging.shutdown()
             os._exit(code)
+
+
+def _open_data_directory(config: Config, epoch: str) -> tuple[DataDirectory, str, int]:
+    """The data directory, held for the whole group (its workers open the log inside it),
+    the epoch of its log (`epoch` for a new one) and the log's last sequence: the workers'
+    sequences go on from it. Raises StoreUnusable."""
+    assert config.data_dir is not None
+    directory = DataDirectory(config.data_dir)
+    try:
+        store = EventStore(directory.database, Fsync(config.fsync), epoch)
+    except BaseException:
+        directory.release()
+        raise
+    store.close()  # never a SQLite connection across fork(): each worker opens its own
+    return directory, store.epoch, store.last_sequence
 
 
 def _stop_with(supervisor: int) -> None:

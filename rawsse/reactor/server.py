@@ -9,6 +9,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import os
 import random
 import socket
 import time
@@ -192,7 +193,9 @@ class Server:
         if store is not None:
             fsync = Fsync(config.fsync)
             options = StoreOptions(fsync, config.fsync_interval, config.store_age, config.store_bytes)
-            durable = DurableLog(store, options, encoder, metrics)
+            # One process syncs, trims and counts: this one, or worker 0 of a group.
+            keeper = self.worker is None or self.worker.index == 0
+            durable = DurableLog(store, options, encoder, metrics, keeper)
         # The workers' shared log (with a Redis broker the workers are nodes, and use none):
         # the broker's, and where this worker's streams' topics are shown to the others.
         shared_log: SharedLog | None = None
@@ -312,21 +315,26 @@ class Server:
             from rawsse.broker.workers import WorkerBroker  # shared memory and eventfds
 
             assert shared_log is not None
-            return WorkerBroker(needs, self.metrics.shared_values, self.worker.seat, shared_log, self.loop)
+            seat = self.worker.seat
+            return WorkerBroker(needs, self.metrics.shared_values, seat, shared_log, self.loop, durable)
         if durable is None:
             return MemoryBroker(needs)
         window = HistoryWindow(config.history_bytes, config.history_age)
         return MemoryBroker(needs, (durable, window, self.loop))
 
     def _open_store(self) -> EventStore:
-        """The data directory, held while this server runs, and its durable log. Raises
+        """The data directory, held while this server runs, and its durable log (a
+        worker's: its supervisor holds the directory and made the log). Raises
         StoreUnusable."""
-        from rawsse.store.directory import DataDirectory  # flock: POSIX, as the option
+        from rawsse.store.directory import DATABASE_NAME, DataDirectory  # flock: POSIX
 
-        assert self.config.data_dir is not None
-        self._data_directory = directory = DataDirectory(self.config.data_dir)
+        data_dir, fsync = self.config.data_dir, Fsync(self.config.fsync)
+        assert data_dir is not None
+        if self.worker is not None:
+            return EventStore(os.path.join(data_dir, DATABASE_NAME), fsync, self.worker.epoch)
+        self._data_directory = directory = DataDirectory(data_dir)
         try:
-            return EventStore(directory.database, Fsync(self.config.fsync), new_epoch())
+            return EventStore(directory.database, fsync, new_epoch())
         except BaseException:
             directory.release()
             self._data_directory = None

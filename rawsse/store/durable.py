@@ -15,7 +15,12 @@ from typing import NamedTuple
 from rawsse.core.control import is_control
 from rawsse.core.events import Event, EventEncoder
 from rawsse.core.metrics import Metrics
+from rawsse.errors import StoreUnavailable
 from rawsse.store.events import EventStore, Fsync, StoredEvent
+
+RECOUNT_TICKS = 60
+"""Sweeps between counts of the whole log (a read of every row) where other processes
+write to it too: the figures and the size the trim goes by lag that much behind them."""
 
 
 class StoreOptions(NamedTuple):
@@ -40,14 +45,21 @@ class DurableLog:
         options: StoreOptions,
         encoder: EventEncoder,
         metrics: Metrics,
+        keeper: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        """`keeper`: this process syncs and trims the log and reports its figures (the
+        only process, or worker 0 of a group sharing it)."""
         self._store, self._options, self._encoder, self._metrics = store, options, encoder, metrics
+        self._keeper = keeper
+        self._ticks = 0
         self._clock, self._wall = clock, wall
         self.waits = options.fsync is Fsync.ALWAYS
         """A batch is answered only once committed and synced (the broker commits once per
         loop turn); otherwise each batch is committed as it is written."""
+        self.unwritable: str | None = None
+        """Why the last write, commit or sync failed (for /readyz), until one succeeds."""
         self._count()
 
     @property
@@ -63,15 +75,24 @@ class DurableLog:
         records = [StoredEvent(e.sequence, e.item, wall) for e in events if not is_control(e.topics)]
         if not records:
             return
-        self._store.append(records)
-        if not self.waits:
-            self._store.commit()
+        try:
+            self._store.append(records)
+            if not self.waits:
+                self._store.commit()
+        except StoreUnavailable as error:
+            self._failed(error)
+            raise
+        self.unwritable = None
         self._count()
 
     def commit(self) -> None:
         """Commit (and, with --fsync always, sync) what was written. Raises StoreUnavailable."""
         began = self._clock()
-        self._store.commit()
+        try:
+            self._store.commit()
+        except StoreUnavailable as error:
+            self._failed(error)
+            raise
         if self.waits:
             self._metrics.fsync.observe(self._clock() - began)
 
@@ -102,19 +123,41 @@ class DurableLog:
     # The sweep's
 
     def tick(self) -> None:
-        """Once a second: sync (--fsync interval, when due), trim (age, size)."""
+        """Once a second, in the keeper: sync (--fsync interval, when due), trim (age,
+        size); now and then, count what the other processes wrote."""
+        if not self._keeper:
+            return
         store, options = self._store, self._options
-        if options.fsync is Fsync.INTERVAL and self._clock() - store.last_sync >= options.fsync_interval:
-            self._metrics.fsync.observe(store.sync())
-        if store.trim(self._wall() - options.max_age, options.max_bytes):
+        self._ticks += 1
+        if self._ticks % RECOUNT_TICKS == 0:
+            store.recount()
             self._count()
+        try:
+            if options.fsync is Fsync.INTERVAL and self._clock() - store.last_sync >= options.fsync_interval:
+                self._metrics.fsync.observe(store.sync())
+            if store.trim(self._wall() - options.max_age, options.max_bytes):
+                self._count()
+        except (StoreUnavailable, OSError) as error:
+            self.unwritable = str(error)
 
     def close(self) -> None:
         self._store.close()
+
+    def unready_reason(self) -> str | None:
+        """Why this process cannot take publishes now (/readyz), or None."""
+        if self.unwritable is None:
+            return None
+        return f"the durable log cannot be written ({self.unwritable})"
+
+    def _failed(self, error: StoreUnavailable) -> None:
+        self.unwritable = error.message
+        self._count()  # what the store holds, the failed batch not counted
 
     def _event(self, row: StoredEvent, at: float) -> Event:
         return self._encoder.encode(row.item, row.sequence, self._encoder.ids.format(row.sequence), at)
 
     def _count(self) -> None:
+        if not self._keeper:
+            return
         metrics = self._metrics
         metrics.store_events, metrics.store_bytes = self._store.events, self._store.bytes

@@ -88,6 +88,8 @@ class EventStore:
         try:
             self._db = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # The workers of one server share the log: a writer waits its turn, briefly.
+            self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[fsync]}")
             self._db.executescript(_SCHEMA)
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
@@ -107,13 +109,10 @@ class EventStore:
         self.epoch: str = meta["epoch"]
         self.floor = int(meta["floor"])
         """The highest sequence trimmed: a resume from before it may have missed events."""
-        last, count, size = self._db.execute(
-            "SELECT coalesce(max(sequence), 0), count(*), coalesce(sum(size), 0) FROM events"
-        ).fetchone()
-        self.last_sequence: int = max(last, self.floor)
-        self.events: int = count
-        self.bytes: int = size
-        """What the events hold (their data and topics): what --store-bytes counts."""
+        self.last_sequence = self.events = self.bytes = 0
+        """The last sequence, how many events, and what they hold (their data and topics:
+        what --store-bytes counts), as of the last `recount` and this process's writes."""
+        self.recount()
         self._wal_fd: int | None = None
         self._wal_path = f"{database}-wal"
         self.last_sync = time.monotonic()
@@ -162,7 +161,11 @@ class EventStore:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
         self._open = False
-        # What was counted since the last commit is recounted from what the store holds.
+        self.recount()  # what was counted since the last commit is gone
+
+    def recount(self) -> None:
+        """Count what the store holds (other processes write to it too): a read of every
+        row, so once at start and now and then."""
         last, count, size = self._db.execute(
             "SELECT coalesce(max(sequence), 0), count(*), coalesce(sum(size), 0) FROM events"
         ).fetchone()
@@ -191,6 +194,8 @@ class EventStore:
         a page (at least one event). Returns them, whether they are all there were (False:
         the page is full, the client comes back for the next), and whether nothing after
         `after` was trimmed (False: events may have been missed)."""
+        # The floor as the store has it now: another process (worker 0) may have trimmed.
+        self.floor = int(self._db.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()[0])
         complete = after >= self.floor
         marks = ",".join("?" * len(topics))
         query = (
