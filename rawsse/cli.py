@@ -68,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{spec.metadata['help']}{accepted} [env {env_name(spec.name)}; default {default}{unit}]",
         )
 
+    store = commands.add_parser(
+        "store",
+        help="look into a --data-dir",
+        description="An operator's look at the durable log of a --data-dir: stat and dump read "
+        "it (while the server runs, too); compact gives back the space trimmed events left, "
+        "with the server stopped.",
+    )
+    store.add_argument("action", choices=("stat", "dump", "compact"))
+    store.add_argument("data_dir", metavar="DIR", help="the server's --data-dir")
+    store.add_argument("--topic", help="dump: the topic whose events to print (one JSON object a line)")
+    store.add_argument("--after", default="0", help="dump: only events after this id (default: all)")
+    store.add_argument("--limit", type=int, help="dump: at most this many events")
+
     publish = commands.add_parser(
         "publish", help="publish one event", description="Publish one event to a running server."
     )
@@ -209,7 +222,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "flood":
         return flood(args)
+    if args.command == "store":
+        return store(args)
     return publish(args)
+
+
+def store(args: argparse.Namespace) -> int:
+    from rawsse.store import inspect
+
+    try:
+        if args.action == "stat":
+            for name, value in inspect.stat(args.data_dir):
+                print(f"{name + ':':<36}{value}")
+        elif args.action == "dump":
+            if not args.topic:
+                print("rawsse: store dump needs --topic", file=sys.stderr)
+                return 2
+            after = args.after.rpartition("-")[2]
+            if not after.isdigit():
+                print(f"rawsse: --after must be an event id, got {args.after!r}", file=sys.stderr)
+                return 2
+            for line in inspect.dump(args.data_dir, args.topic, int(after), args.limit):
+                print(line)
+        else:
+            before, after_size = inspect.compact(args.data_dir)
+            print(f"compacted {args.data_dir}: {before} -> {after_size} bytes")
+    except StoreUnusable as exc:
+        print(f"rawsse: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def flood(args: argparse.Namespace) -> int:

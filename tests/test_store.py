@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from rawsse.cli import main
 from rawsse.core.publish import PublishItem
 from rawsse.errors import StoreUnusable
 from rawsse.store.directory import DATABASE_NAME, DataDirectory
@@ -127,3 +129,22 @@ def test_the_wal_is_synced_on_demand(tmp_path: Path) -> None:
     store.commit()
     assert store.sync() >= 0.0
     store.close()
+
+
+def test_rawsse_store_stat_dump_and_compact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = open_store(tmp_path, epoch="ep")
+    store.append([stored(1, "notes@42", "first"), stored(2, "news"), stored(3, "notes@42", "third")])
+    store.commit()
+    store.close()
+    assert main(["store", "stat", str(tmp_path)]) == 0
+    lines = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["events"].strip() == "3" and lines["last id"].strip() == "ep-3"
+    assert main(["store", "dump", str(tmp_path), "--topic", "notes@42", "--after", "ep-1"]) == 0
+    dumped = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["id"], e["data"], e["topics"]) for e in dumped] == [("ep-3", "third", ["notes@42"])]
+    held = DataDirectory(str(tmp_path))  # a server running on it
+    assert main(["store", "compact", str(tmp_path)]) == 2
+    assert "another server is using" in capsys.readouterr().err
+    held.release()
+    assert main(["store", "compact", str(tmp_path)]) == 0
+    assert main(["store", "stat", str(tmp_path / "nothing-here")]) == 2
