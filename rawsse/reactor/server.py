@@ -56,7 +56,7 @@ from rawsse.reactor.presence import PresenceBoard, PresenceEvents
 from rawsse.reactor.protocol import HttpProtocol
 from rawsse.reactor.streams import StreamLimits, build_streams
 from rawsse.reactor.transport_streams import TransportBackend
-from rawsse.store.durable import DurableLog, HistoryWindow, StoreOptions
+from rawsse.store.durable import PRELOAD_BYTES, DurableLog, HistoryWindow, StoreOptions
 from rawsse.store.events import EventStore, Fsync
 
 if TYPE_CHECKING:  # POSIX parts (the workers, the data directory): imported only where used
@@ -319,7 +319,7 @@ class Server:
             return WorkerBroker(needs, self.metrics.shared_values, seat, shared_log, self.loop, durable)
         if durable is None:
             return MemoryBroker(needs)
-        window = HistoryWindow(config.history_bytes, config.history_age)
+        window = HistoryWindow(min(config.history_bytes, PRELOAD_BYTES), config.history_age)
         return MemoryBroker(needs, (durable, window, self.loop))
 
     def _open_store(self) -> EventStore:

@@ -30,9 +30,14 @@ class StoreOptions(NamedTuple):
     max_bytes: int
 
 
+PRELOAD_BYTES = 4 * 1024 * 1024
+"""Memory history starts with at most this much of the log's newest events (or
+--history-bytes, if less): a restart listens again within a second whatever the log
+holds, and older resumes are read from the log."""
+
+
 class HistoryWindow(NamedTuple):
-    """What memory history holds at most (--history-bytes, --history-age): what it
-    starts with from the store."""
+    """What memory history starts with from the store at most (bytes of data, age)."""
 
     max_bytes: int
     max_age: float
