@@ -148,3 +148,16 @@ def test_rawsse_store_stat_dump_and_compact(tmp_path: Path, capsys: pytest.Captu
     held.release()
     assert main(["store", "compact", str(tmp_path)]) == 0
     assert main(["store", "stat", str(tmp_path / "nothing-here")]) == 2
+
+
+def test_the_log_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        store = open_store(tmp_path)
+        store.append([stored(1)])
+        store.commit()
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
+        store.close()
+    finally:
+        os.umask(old)
+    assert modes[DATABASE_NAME] == "0o600" and modes[f"{DATABASE_NAME}-wal"] == "0o600"

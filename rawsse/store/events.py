@@ -86,6 +86,9 @@ class EventStore:
         and ignored for an existing one: `self.epoch` is the store's. Raises StoreUnusable."""
         self.fsync = fsync
         try:
+            # Users' messages: readable by this user only (SQLite gives its -wal and -shm
+            # files the log's mode), whatever the umask.
+            os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
             self._db = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             # The workers of one server share the log: a writer waits its turn, briefly.
@@ -93,7 +96,7 @@ class EventStore:
             self._db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[fsync]}")
             self._db.executescript(_SCHEMA)
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreUnusable(f"cannot use the store {database}: {exc}") from None
         stored_format = int(meta.get("format", FORMAT))
         if stored_format > FORMAT:
