@@ -191,3 +191,34 @@ def test_a_torn_tail_of_the_log_is_never_served(tmp_path: Path) -> None:
     assert after.split("-")[0] == ids[0].split("-")[0]
     assert int(after.split("-")[1]) <= int(ids[-1].split("-")[1]) + 1  # goes on from what was kept
     assert kept[0][1] == "event 1"
+
+
+def test_every_answered_publish_survives_a_worker_killed_in_the_middle_of_a_burst(tmp_path: Path) -> None:
+    """One worker of a group killed while four publishers send; the others go on, the
+    supervisor replaces it, and every answered event is in the log after a restart."""
+    data = str(tmp_path / "data")
+    group = ("--workers", "2")
+    answered: list[str] = []
+    with serve(data, group) as served:
+        victim = served.children()[0]
+
+        async def burst() -> None:
+            async def lane(lane_number: int) -> None:
+                n = 0
+                while len(answered) < 600:
+                    try:
+                        answered.append(await publish(served.port, "t", f"{lane_number}.{n}"))
+                    except (OSError, AssertionError, asyncio.IncompleteReadError):
+                        await asyncio.sleep(0.01)  # its worker was killed: the next lands elsewhere
+                    n += 1
+                    if len(answered) == 300 and victim in served.children():
+                        os.kill(victim, signal.SIGKILL)
+
+            await asyncio.gather(*(lane(n) for n in range(4)))
+
+        asyncio.run(burst())
+        served.wait_for_lines("was killed by SIGKILL")
+    epoch, lowest = answered[0].split("-")[0], min(int(i.split("-")[1]) for i in answered)
+    with serve(data, group) as again:
+        stored = asyncio.run(everything_after(again.port, "t", f"{epoch}-{lowest - 1}"))
+    assert set(answered) <= set(stored)
