@@ -30,10 +30,11 @@ class StoreOptions(NamedTuple):
     max_bytes: int
 
 
-PRELOAD_BYTES = 4 * 1024 * 1024
-"""Memory history starts with at most this much of the log's newest events (or
+PRELOAD_BYTES = 1024 * 1024
+"""Memory history starts with at most this much of the log's newest events' data (or
 --history-bytes, if less): a restart listens again within a second whatever the log
-holds, and older resumes are read from the log."""
+holds, memory does not grow with it (an event in memory costs several times its data),
+and older resumes are read from the log."""
 
 
 class HistoryWindow(NamedTuple):
