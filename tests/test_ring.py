@@ -16,7 +16,7 @@ from rawsse.core.control import CONTROL_TOPIC
 from rawsse.core.events import Event, EventEncoder
 from rawsse.core.ids import EpochIds
 from rawsse.core.publish import PublishItem
-from rawsse.errors import EventTooLarge, Overloaded
+from rawsse.errors import EventTooLarge, Overloaded, StoreUnavailable
 
 KIND = "integration"
 
@@ -225,10 +225,11 @@ def test_a_worker_is_woken_only_for_topics_it_has_streams_on_and_for_words(log_p
     """The others read the rest later (a wake-up for something else, a stream request,
     the sweep), in the same order."""
     with Workers(log_path, 2) as workers:
-        interest = SharedInterest(workers.logs[1], 1)
+        interest = SharedInterest(workers.logs[1], 1, workers.wake_fds[1])
         workers.publish(0, PublishItem(("quiet",), "1"))
         assert not workers.woken(1)
         interest.gained("loud")
+        assert workers.woken(1)  # it looks at the log once more, for a publish that missed the byte
         workers.publish(0, PublishItem(("loud",), "2"))
         assert workers.woken(1)
         workers.publish(0, PublishItem(("quiet", "loud"), "3"))
@@ -247,7 +248,9 @@ def test_a_worker_is_woken_only_for_topics_it_has_streams_on_and_for_words(log_p
 def test_a_worker_that_joins_shows_no_streams_its_predecessor_had(log_path: str) -> None:
     SharedLog.create(log_path, 1 << 16, readers=2)
     log = SharedLog(log_path)
-    SharedInterest(log, 1).gained("t")
+    wake_fd = os.eventfd(0, os.EFD_NONBLOCK)
+    SharedInterest(log, 1, wake_fd).gained("t")
+    os.close(wake_fd)
     bucket = interest_bucket("t")
     assert log.interested(bucket) == b"\x00\x01"
     log.join(1)  # a worker killed without leaving is replaced
@@ -266,3 +269,27 @@ def test_a_worker_far_behind_is_woken_before_the_log_fills(log_path: str) -> Non
         assert all(isinstance(answer, list) for answer in workers.answers)
         assert wakes[:25] == [False] * 25  # up to a quarter of the ring behind
         assert all(wakes[26:])
+
+
+def test_a_batch_refused_before_its_commit_leaves_the_ring_as_it_was(log_path: str) -> None:
+    """The durable log's write fails (a full disk) after the ring has wrapped: the oldest
+    records are not overwritten, and the order goes on without a gap or a stray record."""
+    SharedLog.create(log_path, 4096, readers=1)
+    log = SharedLog(log_path)
+    log.join(0)
+    cursor = 0
+    for n in range(200):  # wraps the 4 KiB ring several times, the reader keeping up
+        append(log, f"{n:03d}")
+        cursor, _ = read_all(log, 0, cursor)
+    state = log.tail, log._get(8), log._get(16), log._get(24)  # tail, head, sequence, dropped
+
+    def refuse(sequences: list[int]) -> None:
+        raise StoreUnavailable("no room")
+
+    with pytest.raises(StoreUnavailable):
+        log.append([PublishItem(("t",), "x" * 300)], 1.0, refuse)
+    assert (log.tail, log._get(8), log._get(16), log._get(24)) == state
+    assert append(log, "after") == [201]
+    _, records = read_all(log, 0, cursor)
+    assert records == [(201, "after")]
+    log.close()

@@ -161,3 +161,16 @@ def test_the_log_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert modes[DATABASE_NAME] == "0o600" and modes[f"{DATABASE_NAME}-wal"] == "0o600"
+
+
+def test_a_sequence_given_out_again_replaces_what_a_killed_writer_left(tmp_path: Path) -> None:
+    """A worker killed between its write here and its commit in the workers' log left a
+    row that was never answered nor delivered: the order gives its sequence out again."""
+    store = open_store(tmp_path)
+    store.append([stored(1, "a"), stored(2, "a")])
+    store.commit()
+    store.append([stored(2, "b", "again")])
+    store.commit()
+    assert [e.sequence for e in store.since(("a",), 0, 2, 1 << 20)[0]] == [1]
+    assert [(e.sequence, e.item.data) for e in store.since(("b",), 0, 2, 1 << 20)[0]] == [(2, "again")]
+    store.close()

@@ -55,6 +55,13 @@ class MemoryBroker(LocalBroker):
         try:  # --fsync always: written now, committed, delivered and answered at the turn's end
             events, ids = self._number(items)
             self._write(events, commit=False)
+        except StoreUnavailable as error:
+            # The store rolled back the turn's whole transaction: its earlier batches too.
+            refused, self._committing = self._committing, []
+            for _, _, earlier in refused:
+                earlier(error)
+            done(error)
+            return
         except RawsseError as error:
             done(error)
             return

@@ -221,8 +221,8 @@ class SharedLog:
         before_commit: Callable[[list[int]], None] | None = None,
     ) -> Appended:
         """Append one batch, whole or not at all: under the lock, take the next sequences,
-        write the records, call `before_commit` with the sequences (the durable log's
-        write: in the log's order; if it raises, nothing is committed) and commit; returns
+        call `before_commit` with them (the durable log's write, in the log's order; if it
+        raises, the ring is left as it was), write the records and commit; returns
         where they went. Raises Overloaded when a
         reader is too far behind, EventTooLarge for a record over a quarter of the ring."""
         encoded = []
@@ -254,6 +254,9 @@ class SharedLog:
             lagging = end - capacity // LAGGING
             if slowest < lagging:
                 behind = tuple(i for i, c in enumerate(cursors) if c != NO_READER and c < lagging)
+            sequences = [sequence + 1 + i for i in range(len(planned))]
+            if before_commit is not None:  # before the ring is touched: if it raises, nothing changed
+                before_commit(sequences)
             head, dropped = self._trim(head, end)
             data = self._map
             position_at = tail
@@ -271,9 +274,6 @@ class SharedLog:
                 if written < position + length:
                     data[written : position + length] = bytes(position + length - written)
                 position_at = at_offset + length
-            sequences = [sequence + 1 + i for i in range(len(planned))]
-            if before_commit is not None:
-                before_commit(sequences)
             _KEPT.pack_into(data, _HEAD, head, sequence + len(planned), dropped or dropped_before)
             self._set(_TAIL, end)  # the commit: readers see the batch from here on
             return Appended(tail, end, sequences, behind)

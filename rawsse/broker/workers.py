@@ -72,9 +72,11 @@ class SharedInterest:
     """A worker's streams' topics, told to the others through the shared log (the
     subscriptions' TopicInterest): by bucket, counted here, shown there while nonzero."""
 
-    def __init__(self, log: SharedLog, worker: int) -> None:
+    def __init__(self, log: SharedLog, worker: int, wake_fd: int) -> None:
+        """`wake_fd`: this worker's own eventfd, written when it shows a topic."""
         self._log = log
         self._worker = worker
+        self._wake_fd = wake_fd
         self._topics = array("i", bytes(4 * INTEREST_BUCKETS))
         """Topics with streams here, per bucket."""
 
@@ -83,6 +85,13 @@ class SharedInterest:
         self._topics[bucket] += 1
         if self._topics[bucket] == 1:
             self._log.show_interest(self._worker, bucket, True)
+            # A publish may have read the byte just before it was set, and not woken this
+            # worker: it looks at the log once more on its next turn, so such an event
+            # is read at once, not at the sweep.
+            try:
+                os.write(self._wake_fd, _WAKE)
+            except BlockingIOError:
+                pass
 
     def lost(self, topic: str) -> None:
         bucket = interest_bucket(topic)

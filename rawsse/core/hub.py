@@ -107,7 +107,10 @@ class Hub:
 
     @property
     def has_queued(self) -> bool:
-        return bool(self._queue)
+        """A pass has work: events queued, or waiters for events already taken (woken by
+        the pass, never inside `accept`: a waiter opens a stream, which must not happen
+        in the middle of a broker's delivery)."""
+        return bool(self._queue) or bool(self._waiters and self._waiters[0][0] <= self._taken)
 
     @property
     def overloaded(self) -> bool:
@@ -139,10 +142,8 @@ class Hub:
             queue.append(event)
             self._queued_bytes += len(event.wire)
         self.metrics.queued_bytes = self._queued_bytes
-        if taken != self._taken:
-            self._taken = taken
-            self._wake_waiters()
-        return bool(queue)
+        self._taken = taken
+        return self.has_queued
 
     def preload(self, events: Iterable[Event], dropped_before: int) -> None:
         """Fill history with events published before this process started (a restarted
@@ -162,6 +163,7 @@ class Hub:
         events, self._queue = self._queue, []
         self._queued_bytes = self.metrics.queued_bytes = 0
         if not events:
+            self._wake_waiters()  # for events taken at once (see `accept`)
             return Batch([], [], events)
         self._taken = events[-1].sequence
         per_group: dict[Group, list[Event]] = {}

@@ -205,7 +205,8 @@ class Server:
             from rawsse.broker.workers import SharedInterest
 
             shared_log = SharedLog(self.worker.seat.log_path)
-            interest = SharedInterest(shared_log, self.worker.seat.index)
+            seat = self.worker.seat
+            interest = SharedInterest(shared_log, seat.index, seat.wake_fds[seat.index])
         self.hub = hub = Hub(
             Subscriptions(fd_limit, interest),
             history,

@@ -45,6 +45,10 @@ FSYNC_INTERVAL = 1.0
 REPLAY_BATCH = 256
 """Rows read at a time while a replay page fills."""
 
+TRIM_BATCH = 10_000
+"""Events dropped at most per trim (a sweep's): a long backlog is trimmed over several
+sweeps, never in one transaction that would hold the log's writers for long."""
+
 
 class Fsync(enum.Enum):
     ALWAYS = "always"
@@ -52,7 +56,9 @@ class Fsync(enum.Enum):
     NEVER = "never"
 
 
-_SYNCHRONOUS = {Fsync.ALWAYS: "FULL", Fsync.INTERVAL: "NORMAL", Fsync.NEVER: "OFF"}
+_SYNCHRONOUS = {Fsync.ALWAYS: "FULL", Fsync.INTERVAL: "NORMAL", Fsync.NEVER: "NORMAL"}
+"""NORMAL, not OFF, for `never`: in WAL mode it syncs at checkpoints only, and keeps the
+database whole through a power loss (OFF could corrupt it)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -116,6 +122,7 @@ class EventStore:
         """The last sequence, how many events, and what they hold (their data and topics:
         what --store-bytes counts), as of the last `recount` and this process's writes."""
         self.recount()
+        self._committed = (self.last_sequence, self.events, self.bytes)
         self._wal_fd: int | None = None
         self._wal_path = f"{database}-wal"
         self.last_sync = time.monotonic()
@@ -138,7 +145,14 @@ class EventStore:
             if not self._open:
                 self._db.execute("BEGIN")
                 self._open = True
-            self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+            try:
+                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+            except sqlite3.IntegrityError:
+                # A worker killed between its write here and its commit in the workers'
+                # log left rows under sequences the order gives out again: never answered
+                # nor delivered, they make way.
+                self._drop([row[0] for row in rows])
+                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
             self._db.executemany("INSERT INTO topic_events VALUES (?, ?)", topic_rows)
         except sqlite3.Error as exc:
             self._roll_back()
@@ -146,6 +160,14 @@ class EventStore:
         self.last_sequence = records[-1].sequence
         self.events += len(records)
         self.bytes += size
+
+    def _drop(self, sequences: list[int]) -> None:
+        marks = ",".join("?" * len(sequences))
+        query = f"SELECT sequence, topics FROM events WHERE sequence IN ({marks})"
+        found = self._db.execute(query, sequences).fetchall()
+        pairs = [(topic, sequence) for sequence, joined in found for topic in joined.split("\n")]
+        self._db.executemany("DELETE FROM topic_events WHERE topic = ? AND sequence = ?", pairs)
+        self._db.execute(f"DELETE FROM events WHERE sequence IN ({marks})", sequences)
 
     def commit(self) -> None:
         """End the open transaction (with --fsync always, the WAL is synced first).
@@ -159,12 +181,15 @@ class EventStore:
             raise StoreUnavailable(f"cannot write the store: {exc}") from None
         finally:
             self._open = False
+        self._committed = (self.last_sequence, self.events, self.bytes)
 
     def _roll_back(self) -> None:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
         self._open = False
-        self.recount()  # what was counted since the last commit is gone
+        # What was counted since the last commit is gone (not a recount: a read of every
+        # row, while the workers' log's lock may be held).
+        self.last_sequence, self.events, self.bytes = self._committed
 
     def recount(self) -> None:
         """Count what the store holds (other processes write to it too): a read of every
@@ -173,6 +198,7 @@ class EventStore:
             "SELECT coalesce(max(sequence), 0), count(*), coalesce(sum(size), 0) FROM events"
         ).fetchone()
         self.last_sequence, self.events, self.bytes = max(last, self.floor), count, size
+        self._committed = (self.last_sequence, self.events, self.bytes)
 
     def sync(self) -> float:
         """Put what was committed on disk (the WAL's fsync): --fsync interval's tick.
@@ -197,9 +223,6 @@ class EventStore:
         a page (at least one event). Returns them, whether they are all there were (False:
         the page is full, the client comes back for the next), and whether nothing after
         `after` was trimmed (False: events may have been missed)."""
-        # The floor as the store has it now: another process (worker 0) may have trimmed.
-        self.floor = int(self._db.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()[0])
-        complete = after >= self.floor
         marks = ",".join("?" * len(topics))
         query = (
             "SELECT e.sequence, e.time, e.topics, e.name, e.data FROM events e WHERE e.sequence IN "
@@ -214,11 +237,17 @@ class EventStore:
             for sequence, at, joined, name, data in rows:
                 size += len(data) + 64
                 if size > page_bytes and found:
-                    return found, False, complete
+                    return found, False, self._not_trimmed_after(after)
                 found.append(StoredEvent(sequence, PublishItem(tuple(joined.split("\n")), data, name), at))
             if len(rows) < REPLAY_BATCH:
-                return found, True, complete
+                return found, True, self._not_trimmed_after(after)
             cursor = rows[-1][0]
+
+    def _not_trimmed_after(self, after: int) -> bool:
+        """Whether nothing after `after` was trimmed: the floor read after the rows (another
+        process may trim meanwhile; read before, a trim in between would hide a gap)."""
+        self.floor = int(self._db.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()[0])
+        return after >= self.floor
 
     def recent(self, max_events: int, max_bytes: int, since_time: float) -> list[StoredEvent]:
         """The newest events, in order, at most `max_events` and `max_bytes` of data, none
@@ -248,7 +277,9 @@ class EventStore:
         over = self.bytes - max_bytes
         cut = gone = size = 0
         topics: set[str] = set()
-        rows = self._db.execute("SELECT sequence, time, size, topics FROM events ORDER BY sequence")
+        rows = self._db.execute(
+            "SELECT sequence, time, size, topics FROM events ORDER BY sequence LIMIT ?", (TRIM_BATCH,)
+        )
         for sequence, at, record_size, joined in rows:
             if at >= older_than and size >= over:
                 break
@@ -270,6 +301,7 @@ class EventStore:
         self.floor = cut
         self.events -= gone
         self.bytes -= size
+        self._committed = (self.last_sequence, self.events, self.bytes)
         return gone
 
     def close(self) -> None:
