@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
+from rawsse.broker.base import BrokerNeeds, Outcome
+from rawsse.broker.memory import MemoryBroker
 from rawsse.cli import main
+from rawsse.core.events import EventEncoder
+from rawsse.core.history import History
+from rawsse.core.hub import Hub
+from rawsse.core.ids import EpochIds
+from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
-from rawsse.errors import StoreUnusable
+from rawsse.core.subscriptions import Subscriptions
+from rawsse.errors import StoreUnavailable, StoreUnusable
 from rawsse.store.directory import DATABASE_NAME, DataDirectory
+from rawsse.store.durable import DurableLog, HistoryWindow, StoreOptions
 from rawsse.store.events import FORMAT, EventStore, Fsync, StoredEvent
+from tests.parts import HubSink
 
 KIND = "integration"
 
@@ -174,3 +186,37 @@ def test_a_sequence_given_out_again_replaces_what_a_killed_writer_left(tmp_path:
     assert [e.sequence for e in store.since(("a",), 0, 2, 1 << 20)[0]] == [1]
     assert [(e.sequence, e.item.data) for e in store.since(("b",), 0, 2, 1 << 20)[0]] == [(2, "again")]
     store.close()
+
+
+def test_with_fsync_always_a_refused_write_refuses_the_turns_earlier_publishes_too(tmp_path: Path) -> None:
+    """The store rolls back the turn's whole transaction: the publishes that waited in it
+    are refused with the one that failed, never answered or delivered, and their
+    sequences are given out again."""
+    store = open_store(tmp_path, Fsync.ALWAYS, epoch="e")
+    hub = Hub(Subscriptions(8), History(), Metrics(), ids=EpochIds("e"))
+    encoder = EventEncoder(hub.ids)
+    durable = DurableLog(store, StoreOptions(Fsync.ALWAYS, 1.0, 3600.0, 1 << 30), encoder, Metrics())
+    loop = asyncio.new_event_loop()
+    broker = MemoryBroker(
+        BrokerNeeds(encoder, time.monotonic, hub), (durable, HistoryWindow(1 << 20, 3600.0), loop)
+    )
+    sink = HubSink(hub)
+    delivered: list[str] = []
+    sink.deliver = lambda events: delivered.extend(e.id for e in events)  # type: ignore[method-assign]
+    try:
+        loop.run_until_complete(broker.start(sink))
+        answers: list[Outcome] = []
+        broker.publish([PublishItem(("t",), "one")], answers.append)  # waits for the turn's commit
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
+        broker.publish([PublishItem(("t",), "x" * 100_000)], answers.append)
+        loop.run_until_complete(asyncio.sleep(0))  # the turn ends
+        assert [type(answer) for answer in answers] == [StoreUnavailable, StoreUnavailable]
+        assert delivered == []
+        store._db.execute("PRAGMA max_page_count = 1073741823")  # room again
+        broker.publish([PublishItem(("t",), "three")], answers.append)
+        loop.run_until_complete(asyncio.sleep(0))
+        assert answers[2] == ["e-1"] and delivered == ["e-1"]
+    finally:
+        loop.run_until_complete(broker.stop())
+        loop.close()
