@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -39,3 +40,32 @@ def tcp_kernel_memory() -> tuple[int, int]:
     except OSError:
         pass
     return pages, slab
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """A response head (and whatever of the body came with it) from a blocking socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed before the head")
+        data += chunk
+    return data
+
+
+def publish_one(sock: socket.socket, topic: str, n: int) -> None:
+    """Publish event `n` of 115 bytes to `topic` on a kept-alive connection and read its
+    whole answer before returning: one request in flight, as ordinary HTTP clients send."""
+    body = f"topic={topic}&data=event-{n:08d}-{'x' * 100}".encode()
+    sock.sendall(
+        b"POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    head = read_head(sock)
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"publish refused: {head[:60]!r}")
+    length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+    rest = head.split(b"\r\n\r\n", 1)[1]
+    while len(rest) < length:
+        rest += sock.recv(4096)

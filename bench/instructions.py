@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import answers, free_port  # noqa: E402
+from bench.common import answers, free_port, publish_one, read_head  # noqa: E402
 
 PYTHON = sys.executable
 SUBSCRIBERS = 100
@@ -46,16 +46,6 @@ SERVERS = {
     ],
     "handoff-sketch": lambda port: [PYTHON, str(ROOT / "bench" / "peers" / "handoff.py"), str(port)],
 }
-
-
-def read_head(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed before the head")
-        data += chunk
-    return data
 
 
 def run_once(server: str, publishes: int, workdir: Path) -> int:
@@ -81,17 +71,7 @@ def run_once(server: str, publishes: int, workdir: Path) -> int:
             streams.append(sock)
         publisher = socket.create_connection(("127.0.0.1", port))
         for n in range(publishes):
-            body = f"topic=t{n % SUBSCRIBERS}&data=event-{n:08d}-{'x' * 100}".encode()
-            publisher.sendall(
-                b"POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                b"Content-Type: application/x-www-form-urlencoded\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-            )
-            head = read_head(publisher)
-            length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
-            rest = head.split(b"\r\n\r\n", 1)[1]
-            while len(rest) < length:
-                rest += publisher.recv(4096)
+            publish_one(publisher, f"t{n % SUBSCRIBERS}", n)
         for n, sock in enumerate(streams):  # every event arrived
             expected = len(range(n, publishes, SUBSCRIBERS))
             seen = 0

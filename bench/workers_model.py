@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import answers, free_port  # noqa: E402
+from bench.common import answers, free_port, publish_one, read_head  # noqa: E402
 from rawsse.broker.ring import SharedLog  # noqa: E402
 from rawsse.core.publish import PublishItem  # noqa: E402
 
@@ -61,38 +61,6 @@ def children(pid: int) -> list[int]:
     """The worker processes of supervisor `pid`."""
     found = [int(n) for n in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     return [n for n in found if b"rawsse" in Path(f"/proc/{n}/cmdline").read_bytes()]
-
-
-def read_head(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed before the head")
-        data += chunk
-    return data
-
-
-class Publisher:
-    """One keep-alive connection, one request in flight."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
-
-    def publish(self, topic: str, n: int) -> None:
-        body = f"topic={topic}&data=event-{n:08d}-{'x' * 100}".encode()
-        self.sock.sendall(
-            b"POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        head = read_head(self.sock)
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(f"publish refused: {head[:60]!r}")
-        length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
-        rest = head.split(b"\r\n\r\n", 1)[1]
-        while len(rest) < length:
-            rest += self.sock.recv(4096)
 
 
 def worker_events(port: int) -> dict[str, int]:
@@ -130,14 +98,14 @@ def measure(workers: int, publishes: int) -> dict[str, float]:
             streams.setdefault(match.group(1).decode() if match else "-", []).append(f"t{n}")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             held.append(sock)
-        publisher = Publisher(port)
+        publisher = socket.create_connection(("127.0.0.1", port))
         for n in range(200):  # warm up, and learn which worker took the connection
-            publisher.publish("nobody", n)
+            publish_one(publisher, "nobody", n)
         processes = children(server.pid) if workers else [server.pid]
         if not workers:
             before = cpu_seconds(server.pid)
             for n in range(publishes):
-                publisher.publish(streams["-"][n % STREAMS], n)
+                publish_one(publisher, streams["-"][n % STREAMS], n)
             return {"S": (cpu_seconds(server.pid) - before) / publishes}
         time.sleep(1.2)  # every worker has swept its counters into the log
         counts = worker_events(port)
@@ -148,7 +116,7 @@ def measure(workers: int, publishes: int) -> dict[str, float]:
         for phase, targets in (("A", streams[other]), ("B", streams[own])):
             before = cpu_seconds(first), cpu_seconds(second)
             for n in range(publishes):
-                publisher.publish(targets[n % len(targets)], n)
+                publish_one(publisher, targets[n % len(targets)], n)
             spent[phase] = (cpu_seconds(first) - before[0], cpu_seconds(second) - before[1])
         # Which process publishes: the one that spent more in phase A (P against R + W).
         mine = 0 if spent["A"][0] > spent["A"][1] else 1
