@@ -238,6 +238,9 @@ def store(args: argparse.Namespace) -> int:
             if not args.topic:
                 print("rawsse: store dump needs --topic", file=sys.stderr)
                 return 2
+            if args.limit is not None and args.limit < 1:
+                print(f"rawsse: --limit must be at least 1, got {args.limit}", file=sys.stderr)
+                return 2
             after = args.after.rpartition("-")[2]
             if not after.isdigit():
                 print(f"rawsse: --after must be an event id, got {args.after!r}", file=sys.stderr)

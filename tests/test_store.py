@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rawsse.broker.base import BrokerNeeds, Outcome
-from rawsse.broker.memory import MemoryBroker
+from rawsse.broker.memory import Durability, MemoryBroker
 from rawsse.cli import main
 from rawsse.core.events import EventEncoder
 from rawsse.core.history import History
@@ -160,6 +160,7 @@ def test_rawsse_store_stat_dump_and_compact(tmp_path: Path, capsys: pytest.Captu
     held.release()
     assert main(["store", "compact", str(tmp_path)]) == 0
     assert main(["store", "stat", str(tmp_path / "nothing-here")]) == 2
+    assert main(["store", "dump", str(tmp_path), "--topic", "news", "--limit", "0"]) == 2
 
 
 def test_the_log_is_readable_by_its_owner_only(tmp_path: Path) -> None:
@@ -197,9 +198,8 @@ def test_with_fsync_always_a_refused_write_refuses_the_turns_earlier_publishes_t
     encoder = EventEncoder(hub.ids)
     durable = DurableLog(store, StoreOptions(Fsync.ALWAYS, 1.0, 3600.0, 1 << 30), encoder, Metrics())
     loop = asyncio.new_event_loop()
-    broker = MemoryBroker(
-        BrokerNeeds(encoder, time.monotonic, hub), (durable, HistoryWindow(1 << 20, 3600.0), loop)
-    )
+    durability = Durability(durable, HistoryWindow(1 << 20, 3600.0), loop)
+    broker = MemoryBroker(BrokerNeeds(encoder, time.monotonic, hub), durability)
     sink = HubSink(hub)
     delivered: list[str] = []
     sink.deliver = lambda events: delivered.extend(e.id for e in events)  # type: ignore[method-assign]

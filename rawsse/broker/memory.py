@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from rawsse.broker.base import BrokerNeeds, EventSink, LocalBroker, Outcome
 from rawsse.core.events import Event
@@ -13,14 +14,18 @@ from rawsse.errors import RawsseError, StoreUnavailable
 from rawsse.store.durable import DurableLog, HistoryWindow
 
 
+class Durability(NamedTuple):
+    """What the memory broker needs for --data-dir."""
+
+    log: DurableLog
+    window: HistoryWindow
+    """What memory history starts with from the log."""
+    loop: asyncio.AbstractEventLoop
+    """Where --fsync always commits, once per loop turn."""
+
+
 class MemoryBroker(LocalBroker):
-    def __init__(
-        self,
-        needs: BrokerNeeds,
-        durable: tuple[DurableLog, HistoryWindow, asyncio.AbstractEventLoop] | None = None,
-    ) -> None:
-        """`durable`: the durable log, what memory history starts with from it, and the
-        loop (--fsync always commits once per loop turn)."""
+    def __init__(self, needs: BrokerNeeds, durable: Durability | None = None) -> None:
         super().__init__(needs)
         self._durable = durable
         self._sequence = 0 if durable is None else durable[0].last_sequence
@@ -29,13 +34,12 @@ class MemoryBroker(LocalBroker):
 
     @property
     def answers_at_once(self) -> bool:
-        return self._durable is None or not self._durable[0].waits
+        return self._durable is None or not self._durable.log.waits
 
     async def start(self, sink: EventSink) -> None:
         await super().start(sink)
         if self._durable is not None:
-            log, window, _ = self._durable
-            events, before = log.preload(window)
+            events, before = self._durable.log.preload(self._durable.window)
             sink.preload(events, before)
 
     def publish_now(self, items: Sequence[PublishItem]) -> list[str]:
@@ -68,7 +72,7 @@ class MemoryBroker(LocalBroker):
         self._sequence = events[-1].sequence
         if not self._committing:
             assert self._durable is not None
-            self._durable[2].call_soon(self._commit)
+            self._durable.loop.call_soon(self._commit)
         self._committing.append((events, ids, done))
 
     def _number(self, items: Sequence[PublishItem]) -> tuple[list[Event], list[str]]:
@@ -91,7 +95,7 @@ class MemoryBroker(LocalBroker):
 
     def _write(self, events: list[Event], commit: bool) -> None:
         assert self._durable is not None
-        log = self._durable[0]
+        log = self._durable.log
         try:
             log.write(events)
             if commit:
@@ -106,9 +110,9 @@ class MemoryBroker(LocalBroker):
         batches, self._committing = self._committing, []
         assert self._durable is not None
         try:
-            self._durable[0].commit()
+            self._durable.log.commit()
         except StoreUnavailable as error:
-            self._sequence = self._durable[0].forget_uncommitted()
+            self._sequence = self._durable.log.forget_uncommitted()
             for _, _, done in batches:
                 done(error)
             return
@@ -118,11 +122,11 @@ class MemoryBroker(LocalBroker):
 
     def sweep(self) -> None:
         if self._durable is not None:
-            self._durable[0].tick()
+            self._durable.log.tick()
 
     def unready_reason(self) -> str | None:
-        return None if self._durable is None else self._durable[0].unready_reason()
+        return None if self._durable is None else self._durable.log.unready_reason()
 
     async def stop(self) -> None:
         if self._durable is not None:
-            self._durable[0].close()
+            self._durable.log.close()

@@ -21,7 +21,7 @@ from rawsse.auth.keys import KeyRing
 from rawsse.auth.ledger import Ledger
 from rawsse.auth.tokens import Key, TokenVerifier
 from rawsse.broker.base import Broker, BrokerNeeds
-from rawsse.broker.memory import MemoryBroker
+from rawsse.broker.memory import Durability, MemoryBroker
 from rawsse.config import FD_RESERVE, Config
 from rawsse.core.access import Access
 from rawsse.core.api import Api, ServerView
@@ -321,7 +321,7 @@ class Server:
         if durable is None:
             return MemoryBroker(needs)
         window = HistoryWindow(min(config.history_bytes, PRELOAD_BYTES), config.history_age)
-        return MemoryBroker(needs, (durable, window, self.loop))
+        return MemoryBroker(needs, Durability(durable, window, self.loop))
 
     def _open_store(self) -> EventStore:
         """The data directory, held while this server runs, and its durable log (a
