@@ -7,7 +7,7 @@ from __future__ import annotations
 from rawsse.core.ids import IdScheme
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import Framing
-from rawsse.core.sse import data_lines, event_body
+from rawsse.core.sse import data_lines, event_body, with_id
 from rawsse.core.ws.messages import event_frame
 from rawsse.errors import EventTooLarge
 
@@ -65,7 +65,7 @@ class EventEncoder:
 
     def encode(self, item: PublishItem, sequence: int, event_id: str, now: float) -> Event:
         """Raises EventTooLarge."""
-        wire = b"id: %b\n%b" % (event_id.encode(), event_body(item.data, item.event))
+        wire = with_id(event_id, event_body(item.data, item.event))
         if len(wire) > self.max_bytes:
             raise self._too_large(len(wire))
         return Event(sequence, item, event_id, wire, now)
@@ -81,7 +81,7 @@ class EventEncoder:
     @staticmethod
     def event(item: PublishItem, sequence: int, event_id: str, body: bytes, now: float) -> Event:
         """The event of `item` (whose `body` was made and checked) under its id."""
-        return Event(sequence, item, event_id, b"id: %b\n%b" % (event_id.encode(), body), now)
+        return Event(sequence, item, event_id, with_id(event_id, body), now)
 
     def _too_large(self, size: int) -> EventTooLarge:
         return EventTooLarge(f"event is {size} bytes encoded; the limit is {self.max_bytes}")

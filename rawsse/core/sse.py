@@ -40,7 +40,13 @@ def encode_event(data: str, event_id: str | None = None, event: str | None = Non
     if event_id is None:
         return event_body(data, event)
     check_field("id", event_id)
-    return b"id: %b\n%b" % (event_id.encode(), event_body(data, event))
+    return with_id(event_id, event_body(data, event))
+
+
+def with_id(event_id: str, body: bytes) -> bytes:
+    """An event's bytes: its `id:` line, then its `body` (see `event_body`). The id is one
+    of ours (letters, digits and '-'), or checked by `encode_event`."""
+    return b"id: %b\n%b" % (event_id.encode(), body)
 
 
 def event_body(data: str, event: str | None = None) -> bytes:
