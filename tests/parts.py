@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 
 from rawsse.broker.base import BrokerNeeds
 from rawsse.broker.memory import MemoryBroker
+from rawsse.core.acks import NoAcks
 from rawsse.core.events import Event, EventEncoder
 from rawsse.core.hub import Hub
 from rawsse.core.metrics import Metrics
@@ -51,4 +52,4 @@ def effect_runner(
     publishing = Publishing(broker, metrics)
     local = lambda topic: local_tally(hub.subscriptions, [None] * hub.subscriptions.capacity, topic)  # noqa: E731
     presence = PresenceBoard(None, publishing.put_words, broker.process_count, local)  # type: ignore[arg-type]
-    return EffectRunner(publishing, hub, close_topics, None, presence)  # type: ignore[arg-type]
+    return EffectRunner(publishing, hub, close_topics, None, presence, NoAcks())  # type: ignore[arg-type]

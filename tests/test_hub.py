@@ -13,7 +13,7 @@ from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import Framing
 from rawsse.core.subscriptions import Subscriptions
-from rawsse.errors import EventTooLarge, Overloaded
+from rawsse.errors import EventTooLarge, Overloaded, UnusableId
 from tests.parts import memory_broker
 from tests.sse_client import EventParser
 
@@ -312,3 +312,42 @@ def test_subscriptions_tell_when_the_first_stream_comes_to_a_topic_and_the_last_
     assert told.said[2:] == [("lost", "b")]
     subscriptions.remove(3)
     assert told.said[3:] == [("lost", "a")]
+
+
+def test_a_stream_from_unacked_starts_its_users_topics_after_their_acknowledgements() -> None:
+    hub = make_hub()
+    first = publish(hub, "n@1", "1")
+    publish(hub, "news", "2")
+    publish(hub, "n@2", "3")
+    publish(hub, "n@1", "4")
+    publish(hub, "n@2,news", "5")
+    hub.take_batch()
+    # Without a Last-Event-ID: n@1 after its acknowledged event, n@2 from its start, news live.
+    replay, whole = hub.catch_up(
+        ("n@1", "n@2", "news"), None, acked={"n@1": hub.position_of(first), "n@2": 0}
+    )
+    assert whole and [data for _, data, _ in parse(replay)] == ["3", "4", "5"]
+    # A resume: the shared topic after the Last-Event-ID, the user's after both.
+    replay, _ = hub.catch_up(("n@1", "news"), first, acked={"n@1": 4})
+    assert [data for _, data, _ in parse(replay)] == ["2", "5"]
+
+
+def test_an_acknowledgement_older_than_history_is_told_it_missed_events() -> None:
+    hub = make_hub(History(per_topic=2))
+    for n in range(4):
+        publish(hub, "n@1", str(n))
+    hub.take_batch()
+    events = parse(hub.catch_up(("n@1",), None, acked={"n@1": 0})[0])
+    assert [name for name, _, _ in events] == [RESET_EVENT, "message", "message"]
+
+
+def test_position_of_reads_back_only_ids_this_process_took() -> None:
+    hub = make_hub()
+    hub.subscriptions.add(1, ("a",))
+    first = publish(hub, "a", "1")
+    with pytest.raises(UnusableId, match="unknown-id"):
+        hub.position_of(first)  # queued, not taken by a pass yet
+    hub.take_batch()
+    assert hub.position_of(first) == 1
+    with pytest.raises(UnusableId, match="unknown-epoch"):
+        hub.position_of("other-1")

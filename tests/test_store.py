@@ -47,7 +47,7 @@ def test_events_and_the_epoch_outlive_the_store_that_wrote_them(tmp_path: Path) 
     store.close()
     again = open_store(tmp_path, epoch="ignored")
     assert again.epoch == "e1" and again.last_sequence == 3 and again.events == 3
-    events, whole, complete = again.since(("t",), 0, 3, 1 << 20)
+    events, whole, complete = again.since({"t": 0}, 3, 1 << 20)
     assert [(e.sequence, e.item.data) for e in events] == [(1, "event 1"), (3, "multi\nline")]
     assert whole and complete
     again.close()
@@ -72,7 +72,7 @@ def test_a_replay_comes_in_pages_of_whole_events(tmp_path: Path) -> None:
     after = 0
     pages = 0
     while True:
-        events, whole, _ = store.since(("t",), after, 1000, 5000)
+        events, whole, _ = store.since({"t": after}, 1000, 5000)
         received.extend(e.sequence for e in events)
         after = events[-1].sequence
         pages += 1
@@ -88,9 +88,9 @@ def test_trimming_by_age_and_size_raises_the_floor(tmp_path: Path) -> None:
     store.commit()
     assert store.trim(older_than=4.0, max_bytes=1 << 30) == 3
     assert store.floor == 3
-    events, _, complete = store.since(("t",), 1, 10, 1 << 20)
+    events, _, complete = store.since({"t": 1}, 10, 1 << 20)
     assert not complete and [e.sequence for e in events] == list(range(4, 11))
-    assert store.since(("t",), 3, 10, 1 << 20)[2]  # from the floor on: nothing missed
+    assert store.since({"t": 3}, 10, 1 << 20)[2]  # from the floor on: nothing missed
     size = store.bytes
     assert store.trim(older_than=0.0, max_bytes=size - 1) == 1  # the oldest one goes
     store.close()
@@ -184,8 +184,8 @@ def test_a_sequence_given_out_again_replaces_what_a_killed_writer_left(tmp_path:
     store.commit()
     store.append([stored(2, "b", "again")])
     store.commit()
-    assert [e.sequence for e in store.since(("a",), 0, 2, 1 << 20)[0]] == [1]
-    assert [(e.sequence, e.item.data) for e in store.since(("b",), 0, 2, 1 << 20)[0]] == [(2, "again")]
+    assert [e.sequence for e in store.since({"a": 0}, 2, 1 << 20)[0]] == [1]
+    assert [(e.sequence, e.item.data) for e in store.since({"b": 0}, 2, 1 << 20)[0]] == [(2, "again")]
     store.close()
 
 
@@ -220,3 +220,71 @@ def test_with_fsync_always_a_refused_write_refuses_the_turns_earlier_publishes_t
     finally:
         loop.run_until_complete(broker.stop())
         loop.close()
+
+
+# Acknowledgements and each topic's floor
+
+
+def test_an_acknowledgement_only_moves_forward_and_outlives_the_store(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    assert store.acknowledge(("n@1", "n@2"), 0) == {"n@1": 0, "n@2": 0}  # 0: only read
+    assert store.acknowledge(("n@1",), 5) == {"n@1": 5}
+    assert store.acknowledge(("n@1", "n@2"), 3) == {"n@1": 5, "n@2": 3}  # n@1 stays at 5
+    store.close()
+    again = open_store(tmp_path)
+    assert again.acked(("n@1", "n@2", "n@3")) == {"n@1": 5, "n@2": 3, "n@3": 0}
+    again.close()
+
+
+def test_unacknowledged_events_are_counted_per_topic(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.append([stored(n, "n@1" if n % 2 else "n@2") for n in range(1, 11)])
+    store.commit()
+    assert store.unacked("n@1") == (5, 9, 0, True)
+    store.acknowledge(("n@1",), 5)
+    assert store.unacked("n@1") == (2, 9, 5, True)
+    assert store.unacked("n@9") == (0, 0, 0, True)
+    store.close()
+
+
+def test_a_trim_raises_only_the_floors_of_the_topics_it_cut(tmp_path: Path) -> None:
+    """A user whose own events were all kept is never told they missed some because other
+    users' older events were trimmed."""
+    store = open_store(tmp_path)
+    store.append([stored(1, "n@1", at=1.0), stored(2, "n@2", at=2.0), stored(3, "n@1", at=3.0)])
+    store.append([stored(4, "n@2", at=10.0)])
+    store.commit()
+    store.acknowledge(("n@1",), 1)
+    assert store.trim(older_than=5.0, max_bytes=1 << 30) == 3
+    assert store.floors(("n@1", "n@2", "n@3")) == {"n@1": 3, "n@2": 2, "n@3": 0}
+    assert store.unacked("n@1") == (0, 0, 1, False)  # event 3 was trimmed unread
+    store.acknowledge(("n@2",), 2)
+    assert store.unacked("n@2") == (1, 4, 2, True)
+    events, _, complete = store.since({"n@2": 2}, 4, 1 << 20)
+    assert complete and [e.sequence for e in events] == [4]
+    assert not store.since({"n@1": 1, "n@2": 2}, 4, 1 << 20)[2]
+    store.close()
+
+
+def test_a_replay_starts_each_topic_at_its_own_sequence(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.append([stored(n, ("a", "b", "c")[n % 3]) for n in range(1, 13)])
+    store.commit()
+    events, whole, complete = store.since({"a": 6, "b": 0}, 12, 1 << 20)
+    assert [e.sequence for e in events] == [1, 4, 7, 9, 10, 12] and whole and complete
+    store.close()
+
+
+def test_a_store_of_format_1_takes_its_floor_for_every_topic(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.append([stored(n, at=float(n)) for n in range(1, 5)])
+    store.commit()
+    store.trim(older_than=3.0, max_bytes=1 << 30)
+    store._db.execute("UPDATE meta SET value = '1' WHERE key = 'format'")
+    store._db.execute("DELETE FROM meta WHERE key = 'untracked_floor'")
+    store._db.execute("DELETE FROM topic_floors")
+    store.close()
+    again = open_store(tmp_path)
+    assert again.floors(("t", "other")) == {"t": 2, "other": 2}
+    assert again._db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0] == str(FORMAT)
+    again.close()

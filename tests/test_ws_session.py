@@ -6,9 +6,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rawsse.auth.keys import KeyRing, KeySources
+from rawsse.auth.ledger import Ledger, StreamAccess
+from rawsse.auth.rules import NO_TOPICS, parse_rules
+from rawsse.auth.tokens import Grant, TokenOptions, TokenVerifier
+from rawsse.core.access import Access, AccessOptions
 from rawsse.core.state import ServerState
 from rawsse.core.ws.frames import Opcode
 from rawsse.core.ws.session import (
+    AckTopics,
     BeginClose,
     Fail,
     Finish,
@@ -18,6 +24,7 @@ from rawsse.core.ws.session import (
     Sessions,
     SetTopics,
 )
+from tests.tokens import SECRET
 from tests.ws_frames import client_frame, close_code, close_payload, server_frames
 
 KIND = "unit"
@@ -243,3 +250,39 @@ def test_a_frame_half_read_across_two_checks_is_stuck() -> None:
     assert sessions.stuck() == [2]
     sessions.release(2)
     assert sessions.stuck() == []
+
+
+def test_ack_names_the_streams_private_topics_without_users() -> None:
+    """Without a token option there are no users: a stream's private topics are its own."""
+    sessions, _ = session()
+    [action] = command(sessions, {"type": "ack", "id": "e-3", "ref": 1}, ("n@1", "news", "m@2"))
+    assert action == AckTopics(("n@1", "m@2"), "e-3", 1)
+    [action] = command(sessions, {"type": "ack", "id": "e-3", "topic": "m@2"}, ("n@1",))
+    assert action == AckTopics(("m@2",), "e-3", None)
+
+
+def test_ack_refuses_what_names_no_private_topic() -> None:
+    sessions, _ = session()
+    for body, code in [
+        ({"type": "ack"}, "invalid"),
+        ({"type": "ack", "id": 3}, "invalid"),
+        ({"type": "ack", "id": "e-3", "topic": ["n@1"]}, "invalid"),
+        ({"type": "ack", "id": "e-3"}, "invalid"),  # the stream is on "a" only
+        ({"type": "ack", "id": "e-3", "topic": "news"}, "forbidden"),
+    ]:
+        [action] = command(sessions, body)
+        assert answer(action)["code"] == code, body
+
+
+def test_ack_names_only_the_users_own_topics() -> None:
+    """A credential whose patterns read another user's topic never acknowledges it."""
+    ledger = Ledger(8)
+    verifier = TokenVerifier(KeyRing(KeySources(secret=SECRET)), TokenOptions())
+    sessions = Sessions(8, LIMITS, Clock(), ServerState(), access=Access(AccessOptions(), verifier, ledger))
+    sessions.open(2, False)
+    grant = Grant("42", parse_rules(["n@*"], 255), NO_TOPICS, 1e12)
+    ledger.add(2, StreamAccess(grant, None), keep_rules=False)
+    [action] = command(sessions, {"type": "ack", "id": "e-3"}, ("n@42", "n@7"))
+    assert action == AckTopics(("n@42",), "e-3", None)
+    [action] = command(sessions, {"type": "ack", "id": "e-3", "topic": "n@7"}, ("n@42", "n@7"))
+    assert answer(action)["code"] == "forbidden"

@@ -67,6 +67,14 @@ class Asking(NamedTuple):
     finish: Callable[[Grant | RawsseError], StreamAccess]
 
 
+class AskingUser(NamedTuple):
+    """Who a credential names waits for the application: put `call`, then `finish(answer)`
+    gives the grant (or raises why there is none)."""
+
+    call: AppCall
+    finish: Callable[[Grant | RawsseError], Grant]
+
+
 def owner_of(topic: str) -> str | None:
     """The user a topic is private to (`chat@42` -> `42`), or None for a shared topic (and
     for the server's `$` topics, which a user's `sub` never opens)."""
@@ -120,6 +128,34 @@ class Access:
             return None
         token = self.credential(request)
         return None if token is None else self.verifier.verify(token, self.wall())
+
+    def user(self, request: Request, topics: tuple[str, ...]) -> Grant | AskingUser | None:
+        """Who the request's credential names, for a request about `topics` that is no
+        stream (acknowledging, counting unacknowledged events): its verified grant, None
+        without a credential, or the question for the application (--auth-url) with
+        `finish` giving the grant. Raises 401 for a credential that cannot be used."""
+        grant = self.grant(request)
+        if grant is not None:
+            return self._current(grant)
+        cache = self.app_cache
+        cookie, authorization = request.headers.get("cookie", ""), request.headers.get("authorization", "")
+        if cache is None or not (cookie or authorization):
+            return None
+        call = app_call(cookie, authorization, topics, Framing.SSE.transport)
+
+        def finish(answer: Grant | RawsseError) -> Grant:
+            cache.put(call.key, answer, self.wall())
+            if isinstance(answer, RawsseError):
+                raise answer.with_traceback(None) from None
+            return self._current(answer)
+
+        cached = cache.get(call.key, self.wall())
+        return AskingUser(call, finish) if cached is None else finish(cached)
+
+    def _current(self, grant: Grant) -> Grant:
+        if grant.expires <= self.wall():
+            raise AuthError("the grant has ended (its exp or until is past)")
+        return grant
 
     # Streams
 

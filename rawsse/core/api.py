@@ -23,16 +23,29 @@ from typing import NamedTuple
 
 from rawsse.auth.app import AppUnavailable, answer_of
 from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
-from rawsse.auth.tokens import MAX_SUB_LENGTH, Forbidden
-from rawsse.core.access import Access, AccessOptions, Asking
+from rawsse.auth.tokens import MAX_SUB_LENGTH, Forbidden, Grant
+from rawsse.core.access import Access, AccessOptions, Asking, AskingUser, owner_of
+from rawsse.core.acks import (
+    AckBook,
+    Acked,
+    AcksUnavailable,
+    NoAcks,
+    Start,
+    Unacked,
+    check_ackable,
+    parse_start,
+    users_topics,
+)
 from rawsse.core.admission import AcceptBudget
 from rawsse.core.connection import BUSY
 from rawsse.core.cors import CorsPolicy
 from rawsse.core.effects import (
+    Acknowledge,
     Answer,
     AskApplication,
     CloseStreams,
     CountPresence,
+    CountUnacked,
     DisconnectUser,
     Effect,
     OpenStream,
@@ -54,7 +67,7 @@ from rawsse.core.topics import check_subscribe_topic
 from rawsse.core.ws.frames import CloseCode, close_frame
 from rawsse.core.ws.handshake import check_upgrade, switching_head
 from rawsse.core.ws.session import check_topic_count
-from rawsse.errors import RETRY_AFTER, HttpError, RawsseError, TopicError
+from rawsse.errors import RETRY_AFTER, HttpError, RawsseError, TopicError, UnusableId
 
 
 class RouteKind(enum.Enum):
@@ -90,10 +103,11 @@ it the client gets a reset (unknown-id)."""
 OVERLOADED = "overloaded"
 SHUTTING_DOWN = "shutting-down"
 AUTH_UNAVAILABLE = "authorization-unavailable"
+STORE_UNAVAILABLE = "store-unavailable"
 """The reasons of a stream refused for load: the server is at its connection or
-accept-rate limit, it is draining to stop, or the application of --auth-url cannot
-answer now. Nothing was missed: the client's Last-Event-ID is kept, and its reconnect
-resumes."""
+accept-rate limit, it is draining to stop, the application of --auth-url cannot answer
+now, or the store cannot tell what a `from=unacked` stream's user acknowledged. Nothing
+was missed: the client's Last-Event-ID is kept, and its reconnect resumes."""
 
 
 class Opening(NamedTuple):
@@ -108,6 +122,9 @@ class Opening(NamedTuple):
     head: bytes
     publisher: bool
     access: StreamAccess
+    start: Start = Start.LIVE
+    """Where it starts without a Last-Event-ID (with `from=unacked`, its user's topics
+    start after what the user acknowledged, whatever the Last-Event-ID)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +178,12 @@ class Api:
         rng: random.Random | None = None,
         access: Access | None = None,
         state: ServerState | None = None,
+        acks: AckBook | None = None,
     ) -> None:
+        """`acks`: where private topics' acknowledgements are kept (none without a
+        durable store: see rawsse.core.acks)."""
         self._options, self._hub, self._metrics, self._view = options, hub, metrics, view
+        self._acks = acks or NoAcks()
         state = state or ServerState()
         self.access = access or Access(AccessOptions(), None, Ledger(0))
         self._static = static
@@ -177,6 +198,8 @@ class Api:
             "/publish": Route(("POST",), admin, self._publish, from_browsers=True),
             "/disconnect": Route(("POST",), admin, self._disconnect, from_browsers=True),
             "/presence": Route(("GET",), admin, self._presence, from_browsers=True),
+            "/ack": Route(("POST",), admin, self._ack, from_browsers=True),
+            "/unacked": Route(("GET",), admin, self._unacked, from_browsers=True),
             "/healthz": Route(("GET", "HEAD"), plain, self._healthz),
             "/readyz": Route(("GET", "HEAD"), plain, self._readyz),
             "/metrics": Route(("GET",), plain, self._metrics_page),
@@ -318,11 +341,12 @@ class Api:
         self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
     ) -> Effect:
         allowed = self._cors.check(request)
-        names, last_event_id = self._stream_query(request)
+        names, last_event_id, start = self._stream_query(request)
         if not names:
             raise HttpError(400, "name at least one topic: /events?topic=NAME")
         head = self._heads[allowed]
-        opening = Opening(names, last_event_id, Framing.SSE, self._prefixes[allowed], head, False, NO_ACCESS)
+        prefix = self._prefixes[allowed]
+        opening = Opening(names, last_event_id, Framing.SSE, prefix, head, False, NO_ACCESS, start)
         return self._authorized(request, opening, peer)
 
     def _websocket(
@@ -331,9 +355,9 @@ class Api:
         """A WebSocket stream: its topics are optional (it can subscribe later)."""
         self._cors.check(request)  # the CSWSH defence: pages of other origins need --cors-origin
         head = self._switching_head(check_upgrade(request))
-        names, last_event_id = self._stream_query(request)
+        names, last_event_id, start = self._stream_query(request)
         publisher = self._publishers.may_publish(request, from_loopback)
-        opening = Opening(names, last_event_id, Framing.WS, head, head, publisher, NO_ACCESS)
+        opening = Opening(names, last_event_id, Framing.WS, head, head, publisher, NO_ACCESS, start)
         return self._authorized(request, opening, peer)
 
     def _authorized(self, request: Request, opening: Opening, peer: Callable[[], str | None]) -> Effect:
@@ -369,10 +393,12 @@ class Api:
         elif error.status == 429:
             self._metrics.streams_over_limit += 1
 
-    def _stream_query(self, request: Request) -> tuple[tuple[str, ...], str | None]:
-        """The topics and the id to resume after, of a stream request."""
+    def _stream_query(self, request: Request) -> tuple[tuple[str, ...], str | None, Start]:
+        """The topics, the id to resume after and where to start without one, of a stream
+        request."""
         topics: dict[str, None] = {}
         last_event_id = request.headers.get("last-event-id") or None
+        start = Start.LIVE
         for name, value in query_pairs(request):
             if name == "topic":
                 topics[self._topic(value)] = None
@@ -380,11 +406,18 @@ class Api:
                 # For clients that cannot set headers; the header wins because a browser
                 # sends the newer id in it when it reconnects to the same URL.
                 last_event_id = value or None
+            elif name == "from":
+                start = parse_start(value)
         try:
             check_topic_count(tuple(topics), self._options.max_topics)
         except TopicError as exc:
             raise HttpError(400, str(exc)) from None
-        return tuple(topics), last_event_id
+        if start is Start.UNACKED:
+            if not self._acks.kept:
+                raise AcksUnavailable()
+            if not any(owner_of(topic) for topic in topics):
+                raise HttpError(400, "from=unacked needs a private topic (NAME@USER) among the topics")
+        return tuple(topics), last_event_id, start
 
     def _stream(self, opening: Opening) -> Effect:
         if self.state.draining:
@@ -398,12 +431,42 @@ class Api:
                 return WaitTaken(ahead, RESUME_WAIT, lambda: self._open(opening))
         return self._open(opening)
 
-    def _open(self, opening: Opening) -> Answer:
+    def _open(self, opening: Opening) -> Effect:
+        """The stream, once its user's topics are acknowledged up to its Last-Event-ID
+        (a resume received everything before it) and, for `from=unacked`, read where they
+        stand."""
+        if not self._acks.kept:
+            return self._replayed(opening, None)
+        unacked = opening.start is Start.UNACKED
+        mine = users_topics(opening.topics, opening.access.sub, self.access.enabled)
+        if unacked and not mine:
+            raise Forbidden("from=unacked: none of the topics is the credential's user's own")
+        sequence = 0
+        if opening.last_event_id:
+            try:
+                sequence = self._hub.position_of(opening.last_event_id)
+            except UnusableId:
+                pass  # the replay tells the client (a reset); nothing is acknowledged
+        if not mine or not (sequence or unacked):
+            return self._replayed(opening, None)
+
+        def then(acked: Acked | RawsseError) -> Effect:
+            if not unacked:
+                return self._replayed(opening, None)  # a resume opens, acknowledged or not
+            if isinstance(acked, RawsseError):
+                return Respond(
+                    self.come_back_later(opening.head, STORE_UNAVAILABLE, opening.framing), close=True
+                )
+            return self._replayed(opening, acked)
+
+        return Acknowledge(mine, sequence, then)
+
+    def _replayed(self, opening: Opening, acked: Acked | None) -> Answer:
         """The stream, or one page of a long replay: sent whole, then the connection
         closes and the client's reconnect asks for the next page."""
         topics, framing, prefix = opening.topics, opening.framing, opening.prefix
         page = self._options.max_pending_bytes
-        replay, whole = self._hub.catch_up(topics, opening.last_event_id, page, framing)
+        replay, whole = self._hub.catch_up(topics, opening.last_event_id, page, framing, acked)
         preamble = prefix + replay if replay else prefix
         if not whole:
             if framing == Framing.WS:  # the page, then "reconnect for the next" (1012)
@@ -436,6 +499,93 @@ class Api:
             return _json(request, answer_body(topic, tally, complete), cors)
 
         return CountPresence(topic, answer)
+
+    # Acknowledgements (rawsse.core.acks)
+
+    def _ack(
+        self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
+    ) -> Effect:
+        """POST /ack?topic=T&id=ID: T's user received everything up to ID."""
+        topic, event_id = self._one(request, "topic"), self._one(request, "id")
+        hub, view = self._hub, self._view
+
+        def acknowledge() -> Effect:
+            if view.shares_order:  # an id another process gave out, maybe not read here yet
+                view.catch_up()
+                ahead = hub.not_yet_taken(event_id)
+                if ahead is not None:
+                    return WaitTaken(ahead, RESUME_WAIT, acknowledge_now)
+            return acknowledge_now()
+
+        def acknowledge_now() -> Effect:
+            try:
+                sequence = hub.position_of(event_id)
+            except UnusableId as exc:
+                raise HttpError(400, f"no such event ({exc.reason}): {event_id[:64]!r}") from None
+            return Acknowledge((topic,), sequence, answer)
+
+        def answer(acked: Acked | RawsseError) -> Effect:
+            if isinstance(acked, RawsseError):
+                raise acked
+            body = {"topic": topic, "acked": self._id_or_none(acked[topic])}
+            return _json(request, json.dumps(body).encode(), cors)
+
+        return self._as_owner(request, from_loopback, topic, acknowledge)
+
+    def _unacked(
+        self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
+    ) -> Effect:
+        """GET /unacked?topic=T: how many events T's user has not acknowledged (the badge)."""
+        topic = self._one(request, "topic")
+
+        def answer(found: Unacked) -> Effect:
+            body = {
+                "topic": topic,
+                "count": found.events,
+                "newest": self._id_or_none(found.newest),
+                "acked": self._id_or_none(found.acked),
+                "complete": found.complete,
+            }
+            return _json(request, json.dumps(body).encode(), cors)
+
+        return self._as_owner(request, from_loopback, topic, lambda: CountUnacked(topic, answer))
+
+    def _as_owner(
+        self, request: Request, from_loopback: Callable[[], bool], topic: str, then: Callable[[], Effect]
+    ) -> Effect:
+        """`then()`, for the user whose private topic `topic` is (by their credential) or
+        for the operator (publishing's rules); raises 400, 401, 403 or 501."""
+        check_ackable(topic)
+        if not self._acks.kept:
+            raise AcksUnavailable()
+        access = self.access
+        if access.enabled and not self._publishers.holds_token(request):
+            user = access.user(request, (topic,))
+            if isinstance(user, AskingUser):
+                finish, limit = user.finish, self._options.max_topic_length
+                return AskApplication(
+                    user.call, lambda outcome: self._owned(finish(answer_of(outcome, limit)), topic, then)
+                )
+            if user is not None:
+                return self._owned(user, topic, then)
+        if self._publishers.check(request, from_loopback) is not None:
+            raise Forbidden("a topic is acknowledged by its user's credential, or the operator's")
+        return then()
+
+    @staticmethod
+    def _owned(grant: Grant, topic: str, then: Callable[[], Effect]) -> Effect:
+        if grant.sub is None or owner_of(topic) != grant.sub:
+            raise Forbidden(f"a user acknowledges only their own topics, not {topic[:64]!r}")
+        return then()
+
+    def _one(self, request: Request, name: str) -> str:
+        values = [value for key, value in query_pairs(request) if key == name]
+        if len(values) != 1 or not values[0]:
+            raise HttpError(400, f"name one {name}: ?topic=NAME@USER&id=ID")
+        return self._topic(values[0]) if name == "topic" else values[0]
+
+    def _id_or_none(self, sequence: int) -> str | None:
+        return self._hub.ids.format(sequence) if sequence else None
 
     def _disconnect(
         self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors

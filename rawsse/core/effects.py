@@ -12,9 +12,11 @@ from typing import NamedTuple
 
 from rawsse.auth.app import AppCall
 from rawsse.auth.ledger import NO_ACCESS, StreamAccess
+from rawsse.core.acks import Acked, Unacked
 from rawsse.core.presence import Tally
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import Framing
+from rawsse.errors import RawsseError
 
 
 class Respond(NamedTuple):
@@ -86,6 +88,22 @@ class AskApplication(NamedTuple):
     then: Callable[[tuple[int, bytes] | str], Effect]
 
 
+class Acknowledge(NamedTuple):
+    """Record `topics` acknowledged up to `sequence` (0: nothing, only read where they
+    stand; rawsse.core.acks); then `then(acked)`, or `then(why not)`."""
+
+    topics: tuple[str, ...]
+    sequence: int
+    then: Callable[[Acked | RawsseError], Effect]
+
+
+class CountUnacked(NamedTuple):
+    """Count what `topic`'s user has not acknowledged; then `answer(unacked)`."""
+
+    topic: str
+    answer: Callable[[Unacked], Effect]
+
+
 Answer = Respond | OpenStream
 Effect = (
     Respond
@@ -96,4 +114,6 @@ Effect = (
     | DisconnectUser
     | CountPresence
     | AskApplication
+    | Acknowledge
+    | CountUnacked
 )

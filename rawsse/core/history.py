@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 from rawsse.core.events import Event
 
@@ -75,13 +75,14 @@ class History:
                         del self._dropped[topic]
                         self._floor = max(self._floor, event.sequence)
 
-    def since(self, topics: Iterable[str], after: int, upto: int) -> tuple[list[Event], bool]:
-        """Events on `topics` with after < sequence <= upto, in sequence order, each once;
-        and whether that list is complete (False when some may have been dropped)."""
-        complete = after >= self._floor
+    def since(self, starts: Mapping[str, int], upto: int) -> tuple[list[Event], bool]:
+        """Events on each topic of `starts` after its sequence there, up to `upto`, in
+        sequence order, each once; and whether that list is complete (False when some may
+        have been dropped)."""
+        complete = True
         runs: list[list[Event]] = []
-        for topic in topics:
-            if self._dropped.get(topic, 0) > after:
+        for topic, after in starts.items():
+            if after < self._floor or self._dropped.get(topic, 0) > after:
                 complete = False
             events = self._by_topic.get(topic)
             if not events:

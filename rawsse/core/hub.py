@@ -6,7 +6,7 @@ from __future__ import annotations
 import heapq
 import json
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple, Protocol
 
 from rawsse.core.control import Word, is_control, read_word
@@ -68,12 +68,10 @@ class Batch(NamedTuple):
 class Archive(Protocol):
     """Events older than memory history keeps (the durable log of --data-dir)."""
 
-    def since(
-        self, topics: tuple[str, ...], after: int, until: int, page_bytes: int
-    ) -> tuple[list[Event], bool, bool]:
-        """The events on `topics` after `after` up to `until`, one page at most (at
-        least one event); whether they are all (False: the page is full), and whether
-        nothing after `after` is gone."""
+    def since(self, starts: Mapping[str, int], until: int, page_bytes: int) -> tuple[list[Event], bool, bool]:
+        """The events on each topic of `starts` after its sequence there, up to `until`,
+        one page at most (at least one event); whether they are all (False: the page is
+        full), and whether nothing of those topics after their starts is gone."""
         ...
 
 
@@ -253,29 +251,39 @@ class Hub:
         last_event_id: str | None,
         page_bytes: int = 1 << 62,
         framing: Framing = Framing.SSE,
+        acked: Mapping[str, int] | None = None,
     ) -> tuple[bytes, bool]:
         """What a stream opening now must receive before live events: the events after
         `last_event_id` that passes already took (later ones reach it live), or a reset
-        event when that cannot be done without a possible gap.
+        event when that cannot be done without a possible gap. `acked`, for a stream that
+        starts with what its user has not acknowledged (rawsse.core.acks): its user's
+        topics start after the sequence acknowledged there, whatever the Last-Event-ID.
 
         A replay longer than `page_bytes` is cut after the last whole event that fits (at
         least one) and the second value is False: the caller sends that page and closes,
         and the client's reconnect fetches the next page. So a resume never holds more
         than a page of memory, however far behind the client is."""
-        if not last_event_id:
-            return b"", True
-        try:
-            after = self.ids.sequence_of(last_event_id)
-        except UnusableId as exc:
+        starts: dict[str, int] = {}
+        if last_event_id:
             self.metrics.resumes += 1
-            return self._reset(exc.reason, framing), True
-        self.metrics.resumes += 1
-        if after > self._taken:
-            return self._reset("unknown-id", framing), True
-        events, complete = self.history.since(topics, after, self._taken)
+            try:
+                after = self.ids.sequence_of(last_event_id)
+            except UnusableId as exc:
+                return self._reset(exc.reason, framing), True
+            if after > self._taken:
+                return self._reset("unknown-id", framing), True
+            starts = dict.fromkeys(topics, after)
+        if acked:
+            for topic, sequence in acked.items():
+                starts[topic] = max(starts.get(topic, 0), sequence)
+        taken = self._taken
+        starts = {topic: after for topic, after in starts.items() if after < taken}
+        if not starts:
+            return b"", True
+        events, complete = self.history.since(starts, taken)
         archived_whole = True
         if not complete and self._archive is not None:  # older than memory: one page from disk
-            events, archived_whole, complete = self._archive.since(topics, after, self._taken, page_bytes)
+            events, archived_whole, complete = self._archive.since(starts, taken, page_bytes)
         size = 0
         for count, event in enumerate(events):
             size += len(event.wire)  # the page is measured in SSE bytes, whatever the framing
@@ -290,6 +298,14 @@ class Hub:
             # The replayed events carry ids; without any, the reset itself moves the client on.
             replay = self._reset("history-exceeded", framing, with_id=not events) + replay
         return replay, whole and archived_whole
+
+    def position_of(self, event_id: str) -> int:
+        """The sequence of an event this process has taken, by its id; raises UnusableId
+        (malformed, of another epoch, or not taken: `unknown-id`)."""
+        sequence = self.ids.sequence_of(event_id)
+        if sequence > self._taken:
+            raise UnusableId("unknown-id")
+        return sequence
 
     def _reset(self, reason: str, framing: Framing, with_id: bool = True) -> bytes:
         self.metrics.resets += 1

@@ -62,6 +62,7 @@ class Metrics:
     for. SERIES and HISTOGRAMS below say what each counts."""
 
     __slots__ = (
+        "acks",
         "auth_refused",
         "bytes_written",
         "connections_dropped",
@@ -105,7 +106,8 @@ class Metrics:
             self.users_disconnected, self.published_http, self.published_ws, self.published_local,
             self.queued_bytes, self.process_resident_bytes, self.process_open_fds,
             self.process_cpu_micros, self.store_events, self.store_bytes, self.store_replays,
-        ) = (0,) * 28  # fmt: skip
+            self.acks,
+        ) = (0,) * 29  # fmt: skip
         self.rejected: Counter[int] = Counter()
         """Requests refused, by the status they got."""
         self.publish_latency = Histogram()
@@ -226,6 +228,7 @@ SERIES = _series(
     store_events         gauge    Events the durable log (--data-dir) holds.
     store_bytes          gauge    Bytes of events (data, topics) the durable log holds (up to --store-bytes).
     store_replays        counter  Resume pages read from the durable log (older than memory history).
+    acks                 counter  Acknowledgements recorded (a resume, a WebSocket command, POST /ack).
     """
 )
 """(attribute, type, help) of each series a worker shares; a counter's name ends in

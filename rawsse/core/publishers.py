@@ -53,6 +53,12 @@ class PublisherRights:
             raise HttpError(401, "a valid bearer token is required", [("WWW-Authenticate", "Bearer")])
         return None
 
+    def holds_token(self, request: Request) -> bool:
+        """Whether the request's bearer credential is the publish token (the operator)."""
+        token = self._publish_token
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return token is not None and scheme.lower() == "bearer" and _same(given.strip(), token)
+
     def may_publish(self, request: Request, from_loopback: Callable[[], bool]) -> bool:
         """Whether a WebSocket may publish to any topic: by the rules of POST /publish,
         at its handshake. A token's `publish` patterns are checked per command instead."""

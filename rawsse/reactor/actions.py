@@ -8,20 +8,24 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from rawsse.auth.app import AppCall, answer_of
 from rawsse.auth.ledger import AccessEnded, Ledger
 from rawsse.broker.base import Publish
 from rawsse.core.access import Asking
+from rawsse.core.acks import AckBook, Acked, AckedDone, AcksUnavailable
 from rawsse.core.control import Kick, PresenceAnswer, PresenceAsk, Word, is_fresh
 from rawsse.core.hub import RESET_EVENT
+from rawsse.core.ids import IdScheme
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import Framing, SlotState, Why
 from rawsse.core.sse import encode_event
-from rawsse.core.ws.messages import error_reply
+from rawsse.core.ws.messages import error_reply, reply
 from rawsse.core.ws.session import (
     ACCESS_ENDED_FRAMES,
+    AckTopics,
     AskToSubscribe,
     BeginClose,
     Fail,
@@ -35,11 +39,43 @@ from rawsse.core.ws.session import (
     published,
     subscribed,
 )
-from rawsse.errors import RawsseError, TopicError
+from rawsse.errors import HttpError, RawsseError, TopicError, UnusableId
 from rawsse.reactor.presence import PresenceEvents
 from rawsse.reactor.registry import StreamRegistry
 
 log = logging.getLogger("rawsse")
+
+
+class Acknowledging:
+    """A WebSocket's ack command carried out: its id read back to a sequence of the order
+    (after catching up with it: another worker may have given it out), then recorded."""
+
+    def __init__(self, book: AckBook, ids: IdReader, catch_up: Callable[[], None]) -> None:
+        """`ids`: the hub, which reads an id back to the sequence of an event it took
+        (`position_of`) and writes one (`ids.format`)."""
+        self._book, self._ids, self._catch_up = book, ids, catch_up
+
+    def format(self, sequence: int) -> str:
+        return self._ids.ids.format(sequence)
+
+    def acknowledge(self, topics: tuple[str, ...], event_id: str, done: AckedDone) -> None:
+        self._catch_up()
+        try:
+            sequence = self._ids.position_of(event_id)
+        except UnusableId as exc:
+            done(HttpError(400, f"no such event ({exc.reason}): {event_id[:64]!r}"))
+            return
+        self._book.acknowledge(topics, sequence, done)
+
+
+class IdReader(Protocol):
+    """What Acknowledging reads ids with (the hub)."""
+
+    @property
+    def ids(self) -> IdScheme: ...
+
+    def position_of(self, event_id: str) -> int: ...
+
 
 """How a WebSocket's publish command is published (rawsse.reactor.effects.Publishing)."""
 
@@ -66,6 +102,7 @@ class StreamActions:
         on_word: Callable[[PresenceAsk | PresenceAnswer], None],
         wall: Callable[[], float],
         ask_app: AskApp | None = None,
+        acknowledging: Acknowledging | None = None,
     ) -> None:
         self._registry, self._sessions, self._ledger, self._metrics = registry, sessions, ledger, metrics
         self._publish, self._presence_events = publish, presence_events
@@ -79,6 +116,9 @@ class StreamActions:
         """(`ask_app` is None without --auth-url: then no stream waits for an application.)"""
         self._asking: dict[int, int] = {}
         """WebSocket streams (their serial) whose subscribe waits for --auth-url's answer."""
+        self._acknowledging = acknowledging
+        """(None: the streams of a server without a durable store, which keeps no
+        acknowledgements.)"""
 
     # A WebSocket client's frames
 
@@ -115,6 +155,8 @@ class StreamActions:
                         registry.send(slot, busy)
                     else:
                         self._ask_to_subscribe(slot, asking, topics, ref)
+                case AckTopics(topics, event_id, ref):
+                    self._ack_for(slot, topics, event_id, ref)
                 case BeginClose(frame):
                     registry.begin_close(slot, frame)
                 case Fail(frame):
@@ -177,6 +219,25 @@ class StreamActions:
             registry.send(slot, answer)
 
         self._publish(items, done)
+
+    def _ack_for(self, slot: int, topics: tuple[str, ...], event_id: str, ref: object) -> None:
+        registry = self._registry
+        serial = registry.serial[slot]
+
+        def done(outcome: Acked | RawsseError) -> None:
+            if not registry.holds(slot, serial):
+                return  # the stream is gone (its slot may serve another by now)
+            if isinstance(outcome, RawsseError):
+                registry.send(slot, failed(outcome, ref))
+                return
+            assert self._acknowledging is not None
+            newest = self._acknowledging.format(max(outcome.values()))
+            registry.send(slot, reply("acked", ref, topics=list(topics), id=newest))
+
+        if self._acknowledging is None:
+            done(AcksUnavailable())
+            return
+        self._acknowledging.acknowledge(topics, event_id, done)
 
     # The end of a stream's authorization
 

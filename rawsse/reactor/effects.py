@@ -16,6 +16,7 @@ from typing import TypeVar
 from rawsse.auth.app import AppCall
 from rawsse.broker.base import Broker, Outcome
 from rawsse.core import effects as fx
+from rawsse.core.acks import AckBook, Unacked
 from rawsse.core.control import Kick, word_item
 from rawsse.core.effects import Answer, Effect, Respond
 from rawsse.core.hub import Hub
@@ -116,10 +117,12 @@ class EffectRunner:
         close_topics: Callable[[tuple[str, ...]], int],
         loop: asyncio.AbstractEventLoop,
         presence: PresenceBoard,
+        acks: AckBook,
         app: AppClient | None = None,
     ) -> None:
         self._publishing, self._hub, self._loop = publishing, hub, loop
         self._presence = presence
+        self._acks = acks
         self._app = app
         self._close_topics = close_topics
 
@@ -156,6 +159,12 @@ class EffectRunner:
                 return self._wait(sequence, timeout, then, reply)
             case fx.AskApplication(call, then):
                 return self._ask(call, then, reply)
+            case fx.Acknowledge(topics, sequence, then_acked):
+                self._acks.acknowledge(
+                    topics, sequence, lambda acked: self._then(lambda: then_acked(acked), reply)
+                )
+            case fx.CountUnacked(topic, answer_unacked):
+                self._acks.unacked(topic, lambda found: self._counted(found, answer_unacked, reply))
             case fx.CountPresence(topic, answer_tally):
 
                 def counted(tally: Tally, complete: bool) -> None:
@@ -169,6 +178,14 @@ class EffectRunner:
             reply(outcome)
             return
         self._then(lambda: answer(outcome), reply)
+
+    def _counted(
+        self, found: Unacked | RawsseError, answer: Callable[[Unacked], Effect], reply: Reply
+    ) -> None:
+        if isinstance(found, RawsseError):
+            reply(found)
+            return
+        self._then(lambda: answer(found), reply)
 
     def _ask(self, call: AppCall, then: Callable[[tuple[int, bytes] | str], Effect], reply: Reply) -> Cancel:
         """Put `call` to the application, then carry on with its answer (unless the

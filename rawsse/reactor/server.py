@@ -24,6 +24,7 @@ from rawsse.broker.base import Broker, BrokerNeeds
 from rawsse.broker.memory import Durability, MemoryBroker
 from rawsse.config import FD_RESERVE, Config
 from rawsse.core.access import Access
+from rawsse.core.acks import AckBook, NoAcks
 from rawsse.core.api import Api, ServerView
 from rawsse.core.connection import Timeouts
 from rawsse.core.events import EventEncoder
@@ -56,6 +57,7 @@ from rawsse.reactor.presence import PresenceBoard, PresenceEvents
 from rawsse.reactor.protocol import HttpProtocol
 from rawsse.reactor.streams import StreamLimits, build_streams
 from rawsse.reactor.transport_streams import TransportBackend
+from rawsse.store.acks import StoredAcks
 from rawsse.store.durable import PRELOAD_BYTES, DurableLog, HistoryWindow, StoreOptions
 from rawsse.store.events import EventStore, Fsync
 
@@ -196,6 +198,8 @@ class Server:
             # One process syncs, trims and counts: this one, or worker 0 of a group.
             keeper = self.worker is None or self.worker.index == 0
             durable = DurableLog(store, options, encoder, metrics, keeper)
+        # Where private topics' acknowledgements are kept: next to the events they name.
+        acks: AckBook = NoAcks() if store is None else StoredAcks(store, metrics)
         # The workers' shared log (with a Redis broker the workers are nodes, and use none):
         # the broker's, and where this worker's streams' topics are shown to the others.
         shared_log: SharedLog | None = None
@@ -245,6 +249,7 @@ class Server:
             None if app is None else app.ask,
             # The server's own events, not a publisher's: not counted as publishes.
             PresenceEvents(config.parsed.presence_events, publishing.put_words),
+            acks,
         )
         await broker.start(Intake(hub, streams.fanout, streams.registry))
         view = ServerView(
@@ -256,7 +261,7 @@ class Server:
         )
         static = load_dashboard() if config.dashboard else None
         self.api = Api(
-            config.api_options(), hub, metrics, view, static, loop.time, self._rng, access, self.state
+            config.api_options(), hub, metrics, view, static, loop.time, self._rng, access, self.state, acks
         )
         connection_limit = config.connection_limit(fd_limit)
         # The descriptors left above the limit, less what the listener, pollers and logs
@@ -264,7 +269,7 @@ class Server:
         spare = fd_limit - connection_limit - FD_RESERVE // 2
         self.context = ConnectionContext(
             api=self.api,
-            runner=EffectRunner(publishing, hub, streams.close_topics, loop, presence, app),
+            runner=EffectRunner(publishing, hub, streams.close_topics, loop, presence, acks, app),
             streams=streams,
             metrics=metrics,
             limits=HttpLimits(config.max_header_bytes, config.max_url_bytes, config.max_body_bytes),

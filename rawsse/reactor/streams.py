@@ -21,13 +21,14 @@ from typing import Protocol
 from rawsse.auth.ledger import Ledger
 from rawsse.auth.rules import NO_TOPICS
 from rawsse.broker.base import Publish
+from rawsse.core.acks import AckBook
 from rawsse.core.control import PresenceAnswer, PresenceAsk
 from rawsse.core.effects import OpenStream
 from rawsse.core.hub import FANOUT_SLICE, Delivery, Hub
 from rawsse.core.metrics import Metrics
 from rawsse.core.slots import SEND_TIMEOUT, SlotTable, Why
 from rawsse.core.ws.session import Sessions
-from rawsse.reactor.actions import AskApp, StreamActions
+from rawsse.reactor.actions import Acknowledging, AskApp, StreamActions
 from rawsse.reactor.fanout import Fanout
 from rawsse.reactor.presence import PresenceEvents
 from rawsse.reactor.registry import Backend, Quiet, StreamRegistry
@@ -161,18 +162,31 @@ def build_streams(
     wall: Callable[[], float] = time.time,
     ask_app: AskApp | None = None,
     announcer: PresenceEvents | None = None,
+    acks: AckBook | None = None,
 ) -> Streams:
     """The streams' parts, each built with its collaborators, in the order they need.
     `table` releases the columns of `sessions` and `ledger` (and the subscriptions').
     `announcer` publishes the join and leave events of --presence-events (none without);
-    `catch_up` is the broker's (rawsse.broker.base.Broker.catch_up)."""
+    `catch_up` is the broker's (rawsse.broker.base.Broker.catch_up); `acks` keeps private
+    topics' acknowledgements (none without a durable store)."""
     quiet = Quiet()
     announcer = announcer or PresenceEvents(NO_TOPICS, publish)  # disabled: never publishes
     registry = StreamRegistry(
         loop.time, table, hub.subscriptions, backend, sessions, ledger, metrics, announcer, quiet
     )
+    acknowledging = None if acks is None or not acks.kept else Acknowledging(acks, hub, catch_up)
     actions = StreamActions(
-        registry, sessions, ledger, metrics, publish, catch_up, announcer, on_word, wall, ask_app
+        registry,
+        sessions,
+        ledger,
+        metrics,
+        publish,
+        catch_up,
+        announcer,
+        on_word,
+        wall,
+        ask_app,
+        acknowledging,
     )
     fanout = Fanout(loop, hub, registry, sessions, metrics, quiet, actions.on_word, limits.slice_size)
     return Streams(registry, fanout, actions, quiet, limits)

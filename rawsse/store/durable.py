@@ -9,7 +9,7 @@ and keeps the store's rows (timed on the wall clock, which survives a restart) t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from rawsse.core.control import is_control
@@ -119,10 +119,8 @@ class DurableLog:
 
     # The hub's (rawsse.core.hub.Archive)
 
-    def since(
-        self, topics: tuple[str, ...], after: int, until: int, page_bytes: int
-    ) -> tuple[list[Event], bool, bool]:
-        rows, whole, complete = self._store.since(topics, after, until, page_bytes)
+    def since(self, starts: Mapping[str, int], until: int, page_bytes: int) -> tuple[list[Event], bool, bool]:
+        rows, whole, complete = self._store.since(starts, until, page_bytes)
         self._metrics.store_replays += 1
         return [self._event(row, 0.0) for row in rows], whole, complete
 

@@ -3,11 +3,14 @@
     meta(key, value)                 format, epoch, floor (the highest sequence trimmed)
     events(sequence, time, topics, name, data, size)
     topic_events(topic, sequence)    one row per topic of each event: replay by topic
+    topic_floors(topic, sequence)    the highest sequence of each topic trimmed
+    acks(topic, sequence)            the last event a private topic's user acknowledged
 
 An event is written once, in the order's sequence, and never changed. A replay reads one
 page (`page_bytes`) at a time by topic, so the server's memory never grows with the
-store. Trimming drops the oldest first, by age and by size, and raises the floor: a
-resume from before the floor is told its history was exceeded, never given a silent gap.
+store. Trimming drops the oldest first, by age and by size, and raises the floor of each
+topic it cut: a resume (or a user's unacknowledged events) from before a topic's floor is
+told its history was exceeded, never given a silent gap.
 
 When a publish is answered (--fsync):
 - ALWAYS: a batch is committed with synchronous=FULL (the WAL is synced at each commit)
@@ -24,14 +27,16 @@ import enum
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from rawsse.core.publish import PublishItem
 from rawsse.errors import StoreUnavailable, StoreUnusable
 
-FORMAT = 1
-"""The layout of this version; a store of a newer one is refused, an older one upgraded."""
+FORMAT = 2
+"""The layout of this version; a store of a newer one is refused, an older one upgraded.
+2: each topic's floor, and acknowledgements (a store of format 1 trimmed without keeping
+its topics' floors: its floor then stands for every topic's)."""
 
 STORE_AGE = 7 * 24 * 3600.0
 """A week: a user away over a weekend still finds what was sent to them."""
@@ -75,7 +80,12 @@ CREATE TABLE IF NOT EXISTS topic_events (
     sequence INTEGER NOT NULL,
     PRIMARY KEY (topic, sequence)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS topic_floors (topic TEXT PRIMARY KEY, sequence INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS acks (topic TEXT PRIMARY KEY, sequence INTEGER NOT NULL) WITHOUT ROWID;
 """
+
+_RAISE = "ON CONFLICT (topic) DO UPDATE SET sequence = max(sequence, excluded.sequence)"
+"""An acknowledgement or a floor only ever moves forward."""
 
 
 class StoredEvent(NamedTuple):
@@ -111,12 +121,18 @@ class EventStore:
                 f"({FORMAT}): run the newer rawsse, or give another --data-dir"
             )
         if "epoch" not in meta:
+            meta = {"format": str(FORMAT), "epoch": epoch, "floor": "0", "untracked_floor": "0"}
             with self._transaction():
-                rows = [("format", str(FORMAT)), ("epoch", epoch), ("floor", "0")]
-                self._db.executemany("INSERT INTO meta VALUES (?, ?)", rows)
-            meta = {"format": str(FORMAT), "epoch": epoch, "floor": "0"}
+                self._db.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
+        elif stored_format < FORMAT:
+            meta["untracked_floor"] = meta["floor"]
+            with self._transaction():
+                rows = [("format", str(FORMAT)), ("untracked_floor", meta["floor"])]
+                self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows)
         self.epoch: str = meta["epoch"]
         self.floor = int(meta["floor"])
+        self._untracked_floor = int(meta["untracked_floor"])
+        """A topic's floor where the store does not know it (trimmed before format 2)."""
         """The highest sequence trimmed: a resume from before it may have missed events."""
         self.last_sequence = self.events = self.bytes = 0
         """The last sequence, how many events, and what they hold (their data and topics:
@@ -217,37 +233,50 @@ class EventStore:
     # Reading
 
     def since(
-        self, topics: Sequence[str], after: int, until: int, page_bytes: int
+        self, starts: Mapping[str, int], until: int, page_bytes: int
     ) -> tuple[list[StoredEvent], bool, bool]:
-        """The events on `topics` after sequence `after`, up to `until`, in order: at most
-        a page (at least one event). Returns them, whether they are all there were (False:
-        the page is full, the client comes back for the next), and whether nothing after
-        `after` was trimmed (False: events may have been missed)."""
-        marks = ",".join("?" * len(topics))
+        """The events on each topic of `starts` after its sequence there, up to `until`, in
+        order, each once: at most a page (at least one event). Returns them, whether they
+        are all there were (False: the page is full, the client comes back for the next),
+        and whether nothing of those topics after their starts was trimmed (False: events
+        may have been missed)."""
+        topics = list(starts)
+        either = " OR ".join(["(topic = ? AND sequence > ?)"] * len(topics))
         query = (
             "SELECT e.sequence, e.time, e.topics, e.name, e.data FROM events e WHERE e.sequence IN "
-            f"(SELECT sequence FROM topic_events WHERE topic IN ({marks}) "
-            "AND sequence > ? AND sequence <= ?) ORDER BY e.sequence LIMIT ?"
+            f"(SELECT sequence FROM topic_events WHERE ({either}) AND sequence <= ?) "
+            "ORDER BY e.sequence LIMIT ?"
         )
         found: list[StoredEvent] = []
         size = 0
-        cursor = after
+        cursor = 0
         while True:
-            rows = self._db.execute(query, (*topics, cursor, until, REPLAY_BATCH)).fetchall()
+            bounds = [value for topic in topics for value in (topic, max(starts[topic], cursor))]
+            rows = self._db.execute(query, (*bounds, until, REPLAY_BATCH)).fetchall()
             for sequence, at, joined, name, data in rows:
                 size += len(data) + 64
                 if size > page_bytes and found:
-                    return found, False, self._not_trimmed_after(after)
+                    return found, False, self._not_trimmed_after(starts)
                 found.append(StoredEvent(sequence, PublishItem(tuple(joined.split("\n")), data, name), at))
             if len(rows) < REPLAY_BATCH:
-                return found, True, self._not_trimmed_after(after)
+                return found, True, self._not_trimmed_after(starts)
             cursor = rows[-1][0]
 
-    def _not_trimmed_after(self, after: int) -> bool:
-        """Whether nothing after `after` was trimmed: the floor read after the rows (another
-        process may trim meanwhile; read before, a trim in between would hide a gap)."""
+    def _not_trimmed_after(self, starts: Mapping[str, int]) -> bool:
+        """Whether nothing of each topic after its start was trimmed: the floors read after
+        the rows (another process may trim meanwhile; read before, a trim in between would
+        hide a gap)."""
+        floors = self.floors(list(starts))
+        return all(start >= floors[topic] for topic, start in starts.items())
+
+    def floors(self, topics: Sequence[str]) -> dict[str, int]:
+        """The highest sequence trimmed of each topic (0: none was)."""
+        marks = ",".join("?" * len(topics))
+        query = f"SELECT topic, sequence FROM topic_floors WHERE topic IN ({marks})"
+        floors = dict.fromkeys(topics, self._untracked_floor)
+        floors.update(self._db.execute(query, tuple(topics)).fetchall())
         self.floor = int(self._db.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()[0])
-        return after >= self.floor
+        return floors
 
     def recent(self, max_events: int, max_bytes: int, since_time: float) -> list[StoredEvent]:
         """The newest events, in order, at most `max_events` and `max_bytes` of data, none
@@ -266,6 +295,51 @@ class EventStore:
         found.reverse()
         return found
 
+    # Acknowledgements (of private topics: rawsse.core.acks)
+
+    def acknowledge(self, topics: Sequence[str], sequence: int) -> dict[str, int]:
+        """Record that the user of each topic received its events up to `sequence` (an
+        acknowledgement never moves back; 0 records nothing); returns the sequence each
+        topic stands at now. Raises StoreUnavailable.
+
+        With --fsync always, inside a loop turn's open batch, it is committed with the
+        batch: if that commit fails, the acknowledgement is lost with it, and the events
+        are delivered again (at least once), never lost."""
+        try:
+            if sequence:
+                rows = [(topic, sequence) for topic in topics]
+                if self._open:
+                    self._db.executemany(f"INSERT INTO acks VALUES (?, ?) {_RAISE}", rows)
+                else:
+                    with self._transaction():
+                        self._db.executemany(f"INSERT INTO acks VALUES (?, ?) {_RAISE}", rows)
+            return self.acked(topics)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot write the store: {exc}") from None
+
+    def acked(self, topics: Sequence[str]) -> dict[str, int]:
+        """The sequence each topic's user acknowledged (0: none yet)."""
+        marks = ",".join("?" * len(topics))
+        found = dict.fromkeys(topics, 0)
+        query = f"SELECT topic, sequence FROM acks WHERE topic IN ({marks})"
+        found.update(self._db.execute(query, tuple(topics)))
+        return found
+
+    def unacked(self, topic: str) -> tuple[int, int, int, bool]:
+        """What `topic`'s user has not acknowledged: how many events, the newest's
+        sequence (0: none), the acknowledged sequence, and whether none after it was
+        trimmed. Raises StoreUnavailable."""
+        try:
+            acked = self.acked((topic,))[topic]
+            query = (
+                "SELECT count(*), coalesce(max(sequence), 0) FROM topic_events "
+                "WHERE topic = ? AND sequence > ?"
+            )
+            count, newest = self._db.execute(query, (topic, acked)).fetchone()
+            return count, newest, acked, acked >= self.floors((topic,))[topic]
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot read the store: {exc}") from None
+
     # Retention
 
     def trim(self, older_than: float, max_bytes: int) -> int:
@@ -276,7 +350,7 @@ class EventStore:
             return 0  # never inside a batch: the next sweep trims
         over = self.bytes - max_bytes
         cut = gone = size = 0
-        topics: set[str] = set()
+        topic_floors: dict[str, int] = {}
         rows = self._db.execute(
             "SELECT sequence, time, size, topics FROM events ORDER BY sequence LIMIT ?", (TRIM_BATCH,)
         )
@@ -284,16 +358,17 @@ class EventStore:
             if at >= older_than and size >= over:
                 break
             cut, gone, size = sequence, gone + 1, size + record_size
-            topics.update(joined.split("\n"))
+            for topic in joined.split("\n"):
+                topic_floors[topic] = sequence
         rows.close()
         if not gone:
             return 0
         try:
             with self._transaction():
+                self._db.executemany(f"INSERT INTO topic_floors VALUES (?, ?) {_RAISE}", topic_floors.items())
                 # By topic: the index of topic_events leads with it.
-                self._db.executemany(
-                    "DELETE FROM topic_events WHERE topic = ? AND sequence <= ?", [(t, cut) for t in topics]
-                )
+                pairs = [(topic, cut) for topic in topic_floors]
+                self._db.executemany("DELETE FROM topic_events WHERE topic = ? AND sequence <= ?", pairs)
                 self._db.execute("DELETE FROM events WHERE sequence <= ?", (cut,))
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'floor'", (str(cut),))
         except sqlite3.Error as exc:

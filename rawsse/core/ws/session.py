@@ -14,6 +14,10 @@ The client's commands are JSON objects in text frames, each with a `type` and an
     {"type": "unsubscribe", "topics": ["a"]}       -> {"type": "unsubscribed", "topics": [...]}
     {"type": "ping"}                               -> {"type": "pong"}
     {"type": "publish", "topic": "a", "data": "…"} -> {"type": "published", "id": "…"}
+    {"type": "ack", "id": "…", "topic": "n@42"}     -> {"type": "acked", "topics": [...], "id": "…"}
+
+`ack` acknowledges the user's private topics up to an event (rawsse.core.acks): `topic`
+names one, or, without it, every topic of the stream that is its user's.
 
 A command that cannot be carried out is answered `{"type": "error", "code": …, "message":
 …}`; the connection stays open. The answers to subscribe and unsubscribe list every topic
@@ -28,6 +32,7 @@ from typing import Any, NamedTuple
 
 from rawsse.auth.ledger import AccessEnded
 from rawsse.core.access import Access, Asking
+from rawsse.core.acks import users_topics
 from rawsse.core.publish import PublishItem, json_item
 from rawsse.core.state import ServerState
 from rawsse.core.topics import check_subscribe_topic
@@ -92,6 +97,14 @@ class AskToSubscribe(NamedTuple):
     ref: Any
 
 
+class AckTopics(NamedTuple):
+    """Acknowledge `topics` up to the event `event_id`, then answer `acked`, or why not."""
+
+    topics: tuple[str, ...]
+    event_id: str
+    ref: Any
+
+
 class BeginClose(NamedTuple):
     """Send this close frame, write nothing more, and wait for the client's close."""
 
@@ -109,7 +122,7 @@ class Finish(NamedTuple):
     """End the TCP connection now (after what was sent)."""
 
 
-Action = Send | SetTopics | PublishItems | AskToSubscribe | BeginClose | Fail | Finish
+Action = Send | SetTopics | PublishItems | AskToSubscribe | AckTopics | BeginClose | Fail | Finish
 
 
 class SessionLimits(NamedTuple):
@@ -278,13 +291,15 @@ class Sessions:
                 return Send(reply("pong", ref))
             if kind == "publish":
                 return self._publish(slot, command, ref)
+            if kind == "ack":
+                return self._ack(slot, command, topics, ref)
         except RawsseError as error:
             return Send(failed(error, ref))
         except ValueError as error:  # TopicError, FieldError
             return Send(error_reply("invalid", str(error), ref))
         except RecursionError:  # data nested deeper than json can write back
             return Send(error_reply("invalid", "nested too deeply", ref))
-        return Send(error_reply("invalid", "type must be subscribe, unsubscribe, ping or publish", ref))
+        return Send(error_reply("invalid", "type must be subscribe, unsubscribe, ping, publish or ack", ref))
 
     def _subscription(
         self, slot: int, kind: str, command: dict[str, Any], topics: tuple[str, ...], ref: Any
@@ -325,6 +340,26 @@ class Sessions:
             ledger = access.ledger
             access.check_publish(item.topics, ledger.sub[slot], ledger.publish[slot])  # 403
         return PublishItems([item], ref)
+
+    def _ack(self, slot: int, command: dict[str, Any], topics: tuple[str, ...], ref: Any) -> Action:
+        event_id, topic = command.get("id"), command.get("topic")
+        if not isinstance(event_id, str) or not event_id:
+            return Send(error_reply("invalid", "id must be an event's id", ref))
+        if topic is not None and not isinstance(topic, str):
+            return Send(error_reply("invalid", "topic must be a topic's name", ref))
+        access = self._access
+        sub = None if access is None else access.ledger.sub[slot]
+        named = topics if topic is None else (topic,)
+        mine = users_topics(named, sub, users=access is not None)
+        if topic is not None and not mine:
+            return Send(
+                error_reply("forbidden", f"not a private topic of this stream's user: {topic[:64]!r}", ref)
+            )
+        if not mine:
+            return Send(
+                error_reply("invalid", "none of this stream's topics is its user's own (NAME@USER)", ref)
+            )
+        return AckTopics(mine, event_id, ref)
 
 
 RECONNECT_FRAME = close_frame(CloseCode.SERVICE_RESTART, "reconnect and resume")
