@@ -27,7 +27,7 @@ from tests.helpers import (
     run_with_server,
     wait_for,
 )
-from tests.processes import Served
+from tests.processes import REDIS_SERVER, RedisServer, Served
 from tests.tokens import SECRET, bearer, token
 
 KIND = "integration"
@@ -233,3 +233,36 @@ def test_acknowledgements_outlive_a_restart_and_are_shared_by_workers(
         asyncio.run(after(first.port, sent))
     with serve() as second:
         asyncio.run(after(second.port, sent))
+
+
+@pytest.mark.kind("cluster")
+@pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server binary (.ci/run installs it)")
+def test_with_the_redis_broker_acknowledgements_live_in_redis_for_every_node() -> None:
+    redis = RedisServer()
+
+    def node() -> Served:
+        return Served("--broker", redis.url, "--jwt-secret", SECRET, "--heartbeat", "30")
+
+    async def scenario(first: int, second: int) -> None:
+        sent = [await publish(first, "notes@42", f"note {n}") for n in range(3)]
+        answer = await ack(second, "notes@42", sent[0], bearer(token("42")))
+        assert answer.status == 200 and answer.json()["acked"] == sent[0]
+        assert (await ack(first, "notes@42", "0-1", bearer(token("42")))).json()["acked"] == sent[
+            0
+        ]  # never back
+        found = await unacked(first, "notes@42", "42")
+        assert (found["count"], found["newest"], found["acked"], found["complete"]) == (
+            2,
+            sent[2],
+            sent[0],
+            True,
+        )
+        page = await unacked_stream(second, "notes@42", "42")
+        assert [e.id for e in await page.events(2)] == sent[1:]
+        page.close()
+
+    try:
+        with node() as first, node() as second:
+            asyncio.run(scenario(first.port, second.port))
+    finally:
+        redis.close()

@@ -90,6 +90,10 @@ class AckBook(Protocol):
 
     def unacked(self, topic: str, done: UnackedDone) -> None: ...
 
+    async def close(self) -> None:
+        """Release what the book holds (a connection), when the server stops."""
+        ...
+
 
 class NoAcks:
     """The book of a server without a durable store."""
@@ -101,6 +105,9 @@ class NoAcks:
 
     def unacked(self, topic: str, done: UnackedDone) -> None:
         done(AcksUnavailable())
+
+    async def close(self) -> None:
+        pass
 
 
 def parse_start(value: str) -> Start:

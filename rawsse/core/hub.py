@@ -299,6 +299,12 @@ class Hub:
             replay = self._reset("history-exceeded", framing, with_id=not events) + replay
         return replay, whole and archived_whole
 
+    def unread(self, topic: str, after: int) -> tuple[int, int, bool]:
+        """What history holds of `topic` after `after`: how many events, the newest's
+        sequence (0: none), and whether none after `after` is gone from it."""
+        events, complete = self.history.since({topic: after}, self._taken)
+        return len(events), events[-1].sequence if events else 0, complete
+
     def position_of(self, event_id: str) -> int:
         """The sequence of an event this process has taken, by its id; raises UnusableId
         (malformed, of another epoch, or not taken: `unknown-id`)."""

@@ -198,8 +198,6 @@ class Server:
             # One process syncs, trims and counts: this one, or worker 0 of a group.
             keeper = self.worker is None or self.worker.index == 0
             durable = DurableLog(store, options, encoder, metrics, keeper)
-        # Where private topics' acknowledgements are kept: next to the events they name.
-        acks: AckBook = NoAcks() if store is None else StoredAcks(store, metrics)
         # The workers' shared log (with a Redis broker the workers are nodes, and use none):
         # the broker's, and where this worker's streams' topics are shown to the others.
         shared_log: SharedLog | None = None
@@ -220,6 +218,8 @@ class Server:
             archive=durable,
         )
         capacity = hub.subscriptions.capacity
+        # Where private topics' acknowledgements are kept: next to the events they name.
+        self._acks = acks = self._make_acks(store, hub)
         self.access = access = self._make_access(capacity, keys)
         session_limits = SessionLimits(config.max_topics, config.max_topic_length, config.max_body_bytes)
         sessions = Sessions(
@@ -327,6 +327,15 @@ class Server:
             return MemoryBroker(needs)
         window = HistoryWindow(min(config.history_bytes, PRELOAD_BYTES), config.history_age)
         return MemoryBroker(needs, Durability(durable, window, self.loop))
+
+    def _make_acks(self, store: EventStore | None, hub: Hub) -> AckBook:
+        if store is not None:
+            return StoredAcks(store, self.metrics)
+        if self.config.broker != "memory":
+            from rawsse.broker.redis_acks import RedisAcks  # needs the redis extra
+
+            return RedisAcks(self.config.broker, hub.ids, hub, self.metrics, self.loop)
+        return NoAcks()
 
     def _open_store(self) -> EventStore:
         """The data directory, held while this server runs, and its durable log (a
@@ -445,6 +454,7 @@ class Server:
         for connection in list(self.context.connections):
             connection.close_now()
         await self.broker.stop()
+        await self._acks.close()
         self._release_data_directory()
         if self._app_client is not None:
             await self._app_client.close()

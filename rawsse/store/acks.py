@@ -37,3 +37,6 @@ class StoredAcks:
             done(error)
             return
         done(found)
+
+    async def close(self) -> None:
+        pass  # the store is the durable log's, closed with it
