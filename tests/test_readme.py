@@ -5,6 +5,7 @@ command's own parser. Only the port differs: the test's server listens on a free
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ import pytest
 
 from rawsse.cli import build_parser
 from tests.helpers import free_port
+from tests.processes import Served as ServedProcess
 
 KIND = "integration"
 
@@ -30,10 +32,14 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
-def commands() -> list[str]:
-    """Every command line of the README's shell blocks, without its trailing comment."""
+DURABLE = "## Durable delivery"
+"""The section whose example needs a server with a data directory (its own, here)."""
+
+
+def commands(text: str = README) -> list[str]:
+    """Every command line of the shell blocks of `text`, without its trailing comment."""
     lines = []
-    for block in code_blocks("sh"):
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             command = line.split("  #", 1)[0].strip()
             if command and not command.startswith("#"):
@@ -115,9 +121,10 @@ def test_the_quick_start_shows_what_the_readme_shows(served: Served) -> None:
 def test_every_curl_command_of_the_readme_succeeds(served: Served, tmp_path: Path) -> None:
     (tmp_path / "msg.txt").write_text("a message from a file\n")
     ran = 0
+    durable = commands(section(DURABLE))
     for command in commands():
-        if not command.startswith("curl ") or command.startswith("curl -N"):
-            continue  # the stream is the quick start's
+        if not command.startswith("curl ") or command.startswith("curl -N") or command in durable:
+            continue  # the stream is the quick start's; the durable example has its server
         finished = subprocess.run(
             served.local(command) + " --fail-with-body --silent --show-error --max-time 10",
             shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT,
@@ -125,6 +132,30 @@ def test_every_curl_command_of_the_readme_succeeds(served: Served, tmp_path: Pat
         assert finished.returncode == 0, (command, finished.stdout, finished.stderr)
         ran += 1
     assert ran >= 4
+
+
+def section(heading: str) -> str:
+    after = README.split(heading, 1)[1]
+    return after.split("\n## ", 1)[0]
+
+
+def test_the_durable_delivery_example_answers_what_the_readme_shows(tmp_path: Path) -> None:
+    text = section(DURABLE)
+    curls = [command for command in commands(text) if command.startswith("curl ")]
+    assert len(curls) == 2, curls
+    with ServedProcess("--data-dir", str(tmp_path / "data")) as served:
+        outputs = []
+        for command in curls:
+            local = command.replace("127.0.0.1:8080", f"127.0.0.1:{served.port}")
+            finished = subprocess.run(
+                local + " --fail-with-body --silent --show-error --max-time 10",
+                shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT,
+            )  # fmt: skip
+            assert finished.returncode == 0, (command, finished.stdout, finished.stderr)
+            outputs.append(finished.stdout)
+    epoch = json.loads(outputs[0])["id"].split("-")[0]
+    shown = re.search(r"```json\n(.*?)```", text, flags=re.S).group(1)  # type: ignore[union-attr]
+    assert json.loads(outputs[1]) == json.loads(shown.replace("5f2c09e1", epoch))
 
 
 def test_every_rawsse_command_line_parses() -> None:
