@@ -5,12 +5,15 @@ drives the `chromium` found on PATH."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -90,3 +93,12 @@ class RawsseProcess:
                 self.process.wait()
         if self.process.stderr is not None:
             self.process.stderr.close()
+
+
+def publish(server: RawsseProcess, topic: str | list[str], data: str, event: str | None = None) -> str:
+    topics = [topic] if isinstance(topic, str) else topic
+    fields = [("topic", t) for t in topics] + [("data", data)] + ([("event", event)] if event else [])
+    body = urllib.parse.urlencode(fields).encode()
+    with urllib.request.urlopen(f"{server.url}/publish", body, timeout=10) as answer:
+        event_id: str = json.loads(answer.read())["id"]
+        return event_id

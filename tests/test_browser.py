@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser_helpers import RawsseProcess, missing
+from tests.browser_helpers import RawsseProcess, missing, publish
 
 KIND = "browser"
 
@@ -79,15 +79,6 @@ def open_blank(page: Page, origin: str) -> None:
     """Load a page of `origin` with the recorder installed."""
     page.goto(origin + "/healthz")
     page.evaluate(RECORDER)
-
-
-def publish(server: RawsseProcess, topic: str | list[str], data: str, event: str | None = None) -> str:
-    topics = [topic] if isinstance(topic, str) else topic
-    fields = [("topic", t) for t in topics] + [("data", data)] + ([("event", event)] if event else [])
-    body = urllib.parse.urlencode(fields).encode()
-    with urllib.request.urlopen(f"{server.url}/publish", body, timeout=10) as answer:
-        event_id: str = json.loads(answer.read())["id"]
-        return event_id
 
 
 def metric(server: RawsseProcess, name: str) -> int:

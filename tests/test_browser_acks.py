@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser_helpers import RawsseProcess, missing
+from tests.browser_helpers import RawsseProcess, missing, publish
 from tests.tokens import SECRET, token
 
 KIND = "browser"
@@ -59,11 +59,8 @@ def rawsse(page_origins: tuple[str, str], tmp_path: Path) -> Iterator[RawsseProc
     server.stop()
 
 
-def publish(server: RawsseProcess, topic: str, text: str) -> str:
-    body = urllib.parse.urlencode({"topic": topic, "data": json.dumps({"text": text})}).encode()
-    with urllib.request.urlopen(f"{server.url}/publish", body, timeout=10) as answer:
-        event_id: str = json.loads(answer.read())["id"]
-    return event_id
+def note(text: str) -> str:
+    return json.dumps({"text": text})
 
 
 def open_page(browser: BrowserContext, origin: str, server: RawsseProcess) -> Page:
@@ -78,8 +75,8 @@ def test_a_page_opened_later_gets_what_was_sent_while_away_and_acknowledges_it(
     browser: BrowserContext, rawsse: RawsseProcess, page_origins: tuple[str, str]
 ) -> None:
     browser.add_cookies([{"name": "session", "value": token("42"), "domain": "127.0.0.1", "path": "/"}])
-    away = [publish(rawsse, "notes@42", f"sent while away {n}") for n in range(3)]
-    publish(rawsse, "notes@7", "someone else's")
+    away = [publish(rawsse, "notes@42", note(f"sent while away {n}")) for n in range(3)]
+    publish(rawsse, "notes@7", note("someone else's"))
 
     first = open_page(browser, page_origins[0], rawsse)
     first.wait_for_function(
@@ -93,7 +90,7 @@ def test_a_page_opened_later_gets_what_was_sent_while_away_and_acknowledges_it(
     first.close()
 
     second = open_page(browser, page_origins[0], rawsse)
-    live = publish(rawsse, "notes@42", "live")
+    live = publish(rawsse, "notes@42", note("live"))
     second.wait_for_function("() => window.shown.length >= 1")
     assert [note["text"] for note in second.evaluate("() => window.shown")] == ["live"]
     with urllib.request.urlopen(f"{rawsse.url}/unacked?topic=notes@42", timeout=10) as answer:

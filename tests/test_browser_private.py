@@ -6,16 +6,13 @@ gets nothing. Headless Chromium driven by Playwright, against `rawsse serve` on 
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser_helpers import RawsseProcess, missing
+from tests.browser_helpers import RawsseProcess, missing, publish
 from tests.tokens import SECRET, token
 
 KIND = "browser"
@@ -59,13 +56,6 @@ def rawsse(page_origins: tuple[str, str]) -> Iterator[RawsseProcess]:
         del os.environ["RAWSSE_JWT_SECRET"]
     yield server
     server.stop()
-
-
-def publish(server: RawsseProcess, topic: str, data: str) -> str:
-    body = urllib.parse.urlencode({"topic": topic, "data": data}).encode()
-    with urllib.request.urlopen(f"{server.url}/publish", body, timeout=10) as answer:
-        event_id: str = json.loads(answer.read())["id"]
-    return event_id
 
 
 def set_session(browser: BrowserContext, value: str) -> None:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.browser_helpers import RawsseProcess, missing
-from tests.test_browser import cut_and_publish, metric, publish
+from tests.browser_helpers import RawsseProcess, missing, publish
+from tests.test_browser import cut_and_publish, metric
 
 KIND = "browser"
 
