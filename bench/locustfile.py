@@ -57,8 +57,7 @@ class Subscriber(User):
         parts = urlsplit(self.host)
         topic = random.choice(TOPICS)
         request = (
-            f"GET /events?topic={topic} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            "Accept: text/event-stream\r\n\r\n"
+            f"GET /events?topic={topic} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n\r\n"
         ).encode()
         hold(self.host, "/events", request, self._read)
 

@@ -141,7 +141,7 @@ def bench_broadcast(
             bare.append(time.perf_counter() - started)
 
         await time_rawsse()  # warm-up round, also gives us the encoded event
-        event = server.hub.history.since(("bench",), 0, 10**9)[0][-1]
+        event = server.hub.history.since({"bench": 0}, 10**9)[0][-1]
         data = event.frame if websocket else event.wire
         time_bare(data)
         ours.clear()

@@ -222,6 +222,43 @@ def test_with_fsync_always_a_refused_write_refuses_the_turns_earlier_publishes_t
         loop.close()
 
 
+@pytest.mark.parametrize("fsync", [Fsync.INTERVAL, Fsync.ALWAYS])
+def test_the_publishes_of_one_turn_share_one_commit_and_are_answered_after_it(
+    tmp_path: Path, fsync: Fsync
+) -> None:
+    """A group commit: each publish is written as it comes, none is delivered or answered
+    before the turn's commit, which `settle` (the reactor's, after a batch of reads) makes
+    once for all of them."""
+    store = open_store(tmp_path, fsync, epoch="e")
+    hub = Hub(Subscriptions(8), History(), Metrics(), ids=EpochIds("e"))
+    encoder = EventEncoder(hub.ids)
+    durable = DurableLog(store, StoreOptions(fsync, 1.0, 3600.0, 1 << 30), encoder, Metrics())
+    loop = asyncio.new_event_loop()
+    broker = MemoryBroker(
+        BrokerNeeds(encoder, time.monotonic, hub), Durability(durable, HistoryWindow(1, 1.0), loop)
+    )
+    sink = HubSink(hub)
+    delivered: list[str] = []
+    sink.deliver = lambda events: delivered.extend(e.id for e in events)  # type: ignore[method-assign]
+    reader = sqlite3.connect(str(tmp_path / DATABASE_NAME))
+    try:
+        loop.run_until_complete(broker.start(sink))
+        answers: list[Outcome] = []
+        broker.publish([PublishItem(("t",), "one")], answers.append)
+        broker.publish([PublishItem(("u",), "two")], answers.append)
+        assert answers == [] and delivered == []
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 0  # not committed yet
+        broker.settle()
+        assert answers == [["e-1"], ["e-2"]] and delivered == ["e-1", "e-2"]
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+        loop.run_until_complete(asyncio.sleep(0))  # the turn's own callback finds nothing left
+        assert answers == [["e-1"], ["e-2"]]
+    finally:
+        reader.close()
+        loop.run_until_complete(broker.stop())
+        loop.close()
+
+
 # Acknowledgements and each topic's floor
 
 

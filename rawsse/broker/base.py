@@ -113,6 +113,12 @@ class Broker(ABC):
     def sweep(self) -> None:  # noqa: B027 (optional hook)
         """Called once a second by the server's sweep."""
 
+    def settle(self) -> None:  # noqa: B027 (optional hook)
+        """Finish what this loop turn's publishes wait for (a group commit), delivering
+        and answering them now: called where a batch of requests was read, so that their
+        answers go out together, in the same turn (a broker whose publishes are answered
+        at once, or after a round trip, has nothing to do)."""
+
     def catch_up(self) -> None:  # noqa: B027 (optional hook)
         """Hand the sink what the order holds now and this process has not read: called
         before a stream is decided on, so that what was published before it is history
@@ -146,7 +152,13 @@ class Broker(ABC):
     @property
     def answers_at_once(self) -> bool:
         """`publish` calls `done` before it returns: a broker of this machine (one process
-        or its workers), not one whose answer comes after a network round trip."""
+        or its workers) that does not wait for its turn's commit (`settle`), not one whose
+        answer comes after a network round trip."""
+        return self.reach is not Reach.CLUSTER
+
+    @property
+    def local(self) -> bool:
+        """A broker of this machine: `publish_now` answers before it returns."""
         return self.reach is not Reach.CLUSTER
 
 

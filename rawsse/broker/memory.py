@@ -1,5 +1,12 @@
 """The default broker: one process numbers its own events; with --data-dir it writes each
-batch to the durable log before the batch is delivered or answered."""
+batch to the durable log before the batch is delivered or answered.
+
+With --data-dir, the batches of one loop turn share one commit (a group commit, as Redis
+writes its append-only file once per event-loop turn, before that turn's replies): each
+publish is written as it comes, and delivered and answered once the turn's commit is done
+(synced too, with --fsync always). The commit comes at the end of the reactor's batch of
+reads (`settle`), or at the turn's end (a callback) for publishes that came otherwise.
+`publish_now` (embedding code, pipelined requests) commits at once."""
 
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ class Durability(NamedTuple):
     window: HistoryWindow
     """What memory history starts with from the log."""
     loop: asyncio.AbstractEventLoop
-    """Where --fsync always commits, once per loop turn."""
+    """Where the turn's commit is called, if nothing settled it first."""
 
 
 class MemoryBroker(LocalBroker):
@@ -30,11 +37,11 @@ class MemoryBroker(LocalBroker):
         self._durable = durable
         self._sequence = 0 if durable is None else durable[0].last_sequence
         self._committing: list[tuple[list[Event], list[str], Callable[[Outcome], None]]] = []
-        """Batches written with --fsync always, answered once the loop turn's commit is on disk."""
+        """Batches written this turn, delivered and answered once its commit is done."""
 
     @property
     def answers_at_once(self) -> bool:
-        return self._durable is None or not self._durable.log.waits
+        return self._durable is None
 
     async def start(self, sink: EventSink) -> None:
         await super().start(sink)
@@ -43,7 +50,7 @@ class MemoryBroker(LocalBroker):
             sink.preload(events, before)
 
     def publish_now(self, items: Sequence[PublishItem]) -> list[str]:
-        if self._committing:  # --fsync always: the turn's earlier batches go first, in order
+        if self._committing:  # the turn's earlier batches go first, in order
             self._commit()
         events, ids = self._number(items)
         if self._durable is not None:
@@ -56,7 +63,7 @@ class MemoryBroker(LocalBroker):
         if self.answers_at_once:
             super().publish(items, done)
             return
-        try:  # --fsync always: written now, committed, delivered and answered at the turn's end
+        try:  # written now; committed, delivered and answered at the turn's end
             events, ids = self._number(items)
             self._write(events, commit=False)
         except StoreUnavailable as error:
@@ -104,10 +111,16 @@ class MemoryBroker(LocalBroker):
             self._sequence = log.forget_uncommitted()
             raise
 
+    def settle(self) -> None:
+        if self._committing:
+            self._commit()
+
     def _commit(self) -> None:
-        """The loop turn's group commit (--fsync always): its batches delivered and
-        answered once on disk, or all refused."""
+        """The loop turn's group commit: its batches delivered and answered once
+        committed (and synced, with --fsync always), or all refused."""
         batches, self._committing = self._committing, []
+        if not batches:
+            return  # settled already
         assert self._durable is not None
         try:
             self._durable.log.commit()

@@ -276,10 +276,9 @@ class Hub:
         if acked:
             for topic, sequence in acked.items():
                 starts[topic] = max(starts.get(topic, 0), sequence)
-        taken = self._taken
-        starts = {topic: after for topic, after in starts.items() if after < taken}
         if not starts:
             return b"", True
+        taken = self._taken
         events, complete = self.history.since(starts, taken)
         archived_whole = True
         if not complete and self._archive is not None:  # older than memory: one page from disk

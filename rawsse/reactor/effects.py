@@ -70,8 +70,10 @@ class Publishing:
 
     def __init__(self, broker: Broker, metrics: Metrics) -> None:
         self._broker, self._metrics = broker, metrics
-        self.at_once = broker.answers_at_once
-        """Publishes are answered before `publish` returns (a broker of this machine)."""
+        self.at_once = broker.local
+        """A publish can be answered before `publish_now` returns (a broker of this machine)."""
+        self.in_turn = broker.local and not broker.answers_at_once
+        """Publishes wait for their turn's commit (`settle`): --data-dir's group commit."""
 
     def publish(
         self, items: Sequence[PublishItem], done: Callable[[Outcome], None], route: Route = Route.HTTP
@@ -103,6 +105,10 @@ class Publishing:
             metrics.published_ws += count
         else:
             metrics.published_local += count
+
+    def settle(self) -> None:
+        """Deliver and answer the publishes that wait for this turn's commit."""
+        self._broker.settle()
 
     def put_words(self, items: Sequence[PublishItem], done: Callable[[Outcome], None]) -> None:
         """Put `$control` words in the order (rawsse.core.control)."""
@@ -140,6 +146,14 @@ class EffectRunner:
             except Exception:
                 return internal_error()
         return None
+
+    @property
+    def in_turn(self) -> bool:
+        """A publish is answered when the turn settles (`settle`), not at once."""
+        return self._publishing.in_turn
+
+    def settle(self) -> None:
+        self._publishing.settle()
 
     def run(self, effect: Effect, reply: Reply) -> Cancel | None:
         """Carry `effect` out; `reply` gets how it ended (at once, or later). Returns a

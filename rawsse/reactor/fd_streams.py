@@ -43,6 +43,11 @@ class Arrivals(Protocol):
         """An ARRIVING connection is readable (or hung up): its request."""
         ...
 
+    def settle(self) -> None:
+        """The poller's batch is read: answer the requests that wait for their turn's
+        commit (rawsse.broker.memory), together."""
+        ...
+
 
 class FdBackend:
     """Nothing is polled before `start`, which says where what is seen goes."""
@@ -203,6 +208,7 @@ class FdBackend:
                     continue
             if flags & WRITABLE and state[fd] == SlotState.BLOCKED:
                 self._flush(fd)
+        arrivals.settle()
 
     # Slots
 

@@ -32,7 +32,7 @@ import os
 import socket
 
 from rawsse.core.connection import FEED_SLICE, LINGER_TIME, SHED_TIMEOUT, HttpConnection
-from rawsse.core.effects import Effect, OpenStream
+from rawsse.core.effects import Answer, Effect, OpenStream, Publish, Respond
 from rawsse.core.http import Request, RequestReader, error_response
 from rawsse.errors import HttpError, RawsseError
 from rawsse.reactor.context import ConnectionContext
@@ -223,6 +223,18 @@ class RawRequests:
                 self._leave(fd)
                 context.streams.open_slot(fd, effect, early)
                 return
+            if (
+                isinstance(effect, Publish)
+                and whole
+                and index + 1 == len(requests)
+                and context.runner.in_turn
+            ):
+                # The read's last request, a publish that waits for its turn's commit: it
+                # is answered (after the answers before it) when the reactor settles the
+                # turn, once its batch of reads is done (`settle`).
+                self._recycle(reader)
+                self._answer_in_turn(fd, effect, answers, request.keep_alive, now)
+                return
             answer = context.runner.run_now(effect)
             if answer is None:  # it waits (a round trip, a resume waiting for its id)
                 self._hand_over_rest(fd, reader, requests, index, effect, b"".join(answers), count, now)
@@ -265,6 +277,39 @@ class RawRequests:
             return
         self._reader = reader
         self._enter(fd, RawPhase.IDLE, now)
+
+    def _answer_in_turn(
+        self, fd: int, effect: Publish, before: list[bytes], keep_alive: bool, now: float
+    ) -> None:
+        """Publish, and answer once the turn settles. The descriptor is not read
+        meanwhile: the turn settles at the end of the poller's batch that read it."""
+        phase = self._phase[fd]
+
+        def answered(outcome: Answer | RawsseError) -> None:
+            if self._phase[fd] != phase:
+                return  # closed meanwhile
+            if isinstance(outcome, RawsseError):
+                self._refuse(fd, outcome, before)
+                return
+            assert isinstance(outcome, Respond)  # a publish is answered with bytes
+            data = b"".join([*before, outcome.data]) if before else outcome.data
+            if outcome.close or not keep_alive:
+                self._last_answer(fd, data)
+                return
+            sent = self._write(fd, data)
+            if sent < 0:
+                return  # gone
+            if sent < len(data):  # the client reads none of its answers: the core's to bound
+                reader = self._reader or RequestReader(self._context.limits)
+                self._reader = None
+                self._hand_over_rest(fd, reader, [], 0, None, data[sent:], 0, now)
+                return
+            self._enter(fd, RawPhase.IDLE, now)
+
+        self._context.runner.run(effect, answered)
+
+    def settle(self) -> None:
+        self._context.runner.settle()
 
     def _recycle(self, reader: RequestReader) -> None:
         """Keep `reader` to read the next request of any raw connection, if it waits

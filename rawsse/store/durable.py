@@ -62,8 +62,7 @@ class DurableLog:
         self._ticks = 0
         self._clock, self._wall = clock, wall
         self.waits = options.fsync is Fsync.ALWAYS
-        """A batch is answered only once committed and synced (the broker commits once per
-        loop turn); otherwise each batch is committed as it is written."""
+        """A commit is synced before it returns (--fsync always)."""
         self.unwritable: str | None = None
         """Why the last write, commit or sync failed (for /readyz), until one succeeds."""
         self._count()
@@ -75,21 +74,18 @@ class DurableLog:
     # The broker's
 
     def write(self, events: Sequence[Event]) -> None:
-        """Write a numbered batch (the server's own `$control` words are not kept); unless
-        `waits`, committed at once. Raises StoreUnavailable: nothing of it is kept."""
+        """Write a numbered batch (the server's own `$control` words are not kept) in the
+        open transaction: `commit` ends it, for every batch of the loop turn. Raises
+        StoreUnavailable: nothing of the transaction is kept."""
         wall = self._wall()
         records = [StoredEvent(e.sequence, e.item, wall) for e in events if not is_control(e.topics)]
         if not records:
             return
         try:
             self._store.append(records)
-            if not self.waits:
-                self._store.commit()
         except StoreUnavailable as error:
             self._failed(error)
             raise
-        self.unwritable = None
-        self._count()
 
     def commit(self) -> None:
         """Commit (and, with --fsync always, sync) what was written. Raises StoreUnavailable."""
@@ -101,6 +97,8 @@ class DurableLog:
             raise
         if self.waits:
             self._metrics.fsync.observe(self._clock() - began)
+        self.unwritable = None
+        self._count()
 
     def forget_uncommitted(self) -> int:
         """After a failed commit: the last sequence the store holds (what the order goes
