@@ -155,6 +155,16 @@ class EffectRunner:
     def settle(self) -> None:
         self._publishing.settle()
 
+    def publish_in_turn(self, effect: fx.Publish, reply: Callable[[Respond | RawsseError], None]) -> None:
+        """`run` for a publish whose answer waits for its turn to settle (`in_turn`), with
+        fewer steps: a request read on the raw path."""
+        answer = effect.answer
+
+        def published(outcome: Outcome) -> None:
+            reply(outcome if isinstance(outcome, RawsseError) else decided(lambda: answer(outcome)))
+
+        self._publishing.publish(effect.items, published)
+
     def run(self, effect: Effect, reply: Reply) -> Cancel | None:
         """Carry `effect` out; `reply` gets how it ended (at once, or later). Returns a
         way to give up on it when its connection goes away first, if it waits."""

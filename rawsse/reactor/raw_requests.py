@@ -32,7 +32,7 @@ import os
 import socket
 
 from rawsse.core.connection import FEED_SLICE, LINGER_TIME, SHED_TIMEOUT, HttpConnection
-from rawsse.core.effects import Answer, Effect, OpenStream, Publish, Respond
+from rawsse.core.effects import Effect, OpenStream, Publish, Respond
 from rawsse.core.http import Request, RequestReader, error_response
 from rawsse.errors import HttpError, RawsseError
 from rawsse.reactor.context import ConnectionContext
@@ -285,13 +285,12 @@ class RawRequests:
         meanwhile: the turn settles at the end of the poller's batch that read it."""
         phase = self._phase[fd]
 
-        def answered(outcome: Answer | RawsseError) -> None:
+        def answered(outcome: Respond | RawsseError) -> None:
             if self._phase[fd] != phase:
                 return  # closed meanwhile
             if isinstance(outcome, RawsseError):
                 self._refuse(fd, outcome, before)
                 return
-            assert isinstance(outcome, Respond)  # a publish is answered with bytes
             data = b"".join([*before, outcome.data]) if before else outcome.data
             if outcome.close or not keep_alive:
                 self._last_answer(fd, data)
@@ -306,7 +305,7 @@ class RawRequests:
                 return
             self._enter(fd, RawPhase.IDLE, now)
 
-        self._context.runner.run(effect, answered)
+        self._context.runner.publish_in_turn(effect, answered)
 
     def settle(self) -> None:
         self._context.runner.settle()
