@@ -325,3 +325,37 @@ def test_a_store_of_format_1_takes_its_floor_for_every_topic(tmp_path: Path) -> 
     assert again.floors(("t", "other")) == {"t": 2, "other": 2}
     assert again._db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0] == str(FORMAT)
     again.close()
+
+
+def test_a_start_counts_from_the_kept_count_and_reads_only_the_rows_after_it(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.append([stored(n) for n in range(1, 4)])
+    store.commit()
+    store.recount()
+    store.keep_count()
+    other = open_store(tmp_path)  # another process (a worker) writes on
+    other.append([stored(n) for n in range(4, 6)])
+    other.commit()
+    other.close()
+    assert (store.events, store.last_sequence) == (3, 3)
+    store.recount()
+    assert (store.events, store.last_sequence, store.bytes) == (5, 5, 5 * len("event 1t"))
+    # The kept count is what a start reads: here made wrong on purpose, to show it is used.
+    store._db.execute("UPDATE meta SET value = '3 100 1000' WHERE key = 'counted'")
+    store.close()
+    again = open_store(tmp_path)
+    assert (again.events, again.bytes, again.last_sequence) == (102, 1000 + 2 * len("event 1t"), 5)
+    again.close()
+
+
+def test_a_trim_keeps_the_count_it_leaves(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.append([stored(n, at=float(n)) for n in range(1, 11)])
+    store.commit()
+    assert store.trim(older_than=5.0, max_bytes=1 << 30) == 4
+    store.close()
+    again = open_store(tmp_path)
+    assert (again.events, again.last_sequence) == (6, 10)
+    kept = again._db.execute("SELECT value FROM meta WHERE key = 'counted'").fetchone()[0]
+    assert kept.split()[:2] == ["10", "6"]
+    again.close()

@@ -18,10 +18,6 @@ from rawsse.core.metrics import Metrics
 from rawsse.errors import StoreUnavailable
 from rawsse.store.events import EventStore, Fsync, StoredEvent
 
-RECOUNT_TICKS = 60
-"""Sweeps between counts of the whole log (a read of every row) where other processes
-write to it too: the figures and the size the trim goes by lag that much behind them."""
-
 
 class StoreOptions(NamedTuple):
     fsync: Fsync
@@ -59,7 +55,6 @@ class DurableLog:
         only process, or worker 0 of a group sharing it)."""
         self._store, self._options, self._encoder, self._metrics = store, options, encoder, metrics
         self._keeper = keeper
-        self._ticks = 0
         self._clock, self._wall = clock, wall
         self.waits = options.fsync is Fsync.ALWAYS
         """A commit is synced before it returns (--fsync always)."""
@@ -125,15 +120,15 @@ class DurableLog:
     # The sweep's
 
     def tick(self) -> None:
-        """Once a second, in the keeper: sync (--fsync interval, when due), trim (age,
-        size); now and then, count what the other processes wrote."""
+        """Once a second, in the keeper: count what the other processes wrote (the rows
+        since the last count, kept for the next), sync (--fsync interval, when due), trim
+        (age, size)."""
         if not self._keeper:
             return
         store, options = self._store, self._options
-        self._ticks += 1
-        if self._ticks % RECOUNT_TICKS == 0:
-            store.recount()
-            self._count()
+        store.recount()
+        store.keep_count()
+        self._count()
         try:
             if options.fsync is Fsync.INTERVAL and self._clock() - store.last_sync >= options.fsync_interval:
                 self._metrics.fsync.observe(store.sync())
@@ -143,6 +138,10 @@ class DurableLog:
             self.unwritable = str(error)
 
     def close(self) -> None:
+        if self._keeper:  # the next start counts from here
+            self._store.commit()
+            self._store.recount()
+            self._store.keep_count()
         self._store.close()
 
     def unready_reason(self) -> str | None:

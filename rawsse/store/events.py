@@ -141,12 +141,11 @@ class EventStore:
         self.last_sequence = self.events = self.bytes = 0
         """The last sequence, how many events, and what they hold (their data and topics:
         what --store-bytes counts), as of the last `recount` and this process's writes."""
+        self._open: bool = False
         self.recount()
-        self._committed = (self.last_sequence, self.events, self.bytes)
         self._wal_fd: int | None = None
         self._wal_path = f"{database}-wal"
         self.last_sync = time.monotonic()
-        self._open: bool = False
 
     # Writing
 
@@ -215,13 +214,35 @@ class EventStore:
         self.last_sequence, self.events, self.bytes = self._committed
 
     def recount(self) -> None:
-        """Count what the store holds (other processes write to it too): a read of every
-        row, so once at start and now and then."""
-        last, count, size = self._db.execute(
-            "SELECT coalesce(max(sequence), 0), count(*), coalesce(sum(size), 0) FROM events"
-        ).fetchone()
-        self.last_sequence, self.events, self.bytes = max(last, self.floor), count, size
+        """Count what the store holds (other processes write to it too): the count kept
+        in `meta` (`keep_count`, as of a sequence) and the rows after that sequence, so a
+        read of what was written since, not of the whole log."""
+        kept = self._db.execute("SELECT value FROM meta WHERE key = 'counted'").fetchone()
+        base, count, size = (0, 0, 0) if kept is None else (int(n) for n in kept[0].split())
+        query = (
+            "SELECT coalesce(max(sequence), 0), count(*), coalesce(sum(size), 0) FROM events "
+            "WHERE sequence > ?"
+        )
+        last, more, more_size = self._db.execute(query, (base,)).fetchone()
+        self.last_sequence, self.events, self.bytes = (
+            max(last, base, self.floor),
+            count + more,
+            size + more_size,
+        )
         self._committed = (self.last_sequence, self.events, self.bytes)
+        if kept is None:
+            self.keep_count()  # a log never counted: once, here, then from this count on
+
+    def keep_count(self) -> None:
+        """Keep this process's count in `meta`, for the next `recount` to start from: only
+        where it is exact (just after `recount`, or in the only process writing)."""
+        if self._open:
+            return  # not inside a batch: the count holds what was not committed
+        counted = f"{self.last_sequence} {self.events} {self.bytes}"
+        try:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('counted', ?)", (counted,))
+        except sqlite3.Error:
+            pass  # a full disk: the next recount reads more rows, that is all
 
     def sync(self) -> float:
         """Put what was committed on disk (the WAL's fsync): --fsync interval's tick.
@@ -370,6 +391,7 @@ class EventStore:
         rows.close()
         if not gone:
             return 0
+        self.recount()  # exact, for the count kept with the trim (other processes write too)
         try:
             with self._transaction():
                 self._db.executemany(f"INSERT INTO topic_floors VALUES (?, ?) {_RAISE}", topic_floors.items())
@@ -378,6 +400,8 @@ class EventStore:
                 self._db.executemany("DELETE FROM topic_events WHERE topic = ? AND sequence <= ?", pairs)
                 self._db.execute("DELETE FROM events WHERE sequence <= ?", (cut,))
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'floor'", (str(cut),))
+                counted = f"{self.last_sequence} {self.events - gone} {self.bytes - size}"
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('counted', ?)", (counted,))
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot trim the store: {exc}") from None
         self.floor = cut
