@@ -177,6 +177,10 @@ def test_a_server_without_a_store_says_it_keeps_no_acknowledgements(backend: tup
         plain = await StreamClient.open(port, "topic=notes@42", {"Last-Event-ID": sent})  # resumes as ever
         assert plain.status == 200
         plain.close()
+        async with connect(f"ws://127.0.0.1:{port}/ws?topic=notes@42") as ws:
+            await ws.send(json.dumps({"type": "ack", "id": sent}))
+            refused = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            assert (refused["type"], refused["code"]) == ("error", "unavailable")
 
     run_with_server(backend, scenario)
 

@@ -132,7 +132,14 @@ class SessionLimits(NamedTuple):
     """The largest client message, in bytes: the publish body limit (--max-body-bytes)."""
 
 
-ERROR_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 413: "too-large", 503: "unavailable"}
+ERROR_CODES = {
+    400: "invalid",
+    401: "unauthorized",
+    403: "forbidden",
+    413: "too-large",
+    501: "unavailable",
+    503: "unavailable",
+}
 
 
 def check_topic_count(topics: tuple[str, ...], limit: int) -> None:
