@@ -142,6 +142,8 @@ class EventStore:
         """The last sequence, how many events, and what they hold (their data and topics:
         what --store-bytes counts), as of the last `recount` and this process's writes."""
         self._open: bool = False
+        self._kept: str | None = None
+        """The count last kept in `meta` (not written again while it is the same)."""
         self.recount()
         self._wal_fd: int | None = None
         self._wal_path = f"{database}-wal"
@@ -218,6 +220,7 @@ class EventStore:
         in `meta` (`keep_count`, as of a sequence) and the rows after that sequence, so a
         read of what was written since, not of the whole log."""
         kept = self._db.execute("SELECT value FROM meta WHERE key = 'counted'").fetchone()
+        self._kept = None if kept is None else kept[0]
         base, count, size = (0, 0, 0) if kept is None else (int(n) for n in kept[0].split())
         query = (
             "SELECT coalesce(max(sequence), 0), count(*), coalesce(sum(size), 0) FROM events "
@@ -236,13 +239,14 @@ class EventStore:
     def keep_count(self) -> None:
         """Keep this process's count in `meta`, for the next `recount` to start from: only
         where it is exact (just after `recount`, or in the only process writing)."""
-        if self._open:
-            return  # not inside a batch: the count holds what was not committed
         counted = f"{self.last_sequence} {self.events} {self.bytes}"
+        if self._open or counted == self._kept:
+            return  # not inside a batch (the count holds what was not committed), nor the same again
         try:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('counted', ?)", (counted,))
         except sqlite3.Error:
-            pass  # a full disk: the next recount reads more rows, that is all
+            return  # a full disk: the next recount reads more rows, that is all
+        self._kept = counted
 
     def sync(self) -> float:
         """Put what was committed on disk (the WAL's fsync): --fsync interval's tick.
@@ -404,6 +408,7 @@ class EventStore:
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('counted', ?)", (counted,))
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot trim the store: {exc}") from None
+        self._kept = counted
         self.floor = cut
         self.events -= gone
         self.bytes -= size
