@@ -12,13 +12,12 @@ store. Trimming drops the oldest first, by age and by size, and raises the floor
 topic it cut: a resume (or a user's unacknowledged events) from before a topic's floor is
 told its history was exceeded, never given a silent gap.
 
-When a publish is answered (--fsync):
-- ALWAYS: a batch is committed with synchronous=FULL (the WAL is synced at each commit)
-  before its answers go out; the broker commits once per loop turn (a group commit).
-- INTERVAL: committed before the answer (in the operating system's cache: a process crash
-  loses nothing), the WAL synced at most every --fsync-interval (a power loss loses at
-  most that).
-- NEVER: committed before the answer; synced when the operating system writes it back.
+When a publish is answered (--fsync), always after the commit of its batch (the broker
+commits the batches of one loop turn together: a group commit):
+- ALWAYS: committed with synchronous=FULL (the WAL is synced at each commit).
+- INTERVAL: committed (in the operating system's cache: a process crash loses nothing),
+  the WAL synced at most every --fsync-interval (a power loss loses at most that).
+- NEVER: committed; synced when the operating system writes it back.
 """
 
 from __future__ import annotations
@@ -334,9 +333,9 @@ class EventStore:
         acknowledgement never moves back; 0 records nothing); returns the sequence each
         topic stands at now. Raises StoreUnavailable.
 
-        With --fsync always, inside a loop turn's open batch, it is committed with the
-        batch: if that commit fails, the acknowledgement is lost with it, and the events
-        are delivered again (at least once), never lost."""
+        Inside a loop turn's open batch of publishes, it is committed with them: if that
+        commit fails, the acknowledgement is lost with it, and the events are delivered
+        again (at least once), never lost."""
         try:
             if sequence:
                 rows = [(topic, sequence) for topic in topics]
