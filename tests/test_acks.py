@@ -40,9 +40,11 @@ def options(tmp_path: Path, **more: Any) -> dict[str, Any]:
     return {"data_dir": str(tmp_path / "data"), "jwt_secret": SECRET, "public_topics": "news", **more}
 
 
-async def unacked_stream(port: int, topics: str, sub: str, **headers: str) -> StreamClient:
+async def unacked_stream(
+    port: int, topics: str, sub: str, token_claims: dict[str, Any] | None = None, **headers: str
+) -> StreamClient:
     query = urlencode([("topic", t) for t in topics.split(",")] + [("from", "unacked")])
-    return await StreamClient.open(port, query, {**bearer(token(sub)), **headers})
+    return await StreamClient.open(port, query, {**bearer(token(sub, **(token_claims or {}))), **headers})
 
 
 async def ack(port: int, topic: str, event_id: str, headers: dict[str, str] | None = None) -> Response:
@@ -93,27 +95,36 @@ def test_a_page_opened_later_gets_exactly_what_its_user_has_not_acknowledged(
     run_with_server(backend, scenario, **options(tmp_path))
 
 
-def test_a_resume_acknowledges_its_users_topics_up_to_its_id(tmp_path: Path) -> None:
+def test_a_resume_of_a_from_unacked_stream_acknowledges_up_to_its_id(tmp_path: Path) -> None:
+    """An EventSource opened with from=unacked received every event of its user's topics
+    up to its Last-Event-ID: its reconnect acknowledges them. A stream that started live
+    did not (what came before it is unread), and acknowledges nothing by resuming."""
+
     async def scenario(server: Server) -> None:
         port = server.port
-        sent = [await publish(port, "notes@42", f"note {n}") for n in range(4)]
-        # A console whose patterns read user 42's topic does not acknowledge for 42.
-        console = await StreamClient.open(
-            port,
-            "topic=notes@42",
-            {**bearer(token("admin", subscribe=["notes@*"])), "Last-Event-ID": sent[3]},
-        )
-        console.close()
+        away = [await publish(port, "notes@42", f"while away {n}") for n in range(3)]
+        live = await StreamClient.open(port, "topic=notes@42", bearer(token("42")))
+        seen = await publish(port, "notes@42", "seen live")
+        assert (await live.next_event()).id == seen
+        live.close()
         resumed = await StreamClient.open(
-            port, "topic=notes@42", {**bearer(token("42")), "Last-Event-ID": sent[1]}
+            port, "topic=notes@42", {**bearer(token("42")), "Last-Event-ID": seen}
         )
-        assert [e.id for e in await resumed.events(2)] == sent[2:]
         resumed.close()
         found = await unacked(port, "notes@42", "42")
-        assert found["count"] == 2 and found["acked"] == sent[1]
+        assert (found["count"], found["acked"]) == (4, None)  # nothing acknowledged
+        # A console whose patterns read user 42's topic cannot ask for 42's unread events.
+        console = await unacked_stream(port, "notes@42", "admin", token_claims={"subscribe": ["notes@*"]})
+        assert console.status == 403
+        console.close()
         page = await unacked_stream(port, "notes@42", "42")
-        assert [e.id for e in await page.events(2)] == sent[2:]
+        assert [e.id for e in await page.events(4)] == [*away, seen]
         page.close()
+        again = await unacked_stream(port, "notes@42", "42", **{"Last-Event-ID": away[1]})  # its reconnect
+        assert [e.id for e in await again.events(2)] == [away[2], seen]
+        again.close()
+        found = await unacked(port, "notes@42", "42")
+        assert (found["count"], found["acked"]) == (2, away[1])
 
     run_with_server(DEFAULT, scenario, **options(tmp_path))
 
@@ -131,7 +142,7 @@ def test_a_websocket_acknowledges_with_a_command(tmp_path: Path) -> None:
             assert reply == {"type": "acked", "topics": ["notes@42"], "id": sent[1], "ref": "a"}
             await ws.send(json.dumps({"type": "ack", "id": sent[1], "topic": "notes@7"}))
             refused = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
-            assert refused["type"] == "error" and refused["code"] == "forbidden"
+            assert refused["type"] == "error" and refused["code"] == "invalid"  # not the stream's
             await ws.send(json.dumps({"type": "ack", "id": "nonsense"}))
             refused = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
             assert refused["code"] == "invalid"

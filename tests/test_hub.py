@@ -341,13 +341,24 @@ def test_an_acknowledgement_older_than_history_is_told_it_missed_events() -> Non
     assert [name for name, _, _ in events] == [RESET_EVENT, "message", "message"]
 
 
-def test_position_of_reads_back_only_ids_this_process_took() -> None:
+def test_position_of_reads_back_only_ids_this_process_has() -> None:
+    """An id answered to its publisher is known at once, queued for the next pass or not:
+    a user may acknowledge it before a pass took it."""
     hub = make_hub()
     hub.subscriptions.add(1, ("a",))
     first = publish(hub, "a", "1")
+    assert hub.position_of(first) == 1  # queued, not taken by a pass yet
     with pytest.raises(UnusableId, match="unknown-id"):
-        hub.position_of(first)  # queued, not taken by a pass yet
-    hub.take_batch()
-    assert hub.position_of(first) == 1
+        hub.position_of(f"{epoch(hub)}-2")  # not given out
     with pytest.raises(UnusableId, match="unknown-epoch"):
         hub.position_of("other-1")
+
+
+def test_from_unacked_with_an_unusable_last_event_id_still_gets_what_was_not_acknowledged() -> None:
+    hub = make_hub()
+    sent = [publish(hub, "n@1", str(n)) for n in range(3)]
+    hub.take_batch()
+    events = parse(hub.catch_up(("n@1",), "other-7", acked={"n@1": 1})[0])
+    assert [(name, data) for name, data, _ in events] == [(RESET_EVENT, '{"reason": "unknown-epoch"}'), *[
+        ("message", "1"), ("message", "2")]]  # fmt: skip
+    assert [event_id for _, _, event_id in events] == ["", *sent[1:]]  # the reset moves no id

@@ -11,6 +11,7 @@ reads (`settle`), or at the turn's end (a callback) for publishes that came othe
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -19,6 +20,8 @@ from rawsse.core.events import Event
 from rawsse.core.publish import PublishItem
 from rawsse.errors import RawsseError, StoreUnavailable
 from rawsse.store.durable import DurableLog, HistoryWindow
+
+log = logging.getLogger("rawsse")
 
 
 class Durability(NamedTuple):
@@ -127,11 +130,13 @@ class MemoryBroker(LocalBroker):
         except StoreUnavailable as error:
             self._sequence = self._durable.log.forget_uncommitted()
             for _, _, done in batches:
-                done(error)
+                _answer(done, error)
             return
-        for events, ids, done in batches:
-            self.sink.deliver(events)
-            done(ids)
+        # Every batch delivered before any is answered: an answer that fails (a bug in
+        # one connection's handling) never keeps a committed event from its subscribers.
+        self.sink.deliver([event for events, _, _ in batches for event in events])
+        for _, ids, done in batches:
+            _answer(done, ids)
 
     def sweep(self) -> None:
         if self._durable is not None:
@@ -143,3 +148,11 @@ class MemoryBroker(LocalBroker):
     async def stop(self) -> None:
         if self._durable is not None:
             self._durable.log.close()
+
+
+def _answer(done: Callable[[Outcome], None], outcome: Outcome) -> None:
+    """One publisher's answer; a failure in it is that publisher's alone."""
+    try:
+        done(outcome)
+    except Exception:
+        log.exception("answering a publish failed")

@@ -65,6 +65,10 @@ class Unread(Protocol):
         none after `after` is gone from history."""
         ...
 
+    def holds(self, topic: str) -> bool:
+        """Whether history holds events of `topic`."""
+        ...
+
 
 class RedisAcks:
     """An AckBook in Redis: it answers after a round trip."""
@@ -82,7 +86,7 @@ class RedisAcks:
     def acknowledge(self, topics: Sequence[str], sequence: int, done: AckedDone) -> None:
         self._watch(self._loop.create_task(self._acknowledge(topics, sequence)), done)
 
-    def unacked(self, topic: str, done: UnackedDone) -> None:
+    def unacked(self, topic: str, until: int, done: UnackedDone) -> None:
         self._watch(self._loop.create_task(self._unacked(topic)), done)
 
     async def close(self) -> None:
@@ -91,11 +95,20 @@ class RedisAcks:
         await self._redis.aclose()
 
     async def _acknowledge(self, topics: Sequence[str], sequence: int) -> Acked:
-        given = self._ids.format(sequence) if sequence else "0-0"
-        answer = await self._script(keys=[ACKS_KEY], args=[given, *topics])
-        if sequence:
+        # Written only for a topic this node has events of: no one grows the hash with
+        # names nothing was published to. The others are only read.
+        moving = [topic for topic in topics if sequence and self._history.holds(topic)]
+        staying = [topic for topic in topics if topic not in moving]
+        acked: Acked = {}
+        for named, given in ((moving, self._ids.format(sequence)), (staying, "0-0")):
+            if named:
+                answer = await self._script(keys=[ACKS_KEY], args=[given, *named])
+                acked.update(
+                    (topic, self._sequence(value)) for topic, value in zip(named, answer, strict=True)
+                )
+        if moving:
             self._metrics.acks += 1
-        return {topic: self._sequence(value) for topic, value in zip(topics, answer, strict=True)}
+        return {topic: acked[topic] for topic in topics}
 
     async def _unacked(self, topic: str) -> Unacked:
         acked = (await self._acknowledge((topic,), 0))[topic]

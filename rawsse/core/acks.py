@@ -8,10 +8,13 @@ new device, a page opened tomorrow) receives exactly those events, then live one
 
 A user acknowledges
 
-- by resuming: a stream that reconnects with a Last-Event-ID received every event up to
-  it, so its user's topics among the stream's are acknowledged up to it;
-- with a WebSocket command, `{"type": "ack", "id": ...}` (and `"topic"`, or all the
-  stream's topics of its user);
+- by resuming: an SSE stream opened with `from=unacked` that reconnects with its
+  Last-Event-ID received every event of its user's topics up to it (what was not
+  acknowledged, then live ones), so they are acknowledged up to it. A stream that started
+  live did not, nor can a WebSocket's topics at its reconnect be taken for those it read:
+  they acknowledge nothing by resuming;
+- with a WebSocket command, `{"type": "ack", "id": ...}` (and `"topic"`, one of the
+  stream's, or all the stream's topics of its user);
 - with `POST /ack?topic=...&id=...` and their credential; the application may
   acknowledge for any user with the operator's rights (the publish token).
 
@@ -88,7 +91,10 @@ class AckBook(Protocol):
         records nothing), then answer where each stands."""
         ...
 
-    def unacked(self, topic: str, done: UnackedDone) -> None: ...
+    def unacked(self, topic: str, until: int, done: UnackedDone) -> None:
+        """What `topic`'s user has not acknowledged, up to the sequence `until` (what this
+        process has in its order: committed, never one a failed commit may give out again)."""
+        ...
 
     async def close(self) -> None:
         """Release what the book holds (a connection), when the server stops."""
@@ -103,7 +109,7 @@ class NoAcks:
     def acknowledge(self, topics: Sequence[str], sequence: int, done: AckedDone) -> None:
         done(AcksUnavailable())
 
-    def unacked(self, topic: str, done: UnackedDone) -> None:
+    def unacked(self, topic: str, until: int, done: UnackedDone) -> None:
         done(AcksUnavailable())
 
     async def close(self) -> None:

@@ -432,27 +432,25 @@ class Api:
         return self._open(opening)
 
     def _open(self, opening: Opening) -> Effect:
-        """The stream, once its user's topics are acknowledged up to its Last-Event-ID
-        (a resume received everything before it) and, for `from=unacked`, read where they
-        stand."""
-        if not self._acks.kept:
+        """The stream; for `from=unacked`, once where its user's topics stand is read, and,
+        where it resumes an EventSource's stream of the same URL, once they are
+        acknowledged up to its Last-Event-ID: that stream received every event of them up
+        to it (what was not acknowledged, then live ones). A stream that started live has
+        not, and acknowledges nothing by resuming; nor does a WebSocket, whose topics may
+        have changed since (it acknowledges with a command)."""
+        if opening.start is not Start.UNACKED:
             return self._replayed(opening, None)
-        unacked = opening.start is Start.UNACKED
         mine = users_topics(opening.topics, opening.access.sub, self.access.enabled)
-        if unacked and not mine:
+        if not mine:
             raise Forbidden("from=unacked: none of the topics is the credential's user's own")
         sequence = 0
-        if opening.last_event_id:
+        if opening.last_event_id and opening.framing == Framing.SSE:
             try:
                 sequence = self._hub.position_of(opening.last_event_id)
             except UnusableId:
                 pass  # the replay tells the client (a reset); nothing is acknowledged
-        if not mine or not (sequence or unacked):
-            return self._replayed(opening, None)
 
         def then(acked: Acked | RawsseError) -> Effect:
-            if not unacked:
-                return self._replayed(opening, None)  # a resume opens, acknowledged or not
             if isinstance(acked, RawsseError):
                 return Respond(
                     self.come_back_later(opening.head, STORE_UNAVAILABLE, opening.framing), close=True
@@ -548,7 +546,12 @@ class Api:
             }
             return _json(request, json.dumps(body).encode(), cors)
 
-        return self._as_owner(request, from_loopback, topic, lambda: CountUnacked(topic, answer))
+        def count() -> Effect:
+            if self._view.shares_order:
+                self._view.catch_up()  # what other processes published is counted too
+            return CountUnacked(topic, self._hub.newest, answer)
+
+        return self._as_owner(request, from_loopback, topic, count)
 
     def _as_owner(
         self, request: Request, from_loopback: Callable[[], bool], topic: str, then: Callable[[], Effect]

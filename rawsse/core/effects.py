@@ -98,9 +98,11 @@ class Acknowledge(NamedTuple):
 
 
 class CountUnacked(NamedTuple):
-    """Count what `topic`'s user has not acknowledged; then `answer(unacked)`."""
+    """Count what `topic`'s user has not acknowledged, up to the sequence `until`; then
+    `answer(unacked)`."""
 
     topic: str
+    until: int
     answer: Callable[[Unacked], Effect]
 
 

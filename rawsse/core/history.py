@@ -75,6 +75,9 @@ class History:
                         del self._dropped[topic]
                         self._floor = max(self._floor, event.sequence)
 
+    def holds(self, topic: str) -> bool:
+        return topic in self._by_topic
+
     def since(self, starts: Mapping[str, int], upto: int) -> tuple[list[Event], bool]:
         """Events on each topic of `starts` after its sequence there, up to `upto`, in
         sequence order, each once; and whether that list is complete (False when some may

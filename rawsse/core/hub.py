@@ -99,6 +99,8 @@ class Hub:
         self.ids: IdScheme = ids or EpochIds()
         self._max_queued_bytes = max_queued_bytes
         self._taken = 0
+        self._accepted = 0
+        """The last sequence handed to `accept` (queued, if not taken yet)."""
         self._waiters: list[tuple[int, int, Callable[[], None]]] = []
         self._queue: list[Event] = []
         self._queued_bytes = 0
@@ -141,6 +143,8 @@ class Hub:
             self._queued_bytes += len(event.wire)
         self.metrics.queued_bytes = self._queued_bytes
         self._taken = taken
+        if events:
+            self._accepted = events[-1].sequence
         return self.has_queued
 
     def preload(self, events: Iterable[Event], dropped_before: int) -> None:
@@ -264,15 +268,20 @@ class Hub:
         and the client's reconnect fetches the next page. So a resume never holds more
         than a page of memory, however far behind the client is."""
         starts: dict[str, int] = {}
+        unusable = None
         if last_event_id:
             self.metrics.resumes += 1
             try:
                 after = self.ids.sequence_of(last_event_id)
+                if after > self._taken:
+                    raise UnusableId("unknown-id")
+                starts = dict.fromkeys(topics, after)
             except UnusableId as exc:
-                return self._reset(exc.reason, framing), True
-            if after > self._taken:
-                return self._reset("unknown-id", framing), True
-            starts = dict.fromkeys(topics, after)
+                if not acked:
+                    return self._reset(exc.reason, framing), True
+                # Its user's topics still start after what the user acknowledged; the reset
+                # comes first and, if nothing follows, moves the client on.
+                unusable = exc.reason
         if acked:
             for topic, sequence in acked.items():
                 starts[topic] = max(starts.get(topic, 0), sequence)
@@ -296,6 +305,8 @@ class Hub:
         if not complete:
             # The replayed events carry ids; without any, the reset itself moves the client on.
             replay = self._reset("history-exceeded", framing, with_id=not events) + replay
+        elif unusable is not None:
+            replay = self._reset(unusable, framing, with_id=not events) + replay
         return replay, whole and archived_whole
 
     def unread(self, topic: str, after: int) -> tuple[int, int, bool]:
@@ -304,11 +315,21 @@ class Hub:
         events, complete = self.history.since({topic: after}, self._taken)
         return len(events), events[-1].sequence if events else 0, complete
 
+    def holds(self, topic: str) -> bool:
+        """Whether history holds events of `topic`."""
+        return self.history.holds(topic)
+
+    @property
+    def newest(self) -> int:
+        """The last sequence this process has in its order (taken, or queued)."""
+        return max(self._accepted, self._taken)
+
     def position_of(self, event_id: str) -> int:
-        """The sequence of an event this process has taken, by its id; raises UnusableId
-        (malformed, of another epoch, or not taken: `unknown-id`)."""
+        """The sequence of an event this process has in its order (taken by a pass, or
+        queued for the next), by its id; raises UnusableId (malformed, of another epoch,
+        or not here: `unknown-id`)."""
         sequence = self.ids.sequence_of(event_id)
-        if sequence > self._taken:
+        if sequence > self.newest:
             raise UnusableId("unknown-id")
         return sequence
 

@@ -187,8 +187,8 @@ class EffectRunner:
                 self._acks.acknowledge(
                     topics, sequence, lambda acked: self._then(lambda: then_acked(acked), reply)
                 )
-            case fx.CountUnacked(topic, answer_unacked):
-                self._acks.unacked(topic, lambda found: self._counted(found, answer_unacked, reply))
+            case fx.CountUnacked(topic, until, answer_unacked):
+                self._acks.unacked(topic, until, lambda found: self._counted(found, answer_unacked, reply))
             case fx.CountPresence(topic, answer_tally):
 
                 def counted(tally: Tally, complete: bool) -> None:

@@ -30,9 +30,9 @@ class StoredAcks:
             self._metrics.acks += 1
         done(acked)
 
-    def unacked(self, topic: str, done: UnackedDone) -> None:
+    def unacked(self, topic: str, until: int, done: UnackedDone) -> None:
         try:
-            found = Unacked(*self._store.unacked(topic))
+            found = Unacked(*self._store.unacked(topic, until))
         except StoreUnavailable as error:
             done(error)
             return

@@ -126,10 +126,10 @@ class DurableLog:
         if not self._keeper:
             return
         store, options = self._store, self._options
-        store.recount()
-        store.keep_count()
-        self._count()
         try:
+            store.recount()
+            store.keep_count()
+            self._count()
             if options.fsync is Fsync.INTERVAL and self._clock() - store.last_sync >= options.fsync_interval:
                 self._metrics.fsync.observe(store.sync())
             if store.trim(self._wall() - options.max_age, options.max_bytes):
@@ -139,9 +139,12 @@ class DurableLog:
 
     def close(self) -> None:
         if self._keeper:  # the next start counts from here
-            self._store.commit()
-            self._store.recount()
-            self._store.keep_count()
+            try:
+                self._store.commit()
+                self._store.recount()
+                self._store.keep_count()
+            except StoreUnavailable:
+                pass  # the next start counts the rows since the last count kept
         self._store.close()
 
     def unready_reason(self) -> str | None:

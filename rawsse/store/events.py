@@ -86,6 +86,12 @@ CREATE TABLE IF NOT EXISTS acks (topic TEXT PRIMARY KEY, sequence INTEGER NOT NU
 _RAISE = "ON CONFLICT (topic) DO UPDATE SET sequence = max(sequence, excluded.sequence)"
 """An acknowledgement or a floor only ever moves forward."""
 
+_ACKNOWLEDGE = (
+    "INSERT INTO acks SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM topic_events WHERE topic = ?1) "
+    f"OR EXISTS (SELECT 1 FROM topic_floors WHERE topic = ?1) {_RAISE}"
+)
+"""Acknowledge a topic up to a sequence, if the topic has, or had, events."""
+
 
 class StoredEvent(NamedTuple):
     sequence: int
@@ -143,7 +149,10 @@ class EventStore:
         self._open: bool = False
         self._kept: str | None = None
         """The count last kept in `meta` (not written again while it is the same)."""
-        self.recount()
+        try:
+            self.recount()
+        except StoreUnavailable as error:
+            raise StoreUnusable(f"cannot use the store {database}: {error.message}") from None
         self._wal_fd: int | None = None
         self._wal_path = f"{database}-wal"
         self.last_sync = time.monotonic()
@@ -217,15 +226,20 @@ class EventStore:
     def recount(self) -> None:
         """Count what the store holds (other processes write to it too): the count kept
         in `meta` (`keep_count`, as of a sequence) and the rows after that sequence, so a
-        read of what was written since, not of the whole log."""
-        kept = self._db.execute("SELECT value FROM meta WHERE key = 'counted'").fetchone()
-        self._kept = None if kept is None else kept[0]
-        base, count, size = (0, 0, 0) if kept is None else (int(n) for n in kept[0].split())
+        read of what was written since, not of the whole log. Raises StoreUnavailable."""
+        if self._open:
+            return  # inside a batch: its rows are not committed, and may never be
         query = (
             "SELECT coalesce(max(sequence), 0), count(*), coalesce(sum(size), 0) FROM events "
             "WHERE sequence > ?"
         )
-        last, more, more_size = self._db.execute(query, (base,)).fetchone()
+        try:
+            kept = self._db.execute("SELECT value FROM meta WHERE key = 'counted'").fetchone()
+            base, count, size = (0, 0, 0) if kept is None else (int(n) for n in kept[0].split())
+            last, more, more_size = self._db.execute(query, (base,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot read the store: {exc}") from None
+        self._kept = None if kept is None else kept[0]
         self.last_sequence, self.events, self.bytes = (
             max(last, base, self.floor),
             count + more,
@@ -337,13 +351,18 @@ class EventStore:
         commit fails, the acknowledgement is lost with it, and the events are delivered
         again (at least once), never lost."""
         try:
-            if sequence:
-                rows = [(topic, sequence) for topic in topics]
-                if self._open:
-                    self._db.executemany(f"INSERT INTO acks VALUES (?, ?) {_RAISE}", rows)
-                else:
-                    with self._transaction():
-                        self._db.executemany(f"INSERT INTO acks VALUES (?, ?) {_RAISE}", rows)
+            acked = self.acked(topics)
+            # Written only where it moves forward (a resume storm mostly acknowledges what
+            # was), and only for a topic with events, kept or trimmed: no one grows the
+            # table with names nothing was ever published to.
+            rows = [(topic, sequence) for topic in topics if acked[topic] < sequence]
+            if not rows:
+                return acked
+            if self._open:
+                self._db.executemany(_ACKNOWLEDGE, rows)
+            else:
+                with self._transaction():
+                    self._db.executemany(_ACKNOWLEDGE, rows)
             return self.acked(topics)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot write the store: {exc}") from None
@@ -356,17 +375,17 @@ class EventStore:
         found.update(self._db.execute(query, tuple(topics)))
         return found
 
-    def unacked(self, topic: str) -> tuple[int, int, int, bool]:
-        """What `topic`'s user has not acknowledged: how many events, the newest's
-        sequence (0: none), the acknowledged sequence, and whether none after it was
-        trimmed. Raises StoreUnavailable."""
+    def unacked(self, topic: str, until: int) -> tuple[int, int, int, bool]:
+        """What `topic`'s user has not acknowledged, up to the sequence `until`: how many
+        events, the newest's sequence (0: none), the acknowledged sequence, and whether
+        none after it was trimmed. Raises StoreUnavailable."""
         try:
             acked = self.acked((topic,))[topic]
             query = (
                 "SELECT count(*), coalesce(max(sequence), 0) FROM topic_events "
-                "WHERE topic = ? AND sequence > ?"
+                "WHERE topic = ? AND sequence > ? AND sequence <= ?"
             )
-            count, newest = self._db.execute(query, (topic, acked)).fetchone()
+            count, newest = self._db.execute(query, (topic, acked, until)).fetchone()
             return count, newest, acked, acked >= self.floors((topic,))[topic]
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot read the store: {exc}") from None

@@ -17,7 +17,7 @@ The client's commands are JSON objects in text frames, each with a `type` and an
     {"type": "ack", "id": "…", "topic": "n@42"}     -> {"type": "acked", "topics": [...], "id": "…"}
 
 `ack` acknowledges the user's private topics up to an event (rawsse.core.acks): `topic`
-names one, or, without it, every topic of the stream that is its user's.
+names one of the stream's, or, without it, every topic of the stream that is its user's.
 
 A command that cannot be carried out is answered `{"type": "error", "code": …, "message":
 …}`; the connection stays open. The answers to subscribe and unsubscribe list every topic
@@ -354,6 +354,8 @@ class Sessions:
             return Send(error_reply("invalid", "id must be an event's id", ref))
         if topic is not None and not isinstance(topic, str):
             return Send(error_reply("invalid", "topic must be a topic's name", ref))
+        if topic is not None and topic not in topics:
+            return Send(error_reply("invalid", f"not a topic of this stream: {topic[:64]!r}", ref))
         access = self._access
         sub = None if access is None else access.ledger.sub[slot]
         named = topics if topic is None else (topic,)
