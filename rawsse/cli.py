@@ -170,6 +170,11 @@ def add_flood_parser(commands: Any) -> None:
         help="connections in flight at once while opening, shared by the processes",
     )  # fmt: skip
     flood.add_argument(
+        "--open-timeout", type=_at_least(0, float), default=FLOOD.open_timeout,
+        help="seconds the streams may take to open; those not tried by then are reported "
+        "(default 0: 60, and one more per 1,000 streams)",
+    )  # fmt: skip
+    flood.add_argument(
         "--events", type=_at_least(1), default=FLOOD.events, help="broadcast/unicast: events to publish"
     )
     flood.add_argument(
@@ -265,8 +270,9 @@ def flood(args: argparse.Namespace) -> int:
     result = run_flood(options)
     if args.json:
         write_json(result, args.json)
-    summary = result["summary"]
-    return 1 if summary["lost"] or summary["duplicates"] or result["opening"]["errors"] else 0
+    summary, opening = result["summary"], result["opening"]
+    unopened = opening["errors"] or opening["refused"] or opening["not_tried"]
+    return 1 if summary["lost"] or summary["duplicates"] or unopened else 0
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -9,11 +9,12 @@ import pytest
 
 from rawsse.flood.options import FloodOptions, parse_sources
 from rawsse.flood.publisher import PublishResult, PublishTemplate, publish_all
-from rawsse.flood.run import run_flood
+from rawsse.flood.run import format_result, run_flood
 from rawsse.flood.tally import LatencyHistogram, StreamTally, Summary, make_payload
 from rawsse.flood.worker import PAYLOAD
 from rawsse.reactor.server import Server
 from tests.helpers import run_with_server
+from tests.tokens import SECRET
 
 KIND = "integration"
 FORM = "application/x-www-form-urlencoded"
@@ -199,3 +200,20 @@ def test_a_fixed_rate_stamps_each_event_with_the_time_it_was_due() -> None:
     assert result.sent == len(stamps) == 40
     # Exactly the schedule (to the nanosecond it was rounded to), whenever each was sent.
     assert [stamp - stamps[0] for stamp in stamps] == [round(n / rate * 1e9) for n in range(40)]
+
+
+def test_every_stream_asked_for_is_counted_open_refused_failed_or_not_tried() -> None:
+    """A stream the opening's time limit came before is reported as not tried, never as
+    missing from the count; one the server answered with another status is refused."""
+    # Streams whose topics need a token the flood does not bring: each is refused (401).
+    refused = flood_rawsse({"jwt_secret": SECRET}, "http://127.0.0.1:{port}/events", mode="idle", streams=30,
+                           seconds=0.1, connect_window=4)  # fmt: skip
+    opening = refused["opening"]
+    assert (opening["asked"], opening["streams"], opening["refused"], opening["not_tried"]) == (30, 0, 30, 0)
+    # A time limit too short for the streams asked for: the rest are not tried.
+    cut = flood_rawsse({}, "http://127.0.0.1:{port}/events", mode="idle", streams=5000, seconds=0.1,
+                       connect_window=1, open_timeout=0.3, processes=1)  # fmt: skip
+    opening = cut["opening"]
+    assert opening["not_tried"] > 0
+    assert opening["streams"] + opening["errors"] + opening["refused"] + opening["not_tried"] == 5000
+    assert "not tried within the 0.3 s opening limit" in format_result(cut)

@@ -13,6 +13,13 @@ DEFAULT_SOURCES = "127.0.0.2-127.0.0.9"
 its own range of ephemeral ports, so many processes can hold many streams."""
 
 
+OPEN_TIME_BASE = 60.0
+OPEN_TIME_PER_SECOND = 1000
+"""The opening's default time limit: a minute, and a second more for every thousand
+streams (a million: about 18 minutes), so a large run is never cut short by a limit sized
+for a small one; a server slower than a thousand streams a second is a finding of its own."""
+
+
 def parse_sources(text: str) -> list[str]:
     """`127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.5`: the loopback addresses to connect from."""
     sources: list[str] = []
@@ -38,6 +45,9 @@ class FloodOptions:
     """How long idle and storm hold the streams once open (default: idle 10 s, storm 0)."""
     connect_window: int = 1024
     """Connections in flight at once while opening, shared by the processes."""
+    open_timeout: float = 0.0
+    """How long the streams may take to open (0: OPEN_TIME_BASE, and a second more for
+    every OPEN_TIME_PER_SECOND streams asked for); those not tried by then are reported."""
     events: int = 100
     size: int = 128
     rate: float = 0.0
@@ -75,6 +85,12 @@ class FloodOptions:
 
     def topic_of(self, stream: int) -> str:
         return self.topic if self.mode != "unicast" else f"{self.topic}-{stream}"
+
+    @property
+    def opening_limit(self) -> float:
+        if self.open_timeout:
+            return self.open_timeout
+        return OPEN_TIME_BASE + self.streams / OPEN_TIME_PER_SECOND
 
     @property
     def hold_seconds(self) -> float:

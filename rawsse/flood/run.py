@@ -52,6 +52,7 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
             tokens=[stream_token(options, n) for n in indices] if options.token_secret else [],
             headers={} if options.websocket else {"Accept": "text/event-stream"},
             connect_window=max(options.connect_window // workers, 1),
+            open_timeout=options.opening_limit,
             websocket=options.websocket,
         )
         ours, theirs = context.Pipe()
@@ -67,14 +68,18 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
         shown = {**asdict(options), "token_secret": "(set)" if options.token_secret else ""}
         result: dict[str, Any] = {"mode": options.mode, "options": shown}
         result["opening"] = {
+            "asked": options.streams,
             "streams": opened.streams,
             "errors": opened.connect_errors,
+            "refused": opened.refused,
+            "not_tried": opened.not_tried,
+            "limit_seconds": options.opening_limit,
             "seconds": opened.opening_ended - opened.opening_started,
             "streams_per_second": opened.streams / max(opened.opening_ended - opened.opening_started, 1e-9),
             "first_byte_p50": _median(opened.first_byte_seconds),
             "ended_at": opened.opening_ended,  # wall-clock time (time.time()) the opening ended
         }
-        _say(out, options, f"{opened.streams} streams open ({opened.connect_errors} failed)")
+        _say(out, options, opening_line(result["opening"]))
         published: PublishResult | None = None
         expected: dict[str, int] = {}
         refused: dict[str, int] = {}
@@ -211,13 +216,25 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2] if values else 0.0
 
 
+def opening_line(opening: dict[str, Any]) -> str:
+    """How the opening went, every stream asked for counted: open, failed, refused by the
+    server, or never tried before the time limit."""
+    line = f"{opening['streams']} of {opening['asked']} streams open ({opening['errors']} failed"
+    if opening["refused"]:
+        line += f", {opening['refused']} refused"
+    if opening["not_tried"]:
+        line += (
+            f", {opening['not_tried']} not tried within the {opening['limit_seconds']:g} s opening limit"
+        )
+    return line + ")"
+
+
 def format_result(result: dict[str, Any]) -> str:
     summary = result["summary"]
     opening = result["opening"]
     lines = [
-        f"mode {result['mode']}: {opening['streams']} streams opened in {opening['seconds']:.2f} s "
-        f"({opening['streams_per_second']:.0f}/s, {opening['errors']} failed), "
-        f"{summary['disconnects']} dropped",
+        f"mode {result['mode']}: {opening_line(opening)} in {opening['seconds']:.2f} s "
+        f"({opening['streams_per_second']:.0f}/s), {summary['disconnects']} dropped",
     ]
     if "publish" in result:
         publish = result["publish"]

@@ -171,6 +171,10 @@ class Summary:
 
     streams: int = 0
     connect_errors: int = 0
+    not_tried: int = 0
+    """Streams asked for that were never tried: the opening's time limit came first."""
+    refused: int = 0
+    """Streams whose server answered with another status than a stream's (a 503, a 429)."""
     disconnects: int = 0
     received: int = 0
     duplicates: int = 0
@@ -207,7 +211,15 @@ class Summary:
         return total
 
     def merge(self, other: Summary) -> None:
-        for name in ("streams", "connect_errors", "disconnects", "received", "duplicates"):
+        for name in (
+            "streams",
+            "connect_errors",
+            "not_tried",
+            "refused",
+            "disconnects",
+            "received",
+            "duplicates",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.out_of_order += other.out_of_order
         self.lost += other.lost
@@ -229,6 +241,8 @@ class Summary:
         return {
             "streams": self.streams,
             "connect_errors": self.connect_errors,
+            "not_tried": self.not_tried,
+            "refused": self.refused,
             "disconnects": self.disconnects,
             "received": self.received,
             "duplicates": self.duplicates,
@@ -248,7 +262,8 @@ class Summary:
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Summary:
         summary = cls(
-            **{k: document[k] for k in ("streams", "connect_errors", "disconnects", "received")},
+            **{k: document[k] for k in ("streams", "connect_errors", "not_tried", "refused", "disconnects")},
+            received=document["received"],
             duplicates=document["duplicates"],
             out_of_order=document["out_of_order"],
             lost=document["lost"],

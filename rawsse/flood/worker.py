@@ -242,6 +242,12 @@ class _Worker:
                 self._connect(index)
                 index += 1
             self.poll(0.2)
+        # The time limit came first: what is still on its way failed, what was never
+        # tried is said so (a stream asked for is counted somewhere, always).
+        for stream in self.streams:
+            if stream.opening:
+                self._drop(stream, connect_error=True)
+        summary.not_tried = len(spec.paths) - index
         summary.streams = sum(1 for s in self.streams if s.open and s.first_byte)
         summary.first_byte_seconds = sorted(s.first_byte - s.started for s in self.streams if s.first_byte)
         summary.opening_ended = time.time()
@@ -314,12 +320,12 @@ class _Worker:
                 self._drop(stream, connect_error=True)
             else:
                 if stream.status and stream.status != stream.expected_status:
-                    self._drop(stream, connect_error=True)
+                    self._drop(stream, refused=True)
                 elif stream.opening and stream.first_byte:
                     stream.opening = False
                     self.opening -= 1
 
-    def _drop(self, stream: _Stream, connect_error: bool = False) -> None:
+    def _drop(self, stream: _Stream, connect_error: bool = False, refused: bool = False) -> None:
         if not stream.open:
             return
         stream.open = False
@@ -330,7 +336,10 @@ class _Worker:
         self.poller.unregister(fd)
         self.by_fd.pop(fd, None)
         self.connecting.pop(fd, None)
-        if connect_error or not stream.first_byte:
+        if refused:  # answered, but not with a stream
+            self.summary.refused += 1
+            stream.first_byte = 0.0
+        elif connect_error or not stream.first_byte:
             self.summary.connect_errors += 1
             stream.first_byte = 0.0
         else:
