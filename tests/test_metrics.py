@@ -122,3 +122,29 @@ def test_large_figures_keep_every_digit() -> None:
     assert "\nprocess_resident_memory_bytes 123456789\n" in text
     assert "\nprocess_cpu_seconds_total 1234.567891\n" in text
     assert "\nrawsse_publish_latency_seconds_sum 1234.000001\n" in text
+
+
+def test_descriptors_are_listed_less_often_the_more_a_process_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fifty workers of 20,000 streams each must not list a million descriptors a second."""
+    from rawsse.reactor import process_figures
+
+    listings: list[float] = []
+    held = [100]
+
+    def listing() -> int:
+        listings.append(now[0])
+        return held[0]
+
+    now = [0.0]
+    monkeypatch.setattr(process_figures, "_open_fds", listing)
+    figures, metrics = process_figures.ProcessFigures(), Metrics()
+    for second in range(4):
+        now[0] = float(second)
+        figures.sample(metrics, now[0])
+    assert listings == [0.0, 1.0, 2.0, 3.0]  # a few descriptors: every sweep
+    held[0] = 20_000
+    listings.clear()
+    for second in range(4, 30):
+        now[0] = float(second)
+        figures.sample(metrics, now[0])
+    assert listings == [4.0, 14.0, 24.0] and metrics.process_open_fds == 20_000

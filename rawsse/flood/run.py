@@ -223,9 +223,7 @@ def opening_line(opening: dict[str, Any]) -> str:
     if opening["refused"]:
         line += f", {opening['refused']} refused"
     if opening["not_tried"]:
-        line += (
-            f", {opening['not_tried']} not tried within the {opening['limit_seconds']:g} s opening limit"
-        )
+        line += f", {opening['not_tried']} not tried within the {opening['limit_seconds']:g} s opening limit"
     return line + ")"
 
 

@@ -9,12 +9,26 @@ import sys
 
 from rawsse.core.metrics import Metrics
 
+FDS_LISTED_PER_SECOND = 2000
+"""Descriptors listed per second of the sweep at most: the open-descriptor count is taken
+once a second while a process holds up to this many, and less often beyond (every 10 s at
+20,000), so that fifty workers holding a million streams between them do not spend a
+tenth of the machine listing their descriptors."""
 
-def sample(metrics: Metrics) -> None:
-    metrics.process_resident_bytes = _resident_bytes()
-    metrics.process_open_fds = _open_fds()
-    times = os.times()
-    metrics.process_cpu_micros = int((times.user + times.system) * 1e6)
+
+class ProcessFigures:
+    """Samples the figures in the once-a-second sweep."""
+
+    def __init__(self) -> None:
+        self._fds_due = 0.0
+
+    def sample(self, metrics: Metrics, now: float) -> None:
+        metrics.process_resident_bytes = _resident_bytes()
+        if now >= self._fds_due:
+            count = metrics.process_open_fds = _open_fds()
+            self._fds_due = now + max(1.0, count / FDS_LISTED_PER_SECOND) - 0.5  # a sweep's slack
+        times = os.times()
+        metrics.process_cpu_micros = int((times.user + times.system) * 1e6)
 
 
 def _resident_bytes() -> int:
@@ -32,8 +46,7 @@ def _resident_bytes() -> int:
 
 
 def _open_fds() -> int:
-    """Counted in the kernel's own listing (a few milliseconds at 20,000 descriptors,
-    once a second)."""
+    """Counted in the kernel's own listing (a few milliseconds at 20,000 descriptors)."""
     for listing in ("/proc/self/fd", "/dev/fd"):
         try:
             return len(os.listdir(listing)) - 1  # less the one the listing itself opened

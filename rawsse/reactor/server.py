@@ -45,7 +45,6 @@ from rawsse.dashboard.stats import StatsPublisher
 from rawsse.errors import ConfigError
 from rawsse.poller import available_poller, make_poller
 from rawsse.preflight import check_environment
-from rawsse.reactor import process_figures
 from rawsse.reactor.allocator import Trimmer
 from rawsse.reactor.app_client import AUTH_WAITING_PER_CONNECTION, AppClient
 from rawsse.reactor.context import ConnectionContext
@@ -54,6 +53,7 @@ from rawsse.reactor.fd_streams import FdBackend
 from rawsse.reactor.intake import Intake
 from rawsse.reactor.listeners import listen
 from rawsse.reactor.presence import PresenceBoard, PresenceEvents
+from rawsse.reactor.process_figures import ProcessFigures
 from rawsse.reactor.protocol import HttpProtocol
 from rawsse.reactor.streams import StreamLimits, build_streams
 from rawsse.reactor.transport_streams import TransportBackend
@@ -144,6 +144,7 @@ class Server:
         self._next_heartbeat = 0.0
         self._rng = random.Random()
         self._trimmer = Trimmer()
+        self._figures = ProcessFigures()
         self._app_client: AppClient | None = None
 
     # Start and stop
@@ -509,7 +510,7 @@ class Server:
                 self._raw.sweep(now)
             self.streams.sweep(now)
             self.hub.history.expire(now)
-            process_figures.sample(self.metrics)  # before the broker shares them
+            self._figures.sample(self.metrics, now)  # before the broker shares them
             self.broker.sweep()
             if now >= self._next_heartbeat:
                 self._next_heartbeat = now + self.config.heartbeat
