@@ -1,0 +1,302 @@
+"""A million streams on one machine (issue 23): one script that starts `rawsse serve
+--workers N`, opens the streams with `rawsse flood` from as many processes and loopback
+source addresses, broadcasts to all of them, sends a unicast sample, measures, then does
+the same with WebSocket streams, and cleans up everything it started.
+
+    .venv/bin/python bench/million.py                          # 1,000,000 SSE, then WebSocket
+    .venv/bin/python bench/million.py --streams 200000 --ws-streams 0
+
+A process may hold 20,000 open files here, so N = streams / 17,000 workers (about 59 for a
+million) and as many flood processes, each connecting from its own source address
+(127.0.0.2 on), whose ports it may use up to the machine's ephemeral range. Not part of
+the tests; its output is recorded in bench/RESULTS.md.
+
+Measured for each transport: how long the streams took to open (and how many did not),
+the broadcast's deliveries/s and latency (p50, p99) with every event checked (lost,
+duplicated, out of order), the resident memory of every rawsse process against its
+baseline before the first stream (and per worker), the kernel's slab and TCP memory, and
+whether `/healthz` and `/metrics` answered throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import free_port  # noqa: E402
+
+BIN = ROOT / ".venv" / "bin"
+RAWSSE = [str(BIN / "rawsse")] if (BIN / "rawsse").exists() else ["rawsse"]
+STREAMS_PER_PROCESS = 17_000
+"""Streams per worker and per flood process: under the 20,000 open files a process may
+hold here, with room for its listening socket, pollers and the connections it answers."""
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_of(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+        except OSError:
+            pass
+    return total
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def kernel_memory() -> dict[str, int]:
+    """Slab (reclaimable and not) and TCP buffer memory, in bytes."""
+    meminfo = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, value = line.partition(":")
+        meminfo[name] = int(value.split()[0]) * 1024
+    tcp_pages = 0
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()
+            tcp_pages = int(fields[fields.index("mem") + 1])
+    return {
+        "slab": meminfo["Slab"],
+        "slab_unreclaimable": meminfo["SUnreclaim"],
+        "tcp_buffers": tcp_pages * PAGE,
+    }
+
+
+class Watch(threading.Thread):
+    """Asks /healthz every second and /metrics every five, and counts what failed."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.asked = self.failed = 0
+        self.slowest = 0.0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        tick = 0
+        while not self._stop.wait(1.0):
+            paths = ["/healthz", "/metrics"] if tick % 5 == 0 else ["/healthz"]
+            for path in paths:
+                began = time.monotonic()
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as answer:
+                        answer.read()
+                except OSError:
+                    self.failed += 1
+                self.asked += 1
+                self.slowest = max(self.slowest, time.monotonic() - began)
+            tick += 1
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self.join(15)
+        return {"asked": self.asked, "failed": self.failed, "slowest_seconds": round(self.slowest, 3)}
+
+
+class Server:
+    def __init__(self, workers: int) -> None:
+        self.port = free_port()
+        self.workers = workers
+        began = time.monotonic()
+        self.process = subprocess.Popen(
+            [*RAWSSE, "serve", "--port", str(self.port), "--workers", str(workers), "--heartbeat", "60",
+             "--log-level", "warning"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as answer:
+                    if answer.status == 200 and len(self.worker_pids()) == workers:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("the server did not become ready")
+        self.started_in = time.monotonic() - began
+        self.pids_at_start = self.worker_pids()
+
+    def worker_pids(self) -> list[int]:
+        return children_of(self.process.pid)
+
+    def rss(self) -> dict[str, int]:
+        workers = self.worker_pids()
+        return {"total": rss_of([self.process.pid, *workers]), "supervisor": rss_of([self.process.pid]),
+                "workers": len(workers)}  # fmt: skip
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(120)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def flood(
+    server: Server, mode: str, streams: int, processes: int, events: int, size: int, websocket: bool,
+    on_open: Any, out: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """`rawsse flood`, its progress read as it goes: `on_open()` once its streams are open."""
+    scheme, path = ("ws", "/ws") if websocket else ("http", "/events")
+    sources = f"127.0.0.2-127.0.0.{1 + processes}"
+    command = [
+        *RAWSSE, "flood", mode, f"{scheme}://127.0.0.1:{server.port}{path}", "--streams", str(streams),
+        "--processes", str(processes), "--source-addresses", sources, "--connect-window", "4096",
+        "--events", str(events), "--size", str(size), "--settle", "20", "--max-wait", "300",
+        "--json", str(out),
+    ]  # fmt: skip
+    if mode == "unicast":
+        command += ["--publish-connections", "4"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert child.stdout is not None
+    told = False
+    for line in child.stdout:
+        for part in re.split(r"[\r\n]", line):
+            if part.strip():
+                print("   ", part.strip()[-160:], flush=True)
+            if not told and re.search(r"\d+ of \d+ streams open", part):
+                told = True
+                on_open()
+    child.wait()
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def run_transport(
+    workers: int, streams: int, events: int, size: int, websocket: bool, work: Path
+) -> dict[str, Any]:
+    name = "WebSocket" if websocket else "SSE"
+    print(f"== {name}: {streams:,} streams on {workers} workers", flush=True)
+    server = Server(workers)
+    kernel_before = kernel_memory()
+    baseline = server.rss()
+    print(f"   {workers} workers ready in {server.started_in:.1f} s; all rawsse processes "
+          f"{baseline['total'] / 1e6:.0f} MB before any stream", flush=True)  # fmt: skip
+    watch = Watch(server.port)
+    watch.start()
+    held: dict[str, Any] = {}
+
+    def opened() -> None:
+        time.sleep(2)  # the last heads written, the readers settled
+        held["rss"] = server.rss()
+        held["kernel"] = kernel_memory()
+
+    processes = math.ceil(streams / STREAMS_PER_PROCESS)
+    try:
+        result = flood(server, "broadcast", streams, processes, events, size, websocket, opened,
+                       work / f"{name}-broadcast.json")  # fmt: skip
+        sample = flood(server, "unicast", 10_000, 2, 10_000, size, websocket, lambda: None,
+                       work / f"{name}-unicast.json")  # fmt: skip
+    finally:
+        health = watch.stop()
+        restarted = sorted(set(server.pids_at_start) - set(server.worker_pids()))
+        server.stop()
+    opening, summary = result["opening"], result["summary"]
+    rss, kernel = held.get("rss", baseline), held.get("kernel", kernel_before)
+    open_streams = max(opening["streams"], 1)
+    figures = {
+        "transport": name,
+        "workers": workers,
+        "flood_processes": processes,
+        "asked": streams,
+        "opened": opening["streams"],
+        "failed": opening["errors"],
+        "refused": opening["refused"],
+        "not_tried": opening["not_tried"],
+        "open_seconds": round(opening["seconds"], 1),
+        "open_per_second": round(opening["streams_per_second"]),
+        "broadcast_events": events,
+        "received": summary["received"],
+        "expected": result.get("expected_deliveries"),
+        "lost": summary["lost"],
+        "duplicates": summary["duplicates"],
+        "out_of_order": summary["out_of_order"],
+        "deliveries_per_second": round(result.get("deliveries_per_second", 0)),
+        "latency_p50_s": result["latency"]["p50"],
+        "latency_p99_s": result["latency"]["p99"],
+        "unicast_sample": {
+            "streams": sample["opening"]["streams"],
+            "received": sample["summary"]["received"],
+            "expected": sample.get("expected_deliveries"),
+            "lost": sample["summary"]["lost"],
+            "deliveries_per_second": round(sample.get("deliveries_per_second", 0)),
+            "latency_p99_s": sample["latency"]["p99"],
+        },
+        "rss_baseline_mb": round(baseline["total"] / 1e6, 1),
+        "rss_baseline_per_worker_mb": round(baseline["total"] / 1e6 / workers, 1),
+        "rss_held_mb": round(rss["total"] / 1e6, 1),
+        "user_bytes_per_stream": round((rss["total"] - baseline["total"]) / open_streams),
+        "kernel_slab_bytes_per_stream": round((kernel["slab"] - kernel_before["slab"]) / open_streams),
+        "kernel_tcp_buffers_mb": round(kernel["tcp_buffers"] / 1e6, 1),
+        "workers_restarted": restarted,
+        "health": health,
+    }
+    print(f"   {json.dumps(figures)}", flush=True)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, default=1_000_000, help="SSE streams (0: none)")
+    parser.add_argument("--ws-streams", type=int, default=1_000_000, help="WebSocket streams (0: none)")
+    parser.add_argument("--events", type=int, default=10, help="events broadcast to every stream")
+    parser.add_argument("--size", type=int, default=128, help="bytes per event")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "million.json")
+    args = parser.parse_args()
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"rawsse-million-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    results = []
+    for streams, websocket in ((args.streams, False), (args.ws_streams, True)):
+        if streams:
+            workers = math.ceil(streams / STREAMS_PER_PROCESS)
+            results.append(run_transport(workers, streams, args.events, args.size, websocket, work))
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} CPUs, {os.sysconf('SC_PHYS_PAGES') * PAGE / 2**30:.0f} GiB",
+        "seconds": round(time.monotonic() - began),
+        "runs": results,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"== done in {report['seconds']} s; written to {args.json}", flush=True)
+    ok = all(
+        r["opened"] == r["asked"] and not (r["lost"] or r["duplicates"] or r["workers_restarted"])
+        for r in results
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
