@@ -57,6 +57,21 @@ def rss_of(pids: list[int]) -> int:
     return total
 
 
+def pss_of(pids: list[int]) -> int:
+    """Proportional set size: each shared page divided among the processes sharing it,
+    so the sum is what the processes take from the machine (RSS counts what a worker
+    shares with the others once per worker)."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -147,9 +162,9 @@ class Server:
         return children_of(self.process.pid)
 
     def rss(self) -> dict[str, int]:
-        workers = self.worker_pids()
-        return {"total": rss_of([self.process.pid, *workers]), "supervisor": rss_of([self.process.pid]),
-                "workers": len(workers)}  # fmt: skip
+        pids = [self.process.pid, *self.worker_pids()]
+        return {"total": rss_of(pids), "pss": pss_of(pids), "supervisor": rss_of([self.process.pid]),
+                "workers": len(pids) - 1}  # fmt: skip
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -200,7 +215,8 @@ def run_transport(
     kernel_before = kernel_memory()
     baseline = server.rss()
     print(f"   {workers} workers ready in {server.started_in:.1f} s; all rawsse processes "
-          f"{baseline['total'] / 1e6:.0f} MB before any stream", flush=True)  # fmt: skip
+          f"{baseline['total'] / 1e6:.0f} MB resident ({baseline['pss'] / 1e6:.0f} MB proportional) "
+          "before any stream", flush=True)  # fmt: skip
     watch = Watch(server.port)
     watch.start()
     held: dict[str, Any] = {}
@@ -253,7 +269,9 @@ def run_transport(
         },
         "rss_baseline_mb": round(baseline["total"] / 1e6, 1),
         "rss_baseline_per_worker_mb": round(baseline["total"] / 1e6 / workers, 1),
+        "pss_baseline_mb": round(baseline["pss"] / 1e6, 1),
         "rss_held_mb": round(rss["total"] / 1e6, 1),
+        "pss_held_mb": round(rss["pss"] / 1e6, 1),
         "user_bytes_per_stream": round((rss["total"] - baseline["total"]) / open_streams),
         "kernel_slab_bytes_per_stream": round((kernel["slab"] - kernel_before["slab"]) / open_streams),
         "kernel_tcp_buffers_mb": round(kernel["tcp_buffers"] / 1e6, 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -217,3 +218,15 @@ def test_every_stream_asked_for_is_counted_open_refused_failed_or_not_tried() ->
     assert opening["not_tried"] > 0
     assert opening["streams"] + opening["errors"] + opening["refused"] + opening["not_tried"] == 5000
     assert "not tried within the 0.3 s opening limit" in format_result(cut)
+
+
+def test_processes_that_share_a_source_address_share_its_ports_without_overlap() -> None:
+    from rawsse.flood.run import port_slice
+    from rawsse.flood.worker import SOURCE_PORTS
+
+    assert port_slice(0, 4, 8) == SOURCE_PORTS  # an address of its own: every port
+    slices = [port_slice(worker, 6, 2) for worker in range(6)]  # three processes on each
+    for source in range(2):
+        mine = sorted(slices[worker] for worker in range(source, 6, 2))
+        assert all(a[1] < b[0] for a, b in itertools.pairwise(mine))
+        assert SOURCE_PORTS[0] <= mine[0][0] and mine[-1][1] <= SOURCE_PORTS[1]

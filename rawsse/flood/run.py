@@ -20,7 +20,7 @@ import uvloop
 from rawsse.flood.options import FloodOptions
 from rawsse.flood.publisher import PublishResult, publish_all
 from rawsse.flood.tally import LatencyHistogram, Summary
-from rawsse.flood.worker import WorkerSpec, worker_entry
+from rawsse.flood.worker import SOURCE_PORTS, WorkerSpec, worker_entry
 
 BROADCAST_KEY = "b"
 
@@ -47,6 +47,7 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
             host=server.hostname or "127.0.0.1",
             port=server.port or 80,
             source=options.sources[worker % len(options.sources)],
+            ports=port_slice(worker, options.processes, len(options.sources)),
             paths=[options.stream_path(options.topic_of(n)) for n in indices],
             keys=[BROADCAST_KEY if options.mode != "unicast" else options.topic_of(n) for n in indices],
             tokens=[stream_token(options, n) for n in indices] if options.token_secret else [],
@@ -127,6 +128,16 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
             process.join(5)
             if process.is_alive():
                 process.kill()
+
+
+def port_slice(worker: int, processes: int, sources: int) -> tuple[int, int]:
+    """The source ports of flood process `worker`: the whole range when it has its source
+    address to itself, its share of it when several processes take turns on one."""
+    sharing = -(-processes // sources) if processes > sources else 1
+    first, last = SOURCE_PORTS
+    width = (last - first + 1) // sharing
+    start = first + (worker // sources) * width
+    return start, start + width - 1
 
 
 def _events(options: FloodOptions) -> Iterator[tuple[str, str, int]]:

@@ -15,7 +15,6 @@ each worker starts clean (uvloop and epoll do not survive a fork)."""
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import select
@@ -31,15 +30,13 @@ from rawsse.core.ids import new_epoch
 from rawsse.errors import WorkersFailed
 from rawsse.preflight import check_environment
 from rawsse.process.context import WorkerContext
+from rawsse.process.parent import stop_with
 from rawsse.process.single import serve
 from rawsse.reactor.listeners import Listeners, listen_shared
 from rawsse.store.directory import DataDirectory
 from rawsse.store.events import EventStore, Fsync
 
 log = logging.getLogger("rawsse")
-
-PR_SET_PDEATHSIG = 1
-"""From <linux/prctl.h>."""
 
 START_FAILURES = 5
 """Failures at start in a row after which the supervisor gives up and exits 1."""
@@ -330,7 +327,7 @@ class Supervisor:
             for signum in (*_SIGNALS, signal.SIGALRM, signal.SIGCHLD):
                 signal.signal(signum, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop takes it
-            _stop_with(supervisor)
+            stop_with(supervisor)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
             for index, sockets in enumerate(self._listeners):
                 if index != context.index:
@@ -364,16 +361,6 @@ def _open_data_directory(config: Config, epoch: str) -> tuple[DataDirectory, str
         raise
     store.close()  # never a SQLite connection across fork(): each worker opens its own
     return directory, store.epoch, store.last_sequence
-
-
-def _stop_with(supervisor: int) -> None:
-    """Have the kernel send this worker SIGTERM when the supervisor dies, however it dies,
-    so no orphaned worker keeps serving the port with a log no one else reads."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
-    if os.getppid() != supervisor:  # it died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _describe(status: int) -> str:
