@@ -111,11 +111,11 @@ class Watch(threading.Thread):
         self.port = port
         self.asked = self.failed = 0
         self.slowest = 0.0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         tick = 0
-        while not self._stop.wait(1.0):
+        while not self._done.wait(1.0):
             paths = ["/healthz", "/metrics"] if tick % 5 == 0 else ["/healthz"]
             for path in paths:
                 began = time.monotonic()
@@ -129,7 +129,7 @@ class Watch(threading.Thread):
             tick += 1
 
     def stop(self) -> dict[str, Any]:
-        self._stop.set()
+        self._done.set()
         self.join(15)
         return {"asked": self.asked, "failed": self.failed, "slowest_seconds": round(self.slowest, 3)}
 
@@ -142,7 +142,7 @@ class Server:
         self.process = subprocess.Popen(
             [*RAWSSE, "serve", "--port", str(self.port), "--workers", str(workers), "--heartbeat", "60",
              "--log-level", "warning"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -233,9 +233,11 @@ def run_transport(
         sample = flood(server, "unicast", 10_000, 2, 10_000, size, websocket, lambda: None,
                        work / f"{name}-unicast.json")  # fmt: skip
     finally:
-        health = watch.stop()
-        restarted = sorted(set(server.pids_at_start) - set(server.worker_pids()))
-        server.stop()
+        try:
+            health = watch.stop()
+            restarted = sorted(set(server.pids_at_start) - set(server.worker_pids()))
+        finally:
+            server.stop()
     opening, summary = result["opening"], result["summary"]
     rss, kernel = held.get("rss", baseline), held.get("kernel", kernel_before)
     open_streams = max(opening["streams"], 1)

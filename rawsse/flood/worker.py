@@ -42,14 +42,28 @@ READ_SIZE = 256 * 1024
 MAX_HEAD = 64 * 1024
 """A response head longer than this is a broken server, not a stream."""
 
-SOURCE_PORTS = (1024, 65535)
+def _source_ports() -> tuple[int, int]:
+    """The ports below the kernel's ephemeral range (Linux: ip_local_port_range; 1024 to
+    32767 by default, elsewhere the same)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            low = int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return 1024, max(low - 1, 1024 + 4095)
+
+
+SOURCE_PORTS = _source_ports()
 """The source ports a flood process binds its streams to, in order, on its own source
 address (split between processes that share one). Chosen here, not by the kernel: when
 the kernel picks (a bind to port 0, or IP_BIND_ADDRESS_NO_PORT and connect), it searches
 the ephemeral range for a free port, and that search grows with the ports already taken:
 opening slowed from 5,700 to under 2,000 streams a second as a run grew towards a
-million, the flood's processes spending their time in connect(). A port in use (a
-server's, a closing connection's) is skipped."""
+million, and stalled near 15,000 streams per address, the flood's processes spending
+their time in connect(). They are taken below the ephemeral range: a port bound
+explicitly, on any address, is one the kernel no longer gives to anyone's connect(), and
+the flood's own publisher (and every other client on the machine) connects from that
+range. A port in use (a server's, a closing connection's) is skipped."""
 
 PORT_TRIES = 64
 """Ports tried for one stream before it counts as failed."""
