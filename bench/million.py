@@ -45,6 +45,9 @@ STREAMS_PER_PROCESS = 17_000
 """Streams per worker and per flood process: under the 20,000 open files a process may
 hold here, with room for its listening socket, pollers and the connections it answers."""
 PAGE = os.sysconf("SC_PAGE_SIZE")
+PAUSE = 8
+"""Seconds the flood holds its streams idle once open, before publishing: their memory is
+measured then (during a broadcast each stream also holds the events it has not read)."""
 
 
 def rss_of(pids: list[int]) -> int:
@@ -134,6 +137,22 @@ class Watch(threading.Thread):
         return {"asked": self.asked, "failed": self.failed, "slowest_seconds": round(self.slowest, 3)}
 
 
+def server_figures(port: int) -> dict[str, float]:
+    """Why streams closed during the broadcast, summed over the workers (/metrics)."""
+    names = ("rawsse_streams_closed_total", "rawsse_slow_consumers_total", "rawsse_send_timeouts_total",
+             "rawsse_connections_dropped_total")  # fmt: skip
+    found = dict.fromkeys(names, 0.0)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as answer:
+            for line in answer.read().decode().splitlines():
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                if name in found:
+                    found[name] += float(line.rsplit(" ", 1)[1])
+    except OSError:
+        pass
+    return found
+
+
 class Server:
     def __init__(self, workers: int) -> None:
         self.port = free_port()
@@ -187,7 +206,7 @@ def flood(
         *RAWSSE, "flood", mode, f"{scheme}://127.0.0.1:{server.port}{path}", "--streams", str(streams),
         "--processes", str(processes), "--source-addresses", sources, "--connect-window", "4096",
         "--events", str(events), "--size", str(size), "--settle", "20", "--max-wait", "300",
-        "--json", str(out),
+        "--pause", str(PAUSE), "--json", str(out),
     ]  # fmt: skip
     if mode == "unicast":
         command += ["--publish-connections", "4"]
@@ -222,7 +241,7 @@ def run_transport(
     held: dict[str, Any] = {}
 
     def opened() -> None:
-        time.sleep(2)  # the last heads written, the readers settled
+        time.sleep(PAUSE / 2)  # the last heads written, the readers settled, nothing published
         held["rss"] = server.rss()
         held["kernel"] = kernel_memory()
 
@@ -230,6 +249,7 @@ def run_transport(
     try:
         result = flood(server, "broadcast", streams, processes, events, size, websocket, opened,
                        work / f"{name}-broadcast.json")  # fmt: skip
+        closed = server_figures(server.port)
         sample = flood(server, "unicast", 10_000, 2, 10_000, size, websocket, lambda: None,
                        work / f"{name}-unicast.json")  # fmt: skip
     finally:
@@ -277,6 +297,8 @@ def run_transport(
         "user_bytes_per_stream": round((rss["total"] - baseline["total"]) / open_streams),
         "kernel_slab_bytes_per_stream": round((kernel["slab"] - kernel_before["slab"]) / open_streams),
         "kernel_tcp_buffers_mb": round(kernel["tcp_buffers"] / 1e6, 1),
+        "dropped_by_the_flood": summary["disconnects"],
+        "server_closed": closed,
         "workers_restarted": restarted,
         "health": health,
     }

@@ -175,6 +175,10 @@ def add_flood_parser(commands: Any) -> None:
         "(default 0: 60, and one more per 1,000 streams)",
     )  # fmt: skip
     flood.add_argument(
+        "--pause", type=_at_least(0, float), default=FLOOD.pause,
+        help="broadcast/unicast: seconds to hold the streams idle once open, before publishing",
+    )  # fmt: skip
+    flood.add_argument(
         "--events", type=_at_least(1), default=FLOOD.events, help="broadcast/unicast: events to publish"
     )
     flood.add_argument(

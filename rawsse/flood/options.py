@@ -48,6 +48,8 @@ class FloodOptions:
     open_timeout: float = 0.0
     """How long the streams may take to open (0: OPEN_TIME_BASE, and a second more for
     every OPEN_TIME_PER_SECOND streams asked for); those not tried by then are reported."""
+    pause: float = 0.0
+    """broadcast, unicast: seconds to hold the streams idle once open, before publishing."""
     events: int = 100
     size: int = 128
     rate: float = 0.0

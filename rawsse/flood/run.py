@@ -88,6 +88,8 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
         if options.mode in ("idle", "storm"):
             _watch(links, options, out, options.hold_seconds)
         elif options.mode in ("broadcast", "unicast"):
+            if options.pause:  # the streams held idle first (their memory measured, say)
+                _watch(links, options, out, options.pause)
             events = _events(options)
             cpu_before = time.thread_time()  # this thread runs the publisher's loop
             published = _publish_watching(options, links, out, events)

@@ -42,6 +42,7 @@ READ_SIZE = 256 * 1024
 MAX_HEAD = 64 * 1024
 """A response head longer than this is a broken server, not a stream."""
 
+
 def _source_ports() -> tuple[int, int]:
     """The ports below the kernel's ephemeral range (Linux: ip_local_port_range; 1024 to
     32767 by default, elsewhere the same)."""
