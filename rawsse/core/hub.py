@@ -9,7 +9,7 @@ from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple, Protocol
 
-from rawsse.core.control import Word, is_control, read_word
+from rawsse.core.control import Word, is_control, is_kept, read_word
 from rawsse.core.events import Event
 from rawsse.core.history import History
 from rawsse.core.ids import EpochIds, IdScheme
@@ -133,8 +133,9 @@ class Hub:
         taken = self._taken
         for event in events:
             topics = event.topics
-            if not is_control(topics):  # a word is for the processes, not for resumes
-                self.history.add(event)
+            if not is_control(topics):  # a word is for the processes: always queued
+                if is_kept(topics):  # a `$stats` snapshot is for now: not for resumes
+                    self.history.add(event)
                 read = by_topic(topics[0]) if len(topics) == 1 else any(by_topic(t) for t in topics)
                 if not read and not queue:
                     taken = event.sequence
@@ -154,7 +155,7 @@ class Hub:
         self.history.mark_dropped(dropped_before)
         self._taken = max(self._taken, dropped_before)  # passed in the order, if not kept
         for event in events:
-            if not is_control(event.topics):
+            if is_kept(event.topics):
                 self.history.add(event)
             self._taken = event.sequence
 

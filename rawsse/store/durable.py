@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from rawsse.core.control import is_control
+from rawsse.core.control import is_kept
 from rawsse.core.events import Event, EventEncoder
 from rawsse.core.metrics import Metrics
 from rawsse.errors import StoreUnavailable
@@ -69,11 +69,12 @@ class DurableLog:
     # The broker's
 
     def write(self, events: Sequence[Event]) -> None:
-        """Write a numbered batch (the server's own `$control` words are not kept) in the
+        """Write a numbered batch (the server's own `$control` words and `$stats`
+        snapshots are not kept: rawsse.core.control.is_kept) in the
         open transaction: `commit` ends it, for every batch of the loop turn. Raises
         StoreUnavailable: nothing of the transaction is kept."""
         wall = self._wall()
-        records = [StoredEvent(e.sequence, e.item, wall) for e in events if not is_control(e.topics)]
+        records = [StoredEvent(e.sequence, e.item, wall) for e in events if is_kept(e.topics)]
         if not records:
             return
         try:
