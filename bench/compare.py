@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import answers, free_port, tcp_kernel_memory
+from common import PAGE, answers, free_port, process_tree, rss_bytes, tcp_kernel_memory
 
 from rawsse.flood.options import FloodOptions
 from rawsse.flood.run import run_flood
@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 TICKS = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # Servers
@@ -213,10 +212,10 @@ class RunningServer:
         return ",".join(self.kind.stream_url.format(port=port) for port in self.ports[: self.kind.nodes])
 
     def rss(self) -> int:
-        return sum(_rss(pid) for pid in _tree(self.process.pid))
+        return sum(rss_bytes(pid) for pid in process_tree(self.process.pid))
 
     def cpu_seconds(self) -> float:
-        return sum(_cpu(pid) for pid in _tree(self.process.pid))
+        return sum(_cpu(pid) for pid in process_tree(self.process.pid))
 
     def stop(self) -> None:
         self.process.terminate()
@@ -226,31 +225,6 @@ class RunningServer:
             self.process.kill()
             self.process.wait()
         shutil.rmtree(self._workdir, ignore_errors=True)
-
-
-def _tree(pid: int) -> list[int]:
-    """The process and its descendants (nginx's workers, uvicorn's reloader-free child)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
-
-
-def _rss(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-    except OSError:
-        return 0
 
 
 def _cpu(pid: int) -> float:

@@ -37,27 +37,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port  # noqa: E402
+from bench.common import PAGE, free_port, process_tree, rss_bytes, tcp_kernel_memory  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 RAWSSE = [str(BIN / "rawsse")] if (BIN / "rawsse").exists() else ["rawsse"]
 STREAMS_PER_PROCESS = 17_000
 """Streams per worker and per flood process: under the 20,000 open files a process may
 hold here, with room for its listening socket, pollers and the connections it answers."""
-PAGE = os.sysconf("SC_PAGE_SIZE")
 PAUSE = 8
 """Seconds the flood holds its streams idle once open, before publishing: their memory is
 measured then (during a broadcast each stream also holds the events it has not read)."""
 
 
 def rss_of(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-        except OSError:
-            pass
-    return total
+    return sum(rss_bytes(pid) for pid in pids)
 
 
 def pss_of(pids: list[int]) -> int:
@@ -75,30 +68,13 @@ def pss_of(pids: list[int]) -> int:
     return total
 
 
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if parent == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def kernel_memory() -> dict[str, int]:
     """Slab (reclaimable and not) and TCP buffer memory, in bytes."""
     meminfo = {}
     for line in Path("/proc/meminfo").read_text().splitlines():
         name, _, value = line.partition(":")
         meminfo[name] = int(value.split()[0]) * 1024
-    tcp_pages = 0
-    for line in Path("/proc/net/sockstat").read_text().splitlines():
-        if line.startswith("TCP:"):
-            fields = line.split()
-            tcp_pages = int(fields[fields.index("mem") + 1])
+    tcp_pages, _ = tcp_kernel_memory()
     return {
         "slab": meminfo["Slab"],
         "slab_unreclaimable": meminfo["SUnreclaim"],
@@ -178,7 +154,7 @@ class Server:
         self.pids_at_start = self.worker_pids()
 
     def worker_pids(self) -> list[int]:
-        return children_of(self.process.pid)
+        return process_tree(self.process.pid)[1:]
 
     def rss(self) -> dict[str, int]:
         pids = [self.process.pid, *self.worker_pids()]

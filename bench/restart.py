@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port  # noqa: E402
+from bench.common import free_port, rss_bytes  # noqa: E402
 from rawsse.core.ids import new_epoch  # noqa: E402
 from rawsse.core.publish import PublishItem  # noqa: E402
 from rawsse.store.directory import DataDirectory  # noqa: E402
@@ -95,10 +95,7 @@ class Server:
         self.started_in = time.monotonic() - began
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return rss_bytes(self.process.pid) / 1024 / 1024
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
