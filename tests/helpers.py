@@ -125,9 +125,10 @@ async def publish(port: int, topic: str | list[str], data: str, event: str | Non
     return event_id
 
 
-async def get(port: int, path: str) -> Response:
+async def get(port: int, path: str, headers: dict[str, str] | None = None) -> Response:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     answer, _ = await exchange(
-        port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}\r\n".encode()
     )
     return answer
 

@@ -20,7 +20,6 @@ from tests.helpers import (
     TIMEOUT,
     Response,
     StreamClient,
-    exchange,
     get,
     post,
     publish,
@@ -52,18 +51,10 @@ async def ack(port: int, topic: str, event_id: str, headers: dict[str, str] | No
 
 
 async def unacked(port: int, topic: str, sub: str) -> dict[str, Any]:
-    answer = await get_with(port, f"/unacked?{urlencode({'topic': topic})}", bearer(token(sub)))
+    answer = await get(port, f"/unacked?{urlencode({'topic': topic})}", bearer(token(sub)))
     assert answer.status == 200, answer.body
     found: dict[str, Any] = answer.json()
     return found
-
-
-async def get_with(port: int, path: str, headers: dict[str, str]) -> Response:
-    """A GET with headers (tests.helpers.get sends none)."""
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    raw = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}\r\n".encode()
-    answer, _ = await exchange(port, raw)
-    return answer
 
 
 def test_a_page_opened_later_gets_exactly_what_its_user_has_not_acknowledged(
@@ -170,7 +161,7 @@ def test_only_the_topics_user_or_the_operator_may_acknowledge(tmp_path: Path) ->
         for topic, event_id, headers, status in cases:
             answer = await ack(port, topic, event_id, headers)
             assert answer.status == status, (topic, event_id, headers, answer.body)
-        refused = await get_with(port, "/unacked?topic=notes@42", bearer(token("7")))
+        refused = await get(port, "/unacked?topic=notes@42", bearer(token("7")))
         assert refused.status == 403
 
     run_with_server(DEFAULT, scenario, **options(tmp_path, publish_token=PUBLISH_TOKEN))

@@ -155,9 +155,9 @@ class EffectRunner:
     def settle(self) -> None:
         self._publishing.settle()
 
-    def publish_in_turn(self, effect: fx.Publish, reply: Callable[[Respond | RawsseError], None]) -> None:
-        """`run` for a publish whose answer waits for its turn to settle (`in_turn`), with
-        fewer steps: a request read on the raw path."""
+    def publish(self, effect: fx.Publish, reply: Callable[[Respond | RawsseError], None]) -> None:
+        """Carry out a publish: `reply` gets its answer once the broker gave the ids (at
+        once, when its turn settles, or after a round trip), or why not."""
         answer = effect.answer
 
         def published(outcome: Outcome) -> None:
@@ -171,8 +171,8 @@ class EffectRunner:
         match effect:
             case fx.Respond() | fx.OpenStream():
                 reply(effect)
-            case fx.Publish(items, answer_ids):
-                self._publishing.publish(items, lambda outcome: self._published(outcome, answer_ids, reply))
+            case fx.Publish():
+                self.publish(effect, reply)
             case fx.CloseStreams(topics, answer_count):
                 closed = self._close_topics(topics)
                 self._then(lambda: answer_count(closed), reply)
@@ -196,12 +196,6 @@ class EffectRunner:
 
                 return self._presence.ask(topic, counted)
         return None
-
-    def _published(self, outcome: Outcome, answer: Callable[[list[str]], Effect], reply: Reply) -> None:
-        if isinstance(outcome, RawsseError):
-            reply(outcome)
-            return
-        self._then(lambda: answer(outcome), reply)
 
     def _counted(
         self, found: Unacked | RawsseError, answer: Callable[[Unacked], Effect], reply: Reply

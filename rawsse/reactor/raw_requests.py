@@ -305,7 +305,7 @@ class RawRequests:
                 return
             self._enter(fd, RawPhase.IDLE, now)
 
-        self._context.runner.publish_in_turn(effect, answered)
+        self._context.runner.publish(effect, answered)
 
     def settle(self) -> None:
         self._context.runner.settle()
