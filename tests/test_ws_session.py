@@ -14,6 +14,7 @@ from rawsse.core.access import Access, AccessOptions
 from rawsse.core.state import ServerState
 from rawsse.core.ws.frames import Opcode
 from rawsse.core.ws.session import (
+    MISSED_PINGS,
     AckTopics,
     BeginClose,
     Fail,
@@ -181,12 +182,32 @@ def test_many_commands_in_one_read_are_each_answered_in_order() -> None:
     assert [answer(a)["ref"] for a in actions] == list(range(20))
 
 
-def test_keepalive_marks_silent_connections() -> None:
+def test_keepalive_drops_a_connection_only_after_missed_pings_in_a_row() -> None:
     sessions, _ = session()
     sessions.open(3, False)
-    assert sessions.unanswered([2, 3]) == []  # just opened: heard
-    sessions.receive(2, client_frame(0xA), ("a",), False)  # a pong from 2 only
+    for check in range(MISSED_PINGS):  # each check's pings left unanswered, but not yet enough
+        assert sessions.unanswered([2, 3]) == [], check
+        sessions.receive(2, client_frame(0xA), ("a",), False)  # a pong from 2 only
     assert sessions.unanswered([2, 3]) == [3]
+
+
+def test_keepalive_counts_missed_pings_afresh_after_any_frame() -> None:
+    sessions, _ = session()
+    for _ in range(MISSED_PINGS):
+        assert sessions.unanswered([2]) == []
+    sessions.receive(2, client_frame(0xA), ("a",), False)  # a late pong: alive after all
+    for _ in range(MISSED_PINGS):
+        assert sessions.unanswered([2]) == []
+    assert sessions.unanswered([2]) == [2]
+
+
+def test_a_reused_slot_starts_heard() -> None:
+    sessions, _ = session()
+    for _ in range(MISSED_PINGS):
+        sessions.unanswered([2])
+    sessions.release(2)
+    sessions.open(2, False)  # another connection in the same slot
+    assert sessions.unanswered([2]) == []
 
 
 def test_no_parser_is_kept_between_whole_frames() -> None:

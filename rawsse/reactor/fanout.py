@@ -68,8 +68,8 @@ class Fanout:
 
     def heartbeat(self) -> None:
         """A heartbeat is due: the next pass (at once, if none runs) carries it; first
-        the WebSocket streams that did not answer the last pings are dropped, and those
-        whose frame stayed half-read since the last heartbeat are closed."""
+        the WebSocket streams that left the last pings unanswered (`MISSED_PINGS` in a row)
+        are dropped, and those whose frame stayed half-read since the last heartbeat are closed."""
         self._check_keepalive()
         for slot in self._sessions.stuck():
             self._registry.begin_close(slot, STUCK_FRAME)
@@ -98,8 +98,8 @@ class Fanout:
 
     def _check_keepalive(self) -> None:
         """Before a heartbeat's pings: drop the WebSocket streams that sent nothing (no
-        pong, no frame) since the last pings went out. Those behind on their bytes are left
-        to the send timeout: their pings may still be queued."""
+        pong, no frame) through `MISSED_PINGS` pings in a row. Those behind on their bytes
+        are left to the send timeout: their pings may still be queued."""
         if not self._pinged:
             return  # the last pings have not gone out yet: nobody could answer them
         self._pinged = False

@@ -3,8 +3,8 @@ WebSocket connection, tested without sockets and with a fake clock.
 
 The reactor hands over each read of a connection's bytes (`receive`) and carries out the
 actions that come back: bytes to send, a new set of topics, events to publish, a close
-handshake to begin, the TCP connection to end. Per connection this keeps two bytes (has
-the client been heard from since the last ping; may it publish), a frame parser only
+handshake to begin, the TCP connection to end. Per connection this keeps two bytes (how
+many keep-alive checks passed since the client last spoke; may it publish), a frame parser only
 while a frame is half-read, and a count of commands only while the client sends some.
 
 The client's commands are JSON objects in text frames, each with a `type` and an optional
@@ -55,6 +55,10 @@ COMMAND_BUDGET = 100
 """Commands a connection may send in one second. Past it each command is answered with a
 `rate-limited` error and not carried out; past twice it the connection is closed (1008).
 Input is read a chunk per readiness notice, so a flood is never buffered either."""
+
+MISSED_PINGS = 2
+"""Keep-alive pings a WebSocket client may leave unanswered in a row; at the next check it
+is dropped. A dead peer is thus found within three heartbeat intervals of its last word."""
 
 CLOSE_TIMEOUT = 5.0
 """How long a connection we closed has to send its close frame back before the TCP
@@ -179,8 +183,8 @@ class Sessions:
         self._clock = clock
         self._state = state
         self._budget = budget
-        self.heard = bytearray(capacity)
-        """1 when the client sent anything since the last keep-alive check."""
+        self.unheard = bytearray(capacity)
+        """How many keep-alive checks have passed since the client last sent anything."""
         self.publisher = bytearray(capacity)
         """1 when the connection may publish to any topic (decided once, at the handshake;
         a token's publish patterns are checked per command)."""
@@ -191,7 +195,7 @@ class Sessions:
         self._window = clock()
 
     def open(self, slot: int, may_publish: bool) -> None:
-        self.heard[slot] = 1
+        self.unheard[slot] = 0
         self.publisher[slot] = may_publish
 
     def release(self, slot: int) -> None:
@@ -201,17 +205,24 @@ class Sessions:
         self._held.pop(slot, None)
         self._spent.pop(slot, None)
         self.publisher[slot] = 0
-        self.heard[slot] = 0
+        self.unheard[slot] = 0
 
     def unanswered(self, slots: list[int]) -> list[int]:
-        """The keep-alive check, once a heartbeat interval, before the ping goes out:
-        which of `slots` sent nothing since the last check (their pings went
-        unanswered); the others are marked unheard for the next check."""
-        heard = self.heard
-        silent = [slot for slot in slots if not heard[slot]]
+        """The keep-alive check, once a heartbeat interval, before the next pings go out:
+        which of `slots` left MISSED_PINGS pings in a row unanswered (sent nothing at all
+        through that many checks after the one that last heard them). A client thus gets
+        a whole interval more than the one its ping was sent for: one that is alive but
+        busy reads its ping behind everything queued before it, and a broadcast to a
+        client that shares its cores may take longer than an interval."""
+        unheard = self.unheard
+        dropped = []
         for slot in slots:
-            heard[slot] = 0
-        return silent
+            checks = unheard[slot] + 1
+            if checks > MISSED_PINGS:
+                dropped.append(slot)
+            else:
+                unheard[slot] = checks
+        return dropped
 
     def stuck(self) -> list[int]:
         """Once a heartbeat interval: the connections whose frame or message was already
@@ -226,7 +237,7 @@ class Sessions:
     def receive(self, slot: int, data: bytes, topics: tuple[str, ...], closing: bool) -> list[Action]:
         """One read of the client's bytes. `topics`: what the stream is on now;
         `closing`: our close frame is out, only the client's close is awaited."""
-        self.heard[slot] = 1
+        self.unheard[slot] = 0
         parser = self._parsers.pop(slot, None) or FrameParser(self.limits.max_message)
         incoming = parser.feed(data)
         if not parser.idle:
