@@ -14,8 +14,14 @@ the tests; its output is recorded in bench/RESULTS.md.
 Measured for each transport: how long the streams took to open (and how many did not),
 the broadcast's deliveries/s and latency (p50, p99) with every event checked (lost,
 duplicated, out of order), the resident memory of every rawsse process against its
-baseline before the first stream (and per worker), the kernel's slab and TCP memory, and
-whether `/healthz` and `/metrics` answered throughout.
+baseline before the first stream (and per worker), what each further stream costs (the
+slope of the processes' proportional memory against the streams they hold, sampled while
+the streams open), the kernel's slab and TCP memory, and how fast `/healthz` and
+`/metrics` answered throughout.
+
+The flood's processes run at a lower priority (`nice` 10): on a machine shared with its
+load client, the server is what is measured, as it would be with the clients on machines
+of their own; the flood still gets every cycle the server leaves.
 """
 
 from __future__ import annotations
@@ -47,21 +53,32 @@ hold here, with room for its listening socket, pollers and the connections it an
 PAUSE = 8
 """Seconds the flood holds its streams idle once open, before publishing: their memory is
 measured then (during a broadcast each stream also holds the events it has not read)."""
+CLIENT_NICE = 10
+"""The flood's priority below the server's (see the module's doc)."""
+SAMPLE_EVERY = 5.0
+"""Seconds between two samples of the server's memory and streams while they open."""
 
 
 def rss_of(pids: list[int]) -> int:
     return sum(rss_bytes(pid) for pid in pids)
 
 
+PRIVATE_KINDS = ("Pss_Anon:", "Pss_Shmem:")
+"""The pages counted as the server's own: its heap and the workers' shared log. File pages
+(the interpreter's and the libraries' code) are left out: every Python process on the
+machine shares them, the load client's included, so their proportional share falls as
+the flood's processes start, and they are a fixed cost per worker anyway."""
+
+
 def pss_of(pids: list[int]) -> int:
-    """Proportional set size: each shared page divided among the processes sharing it,
-    so the sum is what the processes take from the machine (RSS counts what a worker
-    shares with the others once per worker)."""
+    """Proportional set size of the anonymous and shared-memory pages: each page shared
+    by the supervisor and its forked workers divided among them, so the sum is what the
+    processes take from the machine (RSS counts a shared page once per worker)."""
     total = 0
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
+                if line.startswith(PRIVATE_KINDS):
                     total += int(line.split()[1]) * 1024
         except OSError:
             pass
@@ -83,13 +100,13 @@ def kernel_memory() -> dict[str, int]:
 
 
 class Watch(threading.Thread):
-    """Asks /healthz every second and /metrics every five, and counts what failed."""
+    """Asks /healthz every second and /metrics every five, and times every answer."""
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
         self.port = port
-        self.asked = self.failed = 0
-        self.slowest = 0.0
+        self.failed = 0
+        self.times: list[float] = []
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -103,14 +120,79 @@ class Watch(threading.Thread):
                         answer.read()
                 except OSError:
                     self.failed += 1
-                self.asked += 1
-                self.slowest = max(self.slowest, time.monotonic() - began)
+                self.times.append(time.monotonic() - began)
             tick += 1
 
     def stop(self) -> dict[str, Any]:
         self._done.set()
         self.join(15)
-        return {"asked": self.asked, "failed": self.failed, "slowest_seconds": round(self.slowest, 3)}
+        times = sorted(self.times) or [0.0]
+        return {
+            "asked": len(self.times),
+            "failed": self.failed,
+            "p50_seconds": round(times[len(times) // 2], 3),
+            "p99_seconds": round(times[min(len(times) - 1, len(times) * 99 // 100)], 3),
+            "slowest_seconds": round(times[-1], 3),
+        }
+
+
+class MemorySampler(threading.Thread):
+    """Samples the server's proportional memory and the streams its processes hold (their
+    open descriptors above those they had before the first stream) while the streams
+    open. The slope of one against the other is what a further stream costs, apart from
+    what each worker spends once (its first requests' buffers, the code they page in)."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.descriptors_before = descriptors_of(server.pids())
+        self.samples: list[tuple[int, int]] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(SAMPLE_EVERY):
+            self.sample()
+
+    def sample(self) -> None:
+        pids = self.server.pids()
+        streams = descriptors_of(pids) - self.descriptors_before
+        self.samples.append((streams, pss_of(pids)))
+
+    def stop(self) -> None:
+        """Once the streams are open: a last sample, then no more (a broadcast's unread
+        events would count as the streams' memory)."""
+        if self._done.is_set():
+            return
+        self._done.set()
+        self.join(60)
+        self.sample()
+
+    def fit(self, streams: int) -> dict[str, float] | None:
+        """The least-squares line through the samples taken after the first tenth of the
+        streams opened: bytes per stream, and where it meets zero streams (a baseline of
+        warmed-up workers)."""
+        points = [(x, y) for x, y in self.samples if x >= streams // 10]
+        if len(points) < 3 or points[-1][0] - points[0][0] < streams // 4:
+            return None
+        mean_x = sum(x for x, _ in points) / len(points)
+        mean_y = sum(y for _, y in points) / len(points)
+        spread = sum((x - mean_x) ** 2 for x, _ in points)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+        return {
+            "bytes_per_stream": round(slope, 1),
+            "warm_baseline_mb": round((mean_y - slope * mean_x) / 1e6, 1),
+            "samples": len(points),
+        }
+
+
+def descriptors_of(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            pass
+    return total
 
 
 def server_figures(port: int) -> dict[str, float]:
@@ -156,8 +238,11 @@ class Server:
     def worker_pids(self) -> list[int]:
         return process_tree(self.process.pid)[1:]
 
+    def pids(self) -> list[int]:
+        return [self.process.pid, *self.worker_pids()]
+
     def rss(self) -> dict[str, int]:
-        pids = [self.process.pid, *self.worker_pids()]
+        pids = self.pids()
         return {"total": rss_of(pids), "pss": pss_of(pids), "supervisor": rss_of([self.process.pid]),
                 "workers": len(pids) - 1}  # fmt: skip
 
@@ -186,7 +271,8 @@ def flood(
     ]  # fmt: skip
     if mode == "unicast":
         command += ["--publish-connections", "4"]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    niced = ["nice", "-n", str(CLIENT_NICE), *command]
+    child = subprocess.Popen(niced, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert child.stdout is not None
     told = False
     for line in child.stdout:
@@ -210,14 +296,18 @@ def run_transport(
     kernel_before = kernel_memory()
     baseline = server.rss()
     print(f"   {workers} workers ready in {server.started_in:.1f} s; all rawsse processes "
-          f"{baseline['total'] / 1e6:.0f} MB resident ({baseline['pss'] / 1e6:.0f} MB proportional) "
-          "before any stream", flush=True)  # fmt: skip
+          f"{baseline['total'] / 1e6:.0f} MB resident "
+          f"({baseline['pss'] / 1e6:.0f} MB proportional, anonymous) "
+          " before any stream", flush=True)  # fmt: skip
     watch = Watch(server.port)
     watch.start()
+    sampler = MemorySampler(server)
+    sampler.start()
     held: dict[str, Any] = {}
 
     def opened() -> None:
         time.sleep(PAUSE / 2)  # the last heads written, the readers settled, nothing published
+        sampler.stop()
         held["rss"] = server.rss()
         held["kernel"] = kernel_memory()
 
@@ -229,6 +319,7 @@ def run_transport(
         sample = flood(server, "unicast", 10_000, 2, 10_000, size, websocket, lambda: None,
                        work / f"{name}-unicast.json")  # fmt: skip
     finally:
+        sampler.stop()
         try:
             health = watch.stop()
             restarted = sorted(set(server.pids_at_start) - set(server.worker_pids()))
@@ -271,6 +362,8 @@ def run_transport(
         "rss_held_mb": round(rss["total"] / 1e6, 1),
         "pss_held_mb": round(rss["pss"] / 1e6, 1),
         "user_bytes_per_stream": round((rss["total"] - baseline["total"]) / open_streams),
+        "pss_bytes_per_stream": round((rss["pss"] - baseline["pss"]) / open_streams),
+        "pss_per_further_stream": sampler.fit(streams),
         "kernel_slab_bytes_per_stream": round((kernel["slab"] - kernel_before["slab"]) / open_streams),
         "kernel_tcp_buffers_mb": round(kernel["tcp_buffers"] / 1e6, 1),
         "dropped_by_the_flood": summary["disconnects"],

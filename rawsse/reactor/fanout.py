@@ -105,14 +105,14 @@ class Fanout:
         self._pinged = False
         registry = self._registry
         state, blocked = registry.table.state, SlotState.BLOCKED
-        slots = [
+        slots = (  # one at a time: a list of them all would leave ~36 B a stream in free memory
             slot
             for group in registry.subscriptions.groups()
             if group.framing == Framing.WS
             for slot in group.members
             if state[slot] != blocked
-        ]
-        for slot in self._sessions.unanswered(slots):
+        )
+        for slot in self._sessions.unanswered(slots):  # taken whole before any close
             registry.close(slot, Why.PEER)
 
     def _time_pass(self, metrics: Metrics) -> None:

@@ -27,7 +27,7 @@ the connection is on afterwards.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from rawsse.auth.ledger import AccessEnded
@@ -207,7 +207,7 @@ class Sessions:
         self.publisher[slot] = 0
         self.unheard[slot] = 0
 
-    def unanswered(self, slots: list[int]) -> list[int]:
+    def unanswered(self, slots: Iterable[int]) -> list[int]:
         """The keep-alive check, once a heartbeat interval, before the next pings go out:
         which of `slots` left MISSED_PINGS pings in a row unanswered (sent nothing at all
         through that many checks after the one that last heard them). A client thus gets
