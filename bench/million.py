@@ -297,7 +297,7 @@ def run_transport(
     baseline = server.rss()
     print(f"   {workers} workers ready in {server.started_in:.1f} s; all rawsse processes "
           f"{baseline['total'] / 1e6:.0f} MB resident "
-          f"({baseline['pss'] / 1e6:.0f} MB proportional, anonymous) "
+          f"({baseline['pss'] / 1e6:.0f} MB proportional, anonymous)"
           " before any stream", flush=True)  # fmt: skip
     watch = Watch(server.port)
     watch.start()
