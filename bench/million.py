@@ -17,11 +17,13 @@ duplicated, out of order), the resident memory of every rawsse process against i
 baseline before the first stream (and per worker), what each further stream costs (the
 slope of the processes' proportional memory against the streams they hold, sampled while
 the streams open), the kernel's slab and TCP memory, and how fast `/healthz` and
-`/metrics` answered throughout.
+`/metrics` answered in each phase (opening, held, broadcast, unicast sample).
 
-The flood's processes run at a lower priority (`nice` 10): on a machine shared with its
-load client, the server is what is measured, as it would be with the clients on machines
-of their own; the flood still gets every cycle the server leaves.
+The flood's processes run at a lower priority (`nice` 10): where the server and its load
+client both want the two cores, the server gets about nine tenths of them, nearer what it
+would have with its clients on machines of their own. Not the same: the flood (its
+readers and its publisher, which time every figure) then runs slower, so its opening
+times and latencies are longer than with both at one priority.
 """
 
 from __future__ import annotations
@@ -100,13 +102,15 @@ def kernel_memory() -> dict[str, int]:
 
 
 class Watch(threading.Thread):
-    """Asks /healthz every second and /metrics every five, and times every answer."""
+    """Asks /healthz every second and /metrics every five, and times every answer, by the
+    phase of the run it came in (set by the script as the run goes)."""
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
         self.port = port
-        self.failed = 0
-        self.times: list[float] = []
+        self.phase = "opening"
+        self.answers: list[tuple[str, str, float, bool]] = []
+        """(phase, path, seconds, failed) of every request."""
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -114,26 +118,31 @@ class Watch(threading.Thread):
         while not self._done.wait(1.0):
             paths = ["/healthz", "/metrics"] if tick % 5 == 0 else ["/healthz"]
             for path in paths:
-                began = time.monotonic()
+                phase, began, failed = self.phase, time.monotonic(), False
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as answer:
                         answer.read()
                 except OSError:
-                    self.failed += 1
-                self.times.append(time.monotonic() - began)
+                    failed = True
+                self.answers.append((phase, path, time.monotonic() - began, failed))
             tick += 1
 
     def stop(self) -> dict[str, Any]:
+        """Per phase and path: how many were asked, failed, and how long the answers took
+        (with a few hundred answers, p99 is the third-slowest or so)."""
         self._done.set()
         self.join(15)
-        times = sorted(self.times) or [0.0]
-        return {
-            "asked": len(self.times),
-            "failed": self.failed,
-            "p50_seconds": round(times[len(times) // 2], 3),
-            "p99_seconds": round(times[min(len(times) - 1, len(times) * 99 // 100)], 3),
-            "slowest_seconds": round(times[-1], 3),
-        }
+        report: dict[str, Any] = {}
+        for phase, path in dict.fromkeys((phase, path) for phase, path, _, _ in self.answers):
+            times = sorted(t for f, p, t, _ in self.answers if (f, p) == (phase, path))
+            report[f"{phase} {path}"] = {
+                "asked": len(times),
+                "failed": sum(1 for f, p, _, bad in self.answers if (f, p) == (phase, path) and bad),
+                "p50_seconds": round(times[len(times) // 2], 3),
+                "p99_seconds": round(times[min(len(times) - 1, len(times) * 99 // 100)], 3),
+                "slowest_seconds": round(times[-1], 3),
+            }
+        return report
 
 
 class MemorySampler(threading.Thread):
@@ -306,28 +315,37 @@ def run_transport(
     held: dict[str, Any] = {}
 
     def opened() -> None:
+        began = time.monotonic()
+        watch.phase = "held"
+        # The flood publishes PAUSE seconds after it told us its streams are open.
+        threading.Timer(PAUSE, lambda: setattr(watch, "phase", "broadcast")).start()
         time.sleep(PAUSE / 2)  # the last heads written, the readers settled, nothing published
-        sampler.stop()
         held["rss"] = server.rss()
         held["kernel"] = kernel_memory()
+        held["after_open_seconds"] = round(time.monotonic() - began, 1)
+        sampler.stop()  # a last sample, then none while events are unread
 
     processes = math.ceil(streams / STREAMS_PER_PROCESS)
     try:
-        result = flood(server, "broadcast", streams, processes, events, size, websocket, opened,
-                       work / f"{name}-broadcast.json")  # fmt: skip
-        closed = server_figures(server.port)
-        sample = flood(server, "unicast", 10_000, 2, 10_000, size, websocket, lambda: None,
-                       work / f"{name}-unicast.json")  # fmt: skip
-    finally:
-        sampler.stop()
         try:
+            result = flood(server, "broadcast", streams, processes, events, size, websocket, opened,
+                           work / f"{name}-broadcast.json")  # fmt: skip
+            closed = server_figures(server.port)
+            watch.phase = "unicast"
+            sample = flood(server, "unicast", 10_000, 2, 10_000, size, websocket, lambda: None,
+                           work / f"{name}-unicast.json")  # fmt: skip
+        finally:
+            sampler.stop()
             health = watch.stop()
             restarted = sorted(set(server.pids_at_start) - set(server.worker_pids()))
-        finally:
-            server.stop()
+    finally:
+        server.stop()
     opening, summary = result["opening"], result["summary"]
-    rss, kernel = held.get("rss", baseline), held.get("kernel", kernel_before)
+    if "rss" not in held:
+        raise RuntimeError("the flood never said its streams were open: nothing held was measured")
+    rss, kernel = held["rss"], held["kernel"]
     open_streams = max(opening["streams"], 1)
+    processes_of_server = baseline["workers"] + 1  # and the supervisor
     figures = {
         "transport": name,
         "workers": workers,
@@ -357,10 +375,12 @@ def run_transport(
             "latency_p99_s": sample["latency"]["p99"],
         },
         "rss_baseline_mb": round(baseline["total"] / 1e6, 1),
-        "rss_baseline_per_worker_mb": round(baseline["total"] / 1e6 / workers, 1),
+        "rss_baseline_per_process_mb": round(baseline["total"] / 1e6 / processes_of_server, 1),
+        "pss_baseline_per_process_mb": round(baseline["pss"] / 1e6 / processes_of_server, 1),
         "pss_baseline_mb": round(baseline["pss"] / 1e6, 1),
         "rss_held_mb": round(rss["total"] / 1e6, 1),
         "pss_held_mb": round(rss["pss"] / 1e6, 1),
+        "held_measured_after_open_seconds": held["after_open_seconds"],
         "user_bytes_per_stream": round((rss["total"] - baseline["total"]) / open_streams),
         "pss_bytes_per_stream": round((rss["pss"] - baseline["pss"]) / open_streams),
         "pss_per_further_stream": sampler.fit(streams),

@@ -6,6 +6,7 @@ server for what the server counts."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from websockets.asyncio.client import connect
@@ -148,3 +149,17 @@ def test_descriptors_are_listed_less_often_the_more_a_process_holds(monkeypatch:
         now[0] = float(second)
         figures.sample(metrics, now[0])
     assert listings == [4.0, 14.0, 24.0] and metrics.process_open_fds == 20_000
+
+
+def test_the_open_descriptor_count_follows_the_descriptors_opened_and_closed() -> None:
+    from rawsse.reactor import process_figures
+
+    before = process_figures._open_fds()
+    pipes = [os.pipe() for _ in range(50)]
+    try:
+        assert process_figures._open_fds() == before + 100
+    finally:
+        for reading, writing in pipes:
+            os.close(reading)
+            os.close(writing)
+    assert process_figures._open_fds() == before

@@ -201,6 +201,18 @@ def test_keepalive_counts_missed_pings_afresh_after_any_frame() -> None:
     assert sessions.unanswered([2]) == [2]
 
 
+def test_a_client_silent_through_a_whole_interval_is_kept_and_through_two_dropped() -> None:
+    # The million-stream run's readers: alive, but too busy reading a broadcast to answer
+    # a ping within the interval after it (what docs/websocket.md promises, in numbers).
+    sessions, _ = session()
+    sessions.open(3, False)
+    assert sessions.unanswered([2, 3]) == []  # nothing since the slot opened
+    assert sessions.unanswered([2, 3]) == []  # nor through the whole interval after
+    sessions.receive(2, client_frame(0xA), ("a",), False)  # 2 answers at last
+    assert sessions.unanswered([2, 3]) == [3]  # 3, silent through two: dropped at the third
+    assert sessions.unanswered([2]) == []
+
+
 def test_a_reused_slot_starts_heard() -> None:
     sessions, _ = session()
     for _ in range(MISSED_PINGS):

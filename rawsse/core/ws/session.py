@@ -57,8 +57,9 @@ COMMAND_BUDGET = 100
 Input is read a chunk per readiness notice, so a flood is never buffered either."""
 
 MISSED_PINGS = 2
-"""Keep-alive pings a WebSocket client may leave unanswered in a row; at the next check it
-is dropped. A dead peer is thus found within three heartbeat intervals of its last word."""
+"""Keep-alive pings a WebSocket client may leave unanswered in a row: the check that finds
+this many overdue drops it, the third check after its last word (about three heartbeat
+intervals)."""
 
 CLOSE_TIMEOUT = 5.0
 """How long a connection we closed has to send its close frame back before the TCP
@@ -215,7 +216,7 @@ class Sessions:
         busy reads its ping behind everything queued before it, and a broadcast to a
         client that shares its cores may take longer than an interval."""
         unheard = self.unheard
-        dropped = []
+        dropped = []  # whole before the caller closes any: closes edit the groups `slots` walks
         for slot in slots:
             checks = unheard[slot] + 1
             if checks > MISSED_PINGS:
