@@ -21,6 +21,7 @@ from rawsse.core.ids import EpochIds
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
 from rawsse.core.subscriptions import Subscriptions
+from rawsse.core.topics import STATS_TOPIC
 from rawsse.errors import StoreUnavailable, StoreUnusable
 from rawsse.store.directory import DATABASE_NAME, DataDirectory
 from rawsse.store.durable import DurableLog, HistoryWindow, StoreOptions
@@ -213,10 +214,14 @@ def test_with_fsync_always_a_refused_write_refuses_the_turns_earlier_publishes_t
         loop.run_until_complete(asyncio.sleep(0))  # the turn ends
         assert [type(answer) for answer in answers] == [StoreUnavailable, StoreUnavailable]
         assert delivered == []
+        assert durable.unready_reason() is not None  # /readyz says so
+        broker.publish_now([PublishItem((STATS_TOPIC,), "{}")])  # a snapshot: nothing written
+        assert durable.unready_reason() is not None  # so nothing showed the disk has room
         store._db.execute("PRAGMA max_page_count = 1073741823")  # room again
         broker.publish([PublishItem(("t",), "three")], answers.append)
         loop.run_until_complete(asyncio.sleep(0))
-        assert answers[2] == ["e-1"] and delivered == ["e-1"]
+        assert answers[2] == ["e-2"] and delivered == ["e-1", "e-2"]
+        assert durable.unready_reason() is None
     finally:
         loop.run_until_complete(broker.stop())
         loop.close()
@@ -255,6 +260,38 @@ def test_the_publishes_of_one_turn_share_one_commit_and_are_answered_after_it(
         assert answers == [["e-1"], ["e-2"]]
     finally:
         reader.close()
+        loop.run_until_complete(broker.stop())
+        loop.close()
+
+
+def test_a_publish_made_at_once_comes_after_those_its_turn_answered_first(tmp_path: Path) -> None:
+    """Answering the turn's publishes may bring another (a pipelined request read next):
+    an at-once publish commits that one too before its own, so subscribers get every
+    event in sequence."""
+    store = open_store(tmp_path, epoch="e")
+    hub = Hub(Subscriptions(8), History(), Metrics(), ids=EpochIds("e"))
+    encoder = EventEncoder(hub.ids)
+    durable = DurableLog(store, StoreOptions(Fsync.INTERVAL, 1.0, 3600.0, 1 << 30), encoder, Metrics())
+    loop = asyncio.new_event_loop()
+    broker = MemoryBroker(
+        BrokerNeeds(encoder, time.monotonic, hub), Durability(durable, HistoryWindow(1, 1.0), loop)
+    )
+    sink = HubSink(hub)
+    delivered: list[str] = []
+    sink.deliver = lambda events: delivered.extend(e.id for e in events)  # type: ignore[method-assign]
+    try:
+        loop.run_until_complete(broker.start(sink))
+        answers: list[Outcome] = []
+
+        def answered_then_publish(outcome: Outcome) -> None:
+            answers.append(outcome)
+            broker.publish([PublishItem(("t",), "next")], answers.append)
+
+        broker.publish([PublishItem(("t",), "one")], answered_then_publish)
+        assert broker.publish_now([PublishItem(("t",), "now")]) == ["e-3"]
+        assert delivered == ["e-1", "e-2", "e-3"]
+        assert answers == [["e-1"], ["e-2"]]
+    finally:
         loop.run_until_complete(broker.stop())
         loop.close()
 

@@ -53,8 +53,8 @@ class MemoryBroker(LocalBroker):
             sink.preload(events, before)
 
     def publish_now(self, items: Sequence[PublishItem]) -> list[str]:
-        if self._committing:  # the turn's earlier batches go first, in order
-            self._commit()
+        while self._committing:  # the turn's earlier batches go first, in order, with any
+            self._commit()  # that their answers brought (a pipelined request read next)
         events, ids = self._number(items)
         if self._durable is not None:
             self._write(events, commit=True)
@@ -73,7 +73,7 @@ class MemoryBroker(LocalBroker):
             # The store rolled back the turn's whole transaction: its earlier batches too.
             refused, self._committing = self._committing, []
             for _, _, earlier in refused:
-                earlier(error)
+                _answer(earlier, error)
             done(error)
             return
         except RawsseError as error:
@@ -146,6 +146,7 @@ class MemoryBroker(LocalBroker):
         return None if self._durable is None else self._durable.log.unready_reason()
 
     async def stop(self) -> None:
+        self.settle()  # the turn's publishes delivered and answered, not only committed
         if self._durable is not None:
             self._durable.log.close()
 

@@ -267,7 +267,11 @@ class RawRequests:
         if not answers:  # only the empty lines a client may send before a request
             self._reader = reader
             return
-        data = answers[0] if len(answers) == 1 else b"".join(answers)
+        self._send(fd, answers[0] if len(answers) == 1 else b"".join(answers), reader, now)
+
+    def _send(self, fd: int, data: bytes, reader: RequestReader, now: float) -> None:
+        """Write a connection's answers, then wait for its next request; `reader` read
+        them, and is kept for the next connection's."""
         sent = self._write(fd, data)
         if sent < 0:
             reader.close()
@@ -288,22 +292,20 @@ class RawRequests:
         def answered(outcome: Respond | RawsseError) -> None:
             if self._phase[fd] != phase:
                 return  # closed meanwhile
-            if isinstance(outcome, RawsseError):
-                self._refuse(fd, outcome, before)
-                return
-            data = b"".join([*before, outcome.data]) if before else outcome.data
-            if outcome.close or not keep_alive:
-                self._last_answer(fd, data)
-                return
-            sent = self._write(fd, data)
-            if sent < 0:
-                return  # gone
-            if sent < len(data):  # the client reads none of its answers: the core's to bound
+            try:
+                if isinstance(outcome, RawsseError):
+                    self._refuse(fd, outcome, before)
+                    return
+                data = b"".join([*before, outcome.data]) if before else outcome.data
+                if outcome.close or not keep_alive:
+                    self._last_answer(fd, data)
+                    return
                 reader = self._reader or RequestReader(self._context.limits)
                 self._reader = None
-                self._hand_over_rest(fd, reader, [], 0, None, data[sent:], 0, now)
-                return
-            self._enter(fd, RawPhase.IDLE, now)
+                self._send(fd, data, reader, now)
+            except Exception:  # as in `arrived`: a fault must not leave the fd unowned
+                log.exception("answering a publish on the raw path failed; closing its connection")
+                self._close(fd)
 
         self._context.runner.publish(effect, answered)
 

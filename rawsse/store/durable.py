@@ -87,10 +87,12 @@ class DurableLog:
         """Commit (and, with --fsync always, sync) what was written. Raises StoreUnavailable."""
         began = self._clock()
         try:
-            self._store.commit()
+            wrote = self._store.commit()
         except StoreUnavailable as error:
             self._failed(error)
             raise
+        if not wrote:  # a turn of words or snapshots only: nothing shows the store writable again
+            return
         if self.waits:
             self._metrics.fsync.observe(self._clock() - began)
         self.unwritable = None

@@ -202,11 +202,12 @@ class EventStore:
         self._db.executemany("DELETE FROM topic_events WHERE topic = ? AND sequence = ?", pairs)
         self._db.execute(f"DELETE FROM events WHERE sequence IN ({marks})", sequences)
 
-    def commit(self) -> None:
-        """End the open transaction (with --fsync always, the WAL is synced first).
-        Raises StoreUnavailable (then what it held is not kept)."""
+    def commit(self) -> bool:
+        """End the open transaction (with --fsync always, the WAL is synced first); False
+        when none was open (nothing written since the last). Raises StoreUnavailable
+        (then what it held is not kept)."""
         if not self._open:
-            return
+            return False
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -215,6 +216,7 @@ class EventStore:
         finally:
             self._open = False
         self._committed = (self.last_sequence, self.events, self.bytes)
+        return True
 
     def _roll_back(self) -> None:
         if self._db.in_transaction:
