@@ -8,6 +8,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -190,22 +191,41 @@ def test_a_sequence_given_out_again_replaces_what_a_killed_writer_left(tmp_path:
     store.close()
 
 
+class TurnBroker(NamedTuple):
+    """A memory broker over a durable log, on a loop of its own, counting what it delivers."""
+
+    broker: MemoryBroker
+    store: EventStore
+    durable: DurableLog
+    loop: asyncio.AbstractEventLoop
+    delivered: list[str]
+
+    def stop(self) -> None:
+        self.loop.run_until_complete(self.broker.stop())
+        self.loop.close()
+
+
+def turn_broker(tmp_path: Path, fsync: Fsync, window: HistoryWindow) -> TurnBroker:
+    store = open_store(tmp_path, fsync, epoch="e")
+    hub = Hub(Subscriptions(8), History(), Metrics(), ids=EpochIds("e"))
+    encoder = EventEncoder(hub.ids)
+    durable = DurableLog(store, StoreOptions(fsync, 1.0, 3600.0, 1 << 30), encoder, Metrics())
+    loop = asyncio.new_event_loop()
+    broker = MemoryBroker(BrokerNeeds(encoder, time.monotonic, hub), Durability(durable, window, loop))
+    sink = HubSink(hub)
+    delivered: list[str] = []
+    sink.deliver = lambda events: delivered.extend(e.id for e in events)  # type: ignore[method-assign]
+    loop.run_until_complete(broker.start(sink))
+    return TurnBroker(broker, store, durable, loop, delivered)
+
+
 def test_with_fsync_always_a_refused_write_refuses_the_turns_earlier_publishes_too(tmp_path: Path) -> None:
     """The store rolls back the turn's whole transaction: the publishes that waited in it
     are refused with the one that failed, never answered or delivered, and their
     sequences are given out again."""
-    store = open_store(tmp_path, Fsync.ALWAYS, epoch="e")
-    hub = Hub(Subscriptions(8), History(), Metrics(), ids=EpochIds("e"))
-    encoder = EventEncoder(hub.ids)
-    durable = DurableLog(store, StoreOptions(Fsync.ALWAYS, 1.0, 3600.0, 1 << 30), encoder, Metrics())
-    loop = asyncio.new_event_loop()
-    durability = Durability(durable, HistoryWindow(1 << 20, 3600.0), loop)
-    broker = MemoryBroker(BrokerNeeds(encoder, time.monotonic, hub), durability)
-    sink = HubSink(hub)
-    delivered: list[str] = []
-    sink.deliver = lambda events: delivered.extend(e.id for e in events)  # type: ignore[method-assign]
+    parts = turn_broker(tmp_path, Fsync.ALWAYS, HistoryWindow(1 << 20, 3600.0))
+    broker, store, durable, loop, delivered = parts
     try:
-        loop.run_until_complete(broker.start(sink))
         answers: list[Outcome] = []
         broker.publish([PublishItem(("t",), "one")], answers.append)  # waits for the turn's commit
         pages = store._db.execute("PRAGMA page_count").fetchone()[0]
@@ -223,8 +243,7 @@ def test_with_fsync_always_a_refused_write_refuses_the_turns_earlier_publishes_t
         assert answers[2] == ["e-2"] and delivered == ["e-1", "e-2"]
         assert durable.unready_reason() is None
     finally:
-        loop.run_until_complete(broker.stop())
-        loop.close()
+        parts.stop()
 
 
 @pytest.mark.parametrize("fsync", [Fsync.INTERVAL, Fsync.ALWAYS])
@@ -234,20 +253,10 @@ def test_the_publishes_of_one_turn_share_one_commit_and_are_answered_after_it(
     """A group commit: each publish is written as it comes, none is delivered or answered
     before the turn's commit, which `settle` (the reactor's, after a batch of reads) makes
     once for all of them."""
-    store = open_store(tmp_path, fsync, epoch="e")
-    hub = Hub(Subscriptions(8), History(), Metrics(), ids=EpochIds("e"))
-    encoder = EventEncoder(hub.ids)
-    durable = DurableLog(store, StoreOptions(fsync, 1.0, 3600.0, 1 << 30), encoder, Metrics())
-    loop = asyncio.new_event_loop()
-    broker = MemoryBroker(
-        BrokerNeeds(encoder, time.monotonic, hub), Durability(durable, HistoryWindow(1, 1.0), loop)
-    )
-    sink = HubSink(hub)
-    delivered: list[str] = []
-    sink.deliver = lambda events: delivered.extend(e.id for e in events)  # type: ignore[method-assign]
+    parts = turn_broker(tmp_path, fsync, HistoryWindow(1, 1.0))
+    broker, _, _, loop, delivered = parts
     reader = sqlite3.connect(str(tmp_path / DATABASE_NAME))
     try:
-        loop.run_until_complete(broker.start(sink))
         answers: list[Outcome] = []
         broker.publish([PublishItem(("t",), "one")], answers.append)
         broker.publish([PublishItem(("u",), "two")], answers.append)
@@ -260,27 +269,16 @@ def test_the_publishes_of_one_turn_share_one_commit_and_are_answered_after_it(
         assert answers == [["e-1"], ["e-2"]]
     finally:
         reader.close()
-        loop.run_until_complete(broker.stop())
-        loop.close()
+        parts.stop()
 
 
 def test_a_publish_made_at_once_comes_after_those_its_turn_answered_first(tmp_path: Path) -> None:
     """Answering the turn's publishes may bring another (a pipelined request read next):
     an at-once publish commits that one too before its own, so subscribers get every
     event in sequence."""
-    store = open_store(tmp_path, epoch="e")
-    hub = Hub(Subscriptions(8), History(), Metrics(), ids=EpochIds("e"))
-    encoder = EventEncoder(hub.ids)
-    durable = DurableLog(store, StoreOptions(Fsync.INTERVAL, 1.0, 3600.0, 1 << 30), encoder, Metrics())
-    loop = asyncio.new_event_loop()
-    broker = MemoryBroker(
-        BrokerNeeds(encoder, time.monotonic, hub), Durability(durable, HistoryWindow(1, 1.0), loop)
-    )
-    sink = HubSink(hub)
-    delivered: list[str] = []
-    sink.deliver = lambda events: delivered.extend(e.id for e in events)  # type: ignore[method-assign]
+    parts = turn_broker(tmp_path, Fsync.INTERVAL, HistoryWindow(1, 1.0))
+    broker, delivered = parts.broker, parts.delivered
     try:
-        loop.run_until_complete(broker.start(sink))
         answers: list[Outcome] = []
 
         def answered_then_publish(outcome: Outcome) -> None:
@@ -292,8 +290,7 @@ def test_a_publish_made_at_once_comes_after_those_its_turn_answered_first(tmp_pa
         assert delivered == ["e-1", "e-2", "e-3"]
         assert answers == [["e-1"], ["e-2"]]
     finally:
-        loop.run_until_complete(broker.stop())
-        loop.close()
+        parts.stop()
 
 
 # Acknowledgements and each topic's floor
