@@ -138,6 +138,13 @@ def test_a_websocket_acknowledges_with_a_command(tmp_path: Path) -> None:
             refused = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
             assert refused["code"] == "invalid"
         assert (await unacked(port, "notes@42", "42"))["count"] == 0
+        elsewhere = await publish(port, "news", "a shared event")
+        async with connect(
+            f"ws://127.0.0.1:{port}/ws?topic=alerts@42", additional_headers=bearer(token("42"))
+        ) as ws:
+            await ws.send(json.dumps({"type": "ack", "id": elsewhere}))  # alerts@42 never had one
+            reply = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            assert reply == {"type": "acked", "topics": ["alerts@42"], "id": None}  # as POST /ack says
 
     run_with_server(DEFAULT, scenario, **options(tmp_path))
 

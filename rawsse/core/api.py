@@ -55,6 +55,7 @@ from rawsse.core.effects import (
 )
 from rawsse.core.http import Request, error_response, query_pairs, response, stream_head
 from rawsse.core.hub import RETRY_EVENT, Hub
+from rawsse.core.ids import id_or_none
 from rawsse.core.metrics import Metrics
 from rawsse.core.presence import Tally, answer_body
 from rawsse.core.publish import parse_publish
@@ -525,7 +526,7 @@ class Api:
         def answer(acked: Acked | RawsseError) -> Effect:
             if isinstance(acked, RawsseError):
                 raise acked
-            body = {"topic": topic, "acked": self._id_or_none(acked[topic])}
+            body = {"topic": topic, "acked": id_or_none(self._hub.ids, acked[topic])}
             return _json(request, json.dumps(body).encode(), cors)
 
         return self._as_owner(request, from_loopback, topic, acknowledge)
@@ -540,8 +541,8 @@ class Api:
             body = {
                 "topic": topic,
                 "count": found.events,
-                "newest": self._id_or_none(found.newest),
-                "acked": self._id_or_none(found.acked),
+                "newest": id_or_none(self._hub.ids, found.newest),
+                "acked": id_or_none(self._hub.ids, found.acked),
                 "complete": found.complete,
             }
             return _json(request, json.dumps(body).encode(), cors)
@@ -586,9 +587,6 @@ class Api:
         if len(values) != 1 or not values[0]:
             raise HttpError(400, f"name one {name}: ?topic=NAME@USER&id=ID")
         return self._topic(values[0]) if name == "topic" else values[0]
-
-    def _id_or_none(self, sequence: int) -> str | None:
-        return self._hub.ids.format(sequence) if sequence else None
 
     def _disconnect(
         self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors

@@ -99,8 +99,6 @@ class Hub:
         self.ids: IdScheme = ids or EpochIds()
         self._max_queued_bytes = max_queued_bytes
         self._taken = 0
-        self._accepted = 0
-        """The last sequence handed to `accept` (queued, if not taken yet)."""
         self._waiters: list[tuple[int, int, Callable[[], None]]] = []
         self._queue: list[Event] = []
         self._queued_bytes = 0
@@ -144,8 +142,6 @@ class Hub:
             self._queued_bytes += len(event.wire)
         self.metrics.queued_bytes = self._queued_bytes
         self._taken = taken
-        if events:
-            self._accepted = events[-1].sequence
         return self.has_queued
 
     def preload(self, events: Iterable[Event], dropped_before: int) -> None:
@@ -323,7 +319,8 @@ class Hub:
     @property
     def newest(self) -> int:
         """The last sequence this process has in its order (taken, or queued)."""
-        return max(self._accepted, self._taken)
+        queue = self._queue
+        return queue[-1].sequence if queue else self._taken
 
     def position_of(self, event_id: str) -> int:
         """The sequence of an event this process has in its order (taken by a pass, or

@@ -36,6 +36,12 @@ class IdScheme(Protocol):
         ...
 
 
+def id_or_none(ids: IdScheme, sequence: int) -> str | None:
+    """The id of event `sequence`, or None for 0: no event (nothing acknowledged yet, a
+    topic that never had one)."""
+    return ids.format(sequence) if sequence else None
+
+
 def new_epoch() -> str:
     """A random epoch: 8 hex digits, different for each server run."""
     return secrets.token_hex(4)

@@ -17,7 +17,7 @@ from rawsse.core.access import Asking
 from rawsse.core.acks import AckBook, Acked, AckedDone, AcksUnavailable
 from rawsse.core.control import Kick, PresenceAnswer, PresenceAsk, Word, is_fresh
 from rawsse.core.hub import RESET_EVENT
-from rawsse.core.ids import IdScheme
+from rawsse.core.ids import IdScheme, id_or_none
 from rawsse.core.metrics import Metrics
 from rawsse.core.publish import PublishItem
 from rawsse.core.slots import Framing, SlotState, Why
@@ -55,8 +55,8 @@ class Acknowledging:
         (`position_of`) and writes one (`ids.format`)."""
         self._book, self._ids, self._catch_up = book, ids, catch_up
 
-    def format(self, sequence: int) -> str:
-        return self._ids.ids.format(sequence)
+    def id_of(self, sequence: int) -> str | None:
+        return id_or_none(self._ids.ids, sequence)
 
     def acknowledge(self, topics: tuple[str, ...], event_id: str, done: AckedDone) -> None:
         self._catch_up()
@@ -231,7 +231,7 @@ class StreamActions:
                 registry.send(slot, failed(outcome, ref))
                 return
             assert self._acknowledging is not None
-            newest = self._acknowledging.format(max(outcome.values()))
+            newest = self._acknowledging.id_of(max(outcome.values()))
             registry.send(slot, reply("acked", ref, topics=list(topics), id=newest))
 
         if self._acknowledging is None:
