@@ -270,7 +270,12 @@ def flood(args: argparse.Namespace) -> int:
 
     # The flood options share their names with the command-line flags.
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FloodOptions) if hasattr(args, f.name)}
-    options = FloodOptions(**given, sources=parse_sources(args.source_addresses), progress=not args.quiet)
+    try:
+        sources = parse_sources(args.source_addresses)
+    except ValueError as exc:
+        print(f"rawsse flood: --source-addresses: {exc}", file=sys.stderr)
+        return 2
+    options = FloodOptions(**given, sources=sources, progress=not args.quiet)
     result = run_flood(options)
     if args.json:
         write_json(result, args.json)

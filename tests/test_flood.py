@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from rawsse.cli import main
 from rawsse.flood.options import FloodOptions, parse_sources
 from rawsse.flood.publisher import PublishResult, PublishTemplate, publish_all
 from rawsse.flood.run import format_result, run_flood
@@ -90,6 +91,17 @@ def test_summaries_merge_across_workers() -> None:
 def test_source_address_ranges() -> None:
     assert parse_sources("127.0.0.2-127.0.0.4") == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
     assert parse_sources("127.0.0.2,127.0.1.9") == ["127.0.0.2", "127.0.1.9"]
+    assert parse_sources("127.0.0.255-127.0.1.1") == ["127.0.0.255", "127.0.1.0", "127.0.1.1"]
+
+
+@pytest.mark.parametrize("text", ["foo", "127.0.0.256", "127.0.0.9-127.0.0.2", "127.0.0.2-x", "10.0.0.1"])
+def test_source_addresses_that_could_not_be_bound_are_refused_at_start(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError):
+        parse_sources(text)
+    assert main(["flood", "idle", "http://127.0.0.1:1/events", "--source-addresses", text]) == 2
+    assert "--source-addresses" in capsys.readouterr().err
 
 
 def flood_rawsse(

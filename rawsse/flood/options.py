@@ -3,6 +3,7 @@ too), and the loopback source addresses it connects from."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -21,16 +22,20 @@ for a small one; a server slower than a thousand streams a second is a finding o
 
 
 def parse_sources(text: str) -> list[str]:
-    """`127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.5`: the loopback addresses to connect from."""
+    """`127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.5`: the loopback addresses to connect
+    from. Raises ValueError for anything else (an address of another machine could not be
+    bound, and every stream would fail)."""
     sources: list[str] = []
     for part in text.split(","):
         first, _, last = part.strip().partition("-")
-        if not last:
-            sources.append(first)
-            continue
-        prefix, _, start = first.rpartition(".")
-        end = last.rpartition(".")[2]
-        sources.extend(f"{prefix}.{n}" for n in range(int(start), int(end) + 1))
+        try:
+            low = ipaddress.IPv4Address(first)
+            high = ipaddress.IPv4Address(last) if last else low
+        except ValueError:
+            raise ValueError(f"not an IPv4 address or range: {part.strip()!r}") from None
+        if not (low.is_loopback and high.is_loopback) or high < low:
+            raise ValueError(f"not a range of loopback addresses (127.x.x.x), lowest first: {part.strip()!r}")
+        sources.extend(str(ipaddress.IPv4Address(n)) for n in range(int(low), int(high) + 1))
     return sources
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -57,7 +58,7 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
             websocket=options.websocket,
         )
         ours, theirs = context.Pipe()
-        process = context.Process(target=worker_entry, args=(spec, theirs), daemon=True)
+        process = context.Process(target=worker_entry, args=(spec, theirs, os.getpid()), daemon=True)
         process.start()
         links.append(ours)
         processes.append(process)

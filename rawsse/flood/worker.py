@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import multiprocessing.connection
-import os
 import random
 import re
 import socket
@@ -316,17 +315,27 @@ class _Worker:
             self._ports_taken += 1
             sock = socket.socket()
             sock.setblocking(False)
+            # A port whose earlier connection waits out its TIME_WAIT may be bound again: the
+            # kernel still refuses the same four-tuple at connect (the next port, below).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                # A port whose earlier connection waits out its TIME_WAIT may be bound again:
-                # the kernel still refuses the same four-tuple at connect (skipped below).
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((spec.source, port))
-                if sock.connect_ex((spec.host, spec.port)) not in (0, errno.EINPROGRESS):
-                    raise OSError("connect refused this port")
+            except OSError as error:
+                sock.close()
+                if error.errno == errno.EADDRINUSE:
+                    continue  # another's port: the next
+                return None  # no other port would do better
+            result = sock.connect_ex((spec.host, spec.port))
+            if result not in (0, errno.EINPROGRESS):
+                sock.close()
+                if result == errno.EADDRNOTAVAIL:
+                    continue  # the four-tuple is taken (TIME_WAIT): the next port
+                return None
+            try:
                 self.poller.register(sock.fileno())
             except OSError:
                 sock.close()
-                continue
+                return None
             return sock
         return None
 
@@ -385,6 +394,7 @@ class _Worker:
         self.poller.unregister(fd)
         self.by_fd.pop(fd, None)
         self.connecting.pop(fd, None)
+        stream.sock.close()  # or the server would hold a stream no one reads, to the end
         if refused:  # answered, but not with a stream
             self.summary.refused += 1
             stream.first_byte = 0.0
@@ -456,9 +466,11 @@ def run_worker(spec: WorkerSpec, control: multiprocessing.connection.Connection)
     worker.close()
 
 
-def worker_entry(spec: WorkerSpec, control: Any) -> None:
-    """multiprocessing target: never raise into the parent's face; report instead."""
-    stop_with(os.getppid())  # a flood killed midway takes its readers and their streams along
+def worker_entry(spec: WorkerSpec, control: Any, parent: int) -> None:
+    """multiprocessing target: never raise into the parent's face; report instead.
+    `parent`: the flood's pid, taken before the start (read here, it could already be
+    the pid that adopted an orphan)."""
+    stop_with(parent)  # a flood killed midway takes its readers and their streams along
     try:
         run_worker(spec, control)
     except Exception as exc:  # pragma: no cover - reported to the parent
