@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 from pathlib import Path
+
+RAWSSE = [sys.executable, "-m", "rawsse"]
+"""This checkout's rawsse, run by the interpreter the bench runs with (as `python -m`)."""
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

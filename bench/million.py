@@ -45,10 +45,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import PAGE, free_port, process_tree, rss_bytes, tcp_kernel_memory  # noqa: E402
+from bench.common import PAGE, RAWSSE, free_port, process_tree, rss_bytes, tcp_kernel_memory  # noqa: E402
 
-BIN = ROOT / ".venv" / "bin"
-RAWSSE = [str(BIN / "rawsse")] if (BIN / "rawsse").exists() else ["rawsse"]
 STREAMS_PER_PROCESS = 17_000
 """Streams per worker and per flood process: under the 20,000 open files a process may
 hold here, with room for its listening socket, pollers and the connections it answers."""
@@ -240,6 +238,7 @@ class Server:
                 pass
             time.sleep(0.5)
         else:
+            self.stop()
             raise RuntimeError("the server did not become ready")
         self.started_in = time.monotonic() - began
         self.pids_at_start = self.worker_pids()

@@ -33,21 +33,19 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, rss_bytes  # noqa: E402
+from bench.common import RAWSSE, free_port, rss_bytes  # noqa: E402
 from rawsse.core.ids import new_epoch  # noqa: E402
 from rawsse.core.publish import PublishItem  # noqa: E402
 from rawsse.store.directory import DataDirectory  # noqa: E402
 from rawsse.store.events import EventStore, Fsync, StoredEvent  # noqa: E402
 
-RAWSSE = (
-    [str(ROOT / ".venv" / "bin" / "rawsse")] if (ROOT / ".venv" / "bin" / "rawsse").exists() else ["rawsse"]
-)
 DATA = "x" * 128
 BATCH = 500
 """Events per publish request (a JSON array) when every topic gets one."""
@@ -86,20 +84,29 @@ class Server:
              "--no-dashboard"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
+        stderr = self.process.stderr
+        assert stderr is not None
+        for line in stderr:
             if "listening on" in line:
                 break
         else:
+            self.stop()
             raise RuntimeError("the server did not start")
         self.started_in = time.monotonic() - began
+        # Read on, or a full pipe would stop the server at its next log line.
+        threading.Thread(target=stderr.read, daemon=True).start()
 
     def rss_mb(self) -> float:
         return rss_bytes(self.process.pid) / 1024 / 1024
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(60)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 async def request(port: int, raw: bytes) -> bytes:
@@ -200,16 +207,26 @@ def metric(port: int, name: str) -> float:
 async def restart_run(data_dir: str, count: int) -> bool:
     port = free_port()
     first = Server(data_dir, port)
-    streams = [Stream(n) for n in range(count)]
-    await open_all(streams, port, [None] * count)
-    e1 = await publish_to_all(port, count, "E1")
-    await asyncio.gather(*(s.until(1, 60) for s in streams))
-    assert [s.events[0][0] for s in streams] == e1
-    for stream in streams:
-        stream.close()
-    e2 = await publish_to_all(port, count, "E2")
-    first.stop()
+    try:
+        streams = [Stream(n) for n in range(count)]
+        await open_all(streams, port, [None] * count)
+        e1 = await publish_to_all(port, count, "E1")
+        await asyncio.gather(*(s.until(1, 60) for s in streams))
+        assert [s.events[0][0] for s in streams] == e1
+        for stream in streams:
+            stream.close()
+        e2 = await publish_to_all(port, count, "E2")
+    finally:
+        first.stop()
     second = Server(data_dir, port)
+    try:
+        return await resumed_run(second, port, count, e1, e2)
+    finally:
+        second.stop()
+
+
+async def resumed_run(second: Server, port: int, count: int, e1: list[str], e2: list[str]) -> bool:
+    """The second server's part: every stream resumes from E1 and must get E2, then E3."""
     print(f"  restart: listening again {second.started_in:.2f} s after its start")
     began = time.monotonic()
     resumed = [Stream(n) for n in range(count)]
@@ -228,16 +245,17 @@ async def restart_run(data_dir: str, count: int) -> bool:
           f" resets: {int(resets)}; server RSS {second.rss_mb():.1f} MB")  # fmt: skip
     for stream in resumed:
         stream.close()
-    second.stop()
     return lost == 0 and resets == 0
 
 
 def memory_run(data_dir: str) -> None:
     port = free_port()
     server = Server(data_dir, port)
-    time.sleep(2)  # what the process holds once settled, not while it starts
-    print(f"  listening {server.started_in:.2f} s after its start; RSS {server.rss_mb():.1f} MB")
-    server.stop()
+    try:
+        time.sleep(2)  # what the process holds once settled, not while it starts
+        print(f"  listening {server.started_in:.2f} s after its start; RSS {server.rss_mb():.1f} MB")
+    finally:
+        server.stop()
 
 
 def main() -> int:
