@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 RAWSSE = [sys.executable, "-m", "rawsse"]
 """This checkout's rawsse, run by the interpreter the bench runs with (as `python -m`)."""
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float, sig: int = signal.SIGTERM) -> None:
+    """Ask a server to stop (`sig`), and kill it if it has not within `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def free_port() -> int:

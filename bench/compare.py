@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PAGE, answers, free_port, process_tree, rss_bytes, tcp_kernel_memory
+from common import PAGE, answers, free_port, process_tree, rss_bytes, stop_process, tcp_kernel_memory
 
 from rawsse.flood.options import FloodOptions
 from rawsse.flood.run import run_flood
@@ -218,12 +218,7 @@ class RunningServer:
         return sum(_cpu(pid) for pid in process_tree(self.process.pid))
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 15)
         shutil.rmtree(self._workdir, ignore_errors=True)
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import answers, free_port, publish_one, read_head  # noqa: E402
+from bench.common import answers, free_port, publish_one, read_head, stop_process  # noqa: E402
 
 PYTHON = sys.executable
 SUBSCRIBERS = 100
@@ -84,12 +84,7 @@ def run_once(server: str, publishes: int, workdir: Path) -> int:
         for sock in streams:
             sock.close()
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 120, signal.SIGINT)
     total = 0
     for part in out.parent.glob(f"{out.name}.*"):
         text = part.read_text()

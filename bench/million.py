@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -45,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import PAGE, RAWSSE, free_port, process_tree, rss_bytes, tcp_kernel_memory  # noqa: E402
+from bench.common import PAGE, RAWSSE, free_port, process_tree, rss_bytes, stop_process, tcp_kernel_memory  # noqa: E402
 
 STREAMS_PER_PROCESS = 17_000
 """Streams per worker and per flood process: under the 20,000 open files a process may
@@ -255,13 +254,7 @@ class Server:
                 "workers": len(pids) - 1}  # fmt: skip
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(120)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 120)
 
 
 def flood(

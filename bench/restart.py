@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RAWSSE, free_port, rss_bytes  # noqa: E402
+from bench.common import RAWSSE, free_port, rss_bytes, stop_process  # noqa: E402
 from rawsse.core.ids import new_epoch  # noqa: E402
 from rawsse.core.publish import PublishItem  # noqa: E402
 from rawsse.store.directory import DataDirectory  # noqa: E402
@@ -100,13 +99,7 @@ class Server:
         return rss_bytes(self.process.pid) / 1024 / 1024
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 60)
 
 
 async def request(port: int, raw: bytes) -> bytes:
