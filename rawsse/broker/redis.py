@@ -50,7 +50,8 @@ READ_COUNT = 1000
 
 CONNECT_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 2.0
-"""A publish fails (503) within this long when Redis stops answering."""
+"""A publish, an acknowledgement or a count fails (503) within this long when Redis stops
+answering."""
 
 NODES_KEY = "rawsse:nodes"
 """The live nodes: a sorted set of node names, each scored with when its record expires.

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from rawsse.broker.redis import COMMAND_TIMEOUT, CONNECT_TIMEOUT
 from rawsse.core.acks import Acked, AckedDone, Unacked, UnackedDone
 from rawsse.core.ids import IdScheme
 from rawsse.core.metrics import Metrics
@@ -30,8 +31,6 @@ T = TypeVar("T")
 
 ACKS_KEY = "rawsse:acks"
 
-COMMAND_TIMEOUT = 2.0
-"""An acknowledgement or a count fails (503) within this long when Redis stops answering."""
 
 _ACKNOWLEDGE = """
 local ms, n = string.match(ARGV[1], "^(%d+)-(%d+)$")
@@ -78,7 +77,9 @@ class RedisAcks:
     def __init__(
         self, url: str, ids: IdScheme, history: Unread, metrics: Metrics, loop: asyncio.AbstractEventLoop
     ) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=COMMAND_TIMEOUT)
+        self._redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT
+        )
         self._script = self._redis.register_script(_ACKNOWLEDGE)
         self._ids, self._history, self._metrics, self._loop = ids, history, metrics, loop
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -117,7 +118,7 @@ class RedisAcks:
 
     def _sequence(self, value: bytes | str) -> int:
         text = value.decode() if isinstance(value, bytes) else value
-        return 0 if text == "0-0" else self._ids.sequence_of(text)
+        return self._ids.sequence_of(text)  # "0-0", nothing acknowledged: 0
 
     def _watch(self, task: asyncio.Task[T], done: Callable[[T | RawsseError], None]) -> None:
         """`done` with the task's result, or BrokerUnavailable when Redis cannot answer."""

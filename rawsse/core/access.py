@@ -197,8 +197,8 @@ class Access:
             grant = None  # public topics only, then; others are told to come back later
         if isinstance(grant, RawsseError):  # a cached refusal too: a fresh traceback each time
             raise grant.with_traceback(None) from None
-        if grant is not None and grant.expires <= self.wall():
-            raise AuthError("the grant has ended (its exp or until is past)")
+        if grant is not None:
+            self._current(grant)
         self._check_address(address)  # again, after a wait for the application
         self.check_subscribe(topics, grant)
         if grant is None:

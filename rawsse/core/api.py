@@ -53,7 +53,7 @@ from rawsse.core.effects import (
     Respond,
     WaitTaken,
 )
-from rawsse.core.http import Request, error_response, query_pairs, response, stream_head
+from rawsse.core.http import Request, error_response, query_pairs, query_values, response, stream_head
 from rawsse.core.hub import RETRY_EVENT, Hub
 from rawsse.core.ids import id_or_none
 from rawsse.core.metrics import Metrics
@@ -487,12 +487,9 @@ class Api:
     ) -> CountPresence:
         """Who is on a topic: authorized as publishing to it is."""
         grant = self._publishers.check(request, from_loopback)
-        topics = [self._topic(value) for key, value in query_pairs(request) if key == "topic"]
-        if len(topics) != 1:
-            raise HttpError(400, "name one topic: /presence?topic=NAME")
+        topic = self._topic(self._one(request, "topic", "/presence?topic=NAME"))
         if grant is not None:
-            self.access.check_publish(topics, grant.sub, grant.publish)
-        topic = topics[0]
+            self.access.check_publish([topic], grant.sub, grant.publish)
 
         def answer(tally: Tally, complete: bool) -> Respond:
             return _json(request, answer_body(topic, tally, complete), cors)
@@ -505,7 +502,9 @@ class Api:
         self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
     ) -> Effect:
         """POST /ack?topic=T&id=ID: T's user received everything up to ID."""
-        topic, event_id = self._one(request, "topic"), self._one(request, "id")
+        usage = "?topic=NAME@USER&id=ID"
+        topic = self._topic(self._one(request, "topic", usage))
+        event_id = self._one(request, "id", usage)
         hub, view = self._hub, self._view
 
         def acknowledge() -> Effect:
@@ -535,7 +534,7 @@ class Api:
         self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors
     ) -> Effect:
         """GET /unacked?topic=T: how many events T's user has not acknowledged (the badge)."""
-        topic = self._one(request, "topic")
+        topic = self._topic(self._one(request, "topic", "?topic=NAME@USER"))
 
         def answer(found: Unacked) -> Effect:
             body = {
@@ -582,11 +581,13 @@ class Api:
             raise Forbidden(f"a user acknowledges only their own topics, not {topic[:64]!r}")
         return then()
 
-    def _one(self, request: Request, name: str) -> str:
-        values = [value for key, value in query_pairs(request) if key == name]
+    @staticmethod
+    def _one(request: Request, name: str, usage: str) -> str:
+        """The one non-empty value of query parameter `name`, or 400 with `usage`."""
+        values = query_values(request, name)
         if len(values) != 1 or not values[0]:
-            raise HttpError(400, f"name one {name}: ?topic=NAME@USER&id=ID")
-        return self._topic(values[0]) if name == "topic" else values[0]
+            raise HttpError(400, f"name one {name}: {usage}")
+        return values[0]
 
     def _disconnect(
         self, request: Request, from_loopback: Callable[[], bool], peer: Callable[[], str | None], cors: Cors

@@ -48,8 +48,7 @@ class PublisherRights:
                 # proxy's mark, trusted or not.
                 raise HttpError(403, RELAYED)
             return None
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not _same(given.strip(), token):
+        if not self.holds_token(request):
             raise HttpError(401, "a valid bearer token is required", [("WWW-Authenticate", "Bearer")])
         return None
 
