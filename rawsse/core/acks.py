@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 from rawsse.core.access import owner_of
-from rawsse.errors import HttpError, RawsseError
+from rawsse.errors import HttpError, RawsseError, UnusableId
 
 
 class AcksUnavailable(HttpError):
@@ -137,3 +137,18 @@ def check_ackable(topic: str) -> None:
     if owner_of(topic) is None:
         name = topic[:64]
         raise HttpError(400, f"acknowledgements are kept on private topics (NAME@USER) only, not {name!r}")
+
+
+class Positions(Protocol):
+    """Where ids are read back to sequences (the hub: those of the events it has)."""
+
+    def position_of(self, event_id: str) -> int: ...
+
+
+def acknowledged_sequence(positions: Positions, event_id: str) -> int:
+    """The sequence of the event an acknowledgement names; HttpError 400 for an id this
+    process did not give out or take (malformed, of another epoch, not published)."""
+    try:
+        return positions.position_of(event_id)
+    except UnusableId as exc:
+        raise HttpError(400, f"no such event ({exc.reason}): {event_id[:64]!r}") from None

@@ -32,6 +32,7 @@ from rawsse.core.acks import (
     NoAcks,
     Start,
     Unacked,
+    acknowledged_sequence,
     check_ackable,
     parse_start,
     users_topics,
@@ -516,11 +517,7 @@ class Api:
             return acknowledge_now()
 
         def acknowledge_now() -> Effect:
-            try:
-                sequence = hub.position_of(event_id)
-            except UnusableId as exc:
-                raise HttpError(400, f"no such event ({exc.reason}): {event_id[:64]!r}") from None
-            return Acknowledge((topic,), sequence, answer)
+            return Acknowledge((topic,), acknowledged_sequence(hub, event_id), answer)
 
         def answer(acked: Acked | RawsseError) -> Effect:
             if isinstance(acked, RawsseError):

@@ -14,7 +14,7 @@ from rawsse.auth.app import AppCall, answer_of
 from rawsse.auth.ledger import AccessEnded, Ledger
 from rawsse.broker.base import Publish
 from rawsse.core.access import Asking
-from rawsse.core.acks import AckBook, Acked, AckedDone, AcksUnavailable
+from rawsse.core.acks import AckBook, Acked, AckedDone, AcksUnavailable, acknowledged_sequence
 from rawsse.core.control import Kick, PresenceAnswer, PresenceAsk, Word, is_fresh
 from rawsse.core.hub import RESET_EVENT
 from rawsse.core.ids import IdScheme, id_or_none
@@ -39,7 +39,7 @@ from rawsse.core.ws.session import (
     published,
     subscribed,
 )
-from rawsse.errors import HttpError, RawsseError, TopicError, UnusableId
+from rawsse.errors import HttpError, RawsseError, TopicError
 from rawsse.reactor.presence import PresenceEvents
 from rawsse.reactor.registry import StreamRegistry
 
@@ -59,11 +59,14 @@ class Acknowledging:
         return id_or_none(self._ids.ids, sequence)
 
     def acknowledge(self, topics: tuple[str, ...], event_id: str, done: AckedDone) -> None:
+        if not self._book.kept:  # a server without a store: unavailable, whatever the id
+            done(AcksUnavailable())
+            return
         self._catch_up()
         try:
-            sequence = self._ids.position_of(event_id)
-        except UnusableId as exc:
-            done(HttpError(400, f"no such event ({exc.reason}): {event_id[:64]!r}"))
+            sequence = acknowledged_sequence(self._ids, event_id)
+        except HttpError as error:
+            done(error)
             return
         self._book.acknowledge(topics, sequence, done)
 
@@ -101,8 +104,8 @@ class StreamActions:
         presence_events: PresenceEvents,
         on_word: Callable[[PresenceAsk | PresenceAnswer], None],
         wall: Callable[[], float],
+        acknowledging: Acknowledging,
         ask_app: AskApp | None = None,
-        acknowledging: Acknowledging | None = None,
     ) -> None:
         self._registry, self._sessions, self._ledger, self._metrics = registry, sessions, ledger, metrics
         self._publish, self._presence_events = publish, presence_events
@@ -117,8 +120,6 @@ class StreamActions:
         self._asking: dict[int, int] = {}
         """WebSocket streams (their serial) whose subscribe waits for --auth-url's answer."""
         self._acknowledging = acknowledging
-        """(None: the streams of a server without a durable store, which keeps no
-        acknowledgements.)"""
 
     # A WebSocket client's frames
 
@@ -230,13 +231,9 @@ class StreamActions:
             if isinstance(outcome, RawsseError):
                 registry.send(slot, failed(outcome, ref))
                 return
-            assert self._acknowledging is not None
             newest = self._acknowledging.id_of(max(outcome.values()))
             registry.send(slot, reply("acked", ref, topics=list(topics), id=newest))
 
-        if self._acknowledging is None:
-            done(AcksUnavailable())
-            return
         self._acknowledging.acknowledge(topics, event_id, done)
 
     # The end of a stream's authorization

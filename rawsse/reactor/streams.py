@@ -21,7 +21,7 @@ from typing import Protocol
 from rawsse.auth.ledger import Ledger
 from rawsse.auth.rules import NO_TOPICS
 from rawsse.broker.base import Publish
-from rawsse.core.acks import AckBook
+from rawsse.core.acks import AckBook, NoAcks
 from rawsse.core.control import PresenceAnswer, PresenceAsk
 from rawsse.core.effects import OpenStream
 from rawsse.core.hub import FANOUT_SLICE, Delivery, Hub
@@ -174,7 +174,6 @@ def build_streams(
     registry = StreamRegistry(
         loop.time, table, hub.subscriptions, backend, sessions, ledger, metrics, announcer, quiet
     )
-    acknowledging = None if acks is None or not acks.kept else Acknowledging(acks, hub, catch_up)
     actions = StreamActions(
         registry,
         sessions,
@@ -185,8 +184,8 @@ def build_streams(
         announcer,
         on_word,
         wall,
+        Acknowledging(acks or NoAcks(), hub, catch_up),
         ask_app,
-        acknowledging,
     )
     fanout = Fanout(loop, hub, registry, sessions, metrics, quiet, actions.on_word, limits.slice_size)
     return Streams(registry, fanout, actions, quiet, limits)
