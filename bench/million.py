@@ -284,6 +284,8 @@ def flood(
                 told = True
                 on_open()
     child.wait()
+    if not out.exists():
+        raise RuntimeError(f"rawsse flood ended ({child.returncode}) without writing its figures")
     result: dict[str, Any] = json.loads(out.read_text())
     return result
 
@@ -415,7 +417,9 @@ def main() -> int:
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"== done in {report['seconds']} s; written to {args.json}", flush=True)
     ok = all(
-        r["opened"] == r["asked"] and not (r["lost"] or r["duplicates"] or r["workers_restarted"])
+        r["opened"] == r["asked"]
+        and not (r["lost"] or r["duplicates"] or r["workers_restarted"] or r["unicast_sample"]["lost"])
+        and r["held_measured_after_open_seconds"] < PAUSE  # before the broadcast began
         for r in results
     )
     return 0 if ok else 1

@@ -266,7 +266,7 @@ def store(args: argparse.Namespace) -> int:
 
 
 def flood(args: argparse.Namespace) -> int:
-    from rawsse.flood.run import run_flood, write_json
+    from rawsse.flood.run import check_source_ports, run_flood, write_json
 
     # The flood options share their names with the command-line flags.
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FloodOptions) if hasattr(args, f.name)}
@@ -276,6 +276,11 @@ def flood(args: argparse.Namespace) -> int:
         print(f"rawsse flood: --source-addresses: {exc}", file=sys.stderr)
         return 2
     options = FloodOptions(**given, sources=sources, progress=not args.quiet)
+    try:
+        check_source_ports(options)
+    except ValueError as exc:
+        print(f"rawsse flood: {exc}", file=sys.stderr)
+        return 2
     result = run_flood(options)
     if args.json:
         write_json(result, args.json)

@@ -243,3 +243,15 @@ def test_processes_that_share_a_source_address_share_its_ports_without_overlap()
         mine = sorted(slices[worker] for worker in range(source, 6, 2))
         assert all(a[1] < b[0] for a, b in itertools.pairwise(mine))
         assert SOURCE_PORTS[0] <= mine[0][0] and mine[-1][1] <= SOURCE_PORTS[1]
+
+
+def test_more_streams_than_source_ports_are_refused_at_start(capsys: pytest.CaptureFixture[str]) -> None:
+    from rawsse.flood.worker import SOURCE_PORTS
+
+    ports = SOURCE_PORTS[1] - SOURCE_PORTS[0] + 1
+    url = "http://127.0.0.1:1/events"
+    given = ["--source-addresses", "127.0.0.2", "--streams", str(ports + 1), "--processes", "1"]
+    assert main(["flood", "idle", url, *given]) == 2  # one address: one range of ports
+    assert "source ports" in capsys.readouterr().err
+    given = ["--source-addresses", "127.0.0.2", "--streams", str(ports + 2), "--processes", "2"]
+    assert main(["flood", "idle", url, *given]) == 2  # two processes share it: half each

@@ -11,11 +11,12 @@ from rawsse.flood.publisher import PublishTemplate
 
 DEFAULT_SOURCES = "127.0.0.2-127.0.0.9"
 """Loopback addresses to connect from, one per process in turn: each source address has
-its own range of ephemeral ports, so many processes can hold many streams."""
+its own source ports (see rawsse.flood.worker.SOURCE_PORTS), so many processes can hold
+many streams."""
 
 
 OPEN_TIME_BASE = 60.0
-OPEN_TIME_PER_SECOND = 1000
+STREAMS_PER_EXTRA_SECOND = 1000
 """The opening's default time limit: a minute, and a second more for every thousand
 streams (a million: about 18 minutes), so a large run is never cut short by a limit sized
 for a small one; a server slower than a thousand streams a second is a finding of its own."""
@@ -52,7 +53,7 @@ class FloodOptions:
     """Connections in flight at once while opening, shared by the processes."""
     open_timeout: float = 0.0
     """How long the streams may take to open (0: OPEN_TIME_BASE, and a second more for
-    every OPEN_TIME_PER_SECOND streams asked for); those not tried by then are reported."""
+    every STREAMS_PER_EXTRA_SECOND streams asked for); those not tried by then are reported."""
     pause: float = 0.0
     """broadcast, unicast: seconds to hold the streams idle once open, before publishing."""
     events: int = 100
@@ -97,7 +98,7 @@ class FloodOptions:
     def opening_limit(self) -> float:
         if self.open_timeout:
             return self.open_timeout
-        return OPEN_TIME_BASE + self.streams / OPEN_TIME_PER_SECOND
+        return OPEN_TIME_BASE + self.streams / STREAMS_PER_EXTRA_SECOND
 
     @property
     def hold_seconds(self) -> float:

@@ -133,10 +133,23 @@ def run_flood(options: FloodOptions, out: TextIO = sys.stderr) -> dict[str, Any]
                 process.kill()
 
 
+def check_source_ports(options: FloodOptions) -> None:
+    """Raise ValueError when a process would be asked for more streams than it has source
+    ports (each stream takes one of its slice: see `port_slice`)."""
+    first, last = port_slice(0, options.processes, len(options.sources))
+    per_process = -(-options.streams // options.processes)
+    if per_process > last - first + 1:
+        raise ValueError(
+            f"{per_process} streams per process, but each has {last - first + 1} source ports: "
+            f"add --source-addresses (each gives {SOURCE_PORTS[1] - SOURCE_PORTS[0] + 1} ports) "
+            "and --processes to match"
+        )
+
+
 def port_slice(worker: int, processes: int, sources: int) -> tuple[int, int]:
     """The source ports of flood process `worker`: the whole range when it has its source
     address to itself, its share of it when several processes take turns on one."""
-    sharing = -(-processes // sources) if processes > sources else 1
+    sharing = -(-processes // sources)
     first, last = SOURCE_PORTS
     width = (last - first + 1) // sharing
     start = first + (worker // sources) * width

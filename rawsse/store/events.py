@@ -114,7 +114,8 @@ class EventStore:
             # Pages of 2 KiB, not SQLite's 4 KiB: a commit writes the pages it changed to the
             # WAL (an event's row, its topic's index entry), and a publish committed alone
             # costs about a fifth less (bench/RESULTS.md, 2026-12-03: 26-29 against 31-34
-            # us); an event of up to about 2 KB still fits its page.
+            # us); an event of up to about 2 KB still fits its page. A new log only: one in
+            # WAL mode keeps the size it was made with (`rawsse store compact` keeps it too).
             self._db.execute("PRAGMA page_size=2048")
             self._db.execute("PRAGMA journal_mode=WAL")
             # The workers of one server share the log: a writer waits its turn, briefly.
