@@ -198,7 +198,7 @@ class Server:
             options = StoreOptions(fsync, config.fsync_interval, config.store_age, config.store_bytes)
             # One process syncs, trims and counts: this one, or worker 0 of a group.
             keeper = self.worker is None or self.worker.index == 0
-            durable = DurableLog(store, options, encoder, metrics, keeper)
+            durable = DurableLog(store, options, encoder, metrics, keeper, shared=self.worker is not None)
         # The workers' shared log (with a Redis broker the workers are nodes, and use none):
         # the broker's, and where this worker's streams' topics are shown to the others.
         shared_log: SharedLog | None = None

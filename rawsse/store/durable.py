@@ -48,13 +48,15 @@ class DurableLog:
         encoder: EventEncoder,
         metrics: Metrics,
         keeper: bool = True,
+        shared: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         """`keeper`: this process syncs and trims the log and reports its figures (the
-        only process, or worker 0 of a group sharing it)."""
+        only process, or worker 0 of a group sharing it); `shared`: other processes write
+        to it too (workers), so the keeper counts what they wrote."""
         self._store, self._options, self._encoder, self._metrics = store, options, encoder, metrics
-        self._keeper = keeper
+        self._keeper, self._shared = keeper, shared
         self._clock, self._wall = clock, wall
         self.waits = options.fsync is Fsync.ALWAYS
         """A commit is synced before it returns (--fsync always)."""
@@ -130,7 +132,8 @@ class DurableLog:
             return
         store, options = self._store, self._options
         try:
-            store.recount()
+            if self._shared:  # alone, this process's count is exact already
+                store.recount()
             store.keep_count()
             self._count()
             if options.fsync is Fsync.INTERVAL and self._clock() - store.last_sync >= options.fsync_interval:
