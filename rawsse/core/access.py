@@ -21,7 +21,7 @@ import ipaddress
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple, Union
+from typing import Generic, NamedTuple, TypeVar, Union
 
 from rawsse.auth.app import AnswerCache, AppCall, AppUnavailable, app_call
 from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
@@ -34,6 +34,9 @@ from rawsse.errors import HttpError, RawsseError
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]  # noqa: UP007 (a runtime alias)
 
+
+Decided = TypeVar("Decided")
+"""What the application's answer decides (Asking)."""
 
 MAX_FORWARDED_HOPS = 16
 """X-Forwarded-For entries read, from the right: a chain of proxies is short."""
@@ -60,19 +63,12 @@ class AccessOptions:
     max_topic_length: int = 255
 
 
-class Asking(NamedTuple):
-    """The decision waits for the application: put `call`, then `finish(answer)`."""
+class Asking(NamedTuple, Generic[Decided]):
+    """The decision waits for the application: put `call`, then `finish(answer)` gives it
+    (what a stream holds, who a credential names) or raises why not."""
 
     call: AppCall
-    finish: Callable[[Grant | RawsseError], StreamAccess]
-
-
-class AskingUser(NamedTuple):
-    """Who a credential names waits for the application: put `call`, then `finish(answer)`
-    gives the grant (or raises why there is none)."""
-
-    call: AppCall
-    finish: Callable[[Grant | RawsseError], Grant]
+    finish: Callable[[Grant | RawsseError], Decided]
 
 
 def owner_of(topic: str) -> str | None:
@@ -129,7 +125,7 @@ class Access:
         token = self.credential(request)
         return None if token is None else self.verifier.verify(token, self.wall())
 
-    def user(self, request: Request, topics: tuple[str, ...]) -> Grant | AskingUser | None:
+    def user(self, request: Request, topics: tuple[str, ...]) -> Grant | Asking[Grant] | None:
         """Who the request's credential names, for a request about `topics` that is no
         stream (acknowledging, counting unacknowledged events): its verified grant, None
         without a credential, or the question for the application (--auth-url) with
@@ -137,20 +133,33 @@ class Access:
         grant = self.grant(request)
         if grant is not None:
             return self._current(grant)
-        cache = self.app_cache
         cookie, authorization = request.headers.get("cookie", ""), request.headers.get("authorization", "")
-        if cache is None or not (cookie or authorization):
+        if self.app_cache is None or not (cookie or authorization):
             return None
-        call = app_call(cookie, authorization, topics, Framing.SSE.transport)
 
-        def finish(answer: Grant | RawsseError) -> Grant:
-            cache.put(call.key, answer, self.wall())
+        def decided(answer: Grant | RawsseError) -> Grant:
             if isinstance(answer, RawsseError):
                 raise answer.with_traceback(None) from None
             return self._current(answer)
 
+        return self._ask(app_call(cookie, authorization, topics, Framing.SSE.transport), decided)
+
+    def _ask(
+        self, call: AppCall, then: Callable[[Grant | RawsseError], Decided]
+    ) -> Decided | Asking[Decided]:
+        """`then` of the application's answer to `call` (--auth-url): at once if its cache
+        holds one, else once asked, its answer cached."""
+        cache = self.app_cache
+        assert cache is not None
         cached = cache.get(call.key, self.wall())
-        return AskingUser(call, finish) if cached is None else finish(cached)
+        if cached is not None:
+            return then(cached)
+
+        def finish(answer: Grant | RawsseError) -> Decided:
+            cache.put(call.key, answer, self.wall())
+            return then(answer)
+
+        return Asking(call, finish)
 
     def _current(self, grant: Grant) -> Grant:
         if grant.expires <= self.wall():
@@ -161,7 +170,7 @@ class Access:
 
     def for_stream(
         self, request: Request, topics: tuple[str, ...], peer: str | None, framing: Framing = Framing.SSE
-    ) -> StreamAccess | Asking:
+    ) -> StreamAccess | Asking[StreamAccess]:
         """Whether a stream on `topics` may open, and what it holds if so; raises 401,
         403, 429, or 503 when the application cannot answer. Asking when the application
         must be asked first."""
@@ -175,17 +184,12 @@ class Access:
                 request.headers.get("authorization", ""),
             )
             if cookie or authorization:
-                call = app_call(cookie, authorization, topics, framing.transport)
                 kept = (cookie, authorization) if framing == Framing.WS else None  # for later subscribes
-                cached = cache.get(call.key, self.wall())
-                if cached is not None:
-                    return self._granted(cached, topics, address)._replace(credential=kept)
 
-                def finish(answer: Grant | RawsseError) -> StreamAccess:
-                    cache.put(call.key, answer, self.wall())
+                def granted(answer: Grant | RawsseError) -> StreamAccess:
                     return self._granted(answer, topics, address)._replace(credential=kept)
 
-                return Asking(call, finish)
+                return self._ask(app_call(cookie, authorization, topics, framing.transport), granted)
             return self._granted(None, topics, address)
         return self._granted(self.grant(request), topics, address)
 
@@ -221,7 +225,7 @@ class Access:
         else:
             self._check_topics(topics, grant.sub, grant.subscribe, held=True)
 
-    def check_stream_subscribe(self, slot: int, topics: tuple[str, ...]) -> Asking | None:
+    def check_stream_subscribe(self, slot: int, topics: tuple[str, ...]) -> Asking[StreamAccess] | None:
         """A WebSocket's later subscribe, by what its stream was granted at its start;
         raises 401 or 403. For a stream --auth-url authorized, topics beyond its grant are
         asked about (Asking; `finish` raises, or updates the stream's grant)."""
@@ -233,10 +237,8 @@ class Access:
             cache = self.app_cache
             if credential is None or cache is None:
                 raise
-        call = app_call(*credential, topics, Framing.WS.transport)
 
-        def finish(answer: Grant | RawsseError) -> StreamAccess:
-            cache.put(call.key, answer, self.wall())
+        def regranted(answer: Grant | RawsseError) -> StreamAccess:
             if isinstance(answer, RawsseError):
                 raise answer.with_traceback(None) from None
             if answer.sub != self.ledger.sub[slot]:
@@ -247,11 +249,9 @@ class Access:
             self.ledger.regrant(slot, answer.subscribe, answer.publish, answer.expires)
             return NO_ACCESS  # what the stream holds now is in the ledger
 
-        cached = cache.get(call.key, self.wall())
-        if cached is not None:
-            finish(cached)  # raises if it does not allow them either
-            return None
-        return Asking(call, finish)
+        # From the cache at once (raising if it does not allow them either), or once asked.
+        asking = self._ask(app_call(*credential, topics, Framing.WS.transport), regranted)
+        return asking if isinstance(asking, Asking) else None
 
     def _check_granted(self, slot: int, topics: Iterable[str]) -> None:
         sub, rules = self.ledger.sub[slot], self.ledger.subscribe[slot]

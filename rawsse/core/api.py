@@ -24,7 +24,7 @@ from typing import NamedTuple
 from rawsse.auth.app import AppUnavailable, answer_of
 from rawsse.auth.ledger import NO_ACCESS, Ledger, StreamAccess
 from rawsse.auth.tokens import MAX_SUB_LENGTH, Forbidden, Grant
-from rawsse.core.access import Access, AccessOptions, Asking, AskingUser, owner_of
+from rawsse.core.access import Access, AccessOptions, Asking, owner_of
 from rawsse.core.acks import (
     AckBook,
     Acked,
@@ -561,7 +561,7 @@ class Api:
         access = self.access
         if access.enabled and not self._publishers.holds_token(request):
             user = access.user(request, (topic,))
-            if isinstance(user, AskingUser):
+            if isinstance(user, Asking):
                 finish, limit = user.finish, self._options.max_topic_length
                 return AskApplication(
                     user.call, lambda outcome: self._owned(finish(answer_of(outcome, limit)), topic, then)

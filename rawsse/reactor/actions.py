@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from rawsse.auth.app import AppCall, answer_of
-from rawsse.auth.ledger import AccessEnded, Ledger
+from rawsse.auth.ledger import AccessEnded, Ledger, StreamAccess
 from rawsse.broker.base import Publish
 from rawsse.core.access import Asking
 from rawsse.core.acks import AckBook, Acked, AckedDone, AcksUnavailable, acknowledged_sequence
@@ -178,7 +178,9 @@ class StreamActions:
             events.announce("join", sub, [t for t in after if t not in before])
         self._registry.send(slot, answer)
 
-    def _ask_to_subscribe(self, slot: int, asking: Asking, topics: tuple[str, ...], ref: object) -> None:
+    def _ask_to_subscribe(
+        self, slot: int, asking: Asking[StreamAccess], topics: tuple[str, ...], ref: object
+    ) -> None:
         """A subscribe beyond the stream's grant, put to the application: on its answer
         the stream is on those topics too, or is told why not."""
         registry = self._registry

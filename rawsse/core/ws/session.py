@@ -30,7 +30,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from rawsse.auth.ledger import AccessEnded
+from rawsse.auth.ledger import AccessEnded, StreamAccess
 from rawsse.core.access import Access, Asking
 from rawsse.core.acks import users_topics
 from rawsse.core.publish import PublishItem, json_item
@@ -97,7 +97,7 @@ class AskToSubscribe(NamedTuple):
     """Ask the application (--auth-url) about `topics`, beyond what the stream was
     granted; then subscribe to them too (answered as SetTopics is), or answer why not."""
 
-    asking: Asking
+    asking: Asking[StreamAccess]
     topics: tuple[str, ...]
     ref: Any
 
