@@ -10,7 +10,9 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from websockets.asyncio.client import connect
 
@@ -19,7 +21,7 @@ from rawsse.auth.tokens import AuthError, Forbidden, Grant
 from rawsse.core.slots import Framing
 from rawsse.reactor.app_client import AppClient
 from rawsse.reactor.server import Server
-from tests.helpers import TIMEOUT, StreamClient, free_port, publish, run_with_server, wait_for
+from tests.helpers import TIMEOUT, StreamClient, free_port, get, post, publish, run_with_server, wait_for
 
 KIND = "integration"
 
@@ -271,3 +273,21 @@ def test_answers_and_their_cache_without_sockets() -> None:
     assert cache.get("k", 100) is None  # the grant's own end comes before the cache's
     cache.put("u", AppUnavailable("down"), now=50)
     assert cache.get("u", 51) is None  # unavailability is never cached
+
+
+def test_the_application_names_who_acknowledges_and_whose_unread_events_are_counted(tmp_path: Path) -> None:
+    async def scenario(server: Server, app: Application) -> None:
+        port = server.port
+        sent = [await publish(port, "notes@alice", f"note {n}") for n in range(2)]
+        alice, bob = {"Cookie": "sid=alice-session"}, {"Cookie": "sid=bob-session"}
+        query = urlencode({"topic": "notes@alice", "id": sent[0]})
+        answer = await post(port, f"/ack?{query}", b"", headers=alice)
+        assert answer.status == 200 and answer.json() == {"topic": "notes@alice", "acked": sent[0]}
+        assert app.calls[-1]["body"] == {"topics": ["notes@alice"], "transport": "sse"}
+        calls = len(app.calls)
+        counted = await get(port, "/unacked?topic=notes@alice", alice)  # the answer cached: no call
+        assert counted.status == 200 and counted.json()["count"] == 1 and len(app.calls) == calls
+        assert (await post(port, f"/ack?{query}", b"", headers=bob)).status == 403  # not bob's
+        assert (await get(port, "/unacked?topic=notes@alice", {"Cookie": "sid=stolen"})).status == 401
+
+    with_application(scenario, data_dir=str(tmp_path))
